@@ -1,0 +1,378 @@
+"""Raster reader: the only module that imports rasterio.
+
+Reads metadata (`read_info`), pixel windows (`read_window`) and model-ready chips (`read_chip`) from
+GeoTIFF, PNG and JPEG files, and finds rasters under a folder (`iter_rasters`). Windows are in pixels
+(`tiling.Window`); footprints are lon/lat in WGS84 (`window_bbox_lonlat`). Every failure a user can cause
+(missing, empty, corrupt, truncated, unsupported or oversized file) is a `RasterError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.warp
+import rasterio.windows
+from rasterio._err import CPLE_BaseError
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+from sarclip_search import radiometry
+from sarclip_search.errors import InputError, RasterError
+from sarclip_search.tiling import Window
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "RasterInfo",
+    "iter_rasters",
+    "read_chip",
+    "read_info",
+    "read_window",
+    "window_bbox_lonlat",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+# Refuse anything larger before reading pixels: a decompression bomb or a whole-scene mosaic that
+# should be cut with gdal_translate first. 40k x 40k covers a full Sentinel-1 IW GRD scene (~26k x 17k).
+MAX_PIXELS = 40_000 * 40_000
+
+# Side of the centre window read to tell dB from linear power in float rasters (see radiometry).
+_SCALE_SAMPLE_SIZE = 256
+
+_READ_ERRORS = (RasterioError, CPLE_BaseError)
+
+_FIX_CORRUPT = "re-download or remove the file"
+
+
+@dataclasses.dataclass(frozen=True)
+class RasterInfo:
+    """What the catalog needs to know about a raster, read from its header without reading all pixels."""
+
+    path: str  # as given to read_info
+    width: int  # pixels
+    height: int  # pixels
+    count: int  # number of bands
+    dtype: str  # numpy name of the band data type, e.g. "float32", "uint16", "complex64"
+    driver: str  # GDAL driver, e.g. "GTiff", "PNG", "JPEG"
+    crs: str | None  # "EPSG:32632", or WKT when the CRS has no EPSG code; None when not georeferenced
+    # affine (a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f; None when not georeferenced
+    transform: tuple[float, ...] | None
+    bounds_lonlat: tuple[float, float, float, float] | None  # (minlon, minlat, maxlon, maxlat), WGS84
+    nodata: float | None  # nodata value of the bands (may be NaN), None when unset
+    tags: dict[str, str]  # dataset tags, e.g. TIFFTAG_DATETIME
+    band_descriptions: tuple[str | None, ...]  # e.g. ("VV", "VH")
+    scale: str  # radiometric scale, see radiometry.detect_scale
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[rasterio.io.DatasetReader]:
+    """Open `path` with rasterio, turning every way it can fail into a `RasterError`."""
+    if not path.exists():
+        raise RasterError(path, "no such file; check the path")
+    if path.is_dir():
+        raise RasterError(path, "is a directory, not a raster file; give a file or use iter_rasters")
+    if path.stat().st_size == 0:
+        raise RasterError(path, f"empty file (0 bytes); {_FIX_CORRUPT}")
+    try:
+        with warnings.catch_warnings():
+            # Plain PNG/JPEG chips carry no georeferencing; that is expected, not worth a warning.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(path)
+    except _READ_ERRORS as error:
+        raise RasterError(
+            path, f"not a readable raster (truncated or not an image: {_first_line(error)}); {_FIX_CORRUPT}"
+        ) from error
+    with dataset:
+        if dataset.count == 0:
+            raise RasterError(
+                path, "has no raster bands (a container of subdatasets?); convert the wanted band to GeoTIFF"
+            )
+        if dataset.width * dataset.height > MAX_PIXELS:
+            raise RasterError(
+                path,
+                f"raster is {dataset.width} x {dataset.height} pixels, more than the limit of "
+                f"{MAX_PIXELS} pixels; cut it into smaller files (e.g. gdal_translate -srcwin) first",
+            )
+        if dataset.driver == "PNG" and not _has_png_trailer(path):
+            # GDAL decodes a truncated PNG without any error; the IEND chunk closes every complete file.
+            raise RasterError(path, f"truncated PNG (no IEND chunk at the end); {_FIX_CORRUPT}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            yield dataset
+
+
+def _has_png_trailer(path: Path) -> bool:
+    """True when the last bytes of `path` hold the PNG end chunk (IEND)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64))
+        return b"IEND" in handle.read()
+
+
+def _first_line(error: BaseException) -> str:
+    """First line of the innermost cause's message (rasterio wraps GDAL's words in "Read failed")."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _read(
+    dataset: rasterio.io.DatasetReader,
+    path: Path,
+    indexes: list[int],
+    window: rasterio.windows.Window | None,
+) -> np.ndarray:
+    """Masked read of `indexes` in `window` as (B, h, w) float32 with masked/nodata/non-finite -> NaN."""
+    try:
+        data = dataset.read(indexes, window=window, masked=True)
+    except _READ_ERRORS as error:
+        raise RasterError(
+            path, f"pixel data cannot be read (truncated or corrupt: {_first_line(error)}); {_FIX_CORRUPT}"
+        ) from error
+    mask = np.ma.getmaskarray(data)
+    values = np.ma.getdata(data)
+    if np.iscomplexobj(values):
+        values = np.abs(values)  # complex SLC -> amplitude, see radiometry.detect_scale
+    out = values.astype(np.float32)
+    out[mask] = np.nan
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _probe_tail(dataset: rasterio.io.DatasetReader, path: Path) -> None:
+    """Read the last block of the last band of a GeoTIFF: a truncated file fails here, cheaply.
+
+    TIFF blocks are tiled/stripped, so this reads one block. JPEG/PNG decode sequentially, a tail probe
+    would decode the whole image; their truncation surfaces in `read_window` instead.
+    """
+    if dataset.driver != "GTiff":
+        return
+    band = dataset.count
+    block_height, block_width = dataset.block_shapes[band - 1]
+    row = ((dataset.height - 1) // block_height) * block_height
+    col = ((dataset.width - 1) // block_width) * block_width
+    window = rasterio.windows.Window(col, row, dataset.width - col, dataset.height - row)
+    _read(dataset, path, [band], window)
+
+
+def _crs_text(crs: CRS | None) -> str | None:
+    """ "EPSG:<code>" when the CRS has an EPSG code, else its WKT; None without CRS."""
+    if crs is None:
+        return None
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code is not None else crs.to_wkt()
+
+
+def _scale_sample(dataset: rasterio.io.DatasetReader, path: Path) -> np.ndarray | None:
+    """A centre window of band 1 for float rasters (to tell dB from power); None for other types."""
+    if np.dtype(dataset.dtypes[0]).kind != "f":
+        return None
+    width = min(_SCALE_SAMPLE_SIZE, dataset.width)
+    height = min(_SCALE_SAMPLE_SIZE, dataset.height)
+    window = rasterio.windows.Window(
+        (dataset.width - width) // 2, (dataset.height - height) // 2, width, height
+    )
+    return _read(dataset, path, [1], window)
+
+
+def _info(dataset: rasterio.io.DatasetReader, path: Path, original: object) -> RasterInfo:
+    """Build a `RasterInfo` from an open dataset (reads at most one sample window)."""
+    dtype = str(dataset.dtypes[0])
+    tags = {str(key): str(value) for key, value in dataset.tags().items()}
+    try:
+        scale = radiometry.detect_scale(dtype, tags, _scale_sample(dataset, path))
+    except ValueError as error:
+        raise RasterError(path, f"unsupported raster: {error}; convert it to float32 or uint16") from error
+    crs = _crs_text(dataset.crs)
+    georeferenced = dataset.crs is not None or not dataset.transform.is_identity
+    transform = tuple(float(v) for v in tuple(dataset.transform)[:6]) if georeferenced else None
+    info = RasterInfo(
+        path=str(original),
+        width=int(dataset.width),
+        height=int(dataset.height),
+        count=int(dataset.count),
+        dtype=dtype,
+        driver=str(dataset.driver),
+        crs=crs,
+        transform=transform,
+        bounds_lonlat=None,
+        nodata=None if dataset.nodata is None else float(dataset.nodata),
+        tags=tags,
+        band_descriptions=tuple(dataset.descriptions),
+        scale=scale,
+    )
+    full = Window(0, 0, info.width, info.height)
+    return dataclasses.replace(info, bounds_lonlat=window_bbox_lonlat(info, full))
+
+
+def read_info(path: str | os.PathLike[str]) -> RasterInfo:
+    """Header metadata of the raster at `path`: size, bands, data type, CRS, footprint, tags and scale.
+
+    Reads no pixels except one block to detect truncated GeoTIFFs and, for float rasters, a centre
+    window of at most 256 x 256 of band 1 to tell dB from linear power.
+
+    Raises:
+        RasterError: the file is missing, empty, not an image, truncated, of an unsupported data type,
+            or larger than `MAX_PIXELS`.
+    """
+    file = Path(path)
+    with _open(file) as dataset:
+        _probe_tail(dataset, file)
+        return _info(dataset, file, path)
+
+
+def _rasterio_window(
+    dataset: rasterio.io.DatasetReader, window: Window | None
+) -> rasterio.windows.Window | None:
+    """Check that `window` lies inside the raster and convert it; None reads the whole raster."""
+    if window is None:
+        return None
+    inside = (
+        window.col_off >= 0
+        and window.row_off >= 0
+        and window.width > 0
+        and window.height > 0
+        and window.col_off + window.width <= dataset.width
+        and window.row_off + window.height <= dataset.height
+    )
+    if not inside:
+        raise ValueError(
+            f"window {window.as_list()} is not inside the {dataset.width} x {dataset.height} raster; "
+            "use tiling.tile_windows to make windows"
+        )
+    return rasterio.windows.Window(window.col_off, window.row_off, window.width, window.height)
+
+
+def _band_indexes(dataset: rasterio.io.DatasetReader, path: Path, bands: Sequence[int] | None) -> list[int]:
+    """1-based band indexes to read; all bands when `bands` is None."""
+    if bands is None:
+        return list(range(1, dataset.count + 1))
+    indexes = [int(band) for band in bands]
+    if not indexes:
+        raise ValueError("bands must name at least one band (1-based), or be None for all bands")
+    for band in indexes:
+        if not 1 <= band <= dataset.count:
+            raise RasterError(
+                path, f"band {band} requested but the raster has {dataset.count} band(s), numbered from 1"
+            )
+    return indexes
+
+
+def read_window(
+    path: str | os.PathLike[str], window: Window | None = None, bands: Sequence[int] | None = None
+) -> np.ndarray:
+    """Pixels of `window` (whole raster when None) as a (B, h, w) float32 array, via a windowed read.
+
+    `bands` are 1-based band indexes as in GDAL (default: all). Complex values become their magnitude
+    (amplitude). Nodata, masked and non-finite pixels are NaN. Values keep their scale (see `read_info`).
+
+    Raises:
+        RasterError: the file cannot be opened or its pixels cannot be read (e.g. truncated), or a band
+            index is out of range.
+        ValueError: `window` is not inside the raster.
+    """
+    file = Path(path)
+    with _open(file) as dataset:
+        rio_window = _rasterio_window(dataset, window)
+        return _read(dataset, file, _band_indexes(dataset, file, bands), rio_window)
+
+
+def window_bbox_lonlat(info: RasterInfo, window: Window) -> tuple[float, float, float, float] | None:
+    """WGS84 (minlon, minlat, maxlon, maxlat) of a pixel window; None without CRS or transform.
+
+    The 4 outer corners of the window go through the affine transform to CRS coordinates, then to
+    EPSG:4326 with `rasterio.warp.transform`. Exact for north-up rasters in geographic CRS, within
+    a fraction of a pixel for UTM tiles; windows crossing the antimeridian are not handled.
+    """
+    if info.crs is None or info.transform is None:
+        return None
+    a, b, c, d, e, f = info.transform[:6]
+    cols = [window.col_off, window.col_off + window.width]
+    rows = [window.row_off, window.row_off + window.height]
+    xs = [a * col + b * row + c for row in rows for col in cols]
+    ys = [d * col + e * row + f for row in rows for col in cols]
+    try:
+        crs = CRS.from_user_input(info.crs)
+        if crs.to_epsg() == 4326:
+            lons, lats = xs, ys
+        else:
+            lons, lats = rasterio.warp.transform(crs, CRS.from_epsg(4326), xs, ys)
+    except _READ_ERRORS as error:
+        logger.warning("%s: cannot transform footprint to lon/lat (%s)", info.path, _first_line(error))
+        return None
+    corners = np.array([lons, lats], dtype=np.float64)
+    if not np.isfinite(corners).all():
+        logger.warning("%s: footprint has no finite lon/lat in WGS84", info.path)
+        return None
+    return (
+        float(corners[0].min()),
+        float(corners[1].min()),
+        float(corners[0].max()),
+        float(corners[1].max()),
+    )
+
+
+def read_chip(path: str | os.PathLike[str], window: Window | None = None, size: int = 128) -> np.ndarray:
+    """A model input chip: band 1 of `window`, in dB, stretched to [0, 1] and resized to (size, size) float32.
+
+    The scale comes from `read_info` (`radiometry.detect_scale`), the conversion from
+    `radiometry.to_model_input`. Resizing is bilinear (Pillow, mode "F"); a non-square window is
+    stretched to a square.
+
+    Raises:
+        RasterError: as `read_window`.
+        ValueError: `size` is not positive or `window` is not inside the raster.
+    """
+    if size <= 0:
+        raise ValueError(f"chip size must be a positive number of pixels, got {size}")
+    file = Path(path)
+    with _open(file) as dataset:
+        info = _info(dataset, file, path)
+        values = _read(dataset, file, [1], _rasterio_window(dataset, window))
+    chip = radiometry.to_model_input(values, info.scale)
+    if chip.shape != (size, size):
+        from PIL import Image
+
+        resized = Image.fromarray(np.ascontiguousarray(chip, dtype=np.float32)).resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
+        chip = np.asarray(resized, dtype=np.float32)
+    return np.clip(chip, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def iter_rasters(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Image files under `root` with a suffix in `IMAGE_SUFFIXES` (any case), sorted by path.
+
+    Hidden folders and files (name starting with ".") are skipped; symlinked folders are not entered,
+    so link loops cannot recur. A `root` that is itself an image file yields just that file.
+
+    Raises:
+        InputError: `root` does not exist.
+    """
+    base = Path(root)
+    if base.is_file():
+        if base.suffix.lower() in IMAGE_SUFFIXES:
+            yield base
+        return
+    if not base.is_dir():
+        raise InputError(f"{base}: no such folder; give a folder of rasters")
+    found: list[Path] = []
+    for folder, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+        found.extend(
+            Path(folder) / name
+            for name in filenames
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
+    yield from sorted(found)
