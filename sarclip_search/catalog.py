@@ -1,0 +1,532 @@
+"""The DuckDB catalog of scenes and tiles.
+
+`Catalog` owns the DuckDB connection; it is the only module (with `filters`) that imports duckdb.
+A tile id is the FAISS id of the tile's embedding, so ids are never reused: scene and tile ids
+come from counters kept in the `meta` table, which only grow.
+
+Scene metadata beyond the fixed columns (manifest columns, STAC properties) becomes dynamic
+`scenes` columns, added on first use with a type inferred from the python value; filters run
+against the view `tile_view` (every tile with every column of its scene).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Self
+
+import duckdb
+import numpy as np
+
+from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError, MetadataError
+from sarclip_search.filters import check_predicate
+from sarclip_search.metadata import parse_datetime
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# The whole schema. Dynamic scene columns are added with ALTER TABLE by `add_scene`.
+SCHEMA_DDL = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE scenes (
+    scene_id BIGINT PRIMARY KEY,
+    path VARCHAR UNIQUE,            -- POSIX path relative to the archive root
+    abs_path VARCHAR,
+    size_bytes BIGINT,
+    mtime DOUBLE,                   -- seconds since the epoch
+    content_hash VARCHAR,
+    width INT,                      -- pixels
+    height INT,                     -- pixels
+    band_count INT,
+    dtype VARCHAR,
+    scale VARCHAR,                  -- linear power / amplitude / dB
+    crs VARCHAR,
+    bbox_minlon DOUBLE, bbox_minlat DOUBLE, bbox_maxlon DOUBLE, bbox_maxlat DOUBLE,  -- WGS84 degrees
+    datetime TIMESTAMP              -- acquisition time, UTC
+);
+CREATE TABLE tiles (
+    tile_id BIGINT PRIMARY KEY,     -- the FAISS id
+    scene_id BIGINT,
+    col_off INT, row_off INT, width INT, height INT,  -- pixel window in the scene
+    bbox_minlon DOUBLE, bbox_minlat DOUBLE, bbox_maxlon DOUBLE, bbox_maxlat DOUBLE   -- WGS84 degrees
+);
+"""
+
+# tile_view: tile columns win; the scene's size and bbox are exposed as scene_width/height and
+# scene_bbox_*. `s.*` is expanded at query time, so dynamic columns appear without a rebuild.
+TILE_VIEW_DDL = """
+CREATE OR REPLACE VIEW tile_view AS
+SELECT t.*,
+       s.width AS scene_width, s.height AS scene_height,
+       s.bbox_minlon AS scene_bbox_minlon, s.bbox_minlat AS scene_bbox_minlat,
+       s.bbox_maxlon AS scene_bbox_maxlon, s.bbox_maxlat AS scene_bbox_maxlat,
+       s.* EXCLUDE (scene_id, width, height, bbox_minlon, bbox_minlat, bbox_maxlon, bbox_maxlat)
+FROM tiles t JOIN scenes s USING (scene_id)
+"""
+
+FIXED_SCENE_COLUMNS: dict[str, str] = {
+    "scene_id": "BIGINT", "path": "VARCHAR", "abs_path": "VARCHAR", "size_bytes": "BIGINT",
+    "mtime": "DOUBLE", "content_hash": "VARCHAR", "width": "INTEGER", "height": "INTEGER",
+    "band_count": "INTEGER", "dtype": "VARCHAR", "scale": "VARCHAR", "crs": "VARCHAR",
+    "bbox_minlon": "DOUBLE", "bbox_minlat": "DOUBLE", "bbox_maxlon": "DOUBLE", "bbox_maxlat": "DOUBLE",
+    "datetime": "TIMESTAMP",
+}
+TILE_COLUMNS = ("tile_id", "scene_id", "col_off", "row_off", "width", "height",
+                "bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat")
+BBOX_COLUMNS = ("bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat")
+# Names a scene column may not take, because tile_view already uses them for tile columns.
+RESERVED_NAMES = frozenset({"tile_id", "col_off", "row_off", "scene_width", "scene_height"}
+                           | {f"scene_{name}" for name in BBOX_COLUMNS})
+SUMMARY_COLUMNS = ("dataset", "label", "split")
+
+_READ_ONLY_HINT = "open it without read_only to change it"
+
+
+def quote_identifier(name: str) -> str:
+    """A column name as a DuckDB identifier: double-quoted, with ``"`` doubled.
+
+    Raises MetadataError for names that cannot be columns (empty, too long, control characters).
+    """
+    if not isinstance(name, str) or not name.strip() or len(name) > 255 or any(ord(c) < 32 for c in name):
+        raise MetadataError(
+            f"expected a column name of 1-255 printable characters, found {name!r}; rename that metadata field"
+        )
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_type_of(value: object) -> str:
+    """The DuckDB type of a new dynamic column, from its first value."""
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, (int, np.integer)):
+        return "BIGINT"
+    if isinstance(value, (float, np.floating)):
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def _fits(value: object, sql_type: str) -> bool:
+    if value is None or sql_type == "VARCHAR":
+        return True
+    if sql_type == "BOOLEAN":
+        return isinstance(value, bool)
+    if sql_type == "BIGINT":
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -(2**63) <= int(value) < 2**63
+    if sql_type == "DOUBLE":
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return False
+
+
+def _to_sql_value(value: object, sql_type: str) -> object:
+    """A python value ready to bind into a column of `sql_type`."""
+    if value is None:
+        return None
+    if sql_type == "VARCHAR":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple, dict, bool)):
+            return json.dumps(value, default=str)
+        if isinstance(value, (datetime, date)):
+            return value.isoformat()
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _json_value(value: object) -> object:
+    """A value from DuckDB as something `json.dumps` accepts (and strict JSON readers too)."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+class Catalog:
+    """The DuckDB catalog: ``Catalog(path)`` for a file, ``Catalog(None)`` in memory.
+
+    ``read_only=True`` opens the file read-only (as queries do); write methods then raise
+    CatalogError. Use as a context manager, or call `close`.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
+        self.path = None if path is None else Path(path)
+        self.read_only = read_only
+        self._transaction_depth = 0
+        # Caches of the scene column types and of the id counters, valid inside a transaction and
+        # across committed ones; a rollback drops them (it may undo an ALTER or an id reservation).
+        self._scene_types: dict[str, str] | None = None
+        self._counters: dict[str, int] = {}
+        self._dirty_counters: set[str] = set()
+        self._scene_ids: dict[str, int] | None = None  # path -> scene_id
+        if self.path is None and read_only:
+            raise CatalogError("an in-memory catalog cannot be read-only; pass the catalog file path")
+        if read_only and not self.path.is_file():  # type: ignore[union-attr]
+            raise CatalogError(f"expected a catalog at {self.path}, found nothing; build it with `sarsearch index`")
+        try:
+            self._con = duckdb.connect(":memory:" if self.path is None else str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise CatalogError(
+                f"could not open the catalog {self.path} ({str(exc).splitlines()[0]}); "
+                "check that no other process is writing it and that it is a DuckDB file"
+            ) from exc
+        try:
+            self._open_schema()
+        except BaseException:
+            self._con.close()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _open_schema(self) -> None:
+        tables = {row[0] for row in self._con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+        where = self.path or "memory"
+        if "meta" not in tables:
+            if tables:
+                raise ArtifactMismatchError(
+                    f"{where} is a DuckDB file but not a sarclip-search catalog (no meta table); "
+                    "rebuild it with `sarsearch index --rebuild`"
+                )
+            if self.read_only:
+                raise CatalogError(f"expected a catalog at {where}, found an empty database; build it with `sarsearch index`")
+            with self.transaction():
+                self._con.execute(SCHEMA_DDL)
+                self._con.execute(TILE_VIEW_DDL)
+                self._con.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ["schema_version", str(SCHEMA_VERSION)], ["next_scene_id", "1"], ["next_tile_id", "1"]])
+            log.info("created catalog schema v%d in %s", SCHEMA_VERSION, where)
+            return
+        found = self.get_meta("schema_version")
+        if found != str(SCHEMA_VERSION):
+            raise ArtifactMismatchError(
+                f"catalog {where} has schema version {found}, this sarclip-search expects {SCHEMA_VERSION}; "
+                "rebuild it with `sarsearch index --rebuild`"
+            )
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._con.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK on an exception. Nested uses join the outer transaction."""
+        if self._transaction_depth:
+            self._transaction_depth += 1
+            try:
+                yield
+            finally:
+                self._transaction_depth -= 1
+            return
+        self._con.execute("BEGIN TRANSACTION")
+        self._transaction_depth = 1
+        try:
+            yield
+        except BaseException:
+            self._transaction_depth = 0
+            self._scene_types = None
+            self._scene_ids = None
+            self._counters.clear()
+            self._dirty_counters.clear()
+            self._con.execute("ROLLBACK")
+            raise
+        try:
+            # Counters are written once per transaction, not once per scene (each statement costs ~1 ms).
+            for counter in sorted(self._dirty_counters):
+                self._con.execute("UPDATE meta SET value = ? WHERE key = ?", [str(self._counters[counter]), counter])
+            self._dirty_counters.clear()
+            self._con.execute("COMMIT")
+        except BaseException:
+            self._scene_types = None
+            self._scene_ids = None
+            self._counters.clear()
+            self._dirty_counters.clear()
+            self._con.execute("ROLLBACK")
+            raise
+        finally:
+            self._transaction_depth = 0
+
+    def _require_writable(self, action: str) -> None:
+        if self.read_only:
+            raise CatalogError(f"cannot {action}: catalog {self.path} is open read-only; {_READ_ONLY_HINT}")
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        """The value stored under `key` in the meta table, or None."""
+        if key in self._counters:
+            return str(self._counters[key])
+        row = self._con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store `value` under `key` in the meta table."""
+        self._require_writable("set meta")
+        self._counters.pop(key, None)
+        self._dirty_counters.discard(key)
+        with self.transaction():
+            if self.get_meta(key) is None:
+                self._con.execute("INSERT INTO meta VALUES (?, ?)", [key, str(value)])
+            else:
+                self._con.execute("UPDATE meta SET value = ? WHERE key = ?", [str(value), key])
+
+    def _take_ids(self, counter: str, n: int) -> int:
+        """Reserve `n` ids from a meta counter; returns the first. Call inside a transaction.
+
+        The new counter value is written to `meta` when the transaction commits.
+        """
+        if counter not in self._counters:
+            self._counters[counter] = int(self.get_meta(counter) or 1)
+        first = self._counters[counter]
+        self._counters[counter] = first + n
+        self._dirty_counters.add(counter)
+        return first
+
+    # ------------------------------------------------------------------ writes
+
+    def _scene_column_types(self) -> dict[str, str]:
+        """Column name -> DuckDB type of `scenes` (cached; `_prepare_column` keeps it current)."""
+        if self._scene_types is not None:
+            return self._scene_types
+        rows = self._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = 'scenes' ORDER BY ordinal_position").fetchall()
+        self._scene_types = {name: data_type for name, data_type in rows}
+        return self._scene_types
+
+    def _prepare_column(self, key: str, value: object, types: dict[str, str]) -> tuple[str, str]:
+        """The existing (or newly added / widened) column for `key`; returns (name, type)."""
+        by_lower = {name.lower(): name for name in types}  # DuckDB identifiers are case-insensitive
+        name = by_lower.get(key.lower())
+        if name is None:
+            if key.lower() in RESERVED_NAMES:
+                raise MetadataError(f"metadata field {key!r} clashes with a tile column of the catalog; rename it")
+            sql_type = sql_type_of(value)
+            self._con.execute(f"ALTER TABLE scenes ADD COLUMN {quote_identifier(key)} {sql_type}")
+            types[key] = sql_type
+            log.debug("added scene column %r %s", key, sql_type)
+            return key, sql_type
+        sql_type = types[name]
+        if _fits(value, sql_type) or name in FIXED_SCENE_COLUMNS:
+            return name, sql_type
+        widened = "DOUBLE" if sql_type == "BIGINT" and _fits(value, "DOUBLE") else "VARCHAR"
+        self._con.execute(f"ALTER TABLE scenes ALTER COLUMN {quote_identifier(name)} TYPE {widened}")
+        types[name] = widened
+        log.info("widened scene column %r from %s to %s for value %r", name, sql_type, widened, value)
+        return name, widened
+
+    def _scene_id_by_path(self) -> dict[str, int]:
+        """path -> scene_id of every scene (cached; add_scene / remove_scene keep it current)."""
+        if self._scene_ids is None:
+            self._scene_ids = dict(self._con.execute("SELECT path, scene_id FROM scenes").fetchall())
+        return self._scene_ids
+
+    def _fixed_value(self, name: str, value: object, path: str) -> object:
+        """Check and convert a value for one of the fixed scene columns."""
+        if value is None:
+            return None
+        sql_type = FIXED_SCENE_COLUMNS[name]
+        if sql_type == "TIMESTAMP":
+            try:
+                return parse_datetime(value)
+            except ValueError as exc:
+                raise MetadataError(f"{path}: expected `datetime` as ISO 8601, found {value!r}; fix that metadata") from exc
+        if sql_type in ("BIGINT", "INTEGER"):
+            ok = _fits(value, "BIGINT") or (isinstance(value, float) and value.is_integer())
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                value, ok = int(value), True
+            if not ok:
+                raise MetadataError(f"{path}: expected an integer for `{name}`, found {value!r}; fix that metadata")
+            return int(value)  # type: ignore[call-overload]
+        if sql_type == "DOUBLE":
+            try:
+                return float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                raise MetadataError(f"{path}: expected a number for `{name}`, found {value!r}; fix that metadata") from exc
+        return _to_sql_value(value, "VARCHAR")
+
+    def add_scene(self, scene: Mapping[str, object]) -> int:
+        """Insert one scene and return its new scene_id.
+
+        `path` is required (POSIX, relative to the archive root) and must not be in the catalog.
+        `bbox` (minlon, minlat, maxlon, maxlat) fills the bbox_* columns. Keys that are not
+        columns yet become dynamic columns typed from their value (int -> BIGINT, float ->
+        DOUBLE, bool -> BOOLEAN, else VARCHAR; lists and dicts JSON-encoded). A value that does
+        not fit an existing dynamic column widens it (BIGINT -> DOUBLE, otherwise -> VARCHAR).
+        """
+        self._require_writable("add a scene")
+        path = scene.get("path")
+        if not isinstance(path, str) or not path:
+            raise MetadataError(f"expected a scene with a non-empty `path`, found {path!r}; pass the path relative to the archive")
+        values: dict[str, object] = {k: v for k, v in scene.items() if k not in ("bbox", "scene_id")}
+        bbox = scene.get("bbox")
+        if bbox is not None:
+            if len(bbox) != 4:  # type: ignore[arg-type]
+                raise MetadataError(f"{path}: expected bbox as (minlon, minlat, maxlon, maxlat), found {bbox!r}")
+            values.update(zip(BBOX_COLUMNS, bbox))  # type: ignore[arg-type]
+        with self.transaction():
+            known = self._scene_id_by_path()
+            if path in known:
+                raise CatalogError(f"scene {path!r} is already in the catalog; remove it first (remove_scene)")
+            types = self._scene_column_types()
+            names: list[str] = []
+            params: list[object] = []
+            for key, value in values.items():
+                if not isinstance(key, str):
+                    raise MetadataError(f"{path}: expected string metadata keys, found {key!r}")
+                name, sql_type = self._prepare_column(key, value, types)
+                if name in names:
+                    raise MetadataError(f"{path}: metadata fields {key!r} and {name!r} name the same column; keep one")
+                names.append(name)
+                if name in FIXED_SCENE_COLUMNS:
+                    params.append(self._fixed_value(name, value, path))
+                else:
+                    params.append(_to_sql_value(value, sql_type))
+            scene_id = self._take_ids("next_scene_id", 1)
+            columns_sql = ", ".join(["scene_id", *map(quote_identifier, names)])
+            marks = ", ".join(["?"] * (len(names) + 1))
+            self._con.execute(f"INSERT INTO scenes ({columns_sql}) VALUES ({marks})", [scene_id, *params])
+            known[path] = scene_id
+        return scene_id
+
+    def add_tiles(self, scene_id: int, tiles: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """Insert the tiles of one scene; returns their new tile ids (int64, in input order).
+
+        Each tile: col_off, row_off, width, height (pixels) and bbox (minlon, minlat, maxlon,
+        maxlat in degrees, or None).
+        """
+        self._require_writable("add tiles")
+        if not tiles:
+            return np.empty(0, dtype=np.int64)
+        columns: dict[str, list[object]] = {name: [] for name in TILE_COLUMNS[2:]}
+        for tile in tiles:
+            try:
+                for name in ("col_off", "row_off", "width", "height"):
+                    columns[name].append(int(tile[name]))  # type: ignore[call-overload]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CatalogError(f"expected tiles with integer col_off, row_off, width, height; found {tile!r}") from exc
+            bbox = tile.get("bbox")
+            if bbox is not None and len(bbox) != 4:  # type: ignore[arg-type]
+                raise CatalogError(f"expected a tile bbox as (minlon, minlat, maxlon, maxlat) or None, found {bbox!r}")
+            for name, value in zip(BBOX_COLUMNS, bbox if bbox is not None else (None,) * 4):  # type: ignore[arg-type]
+                columns[name].append(None if value is None else float(value))
+        with self.transaction():
+            if int(scene_id) not in self._scene_id_by_path().values():
+                raise CatalogError(f"expected an existing scene_id, found {scene_id}; add the scene first")
+            first = self._take_ids("next_tile_id", len(tiles))
+            ids = np.arange(first, first + len(tiles), dtype=np.int64)
+            # One statement for all tiles: parallel unnest of list parameters zips them row-wise.
+            self._con.execute(
+                "INSERT INTO tiles SELECT unnest(?::BIGINT[]), ?::BIGINT, unnest(?::INT[]), unnest(?::INT[]), "
+                "unnest(?::INT[]), unnest(?::INT[]), unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), "
+                "unnest(?::DOUBLE[]), unnest(?::DOUBLE[])",
+                [ids.tolist(), int(scene_id), *columns.values()],
+            )
+        return ids
+
+    def remove_scene(self, path: str) -> np.ndarray:
+        """Delete a scene and its tiles; returns the removed tile ids (int64, sorted; empty if absent)."""
+        self._require_writable("remove a scene")
+        with self.transaction():
+            row = self._con.execute("SELECT scene_id FROM scenes WHERE path = ?", [path]).fetchone()
+            if row is None:
+                log.debug("remove_scene: %r is not in the catalog", path)
+                return np.empty(0, dtype=np.int64)
+            ids = self._con.execute(
+                "SELECT tile_id FROM tiles WHERE scene_id = ? ORDER BY tile_id", [row[0]]).fetchall()
+            self._con.execute("DELETE FROM tiles WHERE scene_id = ?", [row[0]])
+            self._con.execute("DELETE FROM scenes WHERE scene_id = ?", [row[0]])
+            self._scene_id_by_path().pop(path, None)
+        return np.array([i for (i,) in ids], dtype=np.int64)
+
+    # ------------------------------------------------------------------ reads
+
+    def scene_states(self) -> dict[str, tuple[int, float, str]]:
+        """path -> (size_bytes, mtime, content_hash) of every scene, for incremental indexing."""
+        rows = self._con.execute("SELECT path, size_bytes, mtime, content_hash FROM scenes").fetchall()
+        return {path: (size, mtime, content_hash) for path, size, mtime, content_hash in rows}
+
+    def columns(self) -> list[str]:
+        """The column names of `tile_view`, the table filters run against."""
+        return [d[0] for d in self._con.execute("SELECT * FROM tile_view LIMIT 0").description]
+
+    def tile_ids(self, where: str | None = None, params: Sequence[object] | None = None) -> np.ndarray:
+        """Sorted int64 ids of the tiles matching a SQL predicate over `tile_view` (all if None).
+
+        The predicate comes from `filters.build_predicate`; it is checked again here, and a
+        DuckDB error (unknown column, type mismatch) becomes a FilterError listing the columns.
+        """
+        if where is None:
+            rows = self._con.execute("SELECT tile_id FROM tiles ORDER BY tile_id").fetchall()
+            return np.array([i for (i,) in rows], dtype=np.int64)
+        check_predicate(where, allow_parameters=True)
+        try:
+            rows = self._con.execute(
+                f"SELECT tile_id FROM tile_view WHERE ({where}) ORDER BY tile_id", list(params or [])).fetchall()
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            raise FilterError(
+                f"the filter could not run on the catalog ({message}); use the columns "
+                f"{', '.join(self.columns())}"
+            ) from exc
+        return np.array([i for (i,) in rows], dtype=np.int64)
+
+    def fetch_tiles(self, ids: Sequence[int]) -> list[dict[str, object]]:
+        """One dict per id, in the given order, with every `tile_view` column; unknown ids skipped.
+
+        Values are JSON-serializable: times as ISO strings, NaN as None.
+        """
+        id_list = [int(i) for i in ids]
+        if not id_list:
+            return []
+        cursor = self._con.execute(
+            "SELECT * FROM tile_view WHERE tile_id IN (SELECT unnest(?::BIGINT[]))", [id_list])
+        names = [d[0] for d in cursor.description]
+        by_id = {}
+        for row in cursor.fetchall():
+            record = {name: _json_value(value) for name, value in zip(names, row)}
+            by_id[record["tile_id"]] = record
+        return [dict(by_id[i]) for i in id_list if i in by_id]
+
+    def counts(self) -> dict[str, int]:
+        """{"scenes": n, "tiles": n}."""
+        scenes = self._con.execute("SELECT count(*) FROM scenes").fetchone()[0]  # type: ignore[index]
+        tiles = self._con.execute("SELECT count(*) FROM tiles").fetchone()[0]  # type: ignore[index]
+        return {"scenes": int(scenes), "tiles": int(tiles)}
+
+    def summary(self) -> dict[str, object]:
+        """`counts` plus, for dataset, label and split (when present), scenes per value.
+
+        A missing value is counted under the key ``"null"``.
+        """
+        result: dict[str, object] = dict(self.counts())
+        types = dict(self._scene_column_types())
+        for name in SUMMARY_COLUMNS:
+            if name not in types:
+                continue
+            rows = self._con.execute(
+                f"SELECT {quote_identifier(name)}, count(*) AS n FROM scenes GROUP BY 1 ORDER BY n DESC, 1").fetchall()
+            result[name] = {("null" if value is None else str(value)): int(n) for value, n in rows}
+        return result

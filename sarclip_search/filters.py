@@ -1,0 +1,230 @@
+"""User filters -> one safe SQL predicate over the catalog's `tile_view`.
+
+Shortcut filters (`--label`, `--bbox`, `--after` ...) become SQL with ``?`` parameters; their
+values never enter the SQL text. A raw ``--where`` predicate is accepted only if DuckDB parses
+``SELECT 1 FROM tile_view WHERE (<where>)`` as exactly that one SELECT, with no subquery, no
+table function and no ``?``. Queries also run on a read-only connection, a second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from sarclip_search.errors import FilterError
+from sarclip_search.metadata import parse_datetime
+
+WHERE_EXAMPLE = "\"label = 'T72' AND split = 'test'\""
+BBOX_EXAMPLE = "--bbox 5.9,45.8,10.5,47.8 (minlon,minlat,maxlon,maxlat in degrees)"
+DATE_EXAMPLE = "2021-06-30 or 2021-06-30T12:00:00Z"
+
+_SENTINEL_NAME = "__sarclip_predicate_end__"
+_SENTINEL = f'"{_SENTINEL_NAME}"'
+# Words that start statements which write, attach or read files; never part of a predicate.
+_STATEMENT_WORDS = frozenset({
+    "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER", "ATTACH", "DETACH", "COPY", "EXPORT",
+    "IMPORT", "INSTALL", "LOAD", "PRAGMA", "SET", "RESET", "CALL", "CHECKPOINT", "VACUUM", "TRUNCATE",
+    "GRANT", "REVOKE", "USE", "BEGIN", "COMMIT", "ROLLBACK", "EXECUTE", "PREPARE",
+})
+# A parser-only connection for validating predicates: no tables, never touches a file.
+_parser: duckdb.DuckDBPyConnection | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata filters of a search; all given filters must hold (AND)."""
+
+    where: str | None = None  # raw SQL predicate over tile_view columns (--where)
+    label: str | None = None  # exact match on `label`
+    dataset: str | None = None  # exact match on `dataset`
+    split: str | None = None  # exact match on `split`
+    sensor: str | None = None  # case-insensitive substring of `sensor`
+    polarization: str | None = None  # case-insensitive substring of "sar:polarizations"
+    bbox: tuple[float, float, float, float] | None = None  # minlon,minlat,maxlon,maxlat; tiles whose bbox intersects it
+    after: str | None = None  # ISO date/time; datetime >= after (inclusive)
+    before: str | None = None  # ISO date/time; datetime < before (exclusive)
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``"minlon,minlat,maxlon,maxlat"`` in degrees -> a tuple; FilterError if malformed or out of range."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise FilterError(f"expected 4 comma-separated numbers, e.g. {BBOX_EXAMPLE}; got {text!r}")
+    minlon, minlat, maxlon, maxlat = values
+    if not (-180 <= minlon <= 180 and -180 <= maxlon <= 180 and -90 <= minlat <= 90 and -90 <= maxlat <= 90):
+        raise FilterError(f"expected longitudes in [-180, 180] and latitudes in [-90, 90], e.g. {BBOX_EXAMPLE}; got {text!r}")
+    if minlon > maxlon or minlat > maxlat:
+        raise FilterError(f"expected min <= max for both longitude and latitude, e.g. {BBOX_EXAMPLE}; got {text!r}")
+    return (minlon, minlat, maxlon, maxlat)
+
+
+def parse_date(text: str) -> datetime:
+    """An ISO date or time (YYYY-MM-DD or ISO 8601) -> naive UTC datetime; FilterError otherwise."""
+    try:
+        moment = parse_datetime(str(text).strip()) if str(text).strip() else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise FilterError(f"expected a date as YYYY-MM-DD or ISO 8601, e.g. {DATE_EXAMPLE}; got {text!r}")
+    return moment
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _reject_where(where: str, reason: str) -> FilterError:
+    return FilterError(
+        f"--where must be a SQL predicate over catalog columns, e.g. {WHERE_EXAMPLE}; got: {where!r} ({reason})"
+    )
+
+
+def _walk(node: Any) -> Any:
+    """Every dict in a JSON tree (depth first)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _reject_statement_words(where: str) -> None:
+    """Reject ';' and statement keywords (DROP, ATTACH, COPY ...) outside literals and quoted names."""
+    try:
+        tokens = duckdb.tokenize(where)
+    except duckdb.Error as exc:
+        raise _reject_where(where, str(exc).splitlines()[0]) from exc
+    ends = [position for position, _ in tokens[1:]] + [len(where)]
+    for (position, kind), end in zip(tokens, ends):
+        if kind in (duckdb.token_type.string_const, duckdb.token_type.comment):
+            continue
+        text = where[position:end].strip()
+        if ";" in text:
+            raise _reject_where(where, "';' is not allowed")
+        if not text.startswith('"') and text.upper() in _STATEMENT_WORDS:
+            raise _reject_where(where, f"{text.upper()} is a statement, not an expression")
+
+
+def check_predicate(where: str, *, allow_parameters: bool = False) -> None:
+    """Raise FilterError unless `where` is exactly one SQL expression usable as a WHERE clause.
+
+    Checked with DuckDB's own parser: ``SELECT 1 FROM tile_view WHERE (<where>)`` must be one
+    plain SELECT (no UNION, ORDER BY, LIMIT ...), and the predicate must hold no subquery or table
+    function (no reading other tables or files) and, unless `allow_parameters`, no ``?``.
+    """
+    global _parser
+    if not isinstance(where, str) or not where.strip():
+        raise _reject_where(str(where), "it is empty")
+    if "\x00" in where:
+        raise _reject_where(where, "it contains a NUL character")
+    _reject_statement_words(where)
+    # The sentinel column shows where the predicate ends: "x) OR (y" would parse as
+    # OR(x, AND(y, sentinel)) and escape the parentheses that keep it AND-ed with other filters.
+    sql = f"SELECT 1 FROM tile_view WHERE ({where}) AND {_SENTINEL}"
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise _reject_where(where, str(exc).splitlines()[0]) from exc
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise _reject_where(where, "it is not a single expression")
+    if _parser is None:
+        _parser = duckdb.connect(":memory:")
+    tree = json.loads(_parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])  # type: ignore[index]
+    if tree.get("error") or len(tree.get("statements", [])) != 1:
+        raise _reject_where(where, tree.get("error_message", "it is not a single expression"))
+    node = tree["statements"][0]["node"]
+    from_table = node.get("from_table") or {}
+    where_clause = node.get("where_clause") or {}
+    children = where_clause.get("children") or [{}]
+    plain_select = (
+        node.get("type") == "SELECT_NODE"
+        and not node.get("modifiers")
+        and not (node.get("cte_map") or {}).get("map")
+        and not node.get("group_expressions")
+        and node.get("having") is None
+        and node.get("qualify") is None
+        and node.get("sample") is None
+        and len(node.get("select_list", [])) == 1
+        and from_table.get("type") == "BASE_TABLE"
+        and from_table.get("table_name") == "tile_view"
+        and where_clause.get("type") == "CONJUNCTION_AND"
+        and children[-1].get("class") == "COLUMN_REF"
+        and children[-1].get("column_names") == [_SENTINEL_NAME]
+    )
+    if not plain_select:
+        raise _reject_where(where, "it reaches outside its own parentheses")
+    for part in _walk(node.get("where_clause")):
+        if part.get("class") == "SUBQUERY" or part.get("type") == "TABLE_FUNCTION" or "subquery" in part:
+            raise _reject_where(where, "subqueries are not allowed")
+        if part.get("class") == "PARAMETER" and not allow_parameters:
+            raise _reject_where(where, "write values as literals, not ?")
+
+
+def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | None, list[object]]:
+    """The AND of all given filters as one predicate over tile_view, with its ``?`` parameters.
+
+    Returns ``(None, [])`` when no filter is given. A shortcut naming a column the catalog does
+    not have raises FilterError listing the available columns; so does an invalid ``--where``.
+    """
+    available = list(columns)
+    known = {c.lower() for c in available}
+    clauses: list[str] = []
+    params: list[object] = []
+
+    def need(column: str, option: str) -> str:
+        if column.lower() not in known:
+            raise FilterError(
+                f"{option} filters on column {column!r}, which this catalog does not have; "
+                f"available columns: {', '.join(available)}"
+            )
+        return _quote(column)
+
+    if filters.where is not None and filters.where.strip():
+        check_predicate(filters.where)
+        clauses.append(f"({filters.where})")
+    for option, column in (("--label", "label"), ("--dataset", "dataset"), ("--split", "split")):
+        value = getattr(filters, column)
+        if value is not None:
+            clauses.append(f"{need(column, option)} = ?")
+            params.append(value)
+    for option, column, value in (
+        ("--sensor", "sensor", filters.sensor),
+        ("--polarization", "sar:polarizations", filters.polarization),
+    ):
+        if value is not None:
+            # contains() rather than ILIKE: no escaping of % and _ in the user's text.
+            clauses.append(f"contains(lower(CAST({need(column, option)} AS VARCHAR)), lower(?))")
+            params.append(value)
+    if filters.bbox is not None:
+        minlon, minlat, maxlon, maxlat = parse_bbox(",".join(str(v) for v in filters.bbox))
+        for column in ("bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat"):
+            need(column, "--bbox")
+        # Two boxes intersect iff each starts before the other ends (tiles without bbox: NULL -> excluded).
+        clauses.append('("bbox_minlon" <= ? AND "bbox_maxlon" >= ? AND "bbox_minlat" <= ? AND "bbox_maxlat" >= ?)')
+        params.extend([maxlon, minlon, maxlat, minlat])
+    after = parse_date(filters.after) if filters.after is not None else None
+    before = parse_date(filters.before) if filters.before is not None else None
+    if after is not None and before is not None and after >= before:
+        raise FilterError(f"expected --after earlier than --before, got after {filters.after!r} and before {filters.before!r}")
+    if after is not None:
+        clauses.append(f"{need('datetime', '--after')} >= ?")
+        params.append(after)
+    if before is not None:
+        clauses.append(f"{need('datetime', '--before')} < ?")
+        params.append(before)
+    if not clauses:
+        return None, []
+    return " AND ".join(clauses), params
+

@@ -1,0 +1,282 @@
+"""Where scene metadata comes from, and how the sources are merged.
+
+Three sources, in order of precedence (a value from an earlier source wins):
+
+1. the archive manifest, ``ARCHIVE/manifest.csv`` (one row per file, keyed by ``path``);
+2. a STAC Item sidecar next to the raster, ``<file>.json`` (e.g. ``x.tif.json``);
+3. the raster's own tags (e.g. ``TIFFTAG_DATETIME``), as read by the raster reader.
+
+Known keys are renamed to their STAC names (`STAC_FIELD_MAP`) so that a manifest column
+``polarization`` and a STAC property ``sar:polarizations`` end up in the same catalog column.
+Values are kept as found (``'VV+VH (2 bands, float32 dB)'`` stays that string); only ``datetime``
+is normalized, to a naive UTC `datetime.datetime` (or None).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import posixpath
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path, PurePosixPath
+
+from sarclip_search.errors import MetadataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.csv"
+
+# Manifest / common names -> STAC names (SAR extension `sar:`, satellite extension `sat:`,
+# view extension `view:`). Keys are matched case-insensitively. Names not listed here keep
+# their own name (e.g. `dataset`, `label`, `split`, `sensor`).
+STAC_FIELD_MAP: dict[str, str] = {
+    "polarization": "sar:polarizations",
+    "polarizations": "sar:polarizations",
+    "band": "sar:frequency_band",
+    "frequency_band": "sar:frequency_band",
+    "center_frequency": "sar:center_frequency",
+    "instrument_mode": "sar:instrument_mode",
+    "product_type": "sar:product_type",
+    "observation_direction": "sar:observation_direction",
+    "looks_range": "sar:looks_range",
+    "looks_azimuth": "sar:looks_azimuth",
+    "resolution_range": "sar:resolution_range",
+    "resolution_azimuth": "sar:resolution_azimuth",
+    "orbit_state": "sat:orbit_state",
+    "relative_orbit": "sat:relative_orbit",
+    "absolute_orbit": "sat:absolute_orbit",
+    "incidence_angle": "view:incidence_angle",
+}
+
+# Raster tags worth keeping under another name. Other `TIFFTAG_*` tags and GDAL's
+# `AREA_OR_POINT` describe the file, not the scene, and are dropped.
+RASTER_TAG_MAP: dict[str, str] = {"TIFFTAG_DATETIME": "datetime"}
+_DROPPED_RASTER_TAGS = {"AREA_OR_POINT"}
+
+# Integers with a leading zero ("007") are identifiers and stay strings.
+_INT_RE = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_FLOAT_RE = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+# ---------------------------------------------------------------------------- manifest
+
+
+def normalize_rel_path(text: str) -> str | None:
+    """A manifest `path` as a POSIX path relative to the archive root, or None if it leaves it.
+
+    Backslashes become slashes, ``./`` and ``a/../`` collapse; an absolute or ``..`` path is None.
+    """
+    text = text.strip().replace("\\", "/")
+    if not text or text.startswith("/") or re.match(r"^[A-Za-z]:/", text):
+        return None
+    normalized = posixpath.normpath(text)
+    if normalized == "." or normalized == ".." or normalized.startswith("../"):
+        return None
+    return normalized
+
+
+def _infer_column(values: list[str]) -> type:
+    """int if every non-empty value is an int, float likewise, else str."""
+    present = [v.strip() for v in values if v.strip() != ""]
+    if not present:
+        return str
+    if all(_INT_RE.fullmatch(v) for v in present):
+        return int
+    if all(_FLOAT_RE.fullmatch(v) for v in present):
+        return float
+    return str
+
+
+def load_manifest(archive_root: Path) -> dict[str, dict[str, object]]:
+    """Read ``ARCHIVE/manifest.csv`` if present (else ``{}``).
+
+    Key: the `path` column, normalized as a POSIX path relative to the archive root. The row
+    holds every other column, typed per column: int if all non-empty values parse as int,
+    float likewise, else str; an empty cell is None.
+
+    Raises MetadataError (naming the manifest and the fix) for: no `path` column, a blank or
+    escaping path, a row with more cells than the header, duplicate paths. Rows whose file
+    does not exist are not an error here; see `missing_paths`.
+    """
+    manifest_path = Path(archive_root) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return {}
+    try:
+        with manifest_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            records = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MetadataError(
+            f"{manifest_path}: expected a UTF-8 CSV file, could not read it ({exc}); "
+            "re-save it as UTF-8 CSV"
+        ) from exc
+    if header is None:
+        raise MetadataError(f"{manifest_path}: expected a header row with a `path` column, found an empty file; add the header or delete the file")
+    header = [name.strip() for name in header]
+    if "path" not in header:
+        raise MetadataError(
+            f"{manifest_path}: expected a `path` column (file path relative to the archive), found columns "
+            f"{', '.join(header) or '(none)'}; rename the file-path column to `path`"
+        )
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates or "" in header:
+        found = f"duplicate columns {', '.join(duplicates)}" if duplicates else "an unnamed column"
+        raise MetadataError(f"{manifest_path}: expected unique, non-empty column names, found {found}; rename them")
+
+    records = [r for r in records if any(cell.strip() for cell in r)]  # blank lines
+    for line_offset, record in enumerate(records):
+        if len(record) > len(header):
+            raise MetadataError(
+                f"{manifest_path}: row {line_offset + 2} has {len(record)} cells, expected at most {len(header)}; "
+                "quote cells that contain commas"
+            )
+    columns = {name: [r[i] if i < len(r) else "" for r in records] for i, name in enumerate(header)}
+    types = {name: _infer_column(values) for name, values in columns.items() if name != "path"}
+
+    manifest: dict[str, dict[str, object]] = {}
+    for row_index, raw_path in enumerate(columns["path"]):
+        rel_path = normalize_rel_path(raw_path)
+        if rel_path is None:
+            raise MetadataError(
+                f"{manifest_path}: row {row_index + 2} has path {raw_path!r}, expected a path relative to the "
+                "archive root inside it; fix that row"
+            )
+        if rel_path in manifest:
+            raise MetadataError(
+                f"{manifest_path}: expected one row per file, found duplicate path {rel_path!r} "
+                f"(row {row_index + 2}); remove or merge the duplicate rows"
+            )
+        row: dict[str, object] = {}
+        for name, kind in types.items():
+            cell = columns[name][row_index].strip()
+            row[name] = None if cell == "" else kind(cell)
+        manifest[rel_path] = row
+    log.info("read %d manifest rows from %s", len(manifest), manifest_path)
+    return manifest
+
+
+def missing_paths(manifest: Mapping[str, object], archive_root: Path) -> list[str]:
+    """Manifest paths (sorted) whose file does not exist under `archive_root`."""
+    root = Path(archive_root)
+    return sorted(p for p in manifest if not (root / PurePosixPath(p)).is_file())
+
+
+# ---------------------------------------------------------------------------- STAC sidecar
+
+
+def sidecar_path(raster_path: Path) -> Path:
+    """The STAC sidecar of a raster: ``<file>.json`` in the same folder."""
+    raster_path = Path(raster_path)
+    return raster_path.with_name(raster_path.name + ".json")
+
+
+def load_stac_sidecar(raster_path: Path) -> dict[str, object]:
+    """Properties of the STAC Item next to `raster_path` (``x.tif`` -> ``x.tif.json``), or ``{}``.
+
+    Returns the Item's ``properties`` plus ``bbox`` (a tuple, when the Item has one) and
+    ``datetime`` (``properties.datetime``, falling back to ``start_datetime``).
+    Malformed JSON or a document that is not a STAC Item raises MetadataError.
+    """
+    path = sidecar_path(raster_path)
+    if not path.is_file():
+        return {}
+    try:
+        item = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MetadataError(f"{path}: expected a STAC Item in JSON, found malformed JSON ({exc}); fix or delete the sidecar") from exc
+    if not isinstance(item, dict) or item.get("type") != "Feature" or not isinstance(item.get("properties"), dict):
+        found = f"type={item.get('type')!r}" if isinstance(item, dict) else type(item).__name__
+        raise MetadataError(
+            f"{path}: expected a STAC Item (a GeoJSON Feature with `properties`), found {found}; "
+            "fix or delete the sidecar"
+        )
+    result: dict[str, object] = dict(item["properties"])
+    bbox = item.get("bbox")
+    if bbox is not None:
+        if not isinstance(bbox, list) or len(bbox) not in (4, 6) or not all(isinstance(v, (int, float)) for v in bbox):
+            raise MetadataError(f"{path}: expected `bbox` as 4 (or 6) numbers, found {bbox!r}; fix the sidecar")
+        # A 3D bbox is [minx, miny, minz, maxx, maxy, maxz]; keep the 2D part.
+        values = [float(v) for v in bbox]
+        result["bbox"] = tuple(values) if len(values) == 4 else (values[0], values[1], values[3], values[4])
+    result["datetime"] = result.get("datetime") or result.get("start_datetime")
+    return result
+
+
+# ---------------------------------------------------------------------------- merging
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """A naive UTC datetime from a datetime, date, ISO 8601 string or TIFF ``YYYY:MM:DD HH:MM:SS``.
+
+    Returns None for None / ''. Raises ValueError if the value cannot be read as a time.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        text = value.strip()
+        tiff = re.fullmatch(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}:\d{2}:\d{2})", text)
+        if tiff:
+            text = f"{tiff[1]}-{tiff[2]}-{tiff[3]}T{tiff[4]}"
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"not a time: {value!r}")  # noqa: TRY004 - callers catch ValueError for any unreadable time
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def stac_name(key: str) -> str:
+    """The catalog name of a metadata key: its STAC name if known, else the key itself."""
+    return STAC_FIELD_MAP.get(key.lower(), key)
+
+
+def _renamed(source: Mapping[str, object]) -> dict[str, object]:
+    return {stac_name(str(key)): value for key, value in source.items()}
+
+
+def _tags_as_metadata(raster_tags: Mapping[str, str]) -> dict[str, object]:
+    kept: dict[str, object] = {}
+    for key, value in raster_tags.items():
+        if key in RASTER_TAG_MAP:
+            kept[RASTER_TAG_MAP[key]] = value
+        elif not key.startswith("TIFFTAG_") and key not in _DROPPED_RASTER_TAGS:
+            kept[key] = value
+    return kept
+
+
+def scene_metadata(
+    rel_path: str,
+    manifest_row: Mapping[str, object] | None,
+    stac: Mapping[str, object],
+    raster_tags: Mapping[str, str],
+) -> dict[str, object]:
+    """Merge the metadata of one scene: manifest row > STAC sidecar > raster tags.
+
+    Keys are renamed to STAC names via `STAC_FIELD_MAP` before merging, so a manifest
+    `polarization` overrides a sidecar `sar:polarizations`. None values do not override.
+    ``path`` is `rel_path`; ``datetime`` becomes a naive UTC datetime (an unreadable one is
+    logged and dropped). Returns a flat dict of column -> python value.
+    """
+    merged: dict[str, object] = {}
+    for source in (_tags_as_metadata(raster_tags), dict(stac), dict(manifest_row or {})):
+        for key, value in _renamed(source).items():
+            if value is not None or key not in merged:
+                merged[key] = value
+    merged["path"] = rel_path
+    if "datetime" in merged:
+        try:
+            merged["datetime"] = parse_datetime(merged["datetime"])
+        except ValueError:
+            log.warning("%s: ignoring unreadable datetime %r", rel_path, merged["datetime"])
+            merged["datetime"] = None
+    return merged

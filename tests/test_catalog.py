@@ -1,0 +1,183 @@
+"""The DuckDB catalog: schema, ids, dynamic columns, reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError
+from sarclip_search.metadata import load_manifest, scene_metadata
+
+REAL_ARCHIVE = Path("/work/shared/data")
+
+
+def tiles_for(n: int, bbox: tuple[float, float, float, float] | None = (0.0, 0.0, 1.0, 1.0)) -> list[dict]:
+    return [{"col_off": 32 * i, "row_off": 0, "width": 32, "height": 32, "bbox": bbox} for i in range(n)]
+
+
+def manifest_rows(n: int = 4) -> list[dict[str, object]]:
+    """A few real manifest rows as scene dicts (inline rows when the shared data is absent)."""
+    if (REAL_ARCHIVE / "manifest.csv").is_file():
+        manifest = load_manifest(REAL_ARCHIVE)
+        by_dataset: dict[str, str] = {}
+        for path, row in manifest.items():
+            by_dataset.setdefault(str(row["dataset"]), path)
+        paths = list(by_dataset.values())[:n]
+        return [scene_metadata(p, manifest[p], {}, {}) for p in paths]
+    return [
+        scene_metadata("mstar/a.jpg", {"dataset": "MSTAR-SOC", "label": "T72", "n_objects": 1,
+                                       "depression_deg": 17, "polarization": "HH", "width": 128}, {}, {}),
+        scene_metadata("s1/b.tif", {"dataset": "Sen1Floods11", "label": "flood_water", "n_objects": None,
+                                    "depression_deg": None, "polarization": "VV+VH (2 bands, float32 dB)",
+                                    "width": 512}, {}, {}),
+    ]
+
+
+def test_schema_create_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        assert catalog.get_meta("schema_version") == str(SCHEMA_VERSION)
+        scene_id = catalog.add_scene({"path": "a.tif", "label": "T72"})
+        catalog.add_tiles(scene_id, tiles_for(2))
+        catalog.set_meta("model", "sarclip-b16")
+    with Catalog(path) as catalog:
+        assert catalog.counts() == {"scenes": 1, "tiles": 2}
+        assert catalog.get_meta("model") == "sarclip-b16"
+        assert "label" in catalog.columns()
+
+
+def test_schema_version_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        catalog.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(ArtifactMismatchError, match="--rebuild"):
+        Catalog(path)
+    with pytest.raises(ArtifactMismatchError, match="--rebuild"):
+        Catalog(path, read_only=True)
+
+
+def test_read_only_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="sarsearch index"):
+        Catalog(tmp_path / "nope.duckdb", read_only=True)
+
+
+def test_ids_never_reused(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        a = catalog.add_scene({"path": "a.tif"})
+        ids_a = catalog.add_tiles(a, tiles_for(3))
+        b = catalog.add_scene({"path": "b.tif"})
+        ids_b = catalog.add_tiles(b, tiles_for(2))
+        assert ids_a.dtype == np.int64 and ids_a.tolist() == [1, 2, 3] and ids_b.tolist() == [4, 5]
+        removed = catalog.remove_scene("b.tif")
+        assert removed.dtype == np.int64 and removed.tolist() == [4, 5]
+        assert catalog.remove_scene("b.tif").tolist() == []
+        assert catalog.tile_ids().tolist() == [1, 2, 3]
+    with Catalog(path) as catalog:  # counters survive a reopen
+        b2 = catalog.add_scene({"path": "b.tif"})
+        assert b2 > b
+        assert catalog.add_tiles(b2, tiles_for(1)).tolist() == [6]
+        assert catalog.counts() == {"scenes": 2, "tiles": 4}
+
+
+def test_add_scene_twice_and_unknown_scene() -> None:
+    with Catalog() as catalog:
+        catalog.add_scene({"path": "a.tif"})
+        with pytest.raises(CatalogError, match="already"):
+            catalog.add_scene({"path": "a.tif"})
+        with pytest.raises(CatalogError, match="scene_id"):
+            catalog.add_tiles(999, tiles_for(1))
+        assert catalog.counts() == {"scenes": 1, "tiles": 0}
+
+
+def test_transaction_rolls_back() -> None:
+    with Catalog() as catalog:
+        with pytest.raises(RuntimeError), catalog.transaction():
+            scene_id = catalog.add_scene({"path": "a.tif", "label": "x"})
+            catalog.add_tiles(scene_id, tiles_for(2))
+            raise RuntimeError("boom")
+        assert catalog.counts() == {"scenes": 0, "tiles": 0}
+
+
+def test_dynamic_columns_from_manifest_rows() -> None:
+    rows = manifest_rows()
+    with Catalog() as catalog:
+        for row in rows:
+            catalog.add_scene(row)
+        types = dict(catalog._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'scenes'").fetchall())
+        assert types["label"] == "VARCHAR"
+        assert types["n_objects"] == "BIGINT"
+        assert types["sar:polarizations"] == "VARCHAR"
+        assert types["width"] == "INTEGER"  # a fixed column keeps its type
+        assert catalog.summary()["scenes"] == len(rows)
+        assert sum(catalog.summary()["dataset"].values()) == len(rows)
+
+
+def test_dynamic_column_types_and_widening() -> None:
+    with Catalog() as catalog:
+        catalog.add_scene({"path": "a", "n": 1, "x": 1.5, "flag": True, "pols": ["VV", "VH"], 'odd"name': "q"})
+        catalog.add_scene({"path": "b", "n": 2.5, "flag": "maybe"})
+        catalog.add_scene({"path": "c", "N": 3})  # case-insensitive: same column as n
+        types = dict(catalog._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'scenes'").fetchall())
+        assert types["n"] == "DOUBLE" and types["x"] == "DOUBLE" and types["flag"] == "VARCHAR"
+        assert types["pols"] == "VARCHAR" and types['odd"name'] == "VARCHAR"
+        scene_id = catalog.add_scene({"path": "d", "pols": ["HH"]})
+        [tile_id] = catalog.add_tiles(scene_id, tiles_for(1))
+        [record] = catalog.fetch_tiles([tile_id])
+        assert json.loads(record["pols"]) == ["HH"]
+        assert catalog._con.execute("SELECT n FROM scenes ORDER BY path").fetchall() == [(1.0,), (2.5,), (3.0,), (None,)]
+
+
+def test_fetch_tiles_order_and_json() -> None:
+    with Catalog() as catalog:
+        scene_id = catalog.add_scene({"path": "a.tif", "datetime": "2021-06-30T12:00:00Z", "bbox": (5, 45, 6, 46),
+                                      "nan_value": float("nan"), "label": "T72"})
+        ids = catalog.add_tiles(scene_id, tiles_for(2, None) + tiles_for(1, (5.0, 45.0, 5.5, 45.5)))
+        wanted = [int(ids[2]), 9999, int(ids[0]), int(ids[1])]
+        records = catalog.fetch_tiles(wanted)
+        assert [r["tile_id"] for r in records] == [ids[2], ids[0], ids[1]]
+        json.dumps(records, allow_nan=False)
+        first = records[0]
+        assert first["datetime"] == "2021-06-30T12:00:00"
+        assert first["bbox_minlon"] == 5.0 and first["scene_bbox_maxlat"] == 46.0
+        assert first["nan_value"] is None and first["path"] == "a.tif" and first["label"] == "T72"
+        assert records[1]["bbox_minlon"] is None
+        assert catalog.fetch_tiles([]) == []
+
+
+def test_scene_states() -> None:
+    with Catalog() as catalog:
+        catalog.add_scene({"path": "a.tif", "size_bytes": 10, "mtime": 1.5, "content_hash": "abc"})
+        assert catalog.scene_states() == {"a.tif": (10, 1.5, "abc")}
+
+
+def test_read_only_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        scene_id = catalog.add_scene({"path": "a.tif", "label": "T72"})
+        catalog.add_tiles(scene_id, tiles_for(2))
+    with Catalog(path, read_only=True) as catalog:
+        with pytest.raises(CatalogError, match="read-only"):
+            catalog.add_scene({"path": "b.tif"})
+        with pytest.raises(CatalogError, match="read-only"):
+            catalog.remove_scene("a.tif")
+        with pytest.raises(CatalogError, match="read-only"):
+            catalog.set_meta("k", "v")
+        assert catalog.tile_ids("label = ?", ["T72"]).tolist() == [1, 2]
+        assert catalog.counts() == {"scenes": 1, "tiles": 2}
+
+
+def test_tile_ids_errors_become_filter_errors() -> None:
+    with Catalog() as catalog:
+        catalog.add_tiles(catalog.add_scene({"path": "a.tif", "label": "T72"}), tiles_for(1))
+        with pytest.raises(FilterError, match="label"):
+            catalog.tile_ids("no_such_column = 1")
+        with pytest.raises(FilterError):
+            catalog.tile_ids("1=1; DROP TABLE tiles")
+        assert catalog.counts()["tiles"] == 1

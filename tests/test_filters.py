@@ -1,0 +1,150 @@
+"""User filters -> one safe predicate, run against a small catalog."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from sarclip_search.catalog import Catalog
+from sarclip_search.errors import FilterError
+from sarclip_search.filters import Filters, build_predicate, check_predicate, parse_bbox, parse_date
+
+SCENES = [
+    # path, label, dataset, split, sensor, polarization, datetime, tile bbox
+    ("a.tif", "T72", "MSTAR-SOC", "train", "Sandia X-band", "HH", "2020-01-10T00:00:00Z", (0.0, 0.0, 1.0, 1.0)),
+    ("b.tif", "BMP2", "MSTAR-SOC", "test", "Sandia X-band", "HH", "2020-06-01T00:00:00Z", (10.0, 10.0, 11.0, 11.0)),
+    ("c.tif", "ship", "OpenSARShip", "test", "Sentinel-1A", "VV+VH (2 bands)", "2021-03-05T12:00:00Z", None),
+]
+
+
+@pytest.fixture(scope="module")
+def built_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("filters") / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        for rel_path, label, dataset, split, sensor, pol, when, bbox in SCENES:
+            scene_id = catalog.add_scene({"path": rel_path, "label": label, "dataset": dataset, "split": split,
+                                          "sensor": sensor, "sar:polarizations": pol, "datetime": when})
+            catalog.add_tiles(scene_id, [{"col_off": 0, "row_off": 0, "width": 8, "height": 8, "bbox": bbox}])
+    return path
+
+
+@pytest.fixture
+def catalog_path(built_catalog: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the small catalog, so a test that damaged it could not hide it from others."""
+    path = tmp_path / "catalog.duckdb"
+    shutil.copyfile(built_catalog, path)
+    return path
+
+
+def search(path: Path, filters: Filters) -> list[str]:
+    with Catalog(path, read_only=True) as catalog:
+        where, params = build_predicate(filters, catalog.columns())
+        ids = catalog.tile_ids(where, params)
+        return [r["path"] for r in catalog.fetch_tiles(ids)]
+
+
+def snapshot(path: Path) -> tuple:
+    with Catalog(path, read_only=True) as catalog:
+        tables = catalog._con.execute(
+            "SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()
+        return (catalog.counts(), tables, catalog.fetch_tiles(catalog.tile_ids()))
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (Filters(), ["a.tif", "b.tif", "c.tif"]),
+        (Filters(label="T72"), ["a.tif"]),
+        (Filters(dataset="MSTAR-SOC"), ["a.tif", "b.tif"]),
+        (Filters(split="test"), ["b.tif", "c.tif"]),
+        (Filters(sensor="sentinel"), ["c.tif"]),
+        (Filters(sensor="100%"), []),
+        (Filters(polarization="vh"), ["c.tif"]),
+        (Filters(bbox=(0.5, 0.5, 2.0, 2.0)), ["a.tif"]),
+        (Filters(bbox=(1.0, 1.0, 10.0, 10.0)), ["a.tif", "b.tif"]),  # touching edges intersect
+        (Filters(bbox=(-5.0, -5.0, -1.0, -1.0)), []),
+        (Filters(after="2020-06-01"), ["b.tif", "c.tif"]),
+        (Filters(before="2020-06-01"), ["a.tif"]),
+        (Filters(after="2020-02-01", before="2021-12-31T00:00:00+00:00"), ["b.tif", "c.tif"]),
+        (Filters(where="label IN ('T72', 'ship')"), ["a.tif", "c.tif"]),
+        (Filters(where="label = 'T72' OR label = 'ship'", split="test"), ["c.tif"]),
+        (Filters(dataset="MSTAR-SOC", split="test", sensor="sandia", polarization="hh",
+                 bbox=(9.0, 9.0, 12.0, 12.0), after="2020-01-01", where="width = 8"), ["b.tif"]),
+    ],
+)
+def test_filters(catalog_path: Path, filters: Filters, expected: list[str]) -> None:
+    assert search(catalog_path, filters) == expected
+
+
+def test_values_are_parameters_not_sql() -> None:
+    where, params = build_predicate(Filters(label="x' OR '1'='1"), ["label"])
+    assert where == '"label" = ?' and params == ["x' OR '1'='1"]
+
+
+def test_unknown_shortcut_column_lists_columns() -> None:
+    with pytest.raises(FilterError, match="available columns: tile_id, path"):
+        build_predicate(Filters(label="T72"), ["tile_id", "path"])
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "1=1; DROP TABLE tiles",
+        "1=1) ; DELETE FROM tiles; --",
+        "COPY tiles TO 'x.csv'",
+        "label = 'x' UNION SELECT tile_id FROM tiles",
+        "label = 'x') UNION SELECT tile_id FROM tiles WHERE (1=1",
+        "ATTACH 'other.db' AS other",
+        "ATTACH 'x.db'",
+        "1=1) OR (1=1",
+        "label IN (SELECT label FROM scenes)",
+        "EXISTS (SELECT 1 FROM read_csv('/etc/passwd'))",
+        "1=1) ORDER BY (1",
+        "label = ?",
+        "DROP TABLE tiles",
+    ],
+)
+def test_where_injection_rejected(catalog_path: Path, where: str) -> None:
+    before = snapshot(catalog_path)
+    with Catalog(catalog_path) as catalog:  # writable on purpose: the checks must not rely on read-only
+        with pytest.raises(FilterError, match="--where must be a SQL predicate"):
+            build_predicate(Filters(where=where), catalog.columns())
+        with pytest.raises(FilterError):
+            catalog.tile_ids(where)
+    assert snapshot(catalog_path) == before
+    assert not (Path.cwd() / "x.csv").exists()
+
+
+def test_blank_where_is_no_filter_but_check_rejects_it() -> None:
+    assert build_predicate(Filters(where="  "), []) == (None, [])
+    with pytest.raises(FilterError, match="--where must be a SQL predicate"):
+        check_predicate("")
+
+
+def test_where_literal_with_semicolon_is_fine(catalog_path: Path) -> None:
+    assert search(catalog_path, Filters(where="label <> 'a;b' AND \"sar:polarizations\" = 'HH'")) == ["a.tif", "b.tif"]
+
+
+def test_where_unknown_column(catalog_path: Path) -> None:
+    with pytest.raises(FilterError, match="sar:polarizations"):
+        search(catalog_path, Filters(where="colour = 'red'"))
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "10,0,5,1", "0,10,1,5", "-200,0,1,1", "0,-91,1,1", "nan,0,1,1"])
+def test_parse_bbox_rejects(text: str) -> None:
+    with pytest.raises(FilterError, match="5.9,45.8,10.5,47.8"):
+        parse_bbox(text)
+
+
+def test_parse_bbox_and_date() -> None:
+    assert parse_bbox(" 5.9, 45.8,10.5,47.8") == (5.9, 45.8, 10.5, 47.8)
+    assert parse_date("2021-06-30") == datetime(2021, 6, 30)
+    assert parse_date("2021-06-30T12:00:00+02:00") == datetime(2021, 6, 30, 10, 0)
+    for bad in ["30/06/2021", "", "2021-13-01"]:
+        with pytest.raises(FilterError, match="YYYY-MM-DD"):
+            parse_date(bad)
+    with pytest.raises(FilterError, match="--after"):
+        build_predicate(Filters(after="2021-01-01", before="2020-01-01"), ["datetime"])
