@@ -1,0 +1,29 @@
+"""Quality metrics for approximate search."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
+    """Mean over queries of |approx[:k] ∩ exact[:k]| / |exact[:k]|, ignoring padding ids (-1).
+
+    The denominator is the number of valid exact ids in the first k (k in the usual case), so a
+    query with fewer than k true results (a small filtered subset) can still score 1.0.
+    Queries without any valid exact id are skipped; with none at all the result is 1.0.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be >= 1, got {k}")
+    approx = np.atleast_2d(np.asarray(approx_ids))[:, :k]
+    exact = np.atleast_2d(np.asarray(exact_ids))[:, :k]
+    if approx.shape[0] != exact.shape[0]:
+        raise ValueError(
+            f"expected as many approx rows as exact rows, got {approx.shape[0]} and {exact.shape[0]}"
+        )
+    recalls = []
+    for approx_row, exact_row in zip(approx, exact):
+        truth = set(exact_row[exact_row != -1].tolist())
+        if truth:
+            found = set(approx_row[approx_row != -1].tolist())
+            recalls.append(len(found & truth) / len(truth))
+    return float(np.mean(recalls)) if recalls else 1.0

@@ -1,0 +1,598 @@
+"""An id-addressed FAISS index (inner product) with a float16 copy of every vector.
+
+Shorthand used inside this module only: xq = queries, xb = database vectors.
+The FAISS id of a vector is the caller's int64 catalog id (add_with_ids), never the row order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .errors import UnknownIdError, VectorIndexError
+
+logger = logging.getLogger(__name__)
+
+METRIC = "inner_product"  # vectors are L2-normalized float32 by the caller; scores are cosine similarities
+FORMAT_VERSION = 1
+
+INDEX_FILE = "vectors.faiss"
+STORE_FILE = "vectors_f16.npy"
+IDS_FILE = "vector_ids.npy"
+INFO_FILE = "index_info.json"
+
+TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
+TRAIN_POINTS_PER_LIST = 256  # FAISS k-means uses at most 256 points per centroid anyway
+EXACT_SUBSET_MIN = 20_000  # subsets up to max(this, 10% of ntotal) are searched exactly
+EXACT_SUBSET_FRACTION = 0.1
+QUERY_BLOCK = 256  # exact search: queries per block ...
+ROW_BLOCK = 32_768  # ... times rows per block: at most 32 MB of float32 scores at a time
+_IVF_FACTORY = re.compile(r"^IVF(\d+)")
+
+
+def default_nprobe(nlist: int) -> int:
+    """nlist/8 clamped to [16, 256], never more than nlist."""
+    return min(nlist, max(16, min(256, nlist // 8)))
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _as_ids(ids: Any, name: str = "ids") -> np.ndarray:
+    """Validate ids as a 1-D array of non-negative integers; return int64 (-1 is the padding id)."""
+    array = np.asarray(ids)
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of int64 ids, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be integers (int64 catalog ids), got dtype {array.dtype}")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (-1 marks padding in results), got {int(array.min())}")
+    return np.ascontiguousarray(array)
+
+
+def _as_matrix(vectors: Any, dim: int, name: str) -> np.ndarray:
+    """Validate a (n, dim) float matrix (a 1-D vector is one row); return contiguous float32."""
+    array = np.asarray(vectors)
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (n, {dim}) float32 array, got shape {array.shape}")
+    if array.shape[1] != dim:
+        raise VectorIndexError(
+            f"{name} have dimension {array.shape[1]} but the index expects {dim}; "
+            "use embeddings from the model the index was built with, or rebuild the index"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} must be float32, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contain NaN or infinite values; fix the embeddings before indexing")
+    return array
+
+
+# ---------------------------------------------------------------- exact search
+
+
+def _pad(num_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((num_queries, k), -np.inf, dtype=np.float32), np.full((num_queries, k), -1, dtype=np.int64)
+
+
+def _exact_topk(
+    xq: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best-k inner products of xq against a stream of (xb float32 block, ids block), best first."""
+    best_scores, best_ids = _pad(xq.shape[0], k)
+    for xb, block_ids in blocks:
+        for start in range(0, xq.shape[0], QUERY_BLOCK):
+            rows = slice(start, start + QUERY_BLOCK)
+            scores = np.concatenate([best_scores[rows], xq[rows] @ xb.T], axis=1)  # (q, k + block)
+            ids = np.concatenate(
+                [best_ids[rows], np.broadcast_to(block_ids, (scores.shape[0], len(block_ids)))], axis=1
+            )
+            if scores.shape[1] > k:
+                top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+            best_scores[rows], best_ids[rows] = scores, ids
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    best_scores, best_ids = np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_ids, order, 1)
+    best_ids[~np.isfinite(best_scores)] = -1
+    return best_scores, best_ids
+
+
+def _row_blocks(
+    store: np.ndarray, rows: np.ndarray | None, ids: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (float32 vectors, ids) in blocks of ROW_BLOCK rows, from all of `store` or the given rows."""
+    total = store.shape[0] if rows is None else len(rows)
+    for start in range(0, total, ROW_BLOCK):
+        block = slice(start, start + ROW_BLOCK)
+        xb = store[block] if rows is None else store[rows[block]]
+        yield np.asarray(xb, dtype=np.float32), ids[block]
+
+
+def exact_search(
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product search: (scores float32 (q, k), ids int64 (q, k)), best first.
+
+    `vectors` (n, d) float32 or float16 with ids (n,); rows padded with -inf / -1 when n < k.
+    Memory stays bounded (blocks of 256 queries x 32k vectors). Ground truth for approximate search.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be >= 1, got {k}")
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D (n, d) array, got shape {vectors.shape}")
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.shape != (vectors.shape[0],):
+        raise ValueError(f"expected one id per vector ({vectors.shape[0]}), got ids of shape {ids.shape}")
+    xq = _as_matrix(queries, vectors.shape[1], "queries")
+    return _exact_topk(xq, _row_blocks(vectors, None, ids), k)
+
+
+# ---------------------------------------------------------------- the index
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make renames in `directory` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_path(directory: Path, name: str) -> Path:
+    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    return Path(path)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class VectorIndex:
+    """An id-addressed vector index: a FAISS index (inner product) plus a float16 copy of every vector.
+
+    The float16 copy serves exact search over filtered subsets, `vectors()` and later exact
+    re-ranking. IDs are int64 catalog ids given by the caller (add_with_ids semantics; never row order).
+    Create with `VectorIndex.create(dim, factory)` or `VectorIndex.load(directory)`.
+    """
+
+    def __init__(
+        self,
+        index: faiss.Index,
+        dim: int,
+        factory: str,
+        nprobe: int | None,
+        store: np.ndarray,
+        ids: np.ndarray,
+        read_only: bool = False,
+    ) -> None:
+        """Low-level constructor; use `create` or `load`."""
+        self.dim = dim
+        self.factory = factory
+        self.nprobe = nprobe  # IVF lists probed per query by default; None for Flat
+        self.read_only = read_only  # True when loaded with mmap=True
+        self._index = index  # the CPU index: the one saved
+        self._gpu_index: faiss.Index | None = None
+        self._gpu_resources: Any = None
+        self._size = len(ids)
+        self._store = store  # (capacity, dim) float16; rows [0, _size) are live
+        self._ids = ids  # (capacity,) int64, row i holds the id of _store[i]
+        self._sorted_ids: np.ndarray | None = None  # lazily built lookup id -> row
+        self._sorted_rows: np.ndarray | None = None
+
+    # ---- construction
+
+    @classmethod
+    def create(cls, dim: int, factory: str = "Flat") -> VectorIndex:
+        """An empty index of dimension `dim`.
+
+        `factory` is "Flat" or an IVF factory string such as "IVF1024,PQ32x8" (see choose_index_key).
+        """
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        factory = factory.strip()
+        match = _IVF_FACTORY.match(factory)
+        if factory == "Flat":
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            nprobe = None
+        elif match:
+            try:
+                index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+            except RuntimeError as error:
+                raise VectorIndexError(
+                    f"FAISS cannot build factory {factory!r} for dimension {dim} "
+                    f"({str(error).strip().splitlines()[-1]}); "
+                    "use a string from choose_index_key()"
+                ) from None
+            # IVF-PQ trains polysemous codes by default: 5-10x the training time, only used by
+            # polysemous search, which we never enable
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+            if getattr(ivf, "do_polysemous_training", False):
+                ivf.do_polysemous_training = False
+            nprobe = default_nprobe(int(match.group(1)))
+        else:
+            raise VectorIndexError(
+                f"expected factory 'Flat' or 'IVF<nlist>,...', got {factory!r}; "
+                "use a string from choose_index_key()"
+            )
+        return cls(index, dim, factory, nprobe, np.empty((0, dim), np.float16), np.empty(0, np.int64))
+
+    # ---- bookkeeping
+
+    @property
+    def ntotal(self) -> int:
+        """Number of vectors in the index."""
+        return self._size
+
+    @property
+    def is_flat(self) -> bool:
+        """True for exact (Flat) indexes, whose search is exhaustive."""
+        return self.factory == "Flat"
+
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._sorted_ids is None or self._sorted_rows is None:
+            live = self._ids[: self._size]
+            self._sorted_rows = np.argsort(live, kind="stable")
+            self._sorted_ids = live[self._sorted_rows]
+        return self._sorted_ids, self._sorted_rows
+
+    def _rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, store rows of the found ids) for validated int64 ids."""
+        sorted_ids, sorted_rows = self._lookup()
+        if not len(sorted_ids):
+            return np.zeros(len(ids), bool), np.empty(0, np.int64)
+        position = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        found = sorted_ids[position] == ids
+        return found, sorted_rows[position[found]]
+
+    def _changed(self) -> None:
+        self._sorted_ids = self._sorted_rows = None
+        self._gpu_index = None
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise VectorIndexError(
+                "this index was loaded with mmap=True and is read-only; load it without mmap to modify it"
+            )
+
+    def contains(self, ids: Any) -> np.ndarray:
+        """Boolean array: whether each id is in the index."""
+        return self._rows_of(_as_ids(ids))[0]
+
+    def ids(self) -> np.ndarray:
+        """All ids in the index, int64, sorted ascending."""
+        return self._lookup()[0].copy()
+
+    def vectors(self, ids: Any) -> np.ndarray:
+        """float32 (n, dim) vectors of `ids` from the float16 copy; raises UnknownIdError for an absent id."""
+        ids = _as_ids(ids)
+        found, rows = self._rows_of(ids)
+        if not found.all():
+            missing = ids[~found]
+            raise UnknownIdError(
+                f"expected ids present in the index, {len(missing)} are not (first: {int(missing[0])}); "
+                "check contains() first or re-index"
+            )
+        return np.asarray(self._store[rows], dtype=np.float32)
+
+    # ---- add / remove
+
+    def _train(self, xb: np.ndarray) -> None:
+        nlist = faiss.extract_index_ivf(self._index).nlist
+        if len(xb) < nlist:
+            raise VectorIndexError(
+                f"{self.factory} needs at least {nlist} vectors in its first add to train, got {len(xb)}; "
+                "use factory 'Flat' for small collections (see choose_index_key)"
+            )
+        limit = TRAIN_POINTS_PER_LIST * nlist
+        if len(xb) > limit:
+            sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(xb), limit, replace=False))
+            xb = xb[sample]
+        logger.info("training %s on %d vectors", self.factory, len(xb))
+        try:
+            self._index.train(xb)
+        except RuntimeError as error:
+            raise VectorIndexError(
+                f"training {self.factory} on {len(xb)} vectors failed "
+                f"({str(error).strip().splitlines()[-1]}); "
+                "add more vectors in the first batch or use factory 'Flat'"
+            ) from None
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add `vectors` (n, dim) float32 under `ids` (n,) int64.
+
+        An untrained IVF index trains on this first batch (at most 256*nlist vectors, seeded sample).
+
+        A duplicate id (within the batch or already present) raises ValueError and adds nothing.
+        """
+        self._check_writable()
+        ids = _as_ids(ids)
+        xb = _as_matrix(vectors, self.dim, "vectors")
+        if len(ids) != len(xb):
+            raise ValueError(f"expected one id per vector ({len(xb)} vectors), got {len(ids)} ids")
+        if not len(ids):
+            return
+        unique, counts = np.unique(ids, return_counts=True)
+        if len(unique) != len(ids):
+            raise ValueError(f"ids must be unique, id {int(unique[counts > 1][0])} repeats within the batch")
+        present = self.contains(ids)
+        if present.any():
+            raise ValueError(
+                f"id {int(ids[present][0])} is already in the index; remove() it first to replace it"
+            )
+        norms = np.linalg.norm(xb, axis=1)
+        if np.abs(norms - 1).max() > 1e-2:
+            logger.warning(
+                "vectors are not L2-normalized (norms %.3g..%.3g); scores are not cosine similarities",
+                norms.min(),
+                norms.max(),
+            )
+        if not self._index.is_trained:
+            self._train(xb)
+        self._index.add_with_ids(xb, ids)
+        self._append(ids, xb)
+        self._changed()
+
+    def _append(self, ids: np.ndarray, xb: np.ndarray) -> None:
+        needed = self._size + len(ids)
+        if needed > len(self._ids) or not self._store.flags.writeable:
+            capacity = max(needed, 2 * self._size, 1024)  # doubling keeps many small adds linear
+            store = np.empty((capacity, self.dim), np.float16)
+            all_ids = np.empty(capacity, np.int64)
+            store[: self._size], all_ids[: self._size] = self._store[: self._size], self._ids[: self._size]
+            self._store, self._ids = store, all_ids
+        self._store[self._size : needed] = xb
+        self._ids[self._size : needed] = ids
+        self._size = needed
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove `ids`; unknown ids are ignored. Returns how many vectors were removed."""
+        self._check_writable()
+        ids = _as_ids(ids)
+        found, rows = self._rows_of(ids)
+        targets = np.unique(ids[found])
+        if not len(targets):
+            return 0
+        removed = int(self._index.remove_ids(faiss.IDSelectorBatch(len(targets), faiss.swig_ptr(targets))))
+        keep = np.ones(self._size, bool)
+        keep[rows] = False
+        self._store = np.ascontiguousarray(self._store[: self._size][keep])
+        self._ids = np.ascontiguousarray(self._ids[: self._size][keep])
+        self._size = len(self._ids)
+        self._changed()
+        if removed != len(targets) or self._index.ntotal != self._size:
+            raise VectorIndexError(  # internal invariant, not user input
+                f"FAISS removed {removed} of {len(targets)} ids and now holds {self._index.ntotal} vectors "
+                f"while the float16 copy holds {self._size}; rebuild the index"
+            )
+        return removed
+
+    # ---- search
+
+    def search(
+        self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Best-k inner-product search: (scores float32 (q, k), ids int64 (q, k)), best first.
+
+        A 1-D query is one query. Rows are padded with score -inf and id -1 when fewer than k
+        candidates exist. `subset` restricts results to those ids (a metadata filter) and gives
+        min(k, |subset ∩ index|) results per query: subsets up to max(20k, 10% of ntotal), and any
+        subset of a Flat index, are searched exactly over the float16 copy (scores within ~1e-3);
+        larger ones by FAISS with an IDSelectorBatch and nprobe raised by 1/selectivity, falling
+        back to exact search for a query that got too few hits. `nprobe` overrides `self.nprobe`.
+        """
+        if k <= 0:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if nprobe is not None and nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+        xq = _as_matrix(queries, self.dim, "queries")
+        if subset is not None:
+            return self._search_subset(xq, k, _as_ids(subset, "subset"), nprobe)
+        if self._size == 0:
+            return _pad(len(xq), k)
+        return self._faiss_search(xq, k, self._ivf_params(nprobe), use_gpu=True)
+
+    def _ivf_params(self, nprobe: int | None, selector: Any = None) -> Any:
+        if self.is_flat:
+            return None
+        params = faiss.SearchParametersIVF()
+        params.nprobe = nprobe or self.nprobe or 1
+        if selector is not None:
+            params.sel = selector
+        return params
+
+    def _faiss_search(
+        self, xq: np.ndarray, k: int, params: Any, use_gpu: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        index = self._search_index() if use_gpu else self._index
+        scores, ids = index.search(xq, k) if params is None else index.search(xq, k, params=params)
+        scores[ids == -1] = -np.inf  # FAISS pads with -FLT_MAX
+        return scores, ids
+
+    def _search_subset(
+        self, xq: np.ndarray, k: int, subset: np.ndarray, nprobe: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        _, rows = self._rows_of(np.unique(subset))
+        rows = np.sort(rows)  # sequential reads of the (possibly memory-mapped) store
+        count = len(rows)
+        if count == 0:
+            return _pad(len(xq), k)
+        if self.is_flat or count <= max(EXACT_SUBSET_MIN, EXACT_SUBSET_FRACTION * self._size):
+            return _exact_topk(xq, _row_blocks(self._store, rows, self._ids[rows]), k)
+        members = np.ascontiguousarray(self._ids[rows])
+        selector = faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members))
+        nlist = faiss.extract_index_ivf(self._index).nlist
+        raised = min(nlist, math.ceil((nprobe or self.nprobe or 1) * self._size / count))
+        scores, ids = self._faiss_search(xq, k, self._ivf_params(raised, selector), use_gpu=False)
+        short = (ids != -1).sum(axis=1) < min(k, count)
+        if short.any():
+            logger.debug("filtered search: %d of %d queries fell back to exact search", short.sum(), len(xq))
+            scores[short], ids[short] = _exact_topk(xq[short], _row_blocks(self._store, rows, members), k)
+        return scores, ids
+
+    def _search_index(self) -> faiss.Index:
+        """The GPU copy of the index when a GPU is available, else the CPU index."""
+        if faiss.get_num_gpus() == 0 or self._size == 0:
+            return self._index
+        if self._gpu_index is None:  # untested here: no GPU on the CI machines
+            self._gpu_resources = self._gpu_resources or faiss.StandardGpuResources()
+            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
+        return self._gpu_index
+
+    # ---- persistence
+
+    def info(self) -> dict[str, Any]:
+        """The description written to index_info.json."""
+        return {
+            "factory": self.factory,
+            "dim": self.dim,
+            "metric": METRIC,
+            "ntotal": self._size,
+            "nprobe": self.nprobe,
+            "faiss_version": faiss.__version__,
+            "format_version": FORMAT_VERSION,
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write the index to `directory` (created if missing), each file atomically.
+
+        Files: vectors.faiss (CPU index), vectors_f16.npy, vector_ids.npy, index_info.json. Each is
+        written to a temporary name in the same directory and fsynced; then all are os.replace()d,
+        index_info.json last. A crash before the first replace keeps the previous index intact; a
+        crash between replaces is detected by `load` (counts disagree with index_info.json).
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        temps: dict[str, Path] = {}
+        try:
+            temps[INDEX_FILE] = _temp_path(directory, INDEX_FILE)
+            faiss.write_index(self._index, str(temps[INDEX_FILE]))
+            for name, array in ((STORE_FILE, self._store[: self._size]), (IDS_FILE, self._ids[: self._size])):
+                temps[name] = _temp_path(directory, name)
+                with open(temps[name], "wb") as handle:
+                    np.save(handle, np.ascontiguousarray(array))
+            temps[INFO_FILE] = _temp_path(directory, INFO_FILE)
+            temps[INFO_FILE].write_text(json.dumps(self.info(), indent=2) + "\n")
+            for path in temps.values():
+                _fsync_file(path)
+            for name in (INDEX_FILE, STORE_FILE, IDS_FILE, INFO_FILE):
+                os.replace(temps[name], directory / name)
+                del temps[name]
+        finally:
+            for path in temps.values():
+                path.unlink(missing_ok=True)
+            _fsync_directory(directory)
+        logger.info("saved %d vectors (%s) to %s", self._size, self.factory, directory)
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, *, expected_dim: int | None = None, mmap: bool = False
+    ) -> VectorIndex:
+        """Read an index written by `save`.
+
+        Refuses (VectorIndexError) a missing index, another format version or metric, a dimension
+        other than `expected_dim`, and files whose counts disagree. With mmap=True the float16 copy
+        and, where FAISS supports it, the index are memory-mapped; the result is then read-only.
+        """
+        directory = Path(directory)
+        paths = {name: directory / name for name in (INDEX_FILE, STORE_FILE, IDS_FILE, INFO_FILE)}
+        missing = [name for name, path in paths.items() if not path.is_file()]
+        if missing:
+            raise VectorIndexError(
+                f"expected {', '.join(missing)}: no vector index at {directory}; "
+                "run `sarsearch index ARCHIVE` first"
+            )
+        try:
+            info = json.loads(paths[INFO_FILE].read_text())
+        except (OSError, ValueError) as error:
+            raise VectorIndexError(f"cannot read {paths[INFO_FILE]} ({error}); rebuild the index") from None
+        _check_info(info, directory, expected_dim)
+        dim = int(info["dim"])
+        index = _read_faiss(paths[INDEX_FILE], mmap)
+        store = np.load(paths[STORE_FILE], mmap_mode="r" if mmap else None)
+        ids = np.load(paths[IDS_FILE])
+        counts = {
+            "index_info.json": info["ntotal"],
+            INDEX_FILE: index.ntotal,
+            STORE_FILE: len(store),
+            IDS_FILE: len(ids),
+        }
+        if len(set(counts.values())) != 1 or index.d != dim or store.shape[1:] != (dim,):
+            raise VectorIndexError(
+                f"files of the vector index at {directory} disagree "
+                f"(counts {counts}, dim {dim}, FAISS dim {index.d}); "
+                "a save was probably interrupted: save again or run `sarsearch index ARCHIVE`"
+            )
+        return cls(
+            index,
+            dim,
+            str(info["factory"]),
+            info.get("nprobe"),
+            store,
+            ids.astype(np.int64, copy=False),
+            read_only=mmap,
+        )
+
+
+def _check_info(info: dict[str, Any], directory: Path, expected_dim: int | None) -> None:
+    """Refuse an index_info.json of another format, metric or dimension."""
+    absent = [key for key in ("factory", "dim", "metric", "ntotal", "format_version") if key not in info]
+    if absent:
+        raise VectorIndexError(
+            f"expected keys {absent} in {directory / INFO_FILE}, they are missing; rebuild the index"
+        )
+    if info.get("format_version") != FORMAT_VERSION:
+        raise VectorIndexError(
+            f"expected index format_version {FORMAT_VERSION} at {directory}, "
+            f"found {info.get('format_version')}; "
+            "rebuild the index with this version (`sarsearch index ARCHIVE`)"
+        )
+    if info.get("metric") != METRIC:
+        raise VectorIndexError(
+            f"expected metric {METRIC!r} at {directory}, found {info.get('metric')!r}; rebuild the index"
+        )
+    if expected_dim is not None and info.get("dim") != expected_dim:
+        raise VectorIndexError(
+            f"expected dimension {expected_dim} (the model's), "
+            f"the index at {directory} has {info.get('dim')}; "
+            "rebuild the index with this model (`sarsearch index ARCHIVE`)"
+        )
+
+
+def _read_faiss(path: Path, mmap: bool) -> faiss.Index:
+    """faiss.read_index, memory-mapped when asked and supported."""
+    try:
+        if mmap:
+            try:
+                return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+            except RuntimeError:
+                logger.info("FAISS cannot memory-map %s; reading it into memory", path)
+        return faiss.read_index(str(path))
+    except RuntimeError as error:
+        raise VectorIndexError(
+            f"cannot read FAISS index {path} ({str(error).strip().splitlines()[-1]}); rebuild the index"
+        ) from None

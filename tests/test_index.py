@@ -1,0 +1,427 @@
+"""Tests of sarclip_search.index: approximate search is checked against exact search on structured data."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from sarclip_search.index import (
+    METRIC,
+    VectorIndex,
+    VectorIndexError,
+    choose_index_key,
+    exact_search,
+    recall_at_k,
+)
+from sarclip_search.index import vector_index as vector_index_module
+from sarclip_search.index.errors import UnknownIdError
+
+DIM = 64
+N = 20_000
+K = 10
+
+
+def clustered(n: int, d: int = DIM, *, clusters: int = 100, seed: int = 0) -> np.ndarray:
+    """Seeded L2-normalized Gaussian clusters: the structure IVF and PQ rely on."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, d)).astype(np.float32)
+    x = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, vectors, queries): ids are sparse catalog ids, not row numbers."""
+    ids = np.arange(N, dtype=np.int64) * 3 + 11
+    return ids, clustered(N), clustered(200, seed=1)
+
+
+@pytest.fixture(scope="module")
+def built(data) -> dict[str, VectorIndex]:
+    """One index per factory, built once for the module (PQ training dominates the runtime)."""
+    ids, xb, _ = data
+    indexes = {}
+    with pytest.MonkeyPatch.context() as patch:
+        # 160 points per list: 10_240 training vectors, just above the 39*256 that PQ's k-means asks for,
+        # instead of 16_384; halves the PQ training time that dominates this file
+        patch.setattr(vector_index_module, "TRAIN_POINTS_PER_LIST", 160)
+        for factory in ("Flat", "IVF64,Flat", "IVF64,PQ16x8"):
+            index = VectorIndex.create(DIM, factory)
+            index.add(ids, xb)
+            indexes[factory] = index
+    return indexes
+
+
+# ---------------------------------------------------------------- choose_index_key
+
+
+def test_choose_index_key_by_size_and_budget() -> None:
+    assert choose_index_key(0, 512) == "Flat"
+    assert choose_index_key(49_999, 512) == "Flat"
+    assert choose_index_key(200_000, 512) == "IVF2048,Flat"  # 4*sqrt(2e5) = 1789 -> 2048
+    assert (
+        choose_index_key(1_000_000, 512) == "IVF16384,Flat"
+    )  # 16*sqrt(1e6) = 16000 -> 16384; 2.05e9 B fit 2 GiB
+    assert choose_index_key(5_000_000, 512) == "IVF32768,PQ128x8"  # 10 GB of floats: PQ with d/4 bytes
+    assert choose_index_key(200_000, 512, memory_budget=100_000_000) == "IVF2048,PQ128x8"
+    assert choose_index_key(5_000_000, 512, memory_budget=100_000_000) == "IVF32768,PQ16x8"  # 5e6*16 B fits
+    assert choose_index_key(5_000_000, 512, memory_budget=1) == "IVF32768,PQ8x8"  # never below 8 bytes
+
+
+@pytest.mark.parametrize("n", [50_000, 123_457, 999_999, 3_000_000, 40_000_000])
+@pytest.mark.parametrize("d", [48, 64, 384, 512, 768])
+def test_choose_index_key_shape(n: int, d: int) -> None:
+    key = choose_index_key(n, d, memory_budget=10**9)
+    assert key == choose_index_key(n, d, memory_budget=10**9)  # deterministic
+    nlist = int(key.split(",")[0].removeprefix("IVF"))
+    assert nlist & (nlist - 1) == 0 and 1 <= nlist <= n // 39
+    if "PQ" in key:
+        m = int(key.split(",")[1].removeprefix("PQ").removesuffix("x8"))
+        assert d % m == 0 and m >= 8
+        VectorIndex.create(d, key.replace(f"IVF{nlist}", "IVF4"))  # FAISS accepts the string
+
+
+def test_choose_index_key_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        choose_index_key(-1, 64)
+    with pytest.raises(ValueError):
+        choose_index_key(10, 0)
+    with pytest.raises(ValueError):
+        choose_index_key(10, 64, memory_budget=0)
+
+
+# ---------------------------------------------------------------- search quality
+
+
+def test_flat_search_equals_exact_search(built, data) -> None:
+    ids, xb, xq = data
+    scores, found = built["Flat"].search(xq, K)
+    true_scores, true_ids = exact_search(xb, ids, xq, K)
+    np.testing.assert_array_equal(found, true_ids)
+    np.testing.assert_allclose(scores, true_scores, atol=1e-5)
+    assert scores.dtype == np.float32 and found.dtype == np.int64
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "IVF64,PQ16x8"])
+def test_own_vector_found_first(built, data, factory: str) -> None:
+    ids, xb, _ = data
+    rows = np.arange(0, N, 997)
+    _, found = built[factory].search(xb[rows], 1)
+    hit_rate = (found[:, 0] == ids[rows]).mean()
+    assert hit_rate == 1.0 if factory != "IVF64,PQ16x8" else hit_rate >= 0.9
+
+
+def test_single_query_vector_is_one_query(built, data) -> None:
+    ids, xb, _ = data
+    scores, found = built["Flat"].search(xb[5], 3)
+    assert scores.shape == found.shape == (1, 3) and found[0, 0] == ids[5]
+    assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("factory", "nprobe", "floor"),
+    [
+        ("IVF64,Flat", 16, 0.9),  # measured 0.97
+        ("IVF64,Flat", 64, 0.999),  # all lists probed: exact
+        ("IVF64,PQ16x8", 16, 0.4),  # measured 0.54: 16 bytes for 64 noisy dims; re-rank to do better
+    ],
+)
+def test_ivf_recall_floor(built, data, factory: str, nprobe: int, floor: float) -> None:
+    ids, xb, xq = data
+    _, true_ids = exact_search(xb, ids, xq, K)
+    _, found = built[factory].search(xq, K, nprobe=nprobe)
+    assert recall_at_k(found, true_ids, K) >= floor
+
+
+def test_nprobe_default_and_override(built, data) -> None:
+    _, _, xq = data
+    index = built["IVF64,Flat"]
+    assert index.nprobe == 16 and built["Flat"].nprobe is None
+    low = index.search(xq, K, nprobe=1)[1]
+    assert not np.array_equal(low, index.search(xq, K)[1])
+
+
+# ---------------------------------------------------------------- filtered search
+
+
+@pytest.mark.parametrize("selectivity", [0.001, 0.01, 0.1, 0.5])
+@pytest.mark.parametrize(
+    ("factory", "force_faiss"),
+    [
+        ("Flat", False),
+        ("IVF64,Flat", False),
+        ("IVF64,PQ16x8", False),
+        ("IVF64,Flat", True),
+        ("IVF64,PQ16x8", True),
+    ],
+)
+def test_filtered_search_matches_filtered_truth(
+    built, data, monkeypatch, selectivity: float, factory: str, force_faiss: bool
+) -> None:
+    if force_faiss:  # exercise the IDSelectorBatch path, which n=20k would otherwise never reach
+        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
+        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_FRACTION", 0.0)
+    ids, xb, xq = data
+    subset = np.random.default_rng(7).choice(ids, max(1, int(selectivity * N)), replace=False)
+    subset_with_unknown = np.concatenate([subset, [10**12, 2]])  # ids absent from the index are ignored
+    scores, found = built[factory].search(xq, K, subset=subset_with_unknown)
+    inside = np.isin(ids, subset)
+    _, true_ids = exact_search(xb[inside], ids[inside], xq, K)
+    expected = min(K, len(subset))
+    assert ((found != -1).sum(axis=1) == expected).all()
+    assert np.isin(found[found != -1], subset).all()
+    assert np.isneginf(scores[found == -1]).all()
+    floor = 0.4 if (factory == "IVF64,PQ16x8" and force_faiss) else 0.95  # PQ scores without re-ranking
+    assert recall_at_k(found, true_ids, K) >= floor
+
+
+def test_filtered_search_with_empty_or_unknown_subset(built, data) -> None:
+    _, _, xq = data
+    for subset in (np.array([], dtype=np.int64), np.array([1, 4, 7], dtype=np.int64)):  # ids are 11 + 3i
+        scores, found = built["IVF64,Flat"].search(xq[:3], K, subset=subset)
+        assert (found == -1).all() and np.isneginf(scores).all()
+
+
+@pytest.mark.parametrize("force_faiss", [False, True])
+def test_filtered_search_subset_smaller_than_k(built, data, monkeypatch, force_faiss: bool) -> None:
+    if force_faiss:
+        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
+        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_FRACTION", 0.0)
+    ids, _, xq = data
+    subset = ids[[3, 500, 19_999]]
+    scores, found = built["IVF64,Flat"].search(xq[:20], K, subset=subset)
+    assert (np.sort(found[:, :3], axis=1) == np.sort(subset)).all()
+    assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    assert np.isfinite(scores[:, :3]).all()
+
+
+# ---------------------------------------------------------------- add / remove / lookups
+
+
+def test_add_remove_round_trip() -> None:
+    xb = clustered(500, seed=3)
+    ids = np.arange(1000, 1500, dtype=np.int64)
+    index = VectorIndex.create(DIM)
+    index.add(ids[:300], xb[:300])
+    index.add(ids[300:], xb[300:])  # a second batch
+    assert index.ntotal == 500
+    np.testing.assert_array_equal(index.ids(), ids)
+    np.testing.assert_allclose(index.vectors(ids[[0, 499, 42]]), xb[[0, 499, 42]], atol=1e-3)
+
+    removed = ids[::2]
+    assert index.remove(np.concatenate([removed, [7, 8, removed[0]]])) == len(
+        removed
+    )  # unknown/repeated ignored
+    assert index.ntotal == 250 and index.remove(removed) == 0
+    assert not index.contains(removed).any() and index.contains(ids[1::2]).all()
+    _, found = index.search(xb, 20)
+    assert not np.isin(found, removed).any()
+    _, found = index.search(xb, 5, subset=ids)
+    assert not np.isin(found, removed).any()
+    np.testing.assert_allclose(index.vectors(ids[1::2]), xb[1::2], atol=1e-3)
+    with pytest.raises(UnknownIdError):
+        index.vectors(removed[:1])
+    with pytest.raises(KeyError):  # UnknownIdError is also a KeyError
+        index.vectors([123456])
+
+    index.add(removed[:3], xb[:3])  # a removed id may be added again
+    assert index.contains(removed[:3]).all() and index.ntotal == 253
+
+
+def test_add_rejects_bad_input() -> None:
+    xb = clustered(10, seed=4)
+    index = VectorIndex.create(DIM)
+    index.add(np.arange(10), xb)
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(np.array([9, 10]), xb[:2])
+    with pytest.raises(ValueError, match="repeats within the batch"):
+        index.add(np.array([20, 20]), xb[:2])
+    with pytest.raises(ValueError):
+        index.add(np.array([30]), xb[:2])  # count mismatch
+    with pytest.raises(ValueError):
+        index.add(np.array([-5]), xb[:1])  # -1 and below are reserved for padding
+    with pytest.raises(ValueError):
+        index.add(np.array([1.5]), xb[:1])
+    with pytest.raises(VectorIndexError, match="dimension 32 but the index expects 64"):
+        index.add(np.array([40]), xb[:1, :32])
+    with pytest.raises(VectorIndexError, match="expects 64"):
+        index.search(xb[:1, :32], 3)
+    with pytest.raises(ValueError):
+        index.search(xb[:1], 0)
+    with pytest.raises(ValueError):
+        index.add(np.array([50]), np.full((1, DIM), np.nan, np.float32))
+    assert index.ntotal == 10  # nothing was added by the failed calls
+
+
+def test_search_pads_when_fewer_than_k() -> None:
+    xb = clustered(3, seed=5)
+    index = VectorIndex.create(DIM)
+    scores, found = index.search(xb, 4)  # empty index
+    assert (found == -1).all() and np.isneginf(scores).all()
+    index.add(np.array([5, 6, 7]), xb)
+    scores, found = index.search(xb, 5)
+    assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    assert (np.sort(found[:, :3], axis=1) == [5, 6, 7]).all()
+
+
+def test_ivf_trains_on_first_add_and_refuses_too_few_vectors() -> None:
+    index = VectorIndex.create(DIM, "IVF64,Flat")
+    with pytest.raises(VectorIndexError, match="use factory 'Flat'"):
+        index.add(np.arange(10), clustered(10))
+    assert index.ntotal == 0
+    xb = clustered(3000, seed=6)
+    index.add(np.arange(3000), xb)
+    index.add(np.arange(3000, 3010), clustered(10, seed=8))  # later adds reuse the trained quantizer
+    assert index.ntotal == 3010 and index.remove(np.arange(0, 3010, 2)) == 1505
+    _, found = index.search(xb[1:2], 1, nprobe=64)
+    assert found[0, 0] == 1
+
+
+def test_create_rejects_unknown_factory() -> None:
+    with pytest.raises(VectorIndexError, match="expected factory"):
+        VectorIndex.create(DIM, "HNSW32")
+    with pytest.raises(VectorIndexError):
+        VectorIndex.create(DIM, "IVF64,PQ7x8")  # 7 does not divide 64
+    with pytest.raises(ValueError):
+        VectorIndex.create(0)
+
+
+# ---------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,PQ16x8"])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: bool) -> None:
+    ids, _, xq = data
+    index = built[factory]
+    index.save(tmp_path / "new" / "dir")
+    loaded = VectorIndex.load(tmp_path / "new" / "dir", expected_dim=DIM, mmap=mmap)
+    assert (loaded.factory, loaded.dim, loaded.ntotal, loaded.nprobe) == (factory, DIM, N, index.nprobe)
+    for subset in (None, ids[::3]):
+        expected, got = index.search(xq, K, subset=subset), loaded.search(xq, K, subset=subset)
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(loaded.vectors(ids[:5]), index.vectors(ids[:5]))
+    info = json.loads((tmp_path / "new" / "dir" / "index_info.json").read_text())
+    assert info == {
+        "factory": factory,
+        "dim": DIM,
+        "metric": METRIC,
+        "ntotal": N,
+        "nprobe": index.nprobe,
+        "faiss_version": faiss.__version__,
+        "format_version": 1,
+    }
+    assert sorted(p.name for p in (tmp_path / "new" / "dir").iterdir()) == [
+        "index_info.json",
+        "vector_ids.npy",
+        "vectors.faiss",
+        "vectors_f16.npy",
+    ]  # no temp files left
+    if mmap:
+        with pytest.raises(VectorIndexError, match="read-only"):
+            loaded.add(np.array([1]), xq[:1])
+    else:
+        loaded.remove(ids[:10])  # a loaded index is usable
+        assert loaded.ntotal == N - 10
+
+
+def test_load_refuses_missing_or_mismatched_index(tmp_path: Path) -> None:
+    with pytest.raises(VectorIndexError, match="no vector index at .*sarsearch index"):
+        VectorIndex.load(tmp_path)
+    index = VectorIndex.create(DIM)
+    index.add(np.arange(5), clustered(5))
+    index.save(tmp_path)
+    with pytest.raises(VectorIndexError, match="expected dimension 512"):
+        VectorIndex.load(tmp_path, expected_dim=512)
+    info_path = tmp_path / "index_info.json"
+    info = json.loads(info_path.read_text())
+    for key, value, message in (("metric", "l2", "expected metric"), ("format_version", 2, "format_version")):
+        info_path.write_text(json.dumps({**info, key: value}))
+        with pytest.raises(VectorIndexError, match=message):
+            VectorIndex.load(tmp_path)
+    info_path.write_text(json.dumps(info))
+    assert VectorIndex.load(tmp_path).ntotal == 5
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_interrupted_save(tmp_path: Path, monkeypatch, failing_call: int) -> None:
+    xb = clustered(60, seed=9)
+    old = VectorIndex.create(DIM)
+    old.add(np.arange(50), xb[:50])
+    old.save(tmp_path)
+    new = VectorIndex.create(DIM)
+    new.add(np.arange(60), xb)
+
+    real_replace, calls = os.replace, []
+
+    def crashing_replace(source, target):
+        calls.append(target)
+        if len(calls) == failing_call:
+            raise OSError("simulated crash")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        new.save(tmp_path)
+    monkeypatch.undo()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temporaries removed
+    if failing_call == 1:  # crash before any file was replaced: the previous index is intact
+        loaded = VectorIndex.load(tmp_path)
+        np.testing.assert_array_equal(loaded.ids(), np.arange(50))
+        np.testing.assert_array_equal(loaded.search(xb, 3)[1], old.search(xb, 3)[1])
+    else:  # files from two saves: refused, not silently mixed
+        with pytest.raises(VectorIndexError, match="save was probably interrupted"):
+            VectorIndex.load(tmp_path)
+
+
+# ---------------------------------------------------------------- helpers, layering, GPU
+
+
+def test_recall_at_k() -> None:
+    exact = np.array([[1, 2, 3, 4], [5, 6, -1, -1]])
+    assert recall_at_k(exact, exact, 4) == 1.0
+    assert recall_at_k(np.array([[1, 9, 3, 8], [6, -1, -1, -1]]), exact, 4) == pytest.approx((0.5 + 0.5) / 2)
+    assert recall_at_k(np.array([[2, 9, 1, 4], [5, 6, 7, 8]]), exact, 2) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_exact_search_blocks_match_one_matmul(monkeypatch) -> None:
+    monkeypatch.setattr(vector_index_module, "ROW_BLOCK", 7)  # many blocks, ragged last one
+    monkeypatch.setattr(vector_index_module, "QUERY_BLOCK", 3)
+    xb, xq = clustered(100, seed=10), clustered(10, seed=11)
+    ids = np.arange(100, dtype=np.int64) + 1000
+    scores, found = exact_search(xb, ids, xq, 5)
+    full = xq @ xb.T
+    np.testing.assert_array_equal(found, ids[np.argsort(-full, axis=1)[:, :5]])
+    np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :5], rtol=1e-6)
+
+
+def test_index_package_imports_only_numpy_faiss_and_stdlib() -> None:
+    package = Path(vector_index_module.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith("sarclip_search"), f"{path.name} imports {name}"
+                assert name.split(".")[0] not in {"torch", "duckdb", "rasterio", "open_clip", "rich", "typer"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="needs a CUDA GPU and faiss-gpu")
+def test_gpu_search_matches_cpu(built, data) -> None:
+    xq = data[2]
+    index = built["IVF64,Flat"]
+    _, on_gpu = index.search(xq, K)
+    _, on_cpu = index._faiss_search(xq, K, index._ivf_params(None), use_gpu=False)
+    assert recall_at_k(on_gpu, on_cpu, K) >= 0.99
