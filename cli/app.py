@@ -1,2 +1,245 @@
-def main() -> None:  # placeholder until the CLI lands
-    raise SystemExit("sarsearch: not built yet")
+"""`sarsearch`: the command line, a thin skin over the library.
+
+Each command validates its options, calls one library function and renders the result. Library
+errors (`SarclipError`) become one red line and exit code 1; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from sarclip_search.cli import render
+from sarclip_search.errors import InputError, SarclipError
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # a user error: bad input, missing index, mismatched model ...
+EXIT_USAGE = 2  # typer/click: unknown option, missing argument
+EXIT_PARTIAL = 3  # `index` finished but some files failed (listed); everything else was indexed
+
+app = typer.Typer(
+    name="sarsearch",
+    help="Search SAR imagery by text, by example image and by metadata.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option("--db", help="Index directory (default: $SARSEARCH_DB or ./.sarsearch).", show_default=False),
+]
+ModelOption = Annotated[
+    Optional[Path], typer.Option("--model", help="SARCLIP checkpoint (default: the one shipped with sarclip-search).")
+]
+
+
+def user_errors(command: F) -> F:
+    """Turn library errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sarclip_search.index.errors import VectorIndexError
+
+        try:
+            return command(*args, **kwargs)
+        except (SarclipError, VectorIndexError) as exc:
+            render.error(str(exc))
+            raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            render.error("interrupted; the index keeps its last committed state")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_size(text: str | None) -> int | None:
+    """'2G', '512M', '1000000' → bytes."""
+    if not text:
+        return None
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if value and value[-1] in units:
+            return int(float(value[:-1]) * units[value[-1]])
+        return int(value)
+    except ValueError:
+        raise InputError(f"--memory-budget {text!r} is not a size; use e.g. 2G or 512M") from None
+
+
+@app.command()
+@user_errors
+def index(
+    archive: Annotated[Path, typer.Argument(help="Folder of SAR images (GeoTIFF, TIFF, PNG, JPEG); a manifest.csv at its root adds metadata.")],
+    db: DbOption = None,
+    model: ModelOption = None,
+    tile_size: Annotated[int, typer.Option(help="Images larger than this (px) are cut into tiles of this size.")] = 256,
+    stride: Annotated[Optional[int], typer.Option(help="Tile stride in px (default: tile size, no overlap).")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Re-embed everything (new model, other tiling, repair).")] = False,
+    index_factory: Annotated[Optional[str], typer.Option(help='FAISS factory string, e.g. "IVF1024,PQ32x8" (default: chosen by size).')] = None,
+    memory_budget: Annotated[Optional[str], typer.Option(help="Memory budget for the FAISS index, e.g. 2G.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Index an archive: read, tile, embed and catalog every image. Re-runs are incremental.
+
+    Example: sarsearch index ./archive
+    """
+    from sarclip_search.indexer import index_archive
+    from sarclip_search.model import DEFAULT_CHECKPOINT, load_model
+    from sarclip_search.store import IndexStore
+
+    budget = parse_size(memory_budget)
+    sarclip = load_model(model)
+    with render.progress_bar("indexing", quiet) as progress:
+        report = index_archive(
+            archive,
+            IndexStore(db),
+            sarclip,
+            model_path=str((model or DEFAULT_CHECKPOINT).resolve()),
+            tile_size=tile_size,
+            stride=stride,
+            rebuild=rebuild,
+            index_factory=index_factory,
+            memory_budget=budget,
+            progress=progress,
+        )
+    render.index_report(report)
+    if report.failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+@user_errors
+def query(
+    text: Annotated[Optional[str], typer.Argument(help='What to look for, in words, e.g. "ship near harbor".')] = None,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", help="Example image (repeatable); fused with TEXT when both are given.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    where: Annotated[Optional[str], typer.Option(help="""SQL predicate over catalog columns, e.g. "label = 'T72' AND split = 'test'".""")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Only tiles with this label.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Only tiles of this dataset.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only tiles of this split (train/val/test).")] = None,
+    sensor: Annotated[Optional[str], typer.Option(help="Sensor name contains this (case-insensitive).")] = None,
+    polarization: Annotated[Optional[str], typer.Option(help="Polarizations contain this, e.g. VV.")] = None,
+    bbox: Annotated[Optional[str], typer.Option(help="minlon,minlat,maxlon,maxlat: footprints intersecting it.")] = None,
+    after: Annotated[Optional[str], typer.Option(help="Acquired on or after this date (YYYY-MM-DD).")] = None,
+    before: Annotated[Optional[str], typer.Option(help="Acquired before this date (YYYY-MM-DD).")] = None,
+    alpha: Annotated[float, typer.Option(help="Weight of the text in a text+image query (0..1).")] = 0.5,
+    nprobe: Annotated[Optional[int], typer.Option(help="IVF lists to probe (approximate indexes only).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON array.")] = False,
+    db: DbOption = None,
+    model: ModelOption = None,
+) -> None:
+    """Search the index by text, by example image, or both, with metadata filters.
+
+    Examples: sarsearch query "T72 tank" --split test;  sarsearch query --image chip.png --label BMP2
+    """
+    from sarclip_search.engine import Engine
+    from sarclip_search.filters import Filters, parse_bbox, parse_date
+
+    if bbox is not None:
+        parse_bbox(bbox)
+    for value in (after, before):
+        if value is not None:
+            parse_date(value)
+    filters = Filters(
+        where=where, label=label, dataset=dataset, split=split, sensor=sensor, polarization=polarization,
+        bbox=parse_bbox(bbox) if bbox else None, after=after, before=before,
+    )
+    for path in image or []:
+        if not path.is_file():
+            raise InputError(f"{path}: query image not found; give the path of an image file")
+    with Engine.open(db, model_path=model) as engine:
+        hits = engine.query(text, image or [], filters=filters, k=k, alpha=alpha, nprobe=nprobe)
+    if as_json:
+        render.print_json([hit.to_dict() for hit in hits])
+    else:
+        what = " + ".join([f'"{text}"'] if text else [] + [str(p) for p in image or []])
+        render.hits_table(hits, title=f"top {k} for {what}")
+
+
+@app.command()
+@user_errors
+def info(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """What is indexed: scenes, tiles, datasets, labels, the model, the index type and size on disk.
+
+    Example: sarsearch info
+    """
+    from sarclip_search.engine import Engine
+
+    with Engine.open(db) as engine:
+        summary = engine.summary()
+    if as_json:
+        render.print_json(summary)
+    else:
+        render.info_table(summary)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def train(
+    ctx: typer.Context,
+    config: Annotated[str, typer.Option(help="Training config: a name in training/configs (default, smoke) or a JSON path.")] = "default",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train a SARCLIP model; settings from --config plus --key=value overrides.
+
+    Example: sarsearch train --config default --epochs=2 --out=runs/mine.pt
+    """
+    from sarclip_search.training.train import TrainConfig
+    from sarclip_search.training.train import train as run_training
+
+    settings = TrainConfig.load(config, ctx.args)
+    with render.progress_bar("training", quiet) as progress:
+
+        def on_step(step: int, total: int, loss: float, images_per_second: float) -> None:
+            progress(f"loss {loss:.3f}", step, total) if quiet else progress("steps", step, total)
+
+        result = run_training(settings, progress=progress, on_step=on_step)
+    render.train_summary(result)
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    data: Annotated[Path, typer.Option(help="Archive with a manifest.csv holding labels and splits.")] = Path("../shared/data"),
+    split: Annotated[str, typer.Option(help="Manifest split to evaluate on.")] = "test",
+    model: ModelOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Zero-shot classification accuracy of a model on a labelled split (per dataset, vs chance).
+
+    Example: sarsearch eval --data ../shared/data --split test
+    """
+    from sarclip_search.model import load_model
+    from sarclip_search.training.evaluate import zero_shot_accuracy
+
+    if not (data / "manifest.csv").is_file():
+        raise InputError(f"{data}: no manifest.csv with labels; pass --data PATH to a labelled archive")
+    report = zero_shot_accuracy(load_model(model), data, split)
+    if as_json:
+        render.print_json({"split": split, "zero_shot": report})
+    else:
+        for dataset, scores in report.items():
+            render.console.print(f"zero-shot {dataset} ({split}): top-1 {scores['top1']:.3f} on {scores['n']} images, "
+                                 f"{scores['classes']} classes (chance {scores['chance']:.3f})", highlight=False)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("SARSEARCH_LOG", "WARNING").upper(), format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -268,10 +268,16 @@ def scene_metadata(
     logged and dropped). Returns a flat dict of column -> python value.
     """
     merged: dict[str, object] = {}
+    spelled: dict[str, str] = {}  # lower-case key -> the spelling kept (catalog columns ignore case)
     for source in (_tags_as_metadata(raster_tags), dict(stac), dict(manifest_row or {})):
         for key, value in _renamed(source).items():
-            if value is not None or key not in merged:
-                merged[key] = value
+            previous = spelled.get(key.lower())
+            if previous is not None and value is None:
+                continue
+            if previous is not None and previous != key:
+                del merged[previous]  # a higher-precedence source spells the same field differently
+            merged[key] = value
+            spelled[key.lower()] = key
     merged["path"] = rel_path
     if "datetime" in merged:
         try:

@@ -20,7 +20,8 @@ import importlib.metadata
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,18 @@ def _quiet_transformers(transformers: Any) -> None:
     """Library code never prints: silence transformers' load reports and progress bars."""
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """open_clip logs on the root logger (e.g. "initialized partially" before we load our weights)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _register_configs() -> None:
@@ -168,7 +181,8 @@ def build_open_clip_model(name: str, *, pretrained_image: bool, pretrained_text:
     config = model_config(name)
     text_cfg = _resolve_text_cfg(config["text_cfg"])
     text_cfg["hf_model_pretrained"] = pretrained_text
-    model = open_clip.create_model(name, pretrained=None, pretrained_text=pretrained_text, text_cfg=text_cfg)
+    with _quiet_root_logger():
+        model = open_clip.create_model(name, pretrained=None, pretrained_text=pretrained_text, text_cfg=text_cfg)
     timm_name = config["vision_cfg"].get("timm_model_name")
     if pretrained_image and timm_name:
         load_pretrained_image_tower(model, timm_name)
@@ -340,13 +354,14 @@ def load_model(path: str | Path | None = None, device: str = "cpu") -> SarClip:
     text_cfg = _resolve_text_cfg(config["text_cfg"])
     text_cfg["hf_model_pretrained"] = True
     _register_configs()
-    model = open_clip.create_model(
-        name if name in list_model_configs() else DEFAULT_MODEL,
-        pretrained=None,
-        embed_dim=config["embed_dim"],
-        vision_cfg=config["vision_cfg"],
-        text_cfg=text_cfg,
-    )
+    with _quiet_root_logger():
+        model = open_clip.create_model(
+            name if name in list_model_configs() else DEFAULT_MODEL,
+            pretrained=None,
+            embed_dim=config["embed_dim"],
+            vision_cfg=config["vision_cfg"],
+            text_cfg=text_cfg,
+        )
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     result = model.load_state_dict(state, strict=False)
     unexpected = list(result.unexpected_keys)

@@ -1,0 +1,137 @@
+"""Everything the CLI shows: rich tables, progress bars and one-line errors. Only cli/ prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+# Piped output is not squeezed to 80 columns (use --json for machine-readable output).
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True)
+
+# columns shown in the query table after rank/score/path/window, when the catalog has them
+KEY_COLUMNS = ("label", "dataset", "split")
+
+
+def error(message: str) -> None:
+    """One red line on stderr (no traceback: the message says what to do)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar driven by library callbacks `(event, done, total)`."""
+    if quiet:
+        yield lambda event, done, total: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(event: str, done: int, total: int) -> None:
+            if event not in tasks:
+                tasks[event] = bar.add_task(f"{description} ({event})", total=total, rate="")
+            task = bar.tasks[tasks[event]]
+            elapsed = task.elapsed or 0.0
+            rate = f"{done / elapsed:.1f}/s" if elapsed > 0 else ""
+            bar.update(tasks[event], completed=done, total=total, rate=rate)
+
+        yield update
+
+
+def index_report(report: Any) -> None:
+    lines = [
+        f"[bold green]indexed[/] {report.archive} → {report.db}",
+        f"  files: {report.indexed} embedded, {report.unchanged} unchanged, {report.removed} removed, "
+        f"{len(report.failed)} failed" + (f", {report.not_in_manifest} not in manifest.csv (skipped)" if report.not_in_manifest else ""),
+        f"  tiles added: {report.tiles_added} in {report.seconds:.1f} s "
+        f"({report.tiles_per_second:.1f} tiles/s overall"
+        + (f", {report.tiles_added / report.embed_seconds:.0f} tiles/s embedding" if report.embed_seconds else "")
+        + ")",
+        f"  total: {report.totals.get('scenes', 0)} scenes, {report.totals.get('tiles', 0)} tiles, "
+        f"index {report.index_factory}",
+    ]
+    for line in lines:
+        err_console.print(line, highlight=False)
+    for path, reason in report.failed[:20]:
+        warn(f"{path}: {reason}")
+    if len(report.failed) > 20:
+        warn(f"... and {len(report.failed) - 20} more failed files")
+
+
+def _tail(text: str, width: int) -> str:
+    """The end of a long path (the file name matters more than the folders)."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def hits_table(hits: Sequence[Any], title: str) -> None:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name, width in (("#", 2), ("score", 5), ("id", 4), ("path", 20), ("window", 11)):
+        table.add_column(name, no_wrap=True, min_width=width)
+    present = [c for c in KEY_COLUMNS if any(h.metadata.get(c) is not None for h in hits)]
+    for name in present:
+        table.add_column(name.removeprefix("sar:"), no_wrap=True, overflow="ellipsis", max_width=14)
+    for rank, hit in enumerate(hits, start=1):
+        window = ",".join(str(v) for v in hit.window)
+        extra = [str(hit.metadata.get(c) if hit.metadata.get(c) is not None else "") for c in present]
+        table.add_row(str(rank), f"{hit.score:.3f}", str(hit.id), _tail(hit.path, 34), window, *extra)
+    console.print(table)
+    if not hits:
+        console.print("no tile matches the filters", style="yellow")
+
+
+def info_table(summary: dict[str, Any]) -> None:
+    catalog = summary["catalog"]
+    model = summary.get("model") or {}
+    index = summary.get("index") or {}
+    console.print(f"[bold]index[/] {summary['db']} (generation {summary['generation']}, "
+                  f"{summary['size_bytes'] / 1e6:.1f} MB on disk)", highlight=False)
+    console.print(f"  archive: {summary.get('archive_root')}  tiling: {summary.get('tiling')}", highlight=False)
+    console.print(f"  scenes: {catalog.get('scenes')}  tiles: {catalog.get('tiles')}", highlight=False)
+    console.print(f"  model: {model.get('model_name')} (checkpoint {str(model.get('checkpoint_sha256'))[:12]}, "
+                  f"{model.get('embed_dim')}-d)", highlight=False)
+    console.print(f"  vectors: {index.get('ntotal')} in FAISS {index.get('factory')}, metric "
+                  f"{(summary.get('embedding') or {}).get('metric')}", highlight=False)
+    for key in ("dataset", "label", "split"):
+        counts = catalog.get(key)
+        if counts:
+            table = Table(title=f"scenes by {key}", title_justify="left")
+            table.add_column(key)
+            table.add_column("scenes", justify="right")
+            for value, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+                table.add_row(str(value), str(count))
+            console.print(table)
+
+
+def train_summary(result: Any) -> None:
+    console.print(f"[bold green]trained[/] {result.steps} steps in {result.seconds:.0f} s "
+                  f"({result.images_per_second:.1f} img/s) → {result.checkpoint} (sha256 {result.checkpoint_sha256[:12]})",
+                  highlight=False)
+    if result.losses:
+        console.print(f"  loss {result.losses[0]:.3f} → {sum(result.losses[-10:]) / len(result.losses[-10:]):.3f}")
+    for dataset, scores in (result.metrics.get("zero_shot") or {}).items():
+        console.print(f"  zero-shot {dataset}: top-1 {scores['top1']:.3f} on {scores['n']} images "
+                      f"(chance {scores['chance']:.3f})", highlight=False)

@@ -1,0 +1,287 @@
+"""Archive → catalog + vectors: `sarsearch index ARCHIVE`.
+
+Walks the archive, reads each raster's metadata (manifest row > STAC sidecar > raster tags), cuts
+large images into tiles, embeds every tile with the SARCLIP image encoder, and writes catalog rows and
+vectors under one id (the FAISS id is the catalog tile_id). Runs are incremental: files whose size and
+modification time are unchanged are skipped, changed files re-embedded, deleted files removed.
+All changes land in a new generation of the index directory, committed atomically at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sarclip_search import raster
+from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.errors import ArtifactMismatchError, InputError, MetadataError, RasterError
+from sarclip_search.index import VectorIndex, choose_index_key
+from sarclip_search.metadata import load_manifest, load_stac_sidecar, scene_metadata
+from sarclip_search.model import SarClip
+from sarclip_search.store import Generation, IndexStore, make_info, write_json_atomic
+from sarclip_search.tiling import tile_windows
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE_SIZE = 256  # px; larger images are tiled, each tile resized to the model input (128 px)
+EMBED_BATCH = 64
+
+# progress(event, done, total): event is "scan" or "embed"
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class IndexReport:
+    """What one `index` run did."""
+
+    archive: str
+    db: str
+    files_seen: int = 0
+    indexed: int = 0  # new or changed files embedded
+    unchanged: int = 0
+    removed: int = 0
+    not_in_manifest: int = 0
+    tiles_added: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    totals: dict[str, int] = field(default_factory=dict)
+    index_factory: str = ""
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles_added / self.seconds if self.seconds else 0.0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class _Pending:
+    """Tiles read but not yet embedded (embedded in batches for throughput)."""
+
+    ids: list[int] = field(default_factory=list)
+    chips: list[np.ndarray] = field(default_factory=list)
+
+
+def _check_compatible(info: dict, sarclip: SarClip, archive_root: str, tile_size: int, stride: int) -> None:
+    model = info.get("model", {})
+    if model.get("checkpoint_sha256") != sarclip.checkpoint_sha256 or model.get("embed_dim") != sarclip.embed_dim:
+        raise ArtifactMismatchError(
+            f"the index was built with model {model.get('model_name')} ({str(model.get('checkpoint_sha256'))[:12]}), "
+            f"not with {sarclip.name} ({sarclip.checkpoint_sha256[:12]}); re-run with --rebuild to re-embed everything"
+        )
+    if info.get("archive_root") != archive_root:
+        raise InputError(
+            f"this index holds the archive {info.get('archive_root')}, not {archive_root}; "
+            "use another --db for a second archive, or --rebuild to replace it"
+        )
+    if info.get("tiling") != {"size": tile_size, "stride": stride}:
+        raise InputError(
+            f"this index was tiled with {info.get('tiling')}, not size={tile_size} stride={stride}; "
+            "use the same options, or --rebuild"
+        )
+
+
+def index_archive(
+    archive: str | Path,
+    store: IndexStore,
+    sarclip: SarClip,
+    *,
+    model_path: str | None = None,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    stride: int | None = None,
+    rebuild: bool = False,
+    index_factory: str | None = None,
+    memory_budget: int | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Index (or update the index of) an archive folder into `store`; returns what happened.
+
+    Per-file problems (unreadable raster, bad sidecar) are collected in `report.failed` and the run goes
+    on; a bad manifest, a mismatched existing index or another writer stop it before anything changes.
+    """
+    archive = Path(archive)
+    if not archive.is_dir():
+        raise InputError(f"{archive}: not a folder; pass the folder that holds your SAR images")
+    if tile_size <= 0 or (stride is not None and stride <= 0):
+        raise InputError(f"tile size and stride must be positive pixels, got {tile_size} and {stride}")
+    stride = stride or tile_size
+    archive_root = str(archive.resolve())
+    report = IndexReport(archive=str(archive), db=str(store.root))
+    started = time.perf_counter()
+    manifest = load_manifest(archive)  # MetadataError for a bad manifest: fatal, nothing changed yet
+
+    with store.lock():
+        current = store.current()
+        if current is not None and not rebuild:
+            _check_compatible(current.read_info(), sarclip, archive_root, tile_size, stride)
+        with store.new_generation(copy_current=not rebuild) as generation:
+            _update_generation(
+                generation, archive, manifest, sarclip, report, tile_size, stride, index_factory, memory_budget, progress
+            )
+            with Catalog(generation.catalog_path, read_only=True) as catalog:
+                counts = catalog.counts()
+            vectors = VectorIndex.load(generation.vectors_path)
+            report.totals = {**counts, "vectors": vectors.ntotal}
+            report.index_factory = vectors.factory
+            if counts["tiles"] != vectors.ntotal:
+                raise RuntimeError(f"catalog has {counts['tiles']} tiles but the index {vectors.ntotal} vectors")
+            write_json_atomic(
+                generation.info_path,
+                make_info(
+                    model_identity=sarclip.identity,
+                    model_path=model_path,
+                    vector_info=vectors.info(),
+                    counts=report.totals,
+                    archive_root=archive_root,
+                    tile_size=tile_size,
+                    tile_stride=stride,
+                    schema_version=SCHEMA_VERSION,
+                    generation=generation.number,
+                ),
+            )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _update_generation(
+    generation: Generation,
+    archive: Path,
+    manifest: dict[str, dict[str, object]],
+    sarclip: SarClip,
+    report: IndexReport,
+    tile_size: int,
+    stride: int,
+    index_factory: str | None,
+    memory_budget: int | None,
+    progress: Progress | None,
+) -> None:
+    if generation.vectors_path.is_dir():
+        vectors = VectorIndex.load(generation.vectors_path, expected_dim=sarclip.embed_dim)
+    else:
+        vectors = VectorIndex.create(sarclip.embed_dim, "Flat")
+    files = sorted(raster.iter_rasters(archive))
+    report.files_seen = len(files)
+    rel_paths = {path: path.relative_to(archive).as_posix() for path in files}
+    if manifest:
+        listed = [p for p in files if rel_paths[p] in manifest]
+        report.not_in_manifest = len(files) - len(listed)
+        files = listed
+        missing = sorted(set(manifest) - set(rel_paths.values()))
+        for rel in missing:
+            report.failed.append((rel, "listed in manifest.csv but not found; fix the path or remove the row"))
+
+    with Catalog(generation.catalog_path) as catalog, catalog.transaction():
+        states = catalog.scene_states()
+        wanted = {rel_paths[p] for p in files}
+        for rel in sorted(set(states) - wanted):  # deleted (or no longer listed) files
+            vectors.remove(catalog.remove_scene(rel))
+            report.removed += 1
+        todo = []
+        for path in files:
+            rel = rel_paths[path]
+            stat = path.stat()
+            previous = states.get(rel)
+            if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
+                report.unchanged += 1
+                continue
+            todo.append((path, rel, stat, previous))
+        pending = _Pending()
+        for done, (path, rel, stat, previous) in enumerate(todo, start=1):
+            try:
+                content_hash = file_sha256(path)
+                if previous is not None and previous[2] == content_hash:
+                    report.unchanged += 1  # touched, not changed: keep the embeddings
+                    continue
+                info = raster.read_info(path)
+                windows = tile_windows(info.width, info.height, tile_size, stride)
+                chips = [raster.read_chip(path, w if len(windows) > 1 else None, size=sarclip.image_size) for w in windows]
+                metadata = scene_metadata(rel, manifest.get(rel), load_stac_sidecar(path), info.tags)
+                if previous is not None:
+                    vectors.remove(catalog.remove_scene(rel))
+                scene_id = catalog.add_scene(_scene_row(rel, path, stat, content_hash, info, metadata))
+            except (RasterError, MetadataError, OSError) as exc:
+                reason = str(exc).removeprefix(f"{path}: ").removeprefix(f"{rel}: ")
+                report.failed.append((rel, reason))
+                log.warning("skipping %s: %s", rel, reason)
+                continue
+            tile_ids = catalog.add_tiles(
+                scene_id,
+                [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())),
+                  "bbox": raster.window_bbox_lonlat(info, w)} for w in windows],
+            )
+            pending.ids.extend(int(i) for i in tile_ids)
+            pending.chips.extend(chips)
+            report.indexed += 1
+            report.tiles_added += len(tile_ids)
+            if len(pending.ids) >= EMBED_BATCH:
+                _flush(pending, vectors, sarclip, report)
+            if progress is not None:
+                progress("embed", done, len(todo))
+        _flush(pending, vectors, sarclip, report)
+
+    factory = index_factory or choose_index_key(vectors.ntotal, vectors.dim, memory_budget)
+    if factory != vectors.factory:
+        vectors = _rebuild(vectors, factory)
+    vectors.save(generation.vectors_path)
+
+
+def _scene_row(rel: str, path: Path, stat, content_hash: str, info: raster.RasterInfo, metadata: dict) -> dict:
+    bounds = info.bounds_lonlat or (None, None, None, None)
+    row = {
+        "path": rel,
+        "abs_path": str(path.resolve()),
+        "size_bytes": stat.st_size,
+        "mtime": stat.st_mtime,
+        "content_hash": content_hash,
+        "width": info.width,
+        "height": info.height,
+        "band_count": info.count,
+        "dtype": info.dtype,
+        "scale": info.scale,
+        "crs": info.crs,
+        "bbox_minlon": bounds[0],
+        "bbox_minlat": bounds[1],
+        "bbox_maxlon": bounds[2],
+        "bbox_maxlat": bounds[3],
+    }
+    for key, value in metadata.items():
+        if key == "bbox":
+            continue  # the raster's own footprint wins; a sidecar bbox without CRS is kept out of the columns
+        row.setdefault(key, value)
+    if "sar:polarizations" not in metadata and any(info.band_descriptions):
+        row["sar:polarizations"] = "+".join(d for d in info.band_descriptions if d)
+    return row
+
+
+def _flush(pending: _Pending, vectors: VectorIndex, sarclip: SarClip, report: IndexReport) -> None:
+    if not pending.ids:
+        return
+    started = time.perf_counter()
+    embeddings = sarclip.encode_images(np.stack(pending.chips))
+    vectors.add(np.asarray(pending.ids, dtype=np.int64), embeddings)
+    report.embed_seconds += time.perf_counter() - started
+    pending.ids.clear()
+    pending.chips.clear()
+
+
+def _rebuild(vectors: VectorIndex, factory: str) -> VectorIndex:
+    """The same vectors under another FAISS index type (chosen by choose_index_key or --index-factory)."""
+    ids = vectors.ids()
+    rebuilt = VectorIndex.create(vectors.dim, factory)
+    if len(ids):
+        rebuilt.add(ids, vectors.vectors(ids))
+    log.info("rebuilt the vector index as %s (%d vectors)", factory, len(ids))
+    return rebuilt

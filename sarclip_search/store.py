@@ -1,0 +1,265 @@
+"""The index directory: catalog + vectors + info, replaced atomically one generation at a time.
+
+Layout of an index directory (default ``./.sarsearch``, or ``--db`` / ``SARSEARCH_DB``)::
+
+    .sarsearch/
+      CURRENT              name of the committed generation, e.g. "gen-000003" (replaced atomically)
+      gen-000003/
+        catalog.duckdb     DuckDB catalog: scenes, tiles (tile_id = FAISS id)
+        vectors/           FAISS index + float16 vectors + ids (sarclip_search.index.VectorIndex)
+        info.json          what made it: model, checkpoint hash, dims, metric, index type, counts, versions
+      lock                 held (flock) by the one process writing
+
+A writer copies the committed generation into a fresh one, changes it, writes everything, and only
+then points CURRENT at it. A reader follows CURRENT once and opens that generation. So a failed or
+interrupted `index` leaves the previous generation intact and queryable, and a query never sees half
+a write. Older generations are removed after the switch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sarclip_search import __version__
+from sarclip_search.errors import ArtifactMismatchError, IndexNotFoundError, LockedError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = ".sarsearch"
+DB_ENV = "SARSEARCH_DB"
+INFO_FORMAT = "sarsearch-index"
+INFO_FORMAT_VERSION = 1
+CATALOG_FILE = "catalog.duckdb"
+VECTORS_DIR = "vectors"
+INFO_FILE = "info.json"
+CURRENT_FILE = "CURRENT"
+LOCK_FILE = "lock"
+GEN_PREFIX = "gen-"
+
+
+def resolve_db(db: str | Path | None) -> Path:
+    """The index directory: an explicit path, else $SARSEARCH_DB, else ./.sarsearch."""
+    if db:
+        return Path(db)
+    return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file, fsync it, and rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One committed (or in-progress) state of the index directory."""
+
+    path: Path
+
+    @property
+    def number(self) -> int:
+        return int(self.path.name.removeprefix(GEN_PREFIX).split(".")[0])
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.path / CATALOG_FILE
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.path / VECTORS_DIR
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / INFO_FILE
+
+    def read_info(self) -> dict[str, Any]:
+        try:
+            info = json.loads(self.info_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise IndexNotFoundError(f"{self.info_path}: unreadable ({exc}); rebuild with `sarsearch index --rebuild`") from exc
+        if info.get("format") != INFO_FORMAT or info.get("format_version") != INFO_FORMAT_VERSION:
+            raise ArtifactMismatchError(
+                f"{self.info_path}: index format {info.get('format')} v{info.get('format_version')}, this version "
+                f"reads {INFO_FORMAT} v{INFO_FORMAT_VERSION}; rebuild with `sarsearch index ARCHIVE --rebuild`"
+            )
+        return info
+
+
+class IndexStore:
+    """An index directory: find the committed generation, or write a new one under a lock."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = resolve_db(root)
+
+    def current(self) -> Generation | None:
+        """The committed generation, or None when nothing was ever committed here."""
+        pointer = self.root / CURRENT_FILE
+        if not pointer.is_file():
+            return None
+        name = pointer.read_text().strip()
+        generation = Generation(self.root / name)
+        if not generation.path.is_dir():
+            raise IndexNotFoundError(
+                f"{pointer} names {name}, which is missing; rebuild with `sarsearch index ARCHIVE --rebuild`"
+            )
+        return generation
+
+    def require_current(self) -> Generation:
+        """The committed generation; IndexNotFoundError telling the user how to make one."""
+        generation = self.current()
+        if generation is None:
+            raise IndexNotFoundError(
+                f"no index at {self.root}; build one with `sarsearch index ARCHIVE` "
+                f"(or point --db / ${DB_ENV} at an existing index directory)"
+            )
+        return generation
+
+    @contextmanager
+    def lock(self, wait: float = 0.0) -> Iterator[None]:
+        """Hold the writer lock; LockedError if another process holds it beyond `wait` seconds."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / LOCK_FILE, "a+")
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockedError(
+                            f"{self.root} is being written by another `sarsearch index`; wait for it to finish"
+                        ) from None
+                    time.sleep(0.2)
+            yield
+        finally:
+            handle.close()  # releases the flock
+
+    @contextmanager
+    def new_generation(self, *, copy_current: bool = True) -> Iterator[Generation]:
+        """Stage a new generation (a copy of the committed one unless `copy_current` is False).
+
+        On normal exit the caller has written catalog, vectors and info into it; it is then
+        committed by pointing CURRENT at it. On an exception it is deleted and CURRENT is untouched.
+        Call inside `lock()`.
+        """
+        self._remove_stale()
+        current = self.current()
+        number = max([current.number if current else 0, *self._generation_numbers()]) + 1
+        staging = Generation(self.root / f"{GEN_PREFIX}{number:06d}.tmp")
+        staging.path.mkdir(parents=True)
+        try:
+            if copy_current and current is not None:
+                if current.catalog_path.is_file():
+                    shutil.copy2(current.catalog_path, staging.catalog_path)
+                if current.vectors_path.is_dir():
+                    shutil.copytree(current.vectors_path, staging.vectors_path)
+            yield staging
+            final = Generation(self.root / f"{GEN_PREFIX}{number:06d}")
+            for path in staging.path.rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as handle:
+                        os.fsync(handle.fileno())
+            os.replace(staging.path, final.path)
+            _fsync_dir(self.root)
+            tmp_pointer = self.root / f".{CURRENT_FILE}.tmp"
+            with open(tmp_pointer, "w") as handle:
+                handle.write(final.path.name + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_pointer, self.root / CURRENT_FILE)
+            _fsync_dir(self.root)
+            log.info("committed %s", final.path)
+        except BaseException:
+            shutil.rmtree(staging.path, ignore_errors=True)
+            raise
+        self._remove_old(keep=final.path.name)
+
+    def _generation_numbers(self) -> list[int]:
+        numbers = []
+        for path in self.root.glob(f"{GEN_PREFIX}*"):
+            try:
+                numbers.append(Generation(path).number)
+            except ValueError:
+                continue
+        return numbers
+
+    def _remove_stale(self) -> None:
+        """Delete staging generations left by an interrupted writer (we hold the lock)."""
+        for path in self.root.glob(f"{GEN_PREFIX}*.tmp"):
+            log.info("removing unfinished generation %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _remove_old(self, keep: str) -> None:
+        # A reader that opened an old generation keeps working: on POSIX, open files outlive unlinking.
+        for path in self.root.glob(f"{GEN_PREFIX}*"):
+            if path.name != keep and not path.name.endswith(".tmp"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the committed generation."""
+        generation = self.current()
+        if generation is None:
+            return 0
+        return sum(p.stat().st_size for p in generation.path.rglob("*") if p.is_file())
+
+
+def make_info(
+    *,
+    model_identity: dict[str, Any],
+    model_path: str | None,
+    vector_info: dict[str, Any],
+    counts: dict[str, int],
+    archive_root: str,
+    tile_size: int,
+    tile_stride: int,
+    schema_version: int,
+    generation: int,
+) -> dict[str, Any]:
+    """The info JSON of a generation: everything needed to refuse a mismatched reader or writer."""
+    import duckdb
+    import faiss
+    import torch
+
+    return {
+        "format": INFO_FORMAT,
+        "format_version": INFO_FORMAT_VERSION,
+        "generation": generation,
+        "model": {**model_identity, "checkpoint_path": model_path},
+        "embedding": {"dim": vector_info["dim"], "metric": vector_info["metric"], "normalized": "l2", "dtype": "float32"},
+        "index": {k: vector_info[k] for k in ("factory", "ntotal", "nprobe")},
+        "counts": counts,
+        "archive_root": archive_root,
+        "tiling": {"size": tile_size, "stride": tile_stride},
+        "catalog_schema_version": schema_version,
+        "versions": {
+            "sarclip_search": __version__,
+            "faiss": faiss.__version__,
+            "duckdb": duckdb.__version__,
+            "torch": str(torch.__version__),
+        },
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,222 @@
+"""Captions built from labels and metadata (there are no human captions for SAR).
+
+Each image gets several captions from templates with synonyms, so the text tower learns that
+"T-72 tank", "main battle tank" and "T72" describe the same chips. A caption group key (`caption_key`)
+says which images share a meaning; the contrastive loss treats images of one key as positives.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+
+# MSTAR class -> (spoken names). The first is the canonical display name.
+VEHICLE_NAMES: dict[str, tuple[str, ...]] = {
+    "2S1": ("2S1", "2S1 Gvozdika"),
+    "BMP2": ("BMP2", "BMP-2"),
+    "BRDM2": ("BRDM2", "BRDM-2"),
+    "BTR60": ("BTR60", "BTR-60"),
+    "BTR70": ("BTR70", "BTR-70"),
+    "D7": ("D7", "Caterpillar D7"),
+    "T62": ("T62", "T-62"),
+    "T72": ("T72", "T-72"),
+    "ZIL131": ("ZIL131", "ZIL-131"),
+    "ZSU234": ("ZSU234", "ZSU-23-4", "Shilka"),
+}
+
+# target kind (manifest `target_kind`) -> synonyms, first is canonical.
+KIND_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "main battle tank": ("main battle tank", "tank", "battle tank", "armored tank"),
+    "armored personnel carrier": ("armored personnel carrier", "APC", "wheeled armored vehicle"),
+    "infantry fighting vehicle": ("infantry fighting vehicle", "IFV", "tracked armored vehicle"),
+    "armored reconnaissance vehicle": ("armored reconnaissance vehicle", "scout car", "armored car"),
+    "self-propelled howitzer": ("self-propelled howitzer", "self-propelled artillery", "artillery vehicle"),
+    "self-propelled anti-aircraft gun": ("self-propelled anti-aircraft gun", "air defense vehicle", "anti-aircraft vehicle"),
+    "bulldozer": ("bulldozer", "dozer", "construction vehicle"),
+    "military cargo truck": ("military cargo truck", "army truck", "military truck"),
+    "cargo ship": ("cargo ship", "freighter", "cargo vessel"),
+    "tanker": ("tanker", "tanker ship", "oil tanker"),
+    "ship (other AIS type)": ("ship", "vessel", "boat"),
+    "ship": ("ship", "vessel", "boat"),
+}
+
+SHIP_LABELS: dict[str, str] = {
+    "cargo": "cargo ship",
+    "tanker": "tanker",
+    "other_type": "ship (other AIS type)",
+    "passenger": "ship",
+    "tug": "ship",
+    "law_enforcement": "ship",
+    "search_and_rescue_vessel": "ship",
+}
+
+IMAGE_WORDS = ("a SAR image of", "a radar image of", "a synthetic aperture radar image of", "SAR chip showing", "")
+WATER_WORDS = ("surface water", "a lake", "a river", "water bodies", "lakes and rivers")
+FLOOD_WORDS = ("flood water", "flooded fields", "a flooded area", "inundated land")
+
+
+def _article(phrase: str) -> str:
+    return "an" if phrase[:1].lower() in "aeiou" else "a"
+
+
+def _sensor_words(row: Mapping[str, object]) -> list[str]:
+    words = []
+    band = str(row.get("band") or row.get("sar:frequency_band") or "")
+    if band in ("X", "C", "L"):
+        words.append(f"{band}-band")
+    sensor = str(row.get("sensor") or "")
+    if sensor.startswith("Sentinel-1"):
+        words.append("Sentinel-1")
+    elif sensor.startswith("KOMPSAT-5"):
+        words.append("KOMPSAT-5")
+    return words
+
+
+def _polarization(row: Mapping[str, object]) -> str | None:
+    pol = str(row.get("polarization") or row.get("sar:polarizations") or "")
+    match = re.match(r"^(HH|HV|VH|VV)$", pol)
+    return match.group(1) if match else None
+
+
+def _water_fraction(row: Mapping[str, object]) -> float | None:
+    match = re.search(r"water fraction ([0-9.]+)", str(row.get("scene_type") or ""))
+    return float(match.group(1)) if match else None
+
+
+def _vehicle_phrase(label: str, rng: random.Random) -> str:
+    names = VEHICLE_NAMES.get(label, (label,))
+    return rng.choice(names)
+
+
+def count_objects(boxes_xyxy: str | None, window: Sequence[int] | None) -> list[str]:
+    """Class names of boxes whose centre lies in `window` ([col_off, row_off, width, height]; None = whole image).
+
+    `boxes_xyxy` is the manifest form ``class:xmin,ymin,xmax,ymax;...`` in pixels.
+    """
+    if not boxes_xyxy:
+        return []
+    found = []
+    for item in str(boxes_xyxy).split(";"):
+        if ":" not in item:
+            continue
+        name, coords = item.rsplit(":", 1)
+        try:
+            x0, y0, x1, y1 = (float(v) for v in coords.split(","))
+        except ValueError:
+            continue
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        if window is None:
+            found.append(name)
+            continue
+        col, row, width, height = window
+        if col <= cx < col + width and row <= cy < row + height:
+            found.append(name)
+    return found
+
+
+def caption_key(row: Mapping[str, object], objects: Sequence[str] | None = None) -> str:
+    """Which images share a meaning (used as positives in the contrastive loss)."""
+    dataset = str(row.get("dataset") or "")
+    label = str(row.get("label") or "")
+    if objects is not None and dataset in ("MSTAR-composite-scenes", "HRSID"):
+        names = sorted(set(objects))
+        return f"{dataset}:{'+'.join(names) if names else 'empty'}"
+    if dataset == "OpenSARShip":
+        return f"ship:{SHIP_LABELS.get(label, 'ship')}"
+    return f"{dataset}:{label}"
+
+
+def make_captions(
+    row: Mapping[str, object], objects: Sequence[str] | None = None, *, n: int = 6, seed: int = 0
+) -> list[str]:
+    """`n` captions for one image or tile from its manifest row.
+
+    `objects`: the class names inside this tile (from `count_objects`) when the row has boxes and the
+    image is tiled; None means the whole image.
+    """
+    rng = random.Random(f"{seed}:{row.get('path')}:{objects}")
+    dataset = str(row.get("dataset") or "")
+    label = str(row.get("label") or "")
+    kind = str(row.get("target_kind") or "")
+    sensor_words = _sensor_words(row)
+    pol = _polarization(row)
+    captions: list[str] = []
+
+    def add(subject: str) -> None:
+        prefix = rng.choice(IMAGE_WORDS)
+        extras = []
+        if sensor_words and rng.random() < 0.4:
+            extras.append(f"{' '.join(sensor_words)} SAR")
+        if pol and rng.random() < 0.3:
+            extras.append(f"{pol} polarization")
+        text = f"{prefix} {subject}".strip()
+        if extras:
+            text += ", " + ", ".join(extras)
+        captions.append(text)
+
+    for _ in range(n):
+        if dataset == "MSTAR-SOC":
+            kinds = KIND_SYNONYMS.get(kind, (kind,))
+            name = _vehicle_phrase(label, rng)
+            form = rng.randrange(4)
+            if form == 0:
+                add(f"{_article(name)} {name} {rng.choice(kinds)}")
+            elif form == 1:
+                add(f"{_article(kinds[0])} {rng.choice(kinds)}, {name}")
+            elif form == 2:
+                add(f"{_article(name)} {name} on grass, 17 degree depression angle")
+            else:
+                add(f"{_article(name)} {name}")
+        elif dataset == "MSTAR-composite-scenes":
+            names = list(objects) if objects is not None else str(row.get("objects") or "").split(";")
+            names = [n for n in names if n]
+            if not names:
+                add(rng.choice(("fields, trees and buildings with no vehicles", "ground clutter without targets",
+                                "open terrain and tree lines")))
+            else:
+                spoken = ", ".join(_vehicle_phrase(n, rng) for n in sorted(names))
+                count = len(names)
+                noun = "vehicle" if count == 1 else "vehicles"
+                add(rng.choice((f"{count} military {noun} in a field: {spoken}",
+                                f"{spoken} in a clutter scene with trees and buildings",
+                                f"military {noun} {spoken} parked in open terrain")))
+        elif dataset == "HRSID":
+            count = len(objects) if objects is not None else int(row.get("n_objects") or 0)
+            if count == 0:
+                add(rng.choice(("sea surface with no ships", "coast and sea without vessels", "open water")))
+            else:
+                noun = rng.choice(("ship", "vessel", "boat")) + ("s" if count > 1 else "")
+                add(rng.choice((f"{count} {noun} at sea", f"{noun} near a harbor", f"{noun} on the water")))
+        elif dataset == "OpenSARShip":
+            kinds = KIND_SYNONYMS[SHIP_LABELS.get(label, "ship")]
+            add(rng.choice((f"{_article(kinds[0])} {rng.choice(kinds)} at sea", f"{_article(kinds[0])} {rng.choice(kinds)}",
+                            f"a Sentinel-1 chip of {_article(kinds[0])} {rng.choice(kinds)}")))
+        elif dataset == "Sen1Floods11" or label == "flood_water":
+            add(rng.choice(FLOOD_WORDS))
+        elif label == "water_body" or "water" in kind:
+            fraction = _water_fraction(row)
+            extra = f", {round(fraction * 100)} percent water" if fraction is not None and rng.random() < 0.5 else ""
+            add(f"land with {rng.choice(WATER_WORDS)}{extra}")
+        else:
+            subject = KIND_SYNONYMS.get(kind, (kind or label.replace("_", " ") or "terrain",))
+            add(rng.choice(subject))
+    return captions
+
+
+# Prompts for zero-shot classification: class name -> a template ensemble.
+def class_prompts(dataset: str, label: str) -> list[str]:
+    """Text prompts for one class of one dataset (averaged into one classifier vector)."""
+    if dataset == "MSTAR-SOC":
+        kind = {
+            "2S1": "self-propelled howitzer", "BMP2": "infantry fighting vehicle", "BRDM2": "armored reconnaissance vehicle",
+            "BTR60": "armored personnel carrier", "BTR70": "armored personnel carrier", "D7": "bulldozer",
+            "T62": "main battle tank", "T72": "main battle tank", "ZIL131": "military cargo truck",
+            "ZSU234": "self-propelled anti-aircraft gun",
+        }.get(label, "vehicle")
+        names = VEHICLE_NAMES.get(label, (label,))
+        return [f"a SAR image of {_article(n)} {n} {kind}" for n in names] + [f"{_article(n)} {n}" for n in names]
+    if dataset == "OpenSARShip":
+        kinds = KIND_SYNONYMS[SHIP_LABELS.get(label, "ship")]
+        return [f"a SAR image of {_article(k)} {k} at sea" for k in kinds]
+    return [f"a SAR image of {label.replace('_', ' ')}"]

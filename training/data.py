@@ -1,0 +1,186 @@
+"""Training data: samples from an archive's manifest, SAR-aware augmentation, and a synthetic SAR set.
+
+A sample is one image or one tile of a large scene, with its caption group key and captions.
+Chips are decoded once into memory (a few thousand 144 px float32 chips is ~250 MB at most) and
+augmented per batch with torch ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sarclip_search import raster
+from sarclip_search.metadata import load_manifest
+from sarclip_search.tiling import Window, tile_windows
+from sarclip_search.training.captions import caption_key, count_objects, make_captions
+
+log = logging.getLogger(__name__)
+
+# Normalized input spans ~40 dB of backscatter over [0, 1] (radiometry.normalize_db stretches p1..p99.5),
+# so 1 dB of speckle is ~1/40 of the unit range.
+DB_PER_UNIT = 40.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    window: Window | None  # None: the whole image
+    key: str  # caption group: samples with one key are positives for each other
+    captions: tuple[str, ...]
+    dataset: str
+    label: str
+
+
+def manifest_samples(
+    root: str | Path, splits: Sequence[str], *, tile_size: int = 256, n_captions: int = 6, seed: int = 0
+) -> list[Sample]:
+    """One sample per image of the given manifest splits; images larger than `tile_size` become tiles.
+
+    Tiles of images with boxes (`boxes_xyxy`) are captioned with the objects whose box centre they hold.
+    """
+    root = Path(root)
+    manifest = load_manifest(root)
+    samples = []
+    for rel_path, row in sorted(manifest.items()):
+        if str(row.get("split")) not in splits:
+            continue
+        path = root / rel_path
+        width, height = int(row.get("width") or 0), int(row.get("height") or 0)
+        if not width or not height:
+            info = raster.read_info(path)
+            width, height = info.width, info.height
+        windows = tile_windows(width, height, tile_size)
+        tiled = len(windows) > 1
+        for window in windows:
+            objects = count_objects(row.get("boxes_xyxy"), window.as_list()) if tiled and row.get("boxes_xyxy") else None
+            if tiled and row.get("dataset") in ("MSTAR-composite-scenes", "HRSID") and objects is None:
+                objects = []
+            full = {"path": rel_path, **row}
+            samples.append(
+                Sample(
+                    path=path,
+                    window=window if tiled else None,
+                    key=caption_key(full, objects),
+                    captions=tuple(make_captions(full, objects, n=n_captions, seed=seed)),
+                    dataset=str(row.get("dataset") or ""),
+                    label=str(row.get("label") or ""),
+                )
+            )
+    return samples
+
+
+def load_chips(
+    samples: Sequence[Sample], size: int, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Decode every sample to a (size, size) float32 chip in [0, 1] via the one radiometry path."""
+    chips = np.zeros((len(samples), size, size), np.float32)
+    for i, sample in enumerate(samples):
+        chips[i] = raster.read_chip(sample.path, sample.window, size=size)
+        if progress is not None:
+            progress(1)
+    return chips
+
+
+def speckle_db(shape: Sequence[int], looks: float, generator: torch.Generator) -> torch.Tensor:
+    """Multiplicative speckle of an L-look intensity image, in dB: 10 log10(G / L), G ~ Gamma(L, 1).
+
+    Applying it to normalized dB input re-simulates speckle on top of the existing one.
+    """
+    gamma = torch.distributions.Gamma(torch.tensor(float(looks)), torch.tensor(1.0))
+    # torch's Gamma has no generator argument: derive a seed from ours for reproducibility.
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    sample = gamma.sample(tuple(shape))
+    torch.random.set_rng_state(state)
+    return 10.0 * torch.log10(sample.clamp_min(1e-6) / looks)
+
+
+def augment(chips: torch.Tensor, out_size: int, generator: torch.Generator, *, speckle_looks: float = 4.0) -> torch.Tensor:
+    """SAR-appropriate random views of (N, S, S) chips in [0, 1] → (N, out_size, out_size).
+
+    Random crop (scale 0.6-1 of the side, resized back), flips and 90° rotations, dB-domain gain and
+    contrast jitter, and multiplicative speckle re-simulated with `speckle_looks` looks.
+    """
+    n, s = chips.shape[0], chips.shape[-1]
+    out = torch.empty((n, out_size, out_size))
+    for i in range(n):
+        side = int(s * math.sqrt(float(torch.empty(1).uniform_(0.6, 1.0, generator=generator))))
+        side = max(8, min(s, side))
+        y0 = int(torch.randint(0, s - side + 1, (1,), generator=generator))
+        x0 = int(torch.randint(0, s - side + 1, (1,), generator=generator))
+        crop = chips[i, y0 : y0 + side, x0 : x0 + side][None, None]
+        crop = torch.nn.functional.interpolate(crop, size=(out_size, out_size), mode="bilinear", align_corners=False)[0, 0]
+        if torch.rand(1, generator=generator) < 0.5:
+            crop = crop.flip(-1)
+        if torch.rand(1, generator=generator) < 0.5:
+            crop = crop.flip(-2)
+        crop = torch.rot90(crop, int(torch.randint(0, 4, (1,), generator=generator)), dims=(0, 1))
+        out[i] = crop
+    gain = torch.empty((n, 1, 1)).uniform_(0.85, 1.15, generator=generator)
+    offset = torch.empty((n, 1, 1)).uniform_(-0.08, 0.08, generator=generator)
+    out = (out - 0.5) * gain + 0.5 + offset
+    if speckle_looks > 0:
+        out = out + speckle_db(out.shape, speckle_looks, generator) / DB_PER_UNIT
+    return out.clamp(0.0, 1.0)
+
+
+def center_crop(chips: np.ndarray, out_size: int) -> np.ndarray:
+    """The deterministic view used for evaluation: central crop of cached chips, resized to out_size."""
+    x = torch.as_tensor(chips)[:, None]
+    s = x.shape[-1]
+    side = int(round(s * 0.9))
+    off = (s - side) // 2
+    x = x[..., off : off + side, off : off + side]
+    x = torch.nn.functional.interpolate(x, size=(out_size, out_size), mode="bilinear", align_corners=False)
+    return x[:, 0].numpy()
+
+
+# --- synthetic SAR: seeded speckled scenes of four kinds, for smoke tests in seconds ---------------
+
+SYNTHETIC_CLASSES = ("ship", "field", "river", "city")
+
+
+def synthetic_chip(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A speckled (1-look intensity) scene of one kind, returned as model input in [0, 1]."""
+    from sarclip_search.radiometry import to_model_input
+
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    if kind == "ship":  # dark sea, one bright compact target
+        sigma0 = np.full((size, size), 0.01)
+        cy, cx = rng.uniform(0.25, 0.75, 2)
+        sigma0[(np.abs(yy - cy) < 0.04) & (np.abs(xx - cx) < 0.12)] = 5.0
+    elif kind == "field":  # bright land with a field texture
+        sigma0 = 0.2 + 0.15 * (np.sin(xx * rng.uniform(10, 20)) > 0)
+    elif kind == "river":  # land crossed by a dark band
+        sigma0 = np.full((size, size), 0.15)
+        offset, slope = rng.uniform(0.3, 0.7), rng.uniform(-0.5, 0.5)
+        sigma0[np.abs(yy - (offset + slope * (xx - 0.5))) < 0.08] = 0.005
+    else:  # city: bright grid of double-bounce lines
+        sigma0 = np.full((size, size), 0.1)
+        period = int(rng.integers(6, 12))
+        sigma0[(np.arange(size) % period == 0)[:, None] | (np.arange(size) % period == 0)[None, :]] = 3.0
+    intensity = sigma0 * rng.gamma(1.0, 1.0, size=(size, size))
+    return to_model_input(intensity.astype(np.float32), "linear_power")
+
+
+def synthetic_samples(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, list[str], list[tuple[str, ...]]]:
+    """`n` synthetic chips with their class keys and captions (balanced over SYNTHETIC_CLASSES)."""
+    rng = np.random.default_rng(seed)
+    words = {
+        "ship": ("a ship at sea", "a vessel on dark water", "a boat"),
+        "field": ("agricultural fields", "farmland", "crop fields"),
+        "river": ("a river crossing land", "a stream through fields", "a river"),
+        "city": ("an urban area", "buildings in a city", "a town"),
+    }
+    kinds = [SYNTHETIC_CLASSES[i % len(SYNTHETIC_CLASSES)] for i in range(n)]
+    chips = np.stack([synthetic_chip(kind, size, rng) for kind in kinds]).astype(np.float32)
+    captions = [tuple(f"a SAR image of {w}" for w in words[kind]) for kind in kinds]
+    return chips, kinds, captions
