@@ -28,3 +28,44 @@ def fixture_archive() -> Path:
     if not (ARCHIVE_DIR / "manifest.csv").is_file():
         _load_make_fixtures().write_archive(ARCHIVE_DIR)
     return ARCHIVE_DIR
+
+
+# --- model and index fixtures (session scope: building the model is the expensive part) ---------------
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained SARCLIP checkpoint (ImageNet image tower, frozen MiniLM text tower), built once (~4 s)."""
+    from sarclip_search.model import new_model, save_checkpoint
+
+    path = tmp_path_factory.mktemp("model") / "untrained.pt"
+    save_checkpoint(new_model(), path, run_config={"test": True})
+    return path
+
+
+@pytest.fixture(scope="session")
+def sarclip(checkpoint: Path):
+    """The `checkpoint` loaded as the indexer and engine load it (checkpoint_sha256 set)."""
+    from sarclip_search.model import load_model
+
+    return load_model(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def indexed_db(tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, checkpoint: Path, sarclip) -> tuple[Path, Path, Path]:
+    """(db, archive copy, checkpoint): a copy of the fixture archive indexed with `checkpoint`.
+
+    Treat it as read-only; a test that changes the archive or the index copies it first (`copy_indexed`).
+    """
+    import shutil
+
+    from sarclip_search.indexer import index_archive
+    from sarclip_search.store import IndexStore
+
+    root = tmp_path_factory.mktemp("indexed")
+    archive = root / "archive"
+    shutil.copytree(fixture_archive, archive)
+    db = root / "db"
+    report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint))
+    assert report.indexed == 10 and not report.failed, report
+    return db, archive, checkpoint

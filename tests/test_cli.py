@@ -1,0 +1,366 @@
+"""The `sarsearch` CLI through typer's CliRunner: help, index/info/query, filters, incremental runs, errors.
+
+Every test passes --db and --model explicitly, so $SARSEARCH_DB and the shipped default checkpoint
+never matter. Tests that change an archive or an index build their own (copies of the fixture archive).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, app
+
+COMMANDS = ("index", "query", "info", "train", "eval")
+README = Path(__file__).resolve().parents[1] / "README.md"
+SHIP_PNG = "chips/chip_ship_0001.png"
+FIELD_PNG = "chips/chip_field_0001.png"
+# The EPSG:32631 ship scenes off the Dutch coast; this box holds two of the four (the 20210113 and 20210125 ones).
+SHIP_BOX = (3.0, 52.2, 3.2, 52.3)
+
+runner = CliRunner()
+
+
+def run(*args: object):
+    """Invoke `sarsearch ARGS...`; result.stdout and result.stderr are separate (click >= 8.2)."""
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def assert_user_error(result, *needles: str) -> None:
+    """Exit 1, exactly one non-blank line on stderr naming the problem, no traceback anywhere."""
+    assert result.exit_code == EXIT_ERROR, (result.exit_code, result.output, result.exception)
+    lines = error_lines(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error:"), lines
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def report_counts(result) -> dict[str, int]:
+    """The numbers of the `index` report line 'files: N embedded, N unchanged, N removed, N failed'."""
+    match = re.search(r"files: (\d+) embedded, (\d+) unchanged, (\d+) removed, (\d+) failed", result.stderr)
+    assert match, result.stderr
+    return dict(zip(("embedded", "unchanged", "removed", "failed"), map(int, match.groups())))
+
+
+def info_json(db: Path) -> dict:
+    result = run("info", "--db", db, "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    return json.loads(result.stdout)
+
+
+def query_json(db: Path, checkpoint: Path, *args: object) -> list[dict]:
+    result = run("query", *args, "--json", "--db", db, "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+def copy_archive(source: Path, target: Path, only: tuple[str, ...] | None = None) -> Path:
+    """A copy of the archive (mtimes kept); with `only`, just those files and no manifest."""
+    if only is None:
+        shutil.copytree(source, target)
+        return target
+    for rel in only:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / rel, target / rel)
+    return target
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, checkpoint: Path):
+    """(db, archive, first `index` result): the fixture archive indexed through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    archive = copy_archive(fixture_archive, root / "archive")
+    db = root / "db"
+    result = run("index", archive, "--db", db, "--model", checkpoint, "--quiet")
+    return db, archive, result
+
+
+@pytest.fixture(scope="module")
+def other_checkpoint(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
+    """A second checkpoint of the same architecture with different image weights (hence another sha256)."""
+    import torch
+
+    from sarclip_search.model import load_model, save_checkpoint
+
+    model = load_model(checkpoint)
+    with torch.no_grad():
+        for name, param in model.model.named_parameters():
+            if name.startswith("visual.head"):
+                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    path = tmp_path_factory.mktemp("model2") / "other.pt"
+    save_checkpoint(model, path, run_config={"test": "other"})
+    return path
+
+
+# --- help and docs --------------------------------------------------------------------------------------
+
+
+def test_app_lists_every_command():
+    result = run("--help")
+    assert result.exit_code == EXIT_OK
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = run(command, "--help")
+    assert result.exit_code == EXIT_OK, result.output
+    assert "Example" in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_readme(command):
+    text = README.read_text() if README.is_file() else ""
+    match = re.search(r"^## CLI\b.*?(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    if match is None:
+        pytest.skip("README.md has no '## CLI' section yet")
+    assert re.search(rf"sarsearch {command}\b", match.group(0)), f"`sarsearch {command}` is not documented"
+
+
+# --- index, info, query ---------------------------------------------------------------------------------
+
+
+def test_index_then_info_shows_every_scene(cli_index):
+    db, _, result = cli_index
+    assert result.exit_code == EXIT_OK, (result.output, result.exception)
+    assert report_counts(result) == {"embedded": 10, "unchanged": 0, "removed": 0, "failed": 0}
+    summary = info_json(db)
+    assert summary["catalog"]["scenes"] == 10
+    assert summary["catalog"]["tiles"] == summary["index"]["ntotal"] == 10
+    assert summary["catalog"]["label"] == {"ship": 5, "field": 5}
+    table = run("info", "--db", db)
+    assert table.exit_code == EXIT_OK
+    assert "scenes: 10" in table.stdout
+
+
+def test_query_json_hits(cli_index, checkpoint):
+    db, _, _ = cli_index
+    hits = query_json(db, checkpoint, "a ship", "-k", 3)
+    assert isinstance(hits, list) and len(hits) == 3
+    for hit in hits:
+        assert {"id", "score", "path", "scene_id", "window", "bbox", "label"} <= set(hit)
+        assert isinstance(hit["id"], int) and isinstance(hit["scene_id"], int)
+        assert len(hit["window"]) == 4 and all(isinstance(v, int) for v in hit["window"])
+        assert hit["bbox"] is None or (len(hit["bbox"]) == 4 and all(isinstance(v, float) for v in hit["bbox"]))
+        assert hit["label"] in ("ship", "field")
+    scores = [hit["score"] for hit in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert len({hit["id"] for hit in hits}) == 3
+
+
+def test_query_table_output(cli_index, checkpoint):
+    db, _, _ = cli_index
+    result = run("query", "a ship", "-k", 2, "--db", db, "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, result.output
+    assert "top 2" in result.stdout and "score" in result.stdout
+
+
+def test_reindex_without_changes_embeds_nothing(cli_index, checkpoint):
+    db, archive, _ = cli_index
+    result = run("index", archive, "--db", db, "--model", checkpoint, "--quiet")
+    assert result.exit_code == EXIT_OK, result.output
+    assert report_counts(result) == {"embedded": 0, "unchanged": 10, "removed": 0, "failed": 0}
+    assert "tiles added: 0" in result.stderr
+    assert info_json(db)["catalog"]["tiles"] == 10
+
+
+# --- filters ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "column", "value"),
+    [
+        (("--label", "ship"), "label", "ship"),
+        (("--split", "test"), "split", "test"),
+        (("--where", "label = 'field'"), "label", "field"),
+    ],
+)
+def test_filters_keep_only_matching_rows(cli_index, checkpoint, options, column, value):
+    db, _, _ = cli_index
+    hits = query_json(db, checkpoint, "a ship", "-k", 10, *options)
+    assert hits, "the filter matches fixture rows"
+    assert all(hit[column] == value for hit in hits), [(h["path"], h[column]) for h in hits]
+    everything = query_json(db, checkpoint, "a ship", "-k", 10)
+    assert len(hits) == sum(hit[column] == value for hit in everything)
+
+
+def _intersects(bbox, box) -> bool:
+    return bbox is not None and bbox[0] <= box[2] and bbox[2] >= box[0] and bbox[1] <= box[3] and bbox[3] >= box[1]
+
+
+def test_bbox_filter_returns_exactly_the_intersecting_tiles(cli_index, checkpoint):
+    db, _, _ = cli_index
+    everything = query_json(db, checkpoint, "a ship", "-k", 10)
+    expected = {hit["id"] for hit in everything if _intersects(hit["bbox"], SHIP_BOX)}
+    assert len(expected) == 2  # the two ship scenes inside SHIP_BOX
+    hits = query_json(db, checkpoint, "a ship", "-k", 10, "--bbox", ",".join(map(str, SHIP_BOX)))
+    assert len(hits) == 2  # k=10, but only two tiles match: exactly two come back
+    assert {hit["id"] for hit in hits} == expected
+    assert all(hit["label"] == "ship" and _intersects(hit["bbox"], SHIP_BOX) for hit in hits)
+
+
+def test_filter_with_fewer_matches_than_k(cli_index, checkpoint):
+    db, _, _ = cli_index
+    hits = query_json(db, checkpoint, "farmland", "-k", 10, "--split", "test", "--label", "field")
+    assert len(hits) == 2
+    assert all(hit["split"] == "test" and hit["label"] == "field" for hit in hits)
+
+
+def test_filter_matching_nothing_is_empty_not_an_error(cli_index, checkpoint):
+    db, _, _ = cli_index
+    assert query_json(db, checkpoint, "a ship", "--label", "no-such-label") == []
+
+
+# --- user errors: exit 1, one line, no traceback --------------------------------------------------------
+
+
+def test_query_missing_db(tmp_path, checkpoint):
+    assert_user_error(run("query", "a ship", "--db", tmp_path / "nope", "--model", checkpoint), "no index at")
+
+
+def test_where_with_a_second_statement_is_refused(cli_index, checkpoint):
+    db, _, _ = cli_index
+    result = run("query", "a ship", "--where", "1=1; DROP TABLE tiles", "--db", db, "--model", checkpoint)
+    assert_user_error(result, "--where")
+    summary = info_json(db)
+    assert summary["catalog"]["tiles"] == summary["catalog"]["scenes"] == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--bbox", "1,2,3"), "4 comma-separated numbers"),
+        (("-k", "0"), "k must be"),
+        (("--where", "no_such_column = 1"), "columns"),
+        (("--after", "yesterday"), "date"),
+    ],
+)
+def test_bad_query_options(cli_index, checkpoint, args, needle):
+    db, _, _ = cli_index
+    assert_user_error(run("query", "a ship", *args, "--db", db, "--model", checkpoint), needle)
+
+
+def test_query_image_that_is_not_an_image(cli_index, checkpoint, tmp_path):
+    db, _, _ = cli_index
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is not a PNG\n")
+    assert_user_error(run("query", "--image", fake, "--db", db, "--model", checkpoint), "fake.png")
+
+
+def test_query_image_that_does_not_exist(cli_index, checkpoint, tmp_path):
+    db, _, _ = cli_index
+    assert_user_error(run("query", "--image", tmp_path / "none.png", "--db", db, "--model", checkpoint), "none.png")
+
+
+def test_index_missing_folder(tmp_path, checkpoint):
+    result = run("index", tmp_path / "no-archive", "--db", tmp_path / "db", "--model", checkpoint, "--quiet")
+    assert_user_error(result, "no-archive")
+    assert not (tmp_path / "db" / "CURRENT").exists()
+
+
+def test_train_unknown_config():
+    assert_user_error(run("train", "--config", "nope"), "no such training config")
+
+
+def test_train_unknown_setting():
+    assert_user_error(run("train", "--config", "smoke", "--no_such_key=1"), "no_such_key")
+
+
+def test_info_without_index(tmp_path):
+    assert_user_error(run("info", "--db", tmp_path / "empty"), "no index at")
+
+
+# --- incremental runs, model changes, bad files -----------------------------------------------------------
+
+
+def test_incremental_index_changed_and_deleted_files(tmp_path, fixture_archive, checkpoint):
+    archive = copy_archive(fixture_archive, tmp_path / "archive")
+    db = tmp_path / "db"
+    first = run("index", archive, "--db", db, "--model", checkpoint, "--quiet")
+    assert first.exit_code == EXIT_OK, first.output
+    before = query_json(db, checkpoint, "--image", archive / SHIP_PNG, "-k", 1)[0]
+
+    # change the pixels of one chip, delete another file (and its manifest row)
+    pixels = np.asarray(Image.open(archive / SHIP_PNG))
+    Image.fromarray((255 - pixels).astype(np.uint8)).save(archive / SHIP_PNG)
+    (archive / FIELD_PNG).unlink()
+    manifest = archive / "manifest.csv"
+    manifest.write_text("".join(line for line in manifest.read_text().splitlines(keepends=True) if FIELD_PNG not in line))
+
+    second = run("index", archive, "--db", db, "--model", checkpoint, "--quiet")
+    assert second.exit_code == EXIT_OK, second.output
+    assert report_counts(second) == {"embedded": 1, "unchanged": 8, "removed": 1, "failed": 0}
+    summary = info_json(db)
+    assert summary["catalog"]["scenes"] == summary["catalog"]["tiles"] == summary["index"]["ntotal"] == 9
+    hits = query_json(db, checkpoint, "a field", "-k", 10)
+    assert len(hits) == 9 and FIELD_PNG not in {hit["path"] for hit in hits}
+    after = query_json(db, checkpoint, "--image", archive / SHIP_PNG, "-k", 1)[0]
+    assert after["path"] == before["path"] == SHIP_PNG
+    assert after["id"] != before["id"]  # re-embedded under a fresh id, the old vector removed
+
+
+def test_deleted_file_still_in_manifest_is_reported(tmp_path, fixture_archive, checkpoint):
+    archive = copy_archive(fixture_archive, tmp_path / "archive")
+    db = tmp_path / "db"
+    assert run("index", archive, "--db", db, "--model", checkpoint, "--quiet").exit_code == EXIT_OK
+    (archive / FIELD_PNG).unlink()
+    result = run("index", archive, "--db", db, "--model", checkpoint, "--quiet")
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert FIELD_PNG in result.stderr and "manifest" in result.stderr
+    assert info_json(db)["catalog"]["tiles"] == 9
+
+
+def test_other_checkpoint_needs_rebuild(tmp_path, fixture_archive, checkpoint, other_checkpoint):
+    archive = copy_archive(fixture_archive, tmp_path / "archive", only=(SHIP_PNG, FIELD_PNG))
+    db = tmp_path / "db"
+    assert run("index", archive, "--db", db, "--model", checkpoint, "--quiet").exit_code == EXIT_OK
+
+    refused = run("index", archive, "--db", db, "--model", other_checkpoint, "--quiet")
+    assert_user_error(refused, "--rebuild")
+    assert info_json(db)["model"]["checkpoint_path"] == str(checkpoint.resolve())
+
+    rebuilt = run("index", archive, "--db", db, "--model", other_checkpoint, "--quiet", "--rebuild")
+    assert rebuilt.exit_code == EXIT_OK, rebuilt.output
+    assert report_counts(rebuilt)["embedded"] == 2
+    assert info_json(db)["catalog"]["tiles"] == 2
+
+    assert_user_error(run("query", "a ship", "--db", db, "--model", checkpoint), "--model")
+    assert len(query_json(db, other_checkpoint, "a ship")) == 2
+    # without --model the engine uses the checkpoint recorded in the index
+    result = run("query", "a ship", "--json", "--db", db)
+    assert result.exit_code == EXIT_OK, result.output
+    assert len(json.loads(result.stdout)) == 2
+
+
+def test_bad_files_give_partial_exit_and_the_rest_is_indexed(tmp_path, fixture_archive, checkpoint):
+    good = (SHIP_PNG, FIELD_PNG, "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif")
+    archive = copy_archive(fixture_archive, tmp_path / "archive", only=good)  # no manifest: every image is indexed
+    (archive / "broken.tif").write_bytes(b"")
+    (archive / "notes.png").write_text("not an image, just notes\n")
+    db = tmp_path / "db"
+
+    result = run("index", archive, "--db", db, "--model", checkpoint, "--quiet")
+    assert result.exit_code == EXIT_PARTIAL, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert report_counts(result) == {"embedded": 3, "unchanged": 0, "removed": 0, "failed": 2}
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert any("broken.tif" in line for line in warnings) and any("notes.png" in line for line in warnings)
+
+    assert info_json(db)["catalog"]["scenes"] == 3
+    hits = query_json(db, checkpoint, "a ship", "-k", 10)
+    assert sorted(hit["path"] for hit in hits) == sorted(good)
