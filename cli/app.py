@@ -12,11 +12,11 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-
 from sarclip_search.cli import render
+
 from sarclip_search.errors import InputError, SarclipError
 
 EXIT_OK = 0
@@ -35,11 +35,11 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--db", help="Index directory (default: $SARSEARCH_DB or ./.sarsearch).", show_default=False),
 ]
 ModelOption = Annotated[
-    Optional[Path], typer.Option("--model", help="SARCLIP checkpoint (default: the one shipped with sarclip-search).")
+    Path | None, typer.Option("--model", help="SARCLIP checkpoint (default: the one shipped with sarclip-search).")
 ]
 
 
@@ -83,10 +83,10 @@ def index(
     db: DbOption = None,
     model: ModelOption = None,
     tile_size: Annotated[int, typer.Option(help="Images larger than this (px) are cut into tiles of this size.")] = 256,
-    stride: Annotated[Optional[int], typer.Option(help="Tile stride in px (default: tile size, no overlap).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Tile stride in px (default: tile size, no overlap).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Re-embed everything (new model, other tiling, repair).")] = False,
-    index_factory: Annotated[Optional[str], typer.Option(help='FAISS factory string, e.g. "IVF1024,PQ32x8" (default: chosen by size).')] = None,
-    memory_budget: Annotated[Optional[str], typer.Option(help="Memory budget for the FAISS index, e.g. 2G.")] = None,
+    index_factory: Annotated[str | None, typer.Option(help='FAISS factory string, e.g. "IVF1024,PQ32x8" (default: chosen by size).')] = None,
+    memory_budget: Annotated[str | None, typer.Option(help="Memory budget for the FAISS index, e.g. 2G.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Index an archive: read, tile, embed and catalog every image. Re-runs are incremental.
@@ -120,20 +120,20 @@ def index(
 @app.command()
 @user_errors
 def query(
-    text: Annotated[Optional[str], typer.Argument(help='What to look for, in words, e.g. "ship near harbor".')] = None,
-    image: Annotated[Optional[list[Path]], typer.Option("--image", help="Example image (repeatable); fused with TEXT when both are given.")] = None,
+    text: Annotated[str | None, typer.Argument(help='What to look for, in words, e.g. "ship near harbor".')] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", help="Example image (repeatable); fused with TEXT when both are given.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
-    where: Annotated[Optional[str], typer.Option(help="""SQL predicate over catalog columns, e.g. "label = 'T72' AND split = 'test'".""")] = None,
-    label: Annotated[Optional[str], typer.Option(help="Only tiles with this label.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Only tiles of this dataset.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Only tiles of this split (train/val/test).")] = None,
-    sensor: Annotated[Optional[str], typer.Option(help="Sensor name contains this (case-insensitive).")] = None,
-    polarization: Annotated[Optional[str], typer.Option(help="Polarizations contain this, e.g. VV.")] = None,
-    bbox: Annotated[Optional[str], typer.Option(help="minlon,minlat,maxlon,maxlat: footprints intersecting it.")] = None,
-    after: Annotated[Optional[str], typer.Option(help="Acquired on or after this date (YYYY-MM-DD).")] = None,
-    before: Annotated[Optional[str], typer.Option(help="Acquired before this date (YYYY-MM-DD).")] = None,
+    where: Annotated[str | None, typer.Option(help="""SQL predicate over catalog columns, e.g. "label = 'T72' AND split = 'test'".""")] = None,
+    label: Annotated[str | None, typer.Option(help="Only tiles with this label.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only tiles of this dataset.")] = None,
+    split: Annotated[str | None, typer.Option(help="Only tiles of this split (train/val/test).")] = None,
+    sensor: Annotated[str | None, typer.Option(help="Sensor name contains this (case-insensitive).")] = None,
+    polarization: Annotated[str | None, typer.Option(help="Polarizations contain this, e.g. VV.")] = None,
+    bbox: Annotated[str | None, typer.Option(help="minlon,minlat,maxlon,maxlat: footprints intersecting it.")] = None,
+    after: Annotated[str | None, typer.Option(help="Acquired on or after this date (YYYY-MM-DD).")] = None,
+    before: Annotated[str | None, typer.Option(help="Acquired before this date (YYYY-MM-DD).")] = None,
     alpha: Annotated[float, typer.Option(help="Weight of the text in a text+image query (0..1).")] = 0.5,
-    nprobe: Annotated[Optional[int], typer.Option(help="IVF lists to probe (approximate indexes only).")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists to probe (approximate indexes only).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON array.")] = False,
     db: DbOption = None,
     model: ModelOption = None,
@@ -222,8 +222,9 @@ def evaluate(
 
     Example: sarsearch eval --data ../shared/data --split test
     """
-    from sarclip_search.model import load_model
     from sarclip_search.training.evaluate import zero_shot_accuracy
+
+    from sarclip_search.model import load_model
 
     if not (data / "manifest.csv").is_file():
         raise InputError(f"{data}: no manifest.csv with labels; pass --data PATH to a labelled archive")

@@ -34,8 +34,8 @@ from sarclip_search.errors import ArtifactMismatchError, ModelError
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 

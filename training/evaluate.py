@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from sarclip_search.model import SarClip
 from sarclip_search.training import data as training_data
 from sarclip_search.training.captions import class_prompts
+
+from sarclip_search.model import SarClip
 
 log = logging.getLogger(__name__)
 

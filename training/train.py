@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sarclip_search.training import data as training_data
+from sarclip_search.training.evaluate import zero_shot_accuracy
 
 from sarclip_search.errors import InputError
 from sarclip_search.model import DEFAULT_MODEL, SarClip, new_model, normalize, save_checkpoint
-from sarclip_search.training import data as training_data
-from sarclip_search.training.evaluate import zero_shot_accuracy
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,36 @@
+# Two entry points (see README "Quick start"):
+#   make demo   set up .venv, index the bundled sample archive and run example queries
+#   make test   set up .venv and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLE := examples/sample_archive
+BMP2_CHIP := $(firstword $(sort $(wildcard $(SAMPLE)/mstar_soc/BMP2/*.jpeg)))
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/sarsearch index $(SAMPLE)
+	$(BIN)/sarsearch info
+	$(BIN)/sarsearch query "T72 tank" -k 5
+	$(BIN)/sarsearch query "a cargo ship at sea" -k 5
+	$(BIN)/sarsearch query --image $(BMP2_CHIP) -k 5
+	$(BIN)/sarsearch query "armored vehicle" --where "dataset = 'MSTAR-SOC' AND label <> 'T72'" -k 5
+
+test: $(BIN)/.installed
+	$(BIN)/pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check sarclip_search index training cli benchmarks tests
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_end_to_end.py
+
+clean:
+	rm -rf .sarsearch build *.egg-info
