@@ -103,16 +103,19 @@ def speckle_db(shape: Sequence[int], looks: float, generator: torch.Generator) -
     return 10.0 * torch.log10(sample.clamp_min(1e-6) / looks)
 
 
-def augment(chips: torch.Tensor, out_size: int, generator: torch.Generator, *, speckle_looks: float = 4.0) -> torch.Tensor:
+def augment(
+    chips: torch.Tensor, out_size: int, generator: torch.Generator, *, speckle_looks: float = 4.0,
+    crop_scale_min: float = 0.6,
+) -> torch.Tensor:
     """SAR-appropriate random views of (N, S, S) chips in [0, 1] → (N, out_size, out_size).
 
-    Random crop (scale 0.6-1 of the side, resized back), flips and 90° rotations, dB-domain gain and
+    Random crop (`crop_scale_min`-1 of the area, resized back), flips and 90° rotations, dB-domain gain and
     contrast jitter, and multiplicative speckle re-simulated with `speckle_looks` looks.
     """
     n, s = chips.shape[0], chips.shape[-1]
     out = torch.empty((n, out_size, out_size))
     for i in range(n):
-        side = int(s * math.sqrt(float(torch.empty(1).uniform_(0.6, 1.0, generator=generator))))
+        side = int(s * math.sqrt(float(torch.empty(1).uniform_(crop_scale_min, 1.0, generator=generator))))
         side = max(8, min(s, side))
         y0 = int(torch.randint(0, s - side + 1, (1,), generator=generator))
         x0 = int(torch.randint(0, s - side + 1, (1,), generator=generator))

@@ -35,7 +35,7 @@ def class_text_embeddings(sarclip: SarClip, dataset: str, labels: list[str]) -> 
     return np.stack(vectors).astype(np.float32)
 
 
-def zero_shot_accuracy(sarclip: SarClip, root: Path, split: str, cache_size: int = 144) -> dict[str, Any]:
+def zero_shot_accuracy(sarclip: SarClip, root: Path, split: str) -> dict[str, Any]:
     """Top-1 zero-shot accuracy per dataset of ZERO_SHOT_DATASETS on one split, with chance level."""
     samples = [s for s in training_data.manifest_samples(root, (split,)) if s.window is None]
     by_dataset: dict[str, list] = defaultdict(list)
@@ -46,7 +46,7 @@ def zero_shot_accuracy(sarclip: SarClip, root: Path, split: str, cache_size: int
     report: dict[str, Any] = {}
     for dataset, items in sorted(by_dataset.items()):
         labels = sorted({s.label for s in items})
-        chips = training_data.center_crop(training_data.load_chips(items, cache_size), sarclip.image_size)
+        chips = training_data.load_chips(items, sarclip.image_size)  # the view the indexer embeds
         image_vectors = sarclip.encode_images(chips)
         predictions = (image_vectors @ class_text_embeddings(sarclip, dataset, labels).T).argmax(axis=1)
         truth = np.array([labels.index(s.label) for s in items])
