@@ -246,11 +246,7 @@ class Catalog:
             yield
         except BaseException:
             self._transaction_depth = 0
-            self._scene_types = None
-            self._scene_ids = None
-            self._counters.clear()
-            self._dirty_counters.clear()
-            self._con.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             # Counters are written once per transaction, not once per scene (each statement costs ~1 ms).
@@ -259,14 +255,18 @@ class Catalog:
             self._dirty_counters.clear()
             self._con.execute("COMMIT")
         except BaseException:
-            self._scene_types = None
-            self._scene_ids = None
-            self._counters.clear()
-            self._dirty_counters.clear()
-            self._con.execute("ROLLBACK")
+            self._rollback()
             raise
         finally:
             self._transaction_depth = 0
+
+    def _rollback(self) -> None:
+        """Roll back and drop the caches a rollback may invalidate (an ALTER, an id reservation)."""
+        self._scene_types = None
+        self._scene_ids = None
+        self._counters.clear()
+        self._dirty_counters.clear()
+        self._con.execute("ROLLBACK")
 
     def _require_writable(self, action: str) -> None:
         if self.read_only:

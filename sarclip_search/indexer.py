@@ -9,7 +9,6 @@ All changes land in a new generation of the index directory, committed atomicall
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from sarclip_search.catalog import SCHEMA_VERSION, Catalog
 from sarclip_search.errors import ArtifactMismatchError, InputError, MetadataError, RasterError
 from sarclip_search.index import VectorIndex, choose_index_key
 from sarclip_search.metadata import load_manifest, load_stac_sidecar, scene_metadata
-from sarclip_search.model import SarClip
+from sarclip_search.model import SarClip, file_sha256
 from sarclip_search.store import Generation, IndexStore, make_info, write_json_atomic
 from sarclip_search.tiling import tile_windows
 
@@ -57,14 +56,6 @@ class IndexReport:
     @property
     def tiles_per_second(self) -> float:
         return self.tiles_added / self.seconds if self.seconds else 0.0
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

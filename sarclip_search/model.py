@@ -124,7 +124,8 @@ def _resolve_text_cfg(text_cfg: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (checkpoints, archive files), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -204,7 +205,7 @@ def git_commit(path: Path = Path(__file__).parent) -> str:
     """The commit of the checkout this code runs from, or 'unknown' (installed copy, no git)."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -313,7 +314,7 @@ def save_checkpoint(
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    return _file_sha256(path)
+    return file_sha256(path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -379,7 +380,7 @@ def load_model(path: str | Path | None = None, device: str = "cpu") -> SarClip:
         tokenizer=make_tokenizer(config),
         name=name,
         config=config,
-        checkpoint_sha256=_file_sha256(path),
+        checkpoint_sha256=file_sha256(path),
         meta=meta,
         device=device,
     )

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
-
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, app
+from typer.testing import CliRunner
 
 COMMANDS = ("index", "query", "info", "train", "eval")
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 
 from sarclip_search.engine import Engine
 from sarclip_search.errors import InputError
 from sarclip_search.filters import Filters
-from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 from sarclip_search.indexer import index_archive
 from sarclip_search.store import IndexStore
 

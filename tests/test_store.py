@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sarclip_search.index import VectorIndex
 
 from sarclip_search.engine import Engine
 from sarclip_search.errors import ArtifactMismatchError, IndexNotFoundError, LockedError
-from sarclip_search.index import VectorIndex
 from sarclip_search.indexer import index_archive
 from sarclip_search.store import CURRENT_FILE, INFO_FORMAT_VERSION, LOCK_FILE, IndexStore
 
@@ -161,9 +161,8 @@ def test_second_writer_waits_then_gives_up(tmp_path):
     first, second = IndexStore(tmp_path / "db"), IndexStore(tmp_path / "db")
     with first.lock():
         started = time.monotonic()
-        with pytest.raises(LockedError):
-            with second.lock(wait=0.5):
-                pass
+        with pytest.raises(LockedError), second.lock(wait=0.5):
+            pass
         assert time.monotonic() - started >= 0.5
 
 
@@ -182,9 +181,8 @@ def test_lock_held_by_another_process(tmp_path, indexed_db, sarclip):
     process = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "locked"
-        with pytest.raises(LockedError):
-            with IndexStore(db).lock():
-                pass
+        with pytest.raises(LockedError), IndexStore(db).lock():
+            pass
         _, archive, checkpoint = indexed_db
         with pytest.raises(LockedError):
             index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint))

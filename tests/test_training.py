@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from sarclip_search.errors import InputError, ModelError
-from sarclip_search.model import LOCKED_TEXT_PREFIX, load_model, read_checkpoint, save_checkpoint
 from sarclip_search.training.captions import caption_key, class_prompts, count_objects, make_captions
 from sarclip_search.training.data import SYNTHETIC_CLASSES, center_crop, synthetic_samples
 from sarclip_search.training.train import TrainConfig, get_lr, train
+
+from sarclip_search.errors import InputError, ModelError
+from sarclip_search.model import LOCKED_TEXT_PREFIX, load_model, read_checkpoint, save_checkpoint
 
 T72 = {"path": "mstar/T72/HB03333.png", "dataset": "MSTAR-SOC", "label": "T72", "target_kind": "main battle tank"}
 T72_OTHER = {**T72, "path": "mstar/T72/HB03334.png"}

@@ -139,7 +139,7 @@ def center_crop(chips: np.ndarray, out_size: int) -> np.ndarray:
     """The deterministic view used for evaluation: central crop of cached chips, resized to out_size."""
     x = torch.as_tensor(chips)[:, None]
     s = x.shape[-1]
-    side = int(round(s * 0.9))
+    side = round(s * 0.9)
     off = (s - side) // 2
     x = x[..., off : off + side, off : off + side]
     x = torch.nn.functional.interpolate(x, size=(out_size, out_size), mode="bilinear", align_corners=False)
