@@ -87,6 +87,8 @@ def index(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Re-embed everything (new model, other tiling, repair).")] = False,
     index_factory: Annotated[str | None, typer.Option(help='FAISS factory string, e.g. "IVF1024,PQ32x8" (default: chosen by size).')] = None,
     memory_budget: Annotated[str | None, typer.Option(help="Memory budget for the FAISS index, e.g. 2G.")] = None,
+    commit_every: Annotated[int, typer.Option(help="Commit every N files: a killed run loses at most N files' work and the next run resumes.")] = 256,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first failed file (exit 1) and commit nothing of this run.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Index an archive: read, tile, embed and catalog every image. Re-runs are incremental.
@@ -110,6 +112,8 @@ def index(
             rebuild=rebuild,
             index_factory=index_factory,
             memory_budget=budget,
+            commit_every=commit_every,
+            strict=strict,
             progress=progress,
         )
     render.index_report(report)
@@ -171,13 +175,22 @@ def query(
 def info(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Verify catalog and vectors agree (ids, counts, model hash, dims); exit 1 on any problem.")] = False,
 ) -> None:
     """What is indexed: scenes, tiles, datasets, labels, the model, the index type and size on disk.
 
-    Example: sarsearch info
+    Example: sarsearch info;  sarsearch info --check
     """
     from sarclip_search.engine import Engine
 
+    if check:
+        from sarclip_search.check import check_index
+
+        report = check_index(db)
+        render.check_report(report)
+        if not report.ok:
+            raise typer.Exit(EXIT_ERROR)
+        return
     with Engine.open(db) as engine:
         summary = engine.summary()
     if as_json:

@@ -89,6 +89,16 @@ def index_report(report: Any) -> None:
         warn(f"... and {len(report.failed) - 20} more failed files")
 
 
+def check_report(report: Any) -> None:
+    """`info --check`: one line per problem on stderr, or one line saying all agree."""
+    for problem in report.problems:
+        error(problem)
+    if report.ok:
+        checkpoint = "checkpoint hash checked" if report.checkpoint_checked else "checkpoint file not found, hash not checked"
+        console.print(f"[bold green]ok[/] {report.db} ({report.generation}): {report.tiles} tiles = "
+                      f"{report.vectors} vectors, same ids; {checkpoint}", highlight=False)
+
+
 def _tail(text: str, width: int) -> str:
     """The end of a long path (the file name matters more than the folders)."""
     return text if len(text) <= width else "…" + text[-(width - 1):]

@@ -516,6 +516,12 @@ class Catalog:
         tiles = self._con.execute("SELECT count(*) FROM tiles").fetchone()[0]  # type: ignore[index]
         return {"scenes": int(scenes), "tiles": int(tiles)}
 
+    def orphan_tiles(self) -> int:
+        """Number of tiles whose scene is missing (0 in a consistent catalog)."""
+        row = self._con.execute(
+            "SELECT count(*) FROM tiles t LEFT JOIN scenes s USING (scene_id) WHERE s.scene_id IS NULL").fetchone()
+        return int(row[0])  # type: ignore[index]
+
     def summary(self) -> dict[str, object]:
         """`counts` plus, for dataset, label and split (when present), scenes per value.
 

@@ -4,12 +4,14 @@ Walks the archive, reads each raster's metadata (manifest row > STAC sidecar > r
 large images into tiles, embeds every tile with the SARCLIP image encoder, and writes catalog rows and
 vectors under one id (the FAISS id is the catalog tile_id). Runs are incremental: files whose size and
 modification time are unchanged are skipped, changed files re-embedded, deleted files removed.
-All changes land in a new generation of the index directory, committed atomically at the end.
+Changes land in new generations of the index directory, committed atomically every `commit_every`
+files, so an interrupted run keeps what it committed and the next run resumes from there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TILE_SIZE = 256  # px; larger images are tiled, each tile resized to the model input (128 px)
 EMBED_BATCH = 64
+# Files per committed generation: a killed run loses at most this many files' work (--commit-every).
+DEFAULT_COMMIT_EVERY = 256
 
 # progress(event, done, total): event is "scan" or "embed"
 Progress = Callable[[str, int, int], None]
@@ -96,18 +100,27 @@ def index_archive(
     rebuild: bool = False,
     index_factory: str | None = None,
     memory_budget: int | None = None,
+    commit_every: int = DEFAULT_COMMIT_EVERY,
+    strict: bool = False,
     progress: Progress | None = None,
 ) -> IndexReport:
     """Index (or update the index of) an archive folder into `store`; returns what happened.
 
     Per-file problems (unreadable raster, bad sidecar) are collected in `report.failed` and the run goes
     on; a bad manifest, a mismatched existing index or another writer stop it before anything changes.
+
+    Changes are committed as a new generation every `commit_every` files (removals of deleted files
+    land in the first one), so a killed run loses at most one batch and the next run resumes: files
+    committed earlier are unchanged and skipped. With `strict`, the first failed file raises InputError
+    and the run commits nothing (one generation for the whole run).
     """
     archive = Path(archive)
     if not archive.is_dir():
         raise InputError(f"{archive}: not a folder; pass the folder that holds your SAR images")
     if tile_size <= 0 or (stride is not None and stride <= 0):
         raise InputError(f"tile size and stride must be positive pixels, got {tile_size} and {stride}")
+    if commit_every <= 0:
+        raise InputError(f"--commit-every must be a positive number of files, got {commit_every}")
     stride = stride or tile_size
     archive_root = str(archive.resolve())
     report = IndexReport(archive=str(archive), db=str(store.root))
@@ -118,51 +131,51 @@ def index_archive(
         current = store.current()
         if current is not None and not rebuild:
             _check_compatible(current.read_info(), sarclip, archive_root, tile_size, stride)
-        with store.new_generation(copy_current=not rebuild) as generation:
-            _update_generation(
-                generation, archive, manifest, sarclip, report, tile_size, stride, index_factory, memory_budget, progress
-            )
-            with Catalog(generation.catalog_path, read_only=True) as catalog:
-                counts = catalog.counts()
-            vectors = VectorIndex.load(generation.vectors_path)
-            report.totals = {**counts, "vectors": vectors.ntotal}
-            report.index_factory = vectors.factory
-            if counts["tiles"] != vectors.ntotal:
-                raise RuntimeError(f"catalog has {counts['tiles']} tiles but the index {vectors.ntotal} vectors")
-            write_json_atomic(
-                generation.info_path,
-                make_info(
-                    model_identity=sarclip.identity,
-                    model_path=model_path,
-                    vector_info=vectors.info(),
-                    counts=report.totals,
-                    archive_root=archive_root,
-                    tile_size=tile_size,
-                    tile_stride=stride,
-                    schema_version=SCHEMA_VERSION,
-                    generation=generation.number,
-                ),
-            )
+        states: dict[str, tuple[int, float, str]] = {}
+        if current is not None and not rebuild:
+            with Catalog(current.catalog_path, read_only=True) as catalog:
+                states = catalog.scene_states()
+        todo, removed = _plan(archive, manifest, states, report, strict)
+        settings = _Settings(sarclip, manifest, tile_size, stride, index_factory, memory_budget, strict,
+                             progress, len(todo))
+        size = max(1, len(todo)) if strict else commit_every
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
+        for number, batch in enumerate(batches):
+            with store.new_generation(copy_current=not (rebuild and number == 0)) as generation:
+                _update_generation(generation, batch, removed if number == 0 else [], settings, report,
+                                   done_before=number * size)
+                _write_info(generation, sarclip, model_path, archive_root, tile_size, stride, report)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _update_generation(
-    generation: Generation,
+@dataclass(frozen=True)
+class _Settings:
+    """What every batch of one run needs, besides the batch itself."""
+
+    sarclip: SarClip
+    manifest: dict[str, dict[str, object]]
+    tile_size: int
+    stride: int
+    index_factory: str | None
+    memory_budget: int | None
+    strict: bool
+    progress: Progress | None
+    total: int  # files to embed in the whole run, for progress
+
+
+# (path, rel, stat, previous (size, mtime, hash) or None)
+_Todo = tuple[Path, str, os.stat_result, tuple[int, float, str] | None]
+
+
+def _plan(
     archive: Path,
     manifest: dict[str, dict[str, object]],
-    sarclip: SarClip,
+    states: dict[str, tuple[int, float, str]],
     report: IndexReport,
-    tile_size: int,
-    stride: int,
-    index_factory: str | None,
-    memory_budget: int | None,
-    progress: Progress | None,
-) -> None:
-    if generation.vectors_path.is_dir():
-        vectors = VectorIndex.load(generation.vectors_path, expected_dim=sarclip.embed_dim)
-    else:
-        vectors = VectorIndex.create(sarclip.embed_dim, "Flat")
+    strict: bool,
+) -> tuple[list[_Todo], list[str]]:
+    """Files to (re-)embed and catalog paths to remove, from the archive and the committed catalog."""
     files = sorted(raster.iter_rasters(archive))
     report.files_seen = len(files)
     rel_paths = {path: path.relative_to(archive).as_posix() for path in files}
@@ -170,43 +183,67 @@ def _update_generation(
         listed = [p for p in files if rel_paths[p] in manifest]
         report.not_in_manifest = len(files) - len(listed)
         files = listed
-        missing = sorted(set(manifest) - set(rel_paths.values()))
-        for rel in missing:
-            report.failed.append((rel, "listed in manifest.csv but not found; fix the path or remove the row"))
+        for rel in sorted(set(manifest) - set(rel_paths.values())):
+            _fail(report, rel, "listed in manifest.csv but not found; fix the path or remove the row", strict)
+    wanted = {rel_paths[p] for p in files}
+    removed = sorted(set(states) - wanted)  # deleted (or no longer listed) files
+    todo: list[_Todo] = []
+    for path in files:
+        rel = rel_paths[path]
+        try:
+            stat = path.stat()
+        except OSError as exc:  # a symlink loop or a dangling link
+            _fail(report, rel, f"cannot read the file ({exc.strerror or exc}); fix or remove it", strict)
+            continue
+        previous = states.get(rel)
+        if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
+            report.unchanged += 1
+            continue
+        todo.append((path, rel, stat, previous))
+    return todo, removed
 
+
+def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
+    """Record a failed file; with --strict, stop the run (nothing of it is committed)."""
+    if strict:
+        raise InputError(f"{rel}: {reason} (--strict: stopped at the first failed file, nothing was committed)")
+    report.failed.append((rel, reason))
+    log.warning("skipping %s: %s", rel, reason)
+
+
+def _update_generation(
+    generation: Generation, todo: list[_Todo], removed: list[str], settings: _Settings, report: IndexReport,
+    *, done_before: int = 0,
+) -> None:
+    """Apply one batch (removals, then new and changed files) to a staged generation and save it."""
+    sarclip = settings.sarclip
+    if generation.vectors_path.is_dir():
+        vectors = VectorIndex.load(generation.vectors_path, expected_dim=sarclip.embed_dim)
+    else:
+        vectors = VectorIndex.create(sarclip.embed_dim, "Flat")
     with Catalog(generation.catalog_path) as catalog, catalog.transaction():
-        states = catalog.scene_states()
-        wanted = {rel_paths[p] for p in files}
-        for rel in sorted(set(states) - wanted):  # deleted (or no longer listed) files
+        for rel in removed:
             vectors.remove(catalog.remove_scene(rel))
             report.removed += 1
-        todo = []
-        for path in files:
-            rel = rel_paths[path]
-            stat = path.stat()
-            previous = states.get(rel)
-            if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
-                report.unchanged += 1
-                continue
-            todo.append((path, rel, stat, previous))
         pending = _Pending()
-        for done, (path, rel, stat, previous) in enumerate(todo, start=1):
+        for done, (path, rel, stat, previous) in enumerate(todo, start=done_before + 1):
+            if settings.progress is not None:
+                settings.progress("embed", done, settings.total)
             try:
                 content_hash = file_sha256(path)
                 if previous is not None and previous[2] == content_hash:
                     report.unchanged += 1  # touched, not changed: keep the embeddings
                     continue
                 info = raster.read_info(path)
-                windows = tile_windows(info.width, info.height, tile_size, stride)
+                windows = tile_windows(info.width, info.height, settings.tile_size, settings.stride)
                 chips = [raster.read_chip(path, w if len(windows) > 1 else None, size=sarclip.image_size) for w in windows]
-                metadata = scene_metadata(rel, manifest.get(rel), load_stac_sidecar(path), info.tags)
+                metadata = scene_metadata(rel, settings.manifest.get(rel), load_stac_sidecar(path), info.tags)
                 if previous is not None:
                     vectors.remove(catalog.remove_scene(rel))
                 scene_id = catalog.add_scene(_scene_row(rel, path, stat, content_hash, info, metadata))
             except (RasterError, MetadataError, OSError) as exc:
                 reason = str(exc).removeprefix(f"{path}: ").removeprefix(f"{rel}: ")
-                report.failed.append((rel, reason))
-                log.warning("skipping %s: %s", rel, reason)
+                _fail(report, rel, reason, settings.strict)
                 continue
             tile_ids = catalog.add_tiles(
                 scene_id,
@@ -219,14 +256,41 @@ def _update_generation(
             report.tiles_added += len(tile_ids)
             if len(pending.ids) >= EMBED_BATCH:
                 _flush(pending, vectors, sarclip, report)
-            if progress is not None:
-                progress("embed", done, len(todo))
         _flush(pending, vectors, sarclip, report)
 
-    factory = index_factory or choose_index_key(vectors.ntotal, vectors.dim, memory_budget)
+    factory = settings.index_factory or choose_index_key(vectors.ntotal, vectors.dim, settings.memory_budget)
     if factory != vectors.factory:
         vectors = _rebuild(vectors, factory)
     vectors.save(generation.vectors_path)
+
+
+def _write_info(
+    generation: Generation, sarclip: SarClip, model_path: str | None, archive_root: str,
+    tile_size: int, stride: int, report: IndexReport,
+) -> None:
+    """Check that catalog and vectors hold the same ids, then write the generation's info.json."""
+    with Catalog(generation.catalog_path, read_only=True) as catalog:
+        counts = catalog.counts()
+        tile_ids = catalog.tile_ids()
+    vectors = VectorIndex.load(generation.vectors_path)
+    if not np.array_equal(np.sort(vectors.ids()), tile_ids):
+        raise RuntimeError(f"catalog has {counts['tiles']} tiles but the index {vectors.ntotal} vectors, or other ids")
+    report.totals = {**counts, "vectors": vectors.ntotal}
+    report.index_factory = vectors.factory
+    write_json_atomic(
+        generation.info_path,
+        make_info(
+            model_identity=sarclip.identity,
+            model_path=model_path,
+            vector_info=vectors.info(),
+            counts=report.totals,
+            archive_root=archive_root,
+            tile_size=tile_size,
+            tile_stride=stride,
+            schema_version=SCHEMA_VERSION,
+            generation=generation.number,
+        ),
+    )
 
 
 def _scene_row(rel: str, path: Path, stat, content_hash: str, info: raster.RasterInfo, metadata: dict) -> dict:

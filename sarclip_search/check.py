@@ -1,0 +1,122 @@
+"""`sarsearch info --check`: does the committed index agree with itself?
+
+Checks one committed generation of an index directory without loading the model (no torch):
+
+- catalog ↔ vectors: the same tile ids on both sides (so the same counts), each tile's scene present;
+- info.json ↔ both: the counts, the embedding dimension and the catalog schema version it records;
+- info.json ↔ checkpoint: the sha256 of the checkpoint file it names, when that file still exists.
+
+Each problem is one line naming what disagrees; the repair is `sarsearch index ARCHIVE --rebuild`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.errors import SarclipError
+from sarclip_search.index import VectorIndex
+from sarclip_search.index.errors import VectorIndexError
+from sarclip_search.store import IndexStore
+
+log = logging.getLogger(__name__)
+
+REPAIR = "repair with `sarsearch index ARCHIVE --rebuild`"
+
+
+@dataclass
+class CheckReport:
+    """What `check_index` looked at and what it found wrong (empty `problems`: all agree)."""
+
+    db: str
+    generation: str = ""
+    tiles: int = 0
+    vectors: int = 0
+    checkpoint_checked: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _describe(ids: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in ids[:limit])
+    return f"{len(ids)} ({shown}{', ...' if len(ids) > limit else ''})"
+
+
+def check_index(db: str | Path | None = None) -> CheckReport:
+    """Verify the committed generation of the index directory `db`; problems are listed, not raised.
+
+    Raises only when there is nothing to check (IndexNotFoundError: no index at `db`).
+    """
+    store = IndexStore(db)
+    generation = store.require_current()
+    report = CheckReport(db=str(store.root), generation=generation.path.name)
+    problems = report.problems
+    try:
+        info = generation.read_info()
+    except SarclipError as exc:
+        problems.append(f"{exc}")
+        return report
+    if info.get("catalog_schema_version") != SCHEMA_VERSION:
+        problems.append(f"info.json records catalog schema v{info.get('catalog_schema_version')}, "
+                        f"this version reads v{SCHEMA_VERSION}; {REPAIR}")
+    try:
+        with Catalog(generation.catalog_path, read_only=True) as catalog:
+            tile_ids = catalog.tile_ids()
+            counts = catalog.counts()
+            orphans = catalog.orphan_tiles()
+    except SarclipError as exc:
+        problems.append(f"catalog: {exc}")
+        return report
+    try:
+        vectors = VectorIndex.load(generation.vectors_path)
+    except VectorIndexError as exc:
+        problems.append(f"vectors: {exc}")
+        return report
+    vector_ids = np.sort(vectors.ids())
+    report.tiles, report.vectors = len(tile_ids), len(vector_ids)
+    if len(np.unique(vector_ids)) != len(vector_ids):
+        problems.append(f"the vector index holds duplicate ids; {REPAIR}")
+    only_catalog = np.setdiff1d(tile_ids, vector_ids)
+    only_vectors = np.setdiff1d(vector_ids, tile_ids)
+    if len(only_catalog):
+        problems.append(f"tiles in the catalog without a vector: {_describe(only_catalog)}; {REPAIR}")
+    if len(only_vectors):
+        problems.append(f"vectors without a catalog tile: {_describe(only_vectors)}; {REPAIR}")
+    if orphans:
+        problems.append(f"{orphans} catalog tiles belong to no scene; {REPAIR}")
+    recorded = info.get("counts", {})
+    found = {**counts, "vectors": len(vector_ids)}
+    for key, value in found.items():
+        if recorded.get(key) != value:
+            problems.append(f"info.json records {recorded.get(key)} {key}, the index holds {value}; {REPAIR}")
+    dim = info.get("embedding", {}).get("dim")
+    if dim != vectors.dim:
+        problems.append(f"info.json records embedding dim {dim}, the vectors have {vectors.dim}; {REPAIR}")
+    model = info.get("model", {})
+    if model.get("embed_dim") not in (None, vectors.dim):
+        problems.append(f"the model embeds in {model.get('embed_dim')} dims, the vectors have {vectors.dim}; {REPAIR}")
+    checkpoint = model.get("checkpoint_path")
+    if checkpoint and Path(checkpoint).is_file():
+        report.checkpoint_checked = True
+        digest = _sha256(Path(checkpoint))
+        if digest != model.get("checkpoint_sha256"):
+            problems.append(
+                f"the checkpoint {checkpoint} changed since indexing (sha256 {digest[:12]}, index built with "
+                f"{str(model.get('checkpoint_sha256'))[:12]}); restore it, or re-embed with --rebuild"
+            )
+    elif checkpoint:
+        log.info("checkpoint %s not found; its hash is not checked", checkpoint)
+    return report
