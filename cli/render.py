@@ -83,6 +83,8 @@ def index_report(report: Any) -> None:
     ]
     for line in lines:
         err_console.print(line, highlight=False)
+    for path, reason in report.warnings[:20]:
+        warn(f"{path}: {reason}")
     for path, reason in report.failed[:20]:
         warn(f"{path}: {reason}")
     if len(report.failed) > 20:

@@ -7,6 +7,13 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+
+
+def printable_path(path: object) -> str:
+    """`path` as printable UTF-8: bytes of a non-UTF-8 file name appear as escapes (caf\\xe9.tif)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
 
 class SarclipError(Exception):
     """Base of all errors a user can cause and fix."""
@@ -22,8 +29,13 @@ class RasterError(InputError):
     """A raster that cannot be read or used; `path` names the file."""
 
     def __init__(self, path: object, message: str) -> None:
-        self.path = str(path)
+        self.path = printable_path(path)
+        self.reason = message
         super().__init__(f"{self.path}: {message}")
+
+
+class NoValidPixelsError(RasterError):
+    """A raster (or window of it) whose pixels are all NaN, nodata or infinite: nothing to embed."""
 
 
 class MetadataError(InputError):

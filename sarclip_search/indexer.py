@@ -21,7 +21,14 @@ import numpy as np
 
 from sarclip_search import raster
 from sarclip_search.catalog import SCHEMA_VERSION, Catalog
-from sarclip_search.errors import ArtifactMismatchError, InputError, MetadataError, RasterError
+from sarclip_search.errors import (
+    ArtifactMismatchError,
+    InputError,
+    MetadataError,
+    NoValidPixelsError,
+    RasterError,
+    printable_path,
+)
 from sarclip_search.index import VectorIndex, choose_index_key
 from sarclip_search.metadata import load_manifest, load_stac_sidecar, scene_metadata
 from sarclip_search.model import SarClip, file_sha256
@@ -52,6 +59,7 @@ class IndexReport:
     not_in_manifest: int = 0
     tiles_added: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, one line): indexed, but look at it
     seconds: float = 0.0
     embed_seconds: float = 0.0
     totals: dict[str, int] = field(default_factory=dict)
@@ -205,6 +213,7 @@ def _plan(
 
 def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
     """Record a failed file; with --strict, stop the run (nothing of it is committed)."""
+    rel = printable_path(rel)
     if strict:
         raise InputError(f"{rel}: {reason} (--strict: stopped at the first failed file, nothing was committed)")
     report.failed.append((rel, reason))
@@ -235,14 +244,13 @@ def _update_generation(
                     report.unchanged += 1  # touched, not changed: keep the embeddings
                     continue
                 info = raster.read_info(path)
-                windows = tile_windows(info.width, info.height, settings.tile_size, settings.stride)
-                chips = [raster.read_chip(path, w if len(windows) > 1 else None, size=sarclip.image_size) for w in windows]
+                windows, chips = _read_chips(path, info, settings, report, rel)
                 metadata = scene_metadata(rel, settings.manifest.get(rel), load_stac_sidecar(path), info.tags)
                 if previous is not None:
                     vectors.remove(catalog.remove_scene(rel))
                 scene_id = catalog.add_scene(_scene_row(rel, path, stat, content_hash, info, metadata))
             except (RasterError, MetadataError, OSError) as exc:
-                reason = str(exc).removeprefix(f"{path}: ").removeprefix(f"{rel}: ")
+                reason = exc.reason if isinstance(exc, RasterError) else str(exc).removeprefix(f"{path}: ")
                 _fail(report, rel, reason, settings.strict)
                 continue
             tile_ids = catalog.add_tiles(
@@ -262,6 +270,33 @@ def _update_generation(
     if factory != vectors.factory:
         vectors = _rebuild(vectors, factory)
     vectors.save(generation.vectors_path)
+
+
+def _read_chips(
+    path: Path, info: raster.RasterInfo, settings: _Settings, report: IndexReport, rel: str
+) -> tuple[list, list[np.ndarray]]:
+    """The tile windows of a scene and their chips; tiles without valid pixels (nodata edges) are dropped.
+
+    NoValidPixelsError when no tile has a valid pixel. A constant image is indexed with a warning.
+    """
+    windows = tile_windows(info.width, info.height, settings.tile_size, settings.stride)
+    if len(windows) == 1:
+        chips = [raster.read_chip(path, None, size=settings.sarclip.image_size)]
+    else:
+        kept = []
+        for window in windows:
+            try:
+                kept.append((window, raster.read_chip(path, window, size=settings.sarclip.image_size)))
+            except NoValidPixelsError:
+                log.info("%s: window %s has no valid pixels; not indexed", rel, window.as_list())
+        if not kept:
+            raise NoValidPixelsError(path, "no valid pixels in any tile (all NaN, nodata or infinite); "
+                                           "check the nodata value or re-export the band")
+        windows, chips = [w for w, _ in kept], [c for _, c in kept]
+    if all(float(chip.max()) == float(chip.min()) for chip in chips):
+        report.warnings.append((rel, "constant image (every valid pixel has the same value); indexed, "
+                                     "but it has no texture to search by"))
+    return windows, chips
 
 
 def _write_info(

@@ -25,7 +25,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from sarclip_search import radiometry
-from sarclip_search.errors import InputError, RasterError
+from sarclip_search.errors import InputError, NoValidPixelsError, RasterError
 from sarclip_search.tiling import Window
 
 __all__ = [
@@ -82,6 +82,12 @@ def _open(path: Path) -> Iterator[rasterio.io.DatasetReader]:
         raise RasterError(path, "no such file; check the path")
     if path.is_dir():
         raise RasterError(path, "is a directory, not a raster file; give a file or use iter_rasters")
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise RasterError(
+            path, "file name is not valid UTF-8 (GDAL cannot open it); rename the file, e.g. with convmv -t utf8"
+        ) from None
     if path.stat().st_size == 0:
         raise RasterError(path, f"empty file (0 bytes); {_FIX_CORRUPT}")
     try:
@@ -176,7 +182,7 @@ def _crs_text(crs: CRS | None) -> str | None:
 
 def _scale_sample(dataset: rasterio.io.DatasetReader, path: Path) -> np.ndarray | None:
     """A centre window of band 1 for float rasters (to tell dB from power); None for other types."""
-    if np.dtype(dataset.dtypes[0]).kind != "f":
+    if not str(dataset.dtypes[0]).startswith("float"):  # "complex_int16" is no numpy dtype: compare names
         return None
     width = min(_SCALE_SAMPLE_SIZE, dataset.width)
     height = min(_SCALE_SAMPLE_SIZE, dataset.height)
@@ -332,6 +338,8 @@ def read_chip(path: str | os.PathLike[str], window: Window | None = None, size: 
 
     Raises:
         RasterError: as `read_window`.
+        NoValidPixelsError: every pixel of the window is NaN, nodata or infinite (a blank chip would
+            match every query equally badly, so it is refused rather than embedded).
         ValueError: `size` is not positive or `window` is not inside the raster.
     """
     if size <= 0:
@@ -340,6 +348,11 @@ def read_chip(path: str | os.PathLike[str], window: Window | None = None, size: 
     with _open(file) as dataset:
         info = _info(dataset, file, path)
         values = _read(dataset, file, [1], _rasterio_window(dataset, window))
+    if not np.isfinite(values).any():
+        where = "the image" if window is None else f"window {window.as_list()}"
+        raise NoValidPixelsError(
+            path, f"no valid pixels in {where} (all NaN, nodata or infinite); check the nodata value or re-export the band"
+        )
     chip = radiometry.to_model_input(values, info.scale)
     if chip.shape != (size, size):
         from PIL import Image
