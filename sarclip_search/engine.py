@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sarclip_search.catalog import SCHEMA_VERSION, Catalog
-from sarclip_search.errors import ArtifactMismatchError, InputError
+from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError
 from sarclip_search.filters import Filters, build_predicate
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
@@ -28,6 +28,8 @@ from sarclip_search.store import Generation, IndexStore
 log = logging.getLogger(__name__)
 
 MAX_K = 10_000
+# A reader retries when a writer replaced the generation it was opening; 5 commits in a row is plenty.
+OPEN_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,26 @@ class Engine:
 
     @classmethod
     def open(cls, db: str | Path | None = None, *, model_path: str | Path | None = None) -> Engine:
-        """Open the committed state of an index directory (default ./.sarsearch) for queries."""
+        """Open the committed state of an index directory (default ./.sarsearch) for queries.
+
+        Lock-free: a writer may commit a new generation and delete this one while it is being opened
+        (catalog, then vectors). Files already open stay readable (POSIX unlink), and a generation that
+        vanished half-way is retried from CURRENT, up to `OPEN_ATTEMPTS` times.
+        """
         store = IndexStore(db)
-        generation = store.require_current()
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            generation = store.require_current()
+            try:
+                return cls._open_generation(generation, model_path)
+            except (SarclipError, VectorIndexError, OSError):
+                superseded = not generation.path.is_dir() or store.current() != generation
+                if not superseded or attempt == OPEN_ATTEMPTS:
+                    raise
+                log.info("%s was replaced while opening it; opening the new committed generation", generation.path)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    @classmethod
+    def _open_generation(cls, generation: Generation, model_path: str | Path | None) -> Engine:
         info = generation.read_info()
         if info.get("catalog_schema_version") != SCHEMA_VERSION:
             raise ArtifactMismatchError(
@@ -98,6 +117,9 @@ class Engine:
         except VectorIndexError as exc:
             catalog.close()
             raise ArtifactMismatchError(f"{exc}") from exc
+        except BaseException:
+            catalog.close()
+            raise
         return cls(generation, info, catalog, vectors, model_path)
 
     def close(self) -> None:

@@ -120,12 +120,15 @@ class IndexStore:
         if not pointer.is_file():
             return None
         name = pointer.read_text().strip()
-        generation = Generation(self.root / name)
-        if not generation.path.is_dir():
-            raise IndexNotFoundError(
-                f"{pointer} names {name}, which is missing; rebuild with `sarsearch index ARCHIVE --rebuild`"
-            )
-        return generation
+        while not (self.root / name).is_dir():
+            # A writer may have committed and removed `name` since we read the pointer: follow it again.
+            newer = pointer.read_text().strip()
+            if newer == name:
+                raise IndexNotFoundError(
+                    f"{pointer} names {name}, which is missing; rebuild with `sarsearch index ARCHIVE --rebuild`"
+                )
+            name = newer
+        return Generation(self.root / name)
 
     def require_current(self) -> Generation:
         """The committed generation; IndexNotFoundError telling the user how to make one."""
