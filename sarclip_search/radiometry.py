@@ -168,7 +168,8 @@ def normalize_db(db: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.5) -
     spread = float(p_high) - float(p_low)
     if not spread > 0.0:
         return out
-    stretched = (array[finite] - np.float32(p_low)) / np.float32(spread)
+    # float64: with values near the float32 limits (±3e38) the difference would overflow to inf and inf/inf is NaN.
+    stretched = (array[finite].astype(np.float64) - float(p_low)) / spread
     out[finite] = np.clip(stretched, 0.0, 1.0)
     return out
 
