@@ -217,7 +217,7 @@ def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
     if strict:
         raise InputError(f"{rel}: {reason} (--strict: stopped at the first failed file, nothing was committed)")
     report.failed.append((rel, reason))
-    log.warning("skipping %s: %s", rel, reason)
+    log.info("skipping %s: %s", rel, reason)  # the report lists it; a warning here would print it twice
 
 
 def _update_generation(
