@@ -37,12 +37,19 @@ EXACT_SUBSET_MIN = 20_000  # subsets up to max(this, 10% of ntotal) are searched
 EXACT_SUBSET_FRACTION = 0.1
 QUERY_BLOCK = 256  # exact search: queries per block ...
 ROW_BLOCK = 32_768  # ... times rows per block: at most 32 MB of float32 scores at a time
+PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
+RERANK_BLOCK_BYTES = 32 * 1024**2  # re-ranking gathers at most 32 MB of float32 candidate vectors at a time
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
 
 
 def default_nprobe(nlist: int) -> int:
     """nlist/8 clamped to [16, 256], never more than nlist."""
     return min(nlist, max(16, min(256, nlist // 8)))
+
+
+def default_rerank_factor(factory: str) -> int:
+    """Candidates fetched per result before exact re-ranking: 8 for PQ codes (lossy scores), else 1 (none)."""
+    return PQ_RERANK_FACTOR if ",PQ" in factory or factory.startswith("PQ") else 1
 
 
 # ---------------------------------------------------------------- input checks
@@ -189,11 +196,15 @@ class VectorIndex:
         store: np.ndarray,
         ids: np.ndarray,
         read_only: bool = False,
+        rerank_factor: int = 1,
+        tuning: dict[str, Any] | None = None,
     ) -> None:
         """Low-level constructor; use `create` or `load`."""
         self.dim = dim
         self.factory = factory
         self.nprobe = nprobe  # IVF lists probed per query by default; None for Flat
+        self.rerank_factor = rerank_factor  # FAISS fetches k*rerank_factor, re-scored exactly; 1 = off
+        self.tuning = tuning  # what tune() measured when it chose nprobe and rerank_factor, else None
         self.read_only = read_only  # True when loaded with mmap=True
         self._index = index  # the CPU index: the one saved
         self._gpu_index: faiss.Index | None = None
@@ -239,7 +250,15 @@ class VectorIndex:
                 f"expected factory 'Flat' or 'IVF<nlist>,...', got {factory!r}; "
                 "use a string from choose_index_key()"
             )
-        return cls(index, dim, factory, nprobe, np.empty((0, dim), np.float16), np.empty(0, np.int64))
+        return cls(
+            index,
+            dim,
+            factory,
+            nprobe,
+            np.empty((0, dim), np.float16),
+            np.empty(0, np.int64),
+            rerank_factor=default_rerank_factor(factory),
+        )
 
     # ---- bookkeeping
 
@@ -394,7 +413,13 @@ class VectorIndex:
     # ---- search
 
     def search(
-        self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None, nprobe: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        subset: np.ndarray | None = None,
+        nprobe: int | None = None,
+        rerank_factor: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best-k inner-product search: (scores float32 (q, k), ids int64 (q, k)), best first.
 
@@ -403,18 +428,26 @@ class VectorIndex:
         min(k, |subset ∩ index|) results per query: subsets up to max(20k, 10% of ntotal), and any
         subset of a Flat index, are searched exactly over the float16 copy (scores within ~1e-3);
         larger ones by FAISS with an IDSelectorBatch and nprobe raised by 1/selectivity, falling
-        back to exact search for a query that got too few hits. `nprobe` overrides `self.nprobe`.
+        back to exact search for a query that got too few hits.
+
+        Exact re-ranking: with rerank_factor r > 1 FAISS returns k*r candidates, which are
+        re-scored exactly against the float16 copy (memory-mapped when loaded with mmap=True) and
+        the best k kept; scores are then exact to ~1e-3 instead of PQ estimates. `nprobe` and
+        `rerank_factor` override `self.nprobe` and `self.rerank_factor` (set by `tune`) for this call.
         """
         if k <= 0:
             raise ValueError(f"k must be >= 1, got {k}")
         if nprobe is not None and nprobe < 1:
             raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+        if rerank_factor is not None and rerank_factor < 1:
+            raise ValueError(f"rerank_factor must be >= 1 (1 = no re-ranking), got {rerank_factor}")
         xq = _as_matrix(queries, self.dim, "queries")
+        rerank = rerank_factor or self.rerank_factor
         if subset is not None:
-            return self._search_subset(xq, k, _as_ids(subset, "subset"), nprobe)
+            return self._search_subset(xq, k, _as_ids(subset, "subset"), nprobe, rerank)
         if self._size == 0:
             return _pad(len(xq), k)
-        return self._faiss_search(xq, k, self._ivf_params(nprobe), use_gpu=True)
+        return self._approximate_search(xq, k, self._ivf_params(nprobe), rerank, use_gpu=True)
 
     def _ivf_params(self, nprobe: int | None, selector: Any = None) -> Any:
         if self.is_flat:
@@ -433,8 +466,50 @@ class VectorIndex:
         scores[ids == -1] = -np.inf  # FAISS pads with -FLT_MAX
         return scores, ids
 
+    def _approximate_search(
+        self, xq: np.ndarray, k: int, params: Any, rerank: int, use_gpu: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search, with k*rerank candidates re-scored exactly when rerank > 1 (never for Flat)."""
+        if rerank <= 1 or self.is_flat:
+            return self._faiss_search(xq, k, params, use_gpu)
+        _, candidates = self._faiss_search(xq, k * rerank, params, use_gpu)
+        return self._rerank(xq, candidates, k)
+
+    def _rerank(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact best-k of candidate ids (q, c) (-1 = none) against the float16 copy, best first.
+
+        Gathers at most RERANK_BLOCK_BYTES of candidate vectors at a time; rows are read in
+        ascending order, which keeps reads of a memory-mapped copy sequential-ish.
+        """
+        candidates = np.asarray(candidates, dtype=np.int64)
+        num_queries, count = candidates.shape
+        valid = candidates != -1
+        found, found_rows = self._rows_of(candidates[valid])
+        if not found.all():  # internal invariant: FAISS only returns ids we hold
+            raise VectorIndexError(
+                f"FAISS returned {int((~found).sum())} ids missing from the float16 copy; rebuild the index"
+            )
+        rows = np.zeros(candidates.shape, np.int64)
+        rows[valid] = found_rows
+        exact = np.full(candidates.shape, -np.inf, np.float32)
+        block = max(1, RERANK_BLOCK_BYTES // max(1, count * self.dim * 4))
+        for start in range(0, num_queries, block):
+            part = slice(start, start + block)
+            unique_rows, inverse = np.unique(rows[part], return_inverse=True)
+            xb = np.asarray(self._store[unique_rows], dtype=np.float32)[inverse.reshape(-1)]
+            xb = xb.reshape(-1, count, self.dim)
+            exact[part] = np.einsum("qd,qcd->qc", xq[part], xb)
+        exact[~valid] = -np.inf
+        keep = min(k, count)
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :keep]
+        scores, ids = _pad(num_queries, k)
+        scores[:, :keep] = np.take_along_axis(exact, order, 1)
+        ids[:, :keep] = np.take_along_axis(candidates, order, 1)
+        ids[~np.isfinite(scores)] = -1
+        return scores, ids
+
     def _search_subset(
-        self, xq: np.ndarray, k: int, subset: np.ndarray, nprobe: int | None
+        self, xq: np.ndarray, k: int, subset: np.ndarray, nprobe: int | None, rerank: int
     ) -> tuple[np.ndarray, np.ndarray]:
         _, rows = self._rows_of(np.unique(subset))
         rows = np.sort(rows)  # sequential reads of the (possibly memory-mapped) store
@@ -447,7 +522,8 @@ class VectorIndex:
         selector = faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members))
         nlist = faiss.extract_index_ivf(self._index).nlist
         raised = min(nlist, math.ceil((nprobe or self.nprobe or 1) * self._size / count))
-        scores, ids = self._faiss_search(xq, k, self._ivf_params(raised, selector), use_gpu=False)
+        params = self._ivf_params(raised, selector)
+        scores, ids = self._approximate_search(xq, k, params, rerank, use_gpu=False)
         short = (ids != -1).sum(axis=1) < min(k, count)
         if short.any():
             logger.debug("filtered search: %d of %d queries fell back to exact search", short.sum(), len(xq))
@@ -473,6 +549,8 @@ class VectorIndex:
             "metric": METRIC,
             "ntotal": self._size,
             "nprobe": self.nprobe,
+            "rerank_factor": self.rerank_factor,
+            **({"tuning": self.tuning} if self.tuning is not None else {}),
             "faiss_version": faiss.__version__,
             "format_version": FORMAT_VERSION,
         }
@@ -555,6 +633,8 @@ class VectorIndex:
             store,
             ids.astype(np.int64, copy=False),
             read_only=mmap,
+            rerank_factor=int(info.get("rerank_factor", default_rerank_factor(str(info["factory"])))),
+            tuning=info.get("tuning"),
         )
 
 

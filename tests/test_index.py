@@ -125,18 +125,45 @@ def test_single_query_vector_is_one_query(built, data) -> None:
 
 
 @pytest.mark.parametrize(
-    ("factory", "nprobe", "floor"),
+    ("factory", "nprobe", "rerank_factor", "floor"),
     [
-        ("IVF64,Flat", 16, 0.9),  # measured 0.97
-        ("IVF64,Flat", 64, 0.999),  # all lists probed: exact
-        ("IVF64,PQ16x8", 16, 0.4),  # measured 0.54: 16 bytes for 64 noisy dims; re-rank to do better
+        ("IVF64,Flat", 16, None, 0.9),  # measured 0.97
+        ("IVF64,Flat", 64, None, 0.999),  # all lists probed: exact
+        ("IVF64,PQ16x8", 16, 1, 0.4),  # measured 0.54: PQ scores alone, 16 bytes for 64 noisy dims
+        ("IVF64,PQ16x8", 16, None, 0.9),  # default re-rank factor 8: measured 0.94
+        ("IVF64,PQ16x8", 32, 16, 0.95),  # measured 0.99
     ],
 )
-def test_ivf_recall_floor(built, data, factory: str, nprobe: int, floor: float) -> None:
+def test_ivf_recall_floor(
+    built, data, factory: str, nprobe: int, rerank_factor: int | None, floor: float
+) -> None:
     ids, xb, xq = data
     _, true_ids = exact_search(xb, ids, xq, K)
-    _, found = built[factory].search(xq, K, nprobe=nprobe)
+    _, found = built[factory].search(xq, K, nprobe=nprobe, rerank_factor=rerank_factor)
     assert recall_at_k(found, true_ids, K) >= floor
+
+
+def test_rerank_gives_exact_scores_best_first(built, data) -> None:
+    ids, xb, xq = data
+    index = built["IVF64,PQ16x8"]
+    assert index.rerank_factor == 8 and built["IVF64,Flat"].rerank_factor == built["Flat"].rerank_factor == 1
+    scores, found = index.search(xq, K)
+    rows = np.searchsorted(ids, found)  # ids are sorted
+    exact = np.einsum("qd,qkd->qk", xq, xb[rows])
+    np.testing.assert_allclose(scores, exact, atol=2e-3)  # float16 copy
+    assert (np.diff(scores, axis=1) <= 0).all()
+    pq_scores, _ = index.search(xq, K, rerank_factor=1)
+    assert np.abs(pq_scores - exact).max() > 1e-2  # without re-ranking the scores are PQ estimates
+    with pytest.raises(ValueError, match="rerank_factor"):
+        index.search(xq, K, rerank_factor=0)
+
+
+def test_rerank_with_few_candidates_pads(built, data) -> None:
+    _, _, xq = data
+    index = built["IVF64,PQ16x8"]
+    scores, found = index.search(xq[:5], K, nprobe=1, rerank_factor=2)
+    assert found.shape == (5, K) and ((found == -1) == np.isneginf(scores)).all()
+    assert len(np.unique(found[0][found[0] != -1])) == (found[0] != -1).sum()
 
 
 def test_nprobe_default_and_override(built, data) -> None:
@@ -177,8 +204,7 @@ def test_filtered_search_matches_filtered_truth(
     assert ((found != -1).sum(axis=1) == expected).all()
     assert np.isin(found[found != -1], subset).all()
     assert np.isneginf(scores[found == -1]).all()
-    floor = 0.4 if (factory == "IVF64,PQ16x8" and force_faiss) else 0.95  # PQ scores without re-ranking
-    assert recall_at_k(found, true_ids, K) >= floor
+    assert recall_at_k(found, true_ids, K) >= 0.95  # the IDSelectorBatch path re-ranks PQ candidates too
 
 
 def test_filtered_search_with_empty_or_unknown_subset(built, data) -> None:
@@ -302,7 +328,9 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
     index = built[factory]
     index.save(tmp_path / "new" / "dir")
     loaded = VectorIndex.load(tmp_path / "new" / "dir", expected_dim=DIM, mmap=mmap)
-    assert (loaded.factory, loaded.dim, loaded.ntotal, loaded.nprobe) == (factory, DIM, N, index.nprobe)
+    assert (loaded.factory, loaded.dim, loaded.ntotal, loaded.nprobe, loaded.rerank_factor) == (
+        factory, DIM, N, index.nprobe, index.rerank_factor
+    )
     for subset in (None, ids[::3]):
         expected, got = index.search(xq, K, subset=subset), loaded.search(xq, K, subset=subset)
         np.testing.assert_array_equal(got[1], expected[1])
@@ -315,6 +343,7 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
         "metric": METRIC,
         "ntotal": N,
         "nprobe": index.nprobe,
+        "rerank_factor": index.rerank_factor,
         "faiss_version": faiss.__version__,
         "format_version": 1,
     }
@@ -348,6 +377,9 @@ def test_load_refuses_missing_or_mismatched_index(tmp_path: Path) -> None:
             VectorIndex.load(tmp_path)
     info_path.write_text(json.dumps(info))
     assert VectorIndex.load(tmp_path).ntotal == 5
+    del info["rerank_factor"]  # written before re-ranking existed: the factory's default
+    info_path.write_text(json.dumps(info))
+    assert VectorIndex.load(tmp_path).rerank_factor == 1
 
 
 @pytest.mark.parametrize("failing_call", [1, 2])
