@@ -336,6 +336,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def load_weights(sarclip: SarClip, path: str | Path) -> None:
+    """Copy a checkpoint's weights into a fresh model of the same config (e.g. stage 1 → stage 2)."""
+    payload = read_checkpoint(path)
+    if payload["model_config"] != sarclip.config:
+        raise ArtifactMismatchError(f"{path}: made with another model config than {sarclip.name}; start from a matching one")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    result = sarclip.model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(tuple(payload["excluded_prefixes"]))]
+    if result.unexpected_keys or missing:
+        raise ArtifactMismatchError(f"{path}: weights do not fit {sarclip.name} (missing {missing[:3]})")
+
+
 def load_model(path: str | Path | None = None, device: str = "cpu") -> SarClip:
     """Load a SARCLIP checkpoint (default: the one shipped with the package) ready to embed."""
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT

@@ -29,7 +29,7 @@ from sarclip_search.training import data as training_data
 from sarclip_search.training.evaluate import zero_shot_accuracy
 
 from sarclip_search.errors import InputError
-from sarclip_search.model import DEFAULT_MODEL, SarClip, new_model, normalize, save_checkpoint
+from sarclip_search.model import DEFAULT_MODEL, SarClip, load_weights, new_model, normalize, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class TrainConfig:
     freeze_image_blocks: int = 3  # freeze the stem and this many EfficientNet stages: their backward at
     #   high resolution costs most of a CPU step (measured here: 35 img/s all trainable, 57 img/s with 3 frozen)
     n_captions: int = 6  # captions generated per image
+    stage: str = "contrastive"  # "ssl": stage 1, self-supervised image tower (labels unused); "contrastive": stage 2
+    init_checkpoint: str = ""  # start from this checkpoint's weights (e.g. the stage-1 result)
+    ssl_temperature: float = 0.2  # NT-Xent temperature of the self-supervised stage
     synthetic: int = 0  # >0: train on this many synthetic chips instead of `data` (smoke tests)
     max_steps: int = 0  # >0: stop after this many steps (smoke tests)
     seed: int = 0  # seeds python, numpy and torch
@@ -190,10 +193,66 @@ class ContrastiveTask:
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
-def build_task(config: TrainConfig, image_size: int, progress: Callable[[str, int, int], None] | None = None) -> ContrastiveTask:
-    """The contrastive task on the archive's manifest (or on synthetic chips when `config.synthetic`)."""
+# --- the self-supervised task (stage 1) -------------------------------------------------------------
+
+
+class SelfSupervisedTask:
+    """SimCLR on unlabeled SAR: two random views of a chip (crops, flips, rotations, dB jitter, speckle
+    re-simulation) are pulled together, views of other chips pushed apart (NT-Xent).
+
+    The loss acts on a small MLP head over the image tower's embedding; the head is dropped afterwards,
+    as in SimCLR, so the image tower carries what was learned into stage 2.
+    """
+
+    def __init__(self, chips: np.ndarray, config: TrainConfig) -> None:
+        self.chips = torch.as_tensor(chips)
+        self.config = config
+        self.head: torch.nn.Module | None = None
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def prepare(self, sarclip: SarClip) -> None:
+        dim = sarclip.embed_dim
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, 128)
+        ).to(sarclip.device)
+
+    def extra_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.head.parameters()) if self.head is not None else []
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator, image_size: int) -> dict[str, Any]:
+        chips = self.chips[indices]
+        views = [
+            training_data.augment(chips, image_size, generator, speckle_looks=self.config.speckle_looks or 1.0,
+                                  crop_scale_min=min(self.config.crop_scale_min, 0.5))
+            for _ in range(2)
+        ]
+        return {"images": torch.cat(views)}
+
+    def loss(self, sarclip: SarClip, batch: dict[str, Any]) -> torch.Tensor:
+        features = sarclip.model.encode_image(sarclip.image_tensor(batch["images"]).to(sarclip.device))
+        z = normalize(self.head(features))
+        n = len(z) // 2
+        logits = z @ z.T / self.config.ssl_temperature
+        logits.fill_diagonal_(float("-inf"))  # a view is not its own positive
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        return F.cross_entropy(logits, targets)
+
+
+Task = ContrastiveTask | SelfSupervisedTask
+
+
+def build_task(
+    config: TrainConfig, image_size: int, progress: Callable[[str, int, int], None] | None = None
+) -> Task:
+    """The task of `config.stage` on the archive's manifest (or on synthetic chips when `config.synthetic`)."""
+    if config.stage not in ("contrastive", "ssl"):
+        raise InputError(f"stage must be 'contrastive' or 'ssl', got {config.stage!r}")
     if config.synthetic:
         chips, keys, captions = training_data.synthetic_samples(config.synthetic, config.cache_size, config.seed)
+        if config.stage == "ssl":
+            return SelfSupervisedTask(chips, config)
         return ContrastiveTask(chips, keys, captions, config)
     root = Path(config.data)
     if not (root / "manifest.csv").is_file():
@@ -211,6 +270,8 @@ def build_task(config: TrainConfig, image_size: int, progress: Callable[[str, in
             progress("decode", done, len(samples))
 
     chips = training_data.load_chips(samples, config.cache_size, tick)
+    if config.stage == "ssl":
+        return SelfSupervisedTask(chips, config)
     return ContrastiveTask(chips, [s.key for s in samples], [s.captions for s in samples], config)
 
 
@@ -265,6 +326,8 @@ def train(
     device = resolve_device(config.device)
 
     sarclip = new_model(config.model, pretrained_image=config.pretrained_image, lock_text=config.lock_text)
+    if config.init_checkpoint:
+        load_weights(sarclip, config.init_checkpoint)
     freeze_image_stages(sarclip, config.freeze_image_blocks)
     sarclip.model.to(device)  # keeps the channels-last layout new_model set (57 → 90 img/s training on CPU)
     sarclip.device = device
@@ -274,6 +337,9 @@ def train(
 
     decay = [p for n, p in sarclip.model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in sarclip.model.named_parameters() if p.requires_grad and p.ndim < 2]
+    if isinstance(task, SelfSupervisedTask):
+        decay += [p for p in task.extra_parameters() if p.ndim >= 2]
+        no_decay += [p for p in task.extra_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
@@ -314,7 +380,7 @@ def train(
     sarclip.model.eval()
     metrics: dict[str, Any] = {"train_seconds": round(seconds, 1), "train_images_per_second": round(images_per_second, 1),
                                "final_loss": float(np.mean(losses[-10:]))}
-    if config.eval_split and not config.synthetic:
+    if config.eval_split and not config.synthetic and config.stage == "contrastive":
         metrics["zero_shot"] = zero_shot_accuracy(sarclip, Path(config.data), config.eval_split)
     sha = save_checkpoint(sarclip, config.out, run_config=dataclasses.asdict(config), metrics=metrics)
     return TrainResult(Path(config.out), sha, total_steps, seconds, images_per_second, losses, metrics)
