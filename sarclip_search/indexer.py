@@ -201,7 +201,7 @@ def _plan(
         try:
             stat = path.stat()
         except OSError as exc:  # a symlink loop or a dangling link
-            _fail(report, rel, f"cannot read the file ({exc.strerror or exc}); fix or remove it", strict)
+            _fail(report, rel, _reason(exc, path), strict)
             continue
         previous = states.get(rel)
         if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
@@ -209,6 +209,15 @@ def _plan(
             continue
         todo.append((path, rel, stat, previous))
     return todo, removed
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """The one-line reason a file failed, without its path (the report line starts with it)."""
+    if isinstance(exc, RasterError):
+        return exc.reason
+    if isinstance(exc, OSError):  # permissions, symlink loops, files vanishing mid-run
+        return f"cannot read the file ({exc.strerror or exc}); check that it exists and is readable, or remove it"
+    return str(exc).removeprefix(f"{path}: ")
 
 
 def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
@@ -250,8 +259,7 @@ def _update_generation(
                     vectors.remove(catalog.remove_scene(rel))
                 scene_id = catalog.add_scene(_scene_row(rel, path, stat, content_hash, info, metadata))
             except (RasterError, MetadataError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, RasterError) else str(exc).removeprefix(f"{path}: ")
-                _fail(report, rel, reason, settings.strict)
+                _fail(report, rel, _reason(exc, path), settings.strict)
                 continue
             tile_ids = catalog.add_tiles(
                 scene_id,

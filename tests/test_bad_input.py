@@ -329,3 +329,25 @@ def test_commit_every_must_be_positive(tmp_path, fixture_archive, checkpoint, fa
     archive = good_archive(fixture_archive, tmp_path / "archive")
     result = index(archive, tmp_path / "db", checkpoint, "--commit-every", 0)
     assert result.exit_code == EXIT_ERROR and "--commit-every" in result.stderr
+
+
+def test_unreadable_file_message_without_root(tmp_path, fixture_archive, checkpoint, fast_model, monkeypatch):
+    """The chmod 000 case as a non-root user sees it, simulated (the suite usually runs as root)."""
+    import sarclip_search.indexer as indexer
+
+    real_sha256 = indexer.file_sha256
+
+    def denied(path):
+        if Path(path).name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha256(path)
+
+    monkeypatch.setattr(indexer, "file_sha256", denied)
+    archive = good_archive(fixture_archive, tmp_path / "archive")
+    _unreadable(archive, fixture_archive)
+    result = index(archive, tmp_path / "db", checkpoint)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    listed = [line for line in result.stderr.splitlines() if "locked.png" in line]
+    assert listed == ["warning: locked.png: cannot read the file (Permission denied); check that it exists and is "
+                      "readable, or remove it"], result.stderr
+    assert sorted(scenes(tmp_path / "db")) == sorted(GOOD)
