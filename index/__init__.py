@@ -11,10 +11,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .choose import choose_index_key
 from .errors import UnknownIdError, VectorIndexError
 from .metrics import recall_at_k
+from .tuning import TuneResult
 from .vector_index import METRIC, VectorIndex, exact_search
 
 __all__ = [
     "METRIC",
+    "TuneResult",
     "UnknownIdError",
     "VectorIndex",
     "VectorIndexError",

@@ -449,6 +449,28 @@ class VectorIndex:
             return _pad(len(xq), k)
         return self._approximate_search(xq, k, self._ivf_params(nprobe), rerank, use_gpu=True)
 
+    def tune(
+        self,
+        queries: np.ndarray | None = None,
+        *,
+        target_recall: float = 0.95,
+        k: int = 10,
+        max_queries: int = 256,
+    ) -> Any:
+        """Pick the cheapest nprobe and rerank_factor reaching `target_recall` recall@k vs exact search.
+
+        Queries default to a seeded sample of the index's own vectors (at most `max_queries`).
+        The choice becomes `self.nprobe` / `self.rerank_factor` and, with its measurement
+        (`self.tuning`), is saved in index_info.json. Returns a `TuneResult`; Flat is left as is.
+        Call it after the last add of a build: the best setting depends on n.
+        """
+        from .tuning import tune_index  # tuning imports this module
+
+        result = tune_index(self, queries, target_recall=target_recall, k=k, max_queries=max_queries)
+        if not self.is_flat and result.queries:
+            self.nprobe, self.rerank_factor, self.tuning = result.nprobe, result.rerank_factor, result.as_info()
+        return result
+
     def _ivf_params(self, nprobe: int | None, selector: Any = None) -> Any:
         if self.is_flat:
             return None

@@ -18,6 +18,7 @@ from sarclip_search.index import (
     exact_search,
     recall_at_k,
 )
+from sarclip_search.index import tuning as tuning_module
 from sarclip_search.index import vector_index as vector_index_module
 from sarclip_search.index.errors import UnknownIdError
 
@@ -26,10 +27,17 @@ N = 20_000
 K = 10
 
 
-def clustered(n: int, d: int = DIM, *, clusters: int = 100, seed: int = 0) -> np.ndarray:
-    """Seeded L2-normalized Gaussian clusters: the structure IVF and PQ rely on."""
+def clustered(
+    n: int, d: int = DIM, *, clusters: int = 100, seed: int = 0, centers_seed: int | None = None
+) -> np.ndarray:
+    """Seeded L2-normalized Gaussian clusters: the structure IVF and PQ rely on.
+
+    The cluster centers come from `seed` too unless `centers_seed` is given: `centers_seed=0` draws new
+    points around the centers of `clustered(n, seed=0)` (held-out queries from the same distribution).
+    """
     rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((clusters, d)).astype(np.float32)
+    centers_rng = rng if centers_seed is None else np.random.default_rng(centers_seed)
+    centers = centers_rng.standard_normal((clusters, d)).astype(np.float32)
     x = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -172,6 +180,62 @@ def test_nprobe_default_and_override(built, data) -> None:
     assert index.nprobe == 16 and built["Flat"].nprobe is None
     low = index.search(xq, K, nprobe=1)[1]
     assert not np.array_equal(low, index.search(xq, K)[1])
+
+
+# ---------------------------------------------------------------- auto-tuning
+
+
+@pytest.fixture
+def tunable(built):
+    """The module's IVF-PQ index, its defaults restored after the test (tune() changes them)."""
+    index = built["IVF64,PQ16x8"]
+    saved = index.nprobe, index.rerank_factor, index.tuning
+    yield index
+    index.nprobe, index.rerank_factor, index.tuning = saved
+
+
+def test_tune_meets_target_on_held_out_queries(tunable, data, tmp_path: Path) -> None:
+    ids, xb, _ = data
+    held_out = clustered(300, seed=2, centers_seed=0)  # new points around the archive's clusters
+    _, true_ids = exact_search(xb, ids, held_out, K)
+    result = tunable.tune(target_recall=0.95, k=K)
+    assert result.met_target and result.recall_lower >= 0.95 and result.queries == 256
+    assert (tunable.nprobe, tunable.rerank_factor) == (result.nprobe, result.rerank_factor)
+    assert recall_at_k(tunable.search(held_out, K)[1], true_ids, K) >= 0.95  # measured 0.997
+    assert tunable.search(held_out, K, rerank_factor=1)[1].shape == (300, K)  # overrides still apply
+
+    cheaper = tunable.tune(target_recall=0.8, k=K)
+    assert cheaper.cost <= result.cost and cheaper.met_target
+
+    tunable.tune(target_recall=0.95, k=K)
+    tunable.save(tmp_path)
+    info = json.loads((tmp_path / "index_info.json").read_text())
+    assert info["nprobe"] == result.nprobe and info["rerank_factor"] == result.rerank_factor
+    assert info["tuning"] == result.as_info()
+    loaded = VectorIndex.load(tmp_path, mmap=True)
+    assert (loaded.nprobe, loaded.rerank_factor, loaded.tuning) == (
+        result.nprobe, result.rerank_factor, result.as_info()
+    )
+
+
+def test_tune_on_given_queries(tunable, data) -> None:
+    ids, xb, xq = data  # queries from other clusters than the archive: a harder, off-distribution set
+    _, true_ids = exact_search(xb, ids, xq, K)
+    result = tunable.tune(xq[:100], target_recall=0.95, k=K)
+    assert result.met_target and result.queries == 100 and result.nprobe > 1
+    # on the other 100 queries: measured 0.946, within the ±0.02 that 100 queries estimate
+    assert recall_at_k(tunable.search(xq[100:], K)[1], true_ids[100:], K) >= 0.93
+
+
+def test_tune_unreachable_target_and_flat(built, tunable, monkeypatch) -> None:
+    monkeypatch.setattr(tuning_module, "RERANK_FACTORS", (1, 2))  # PQ scores alone cannot reach 0.99
+    result = tunable.tune(target_recall=0.99, k=K, max_queries=64)
+    assert not result.met_target and result.rerank_factor == 2  # the best setting found, with a warning
+    assert (tunable.nprobe, tunable.rerank_factor) == (result.nprobe, result.rerank_factor)
+    flat = built["Flat"]
+    assert flat.tune().met_target and (flat.nprobe, flat.rerank_factor, flat.tuning) == (None, 1, None)
+    with pytest.raises(ValueError):
+        tunable.tune(target_recall=1.5)
 
 
 # ---------------------------------------------------------------- filtered search
