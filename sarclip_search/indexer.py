@@ -302,8 +302,8 @@ def _read_chips(
                                            "check the nodata value or re-export the band")
         windows, chips = [w for w, _ in kept], [c for _, c in kept]
     if all(float(chip.max()) == float(chip.min()) for chip in chips):
-        report.warnings.append((rel, "constant image (every valid pixel has the same value); indexed, "
-                                     "but it has no texture to search by"))
+        reason = "constant image (every valid pixel has the same value); indexed, but it has no texture to search by"
+        report.warnings.append((rel, reason))
     return windows, chips
 
 

@@ -114,8 +114,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    import sarclip_search.model as model_module
     from sarclip_search.cli import app as _cli  # noqa: F401  (import before forking)
+
+    import sarclip_search.model as model_module
 
     sarclip = model_module.load_model(args.checkpoint)
     model_module.load_model = lambda *_, **__: sarclip  # the child CLI reuses the loaded model

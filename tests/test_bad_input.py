@@ -333,7 +333,7 @@ def test_commit_every_must_be_positive(tmp_path, fixture_archive, checkpoint, fa
 
 def test_unreadable_file_message_without_root(tmp_path, fixture_archive, checkpoint, fast_model, monkeypatch):
     """The chmod 000 case as a non-root user sees it, simulated (the suite usually runs as root)."""
-    import sarclip_search.indexer as indexer
+    from sarclip_search import indexer
 
     real_sha256 = indexer.file_sha256
 
@@ -348,6 +348,6 @@ def test_unreadable_file_message_without_root(tmp_path, fixture_archive, checkpo
     result = index(archive, tmp_path / "db", checkpoint)
     assert result.exit_code == EXIT_PARTIAL, result.output
     listed = [line for line in result.stderr.splitlines() if "locked.png" in line]
-    assert listed == ["warning: locked.png: cannot read the file (Permission denied); check that it exists and is "
-                      "readable, or remove it"], result.stderr
+    expected = "warning: locked.png: cannot read the file (Permission denied); check that it exists and is readable, or remove it"
+    assert listed == [expected], result.stderr
     assert sorted(scenes(tmp_path / "db")) == sorted(GOOD)

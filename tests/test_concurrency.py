@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from sarclip_search.cli.app import EXIT_ERROR, app
 from test_crash import grown_archive

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from sarclip_search import radiometry
 from sarclip_search.catalog import Catalog
 from sarclip_search.errors import FilterError, RasterError
