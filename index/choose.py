@@ -61,7 +61,12 @@ def choose_index_key(n: int, d: int, memory_budget: int | None = None) -> str:
 
     nlist = power of two nearest 4*sqrt(n) below 1M vectors, nearest 16*sqrt(n) from 1M on,
     clamped to [1, n/39] so k-means has 39 points per list (see `choose_nlist`).
-    Pure and deterministic. The float16 copy kept by `VectorIndex` (n*d*2 bytes) is not counted.
+    Pure and deterministic. The budget counts the FAISS codes only: the float16 copy kept by
+    `VectorIndex` (n*d*2 bytes) stays on disk, memory-mapped, and is read only to re-rank PQ
+    candidates exactly (k * rerank_factor rows per query) and to search small filtered subsets.
+    Resident memory of IVF-PQ is then about m + 8 (id) bytes per vector plus nlist*d*4 for the
+    centroids. Training reads at most 256*nlist vectors (a seeded sample; `VectorIndex._train`).
+    OPQ is not chosen (yet): whether it pays on top of exact re-ranking has not been measured.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")

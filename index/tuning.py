@@ -53,6 +53,7 @@ class TuneResult:
     queries: int  # sample size
     cost: float  # stored vectors touched per query (see the module docstring)
     met_target: bool  # False when even the most expensive setting tried fell short
+    ntotal: int  # vectors in the index when tuned: re-tune once it has grown well past this
 
     def as_info(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +94,7 @@ def tune_index(
         raise ValueError(f"k and max_queries must be >= 1, got {k} and {max_queries}")
     size = index.ntotal
     if index.is_flat or size == 0:
-        return TuneResult(index.nprobe, 1, 1.0, 1.0, target_recall, k, 0, float(size), True)
+        return TuneResult(index.nprobe, 1, 1.0, 1.0, target_recall, k, 0, float(size), True, size)
     store, ids = index._store[:size], index._ids[:size]
     if queries is None:
         rng = np.random.default_rng(TUNE_SEED)
@@ -124,7 +125,7 @@ def tune_index(
             lower = recall - 2 * float(per_query.std()) / max(1, len(per_query)) ** 0.5
             cost = scan_cost + (RERANK_COST * k * factor if factor > 1 else 0.0)
             point = TuneResult(
-                nprobe, factor, recall, lower, target_recall, k, len(xq), cost, lower >= target_recall
+                nprobe, factor, recall, lower, target_recall, k, len(xq), cost, lower >= target_recall, size
             )
             logger.debug("tune %s: nprobe=%d rerank=%d recall@%d=%.3f (lower %.3f) cost=%.0f",
                          index.factory, nprobe, factor, k, recall, lower, cost)

@@ -33,12 +33,16 @@ INFO_FILE = "index_info.json"
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
 TRAIN_POINTS_PER_LIST = 256  # FAISS k-means uses at most 256 points per centroid anyway
-EXACT_SUBSET_MIN = 20_000  # subsets up to max(this, 10% of ntotal) are searched exactly
+# Subsets up to max(EXACT_SUBSET_MIN, 10% of ntotal) rows are searched exactly over the float16 copy.
+# Below ~10% an IVF probe raised by 1/selectivity misses true neighbours in unprobed lists (recall@10
+# 0.86 at 5% on 100k clustered vectors, tuned nprobe=2) and, at 1M, exact search is faster anyway; above
+# it the IDSelectorBatch path is both accurate and faster (100k, 20%: 10k vs 0.7k queries/s).
+EXACT_SUBSET_MIN = 5_000
 EXACT_SUBSET_FRACTION = 0.1
 QUERY_BLOCK = 256  # exact search: queries per block ...
 ROW_BLOCK = 32_768  # ... times rows per block: at most 32 MB of float32 scores at a time
 PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
-RERANK_BLOCK_BYTES = 32 * 1024**2  # re-ranking gathers at most 32 MB of float32 candidate vectors at a time
+RERANK_BLOCK_BYTES = 1024**2  # re-ranking converts 1 MB of candidates at a time: cache-sized, faster than 32 MB
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
 
 
@@ -425,7 +429,7 @@ class VectorIndex:
 
         A 1-D query is one query. Rows are padded with score -inf and id -1 when fewer than k
         candidates exist. `subset` restricts results to those ids (a metadata filter) and gives
-        min(k, |subset ∩ index|) results per query: subsets up to max(20k, 10% of ntotal), and any
+        min(k, |subset ∩ index|) results per query: subsets up to max(5k, 10% of ntotal), and any
         subset of a Flat index, are searched exactly over the float16 copy (scores within ~1e-3);
         larger ones by FAISS with an IDSelectorBatch and nprobe raised by 1/selectivity, falling
         back to exact search for a query that got too few hits.
@@ -500,8 +504,8 @@ class VectorIndex:
     def _rerank(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact best-k of candidate ids (q, c) (-1 = none) against the float16 copy, best first.
 
-        Gathers at most RERANK_BLOCK_BYTES of candidate vectors at a time; rows are read in
-        ascending order, which keeps reads of a memory-mapped copy sequential-ish.
+        Gathers RERANK_BLOCK_BYTES of candidate vectors at a time (k * rerank_factor float16 rows per
+        query: random reads of a memory-mapped copy, served from the page cache once warm).
         """
         candidates = np.asarray(candidates, dtype=np.int64)
         num_queries, count = candidates.shape
@@ -517,10 +521,8 @@ class VectorIndex:
         block = max(1, RERANK_BLOCK_BYTES // max(1, count * self.dim * 4))
         for start in range(0, num_queries, block):
             part = slice(start, start + block)
-            unique_rows, inverse = np.unique(rows[part], return_inverse=True)
-            xb = np.asarray(self._store[unique_rows], dtype=np.float32)[inverse.reshape(-1)]
-            xb = xb.reshape(-1, count, self.dim)
-            exact[part] = np.einsum("qd,qcd->qc", xq[part], xb)
+            xb = self._store[rows[part].reshape(-1)].astype(np.float32).reshape(-1, count, self.dim)
+            exact[part] = np.matmul(xb, xq[part][:, :, None])[:, :, 0]
         exact[~valid] = -np.inf
         keep = min(k, count)
         order = np.argsort(-exact, axis=1, kind="stable")[:, :keep]
