@@ -15,7 +15,11 @@ One run, same seeded vectors and queries for every row:
      and queries/s, with the tuned settings.
 Vectors: `--clusters` Gaussian clusters (default n/100) with noise `--noise` times the center scale,
 L2-normalized; queries are new points from the same clusters (held out from the index). d=256 is
-the model's embedding dimension. Peers (hnswlib, LanceDB) are not in this run yet.
+the model's embedding dimension.
+Peers, same vectors and queries, when installed (`pip install -e '.[bench]'`; skipped otherwise):
+hnswlib (HNSW, inner product) over an ef sweep; LanceDB's IVF-PQ (same nlist and code size, dot
+metric) over nprobes x refine_factor, and its pre-filtered search at the same selectivities.
+Filters select rows by a seeded `bucket` column in [0, 1000) (bucket < 1 is 0.1%), for ours and LanceDB's.
 Prints a table and writes a JSON result with the machine, commit, settings and OMP_WAIT_POLICY.
 """
 
@@ -123,6 +127,112 @@ def resident_bytes(index: VectorIndex, directory: Path) -> dict:
     }
 
 
+def bench_hnswlib(xb: np.ndarray, ids: np.ndarray, xq: np.ndarray, truth: np.ndarray, args) -> list[dict]:
+    """hnswlib rows (build once, sweep ef), or [] when hnswlib is not installed."""
+    try:
+        import hnswlib
+    except ImportError:
+        return []
+    start = time.perf_counter()
+    index = hnswlib.Index(space="ip", dim=xb.shape[1])
+    index.init_index(max_elements=len(xb), ef_construction=args.hnsw_ef_construction, M=args.hnsw_m, random_seed=1)
+    index.set_num_threads(os.cpu_count() or 1)
+    index.add_items(xb, ids)
+    build = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        index.save_index(str(Path(tmp) / "hnsw.bin"))
+        size = (Path(tmp) / "hnsw.bin").stat().st_size
+    rows = []
+    for ef in (int(v) for v in args.hnsw_ef.split(",")):
+        index.set_ef(max(ef, args.k))
+        start = time.perf_counter()
+        labels, _ = index.knn_query(xq, args.k)
+        batch_seconds = time.perf_counter() - start
+        latencies = []
+        for query in xq[: args.latency_queries]:
+            start = time.perf_counter()
+            index.knn_query(query[None, :], args.k)
+            latencies.append((time.perf_counter() - start) * 1000)
+        rows.append({"name": f"hnswlib M={args.hnsw_m} ef={ef}", "ef": ef, "build_s": round(build, 1),
+                     "recall": round(recall_at_k(labels.astype(np.int64), truth, args.k), 4),
+                     "qps": round(len(xq) / batch_seconds, 1), "p50_ms": round(percentile(latencies, 50), 3),
+                     "p99_ms": round(percentile(latencies, 99), 3),
+                     "resident_bytes_per_vector": round(size / len(xb), 1)})  # all in RAM: floats + graph
+    return rows
+
+
+def _lance_ids(table, num_queries: int, k: int) -> np.ndarray:
+    """(q, k) int64 ids from a LanceDB batch result (query_index, id), padded with -1."""
+    found = np.full((num_queries, k), -1, np.int64)
+    query_index = table["query_index"].to_numpy()
+    result_ids = table["id"].to_numpy()
+    for query in range(num_queries):
+        hits = result_ids[query_index == query][:k]
+        found[query, : len(hits)] = hits
+    return found
+
+
+def bench_lancedb(xb: np.ndarray, ids: np.ndarray, buckets: np.ndarray, xq: np.ndarray, truth: np.ndarray,
+                  filtered_truth: dict, factory: str, args) -> tuple[list[dict], list[dict]]:
+    """LanceDB IVF-PQ rows and filtered rows, or ([], []) when lancedb is not installed."""
+    try:
+        import lancedb
+        import pyarrow as pa
+    except ImportError:
+        return [], []
+    nlist = int(factory.split(",")[0].removeprefix("IVF"))
+    pq_bytes = int(factory.split(",PQ")[1].split("x")[0]) if ",PQ" in factory else xb.shape[1] // 4
+    k, d = args.k, xb.shape[1]
+    rows, filtered = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        table = lancedb.connect(tmp).create_table("vectors", pa.table({
+            "id": ids, "bucket": buckets.astype(np.int32),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(xb.ravel()), d)}))
+        table.create_index(metric="dot", num_partitions=nlist, num_sub_vectors=pq_bytes)
+        build = time.perf_counter() - start
+        disk = sum(path.stat().st_size for path in Path(tmp).rglob("*") if path.is_file())
+
+        def query(vectors, nprobes, refine, where=None):
+            builder = table.search(vectors).distance_type("dot").nprobes(nprobes).limit(k)
+            if refine > 1:
+                builder = builder.refine_factor(refine)
+            if where is not None:
+                builder = builder.where(where, prefilter=True)
+            return builder.select(["id", "_distance"]).to_arrow()
+
+        for nprobes in (int(v) for v in args.lance_nprobes.split(",")):
+            for refine in (int(v) for v in args.rerank.split(",")):
+                start = time.perf_counter()
+                found = _lance_ids(query(xq, nprobes, refine), len(xq), k)
+                batch_seconds = time.perf_counter() - start
+                latencies = []
+                for vector in xq[: min(args.latency_queries, 50)]:
+                    start = time.perf_counter()
+                    query(vector, nprobes, refine)
+                    latencies.append((time.perf_counter() - start) * 1000)
+                rows.append({"name": f"LanceDB IVF{nlist},PQ{pq_bytes} nprobes={nprobes} refine={refine}",
+                             "nprobes": nprobes, "refine_factor": refine, "build_s": round(build, 1),
+                             "recall": round(recall_at_k(found, truth, k), 4),
+                             "qps": round(len(xq) / batch_seconds, 1),
+                             "p50_ms": round(percentile(latencies, 50), 3),
+                             "p99_ms": round(percentile(latencies, 99), 3),
+                             "disk_bytes_per_vector": round(disk / len(xb), 1)})
+        good = [row for row in rows if row["recall"] >= args.target_recall] or rows
+        best = max(good, key=lambda row: row["qps"]) if good else None
+        for selectivity, (threshold, sub_truth) in filtered_truth.items():
+            if best is None:
+                break
+            start = time.perf_counter()
+            found = _lance_ids(query(xq, best["nprobes"], best["refine_factor"], f"bucket < {threshold}"), len(xq), k)
+            seconds = time.perf_counter() - start
+            filtered.append({"selectivity": selectivity, "setting": best["name"],
+                             "recall": round(recall_at_k(found, sub_truth, k), 4),
+                             "qps": round(len(xq) / seconds, 1),
+                             "qps_vs_unfiltered": round(len(xq) / seconds / best["qps"], 2)})
+    return rows, filtered
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -155,6 +265,10 @@ def main() -> None:
     parser.add_argument("--rerank", default="1,4,8,16")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hnsw-m", type=int, default=16, help="hnswlib graph degree (peer)")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=100)
+    parser.add_argument("--hnsw-ef", default="16,32,64,128")
+    parser.add_argument("--lance-nprobes", default="4,16,64", help="LanceDB IVF-PQ nprobes (peer)")
     parser.add_argument("--out", default=None, help="default benchmarks/results/index_<n>.json")
     args = parser.parse_args()
     k, n, d = args.k, args.n, args.d
@@ -163,6 +277,7 @@ def main() -> None:
     xb = clustered(n, d, clusters, args.noise, seed=args.seed, centers_seed=args.seed)
     xq = clustered(args.queries, d, clusters, args.noise, seed=args.seed + 1, centers_seed=args.seed)
     ids = np.arange(n, dtype=np.int64) * 7 + 3  # catalog ids, not row numbers
+    buckets = np.random.default_rng(args.seed + 2).integers(0, 1000, n)  # filter column: bucket < 1 is 0.1%
     rows: list[dict] = []
 
     start = time.perf_counter()
@@ -206,14 +321,15 @@ def main() -> None:
         tuned_row.update(resident_bytes(loaded, Path(tmp)))
         rows.append(tuned_row)
 
-        filtered = []
-        rng = np.random.default_rng(args.seed + 2)
+        filtered, filtered_truth = [], {}
         for selectivity in SELECTIVITIES:
-            subset = np.sort(rng.choice(ids, max(1, int(selectivity * n)), replace=False))
-            inside = np.isin(ids, subset)
+            threshold = round(selectivity * 1000)
+            inside = buckets < threshold
+            subset = ids[inside]
             sub_flat = VectorIndex.create(d, "Flat")
             sub_flat.add(ids[inside], xb[inside])
             _, sub_truth = sub_flat.search(xq, k)
+            filtered_truth[selectivity] = (threshold, sub_truth)
             start = time.perf_counter()
             _, found = loaded.search(xq, k, subset=subset)
             seconds = time.perf_counter() - start
@@ -232,7 +348,11 @@ def main() -> None:
         "sweep": sweep,
         "tuned": {**tuned_row, "tune_result": tuned.as_info()},
         "filtered": filtered,
+        "peers": bench_hnswlib(xb, ids, xq, truth, args),
     }
+    lance_rows, lance_filtered = bench_lancedb(xb, ids, buckets, xq, truth, filtered_truth, factory, args)
+    result["peers"] += lance_rows
+    result["peer_filtered"] = lance_filtered
     out = Path(args.out or f"benchmarks/results/index_{n}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -248,7 +368,7 @@ def print_table(result: dict) -> None:
           f"{config['queries']} held-out queries, k={config['k']}")
     header = f"{'index':<46}{'recall@10':>10}{'q/s':>10}{'x Flat':>8}{'p50 ms':>9}{'p99 ms':>9}"
     print(header)
-    for row in [flat, *result["sweep"], result["tuned"]]:
+    for row in [flat, *result["sweep"], result["tuned"], *result["peers"]]:
         print(f"{row['name']:<46}{row['recall']:>10.3f}{row['qps']:>10.0f}{row['qps'] / flat['qps']:>8.1f}"
               f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}")
     tuned = result["tuned"]
@@ -258,10 +378,20 @@ def print_table(result: dict) -> None:
           f"{tuned['float16_on_disk_bytes_per_vector']} B/vector, mmap), "
           f"fresh process after mmap load + {config['queries']} queries: RSS +{tuned['rss_anon_bytes_per_vector']} "
           f"B/vector anonymous, +{tuned['rss_file_bytes_per_vector']} B/vector file-backed (page cache)")
-    print(f"{'filtered (tuned)':<18}{'rows':>9}{'recall@10':>10}{'q/s':>10}{'x unfiltered':>14}")
+    for peer in result["peers"][:1]:
+        print(f"{peer['name'].split(' ef=')[0]}: build {peer['build_s']} s, {peer['resident_bytes_per_vector']} "
+              "B/vector, all resident (float32 vectors + graph)")
+    lance = [row for row in result["peers"] if row["name"].startswith("LanceDB")]
+    if lance:
+        print(f"LanceDB: build {lance[0]['build_s']} s, {lance[0]['disk_bytes_per_vector']} B/vector on disk")
+    peer = {row["selectivity"]: row for row in result.get("peer_filtered", [])}
+    print(f"{'filtered (tuned)':<18}{'rows':>9}{'recall@10':>10}{'q/s':>10}{'x unfiltered':>14}"
+          f"{'LanceDB recall':>16}{'LanceDB q/s':>13}{'x unfilt.':>10}")
     for row in result["filtered"]:
+        other = peer.get(row["selectivity"])
+        tail = (f"{other['recall']:>16.3f}{other['qps']:>13.0f}{other['qps_vs_unfiltered']:>10.2f}" if other else "")
         print(f"{row['selectivity'] * 100:>16.1f}%{row['rows']:>9}{row['recall']:>10.3f}{row['qps']:>10.0f}"
-              f"{row['qps_vs_unfiltered']:>14.2f}")
+              f"{row['qps_vs_unfiltered']:>14.2f}{tail}")
 
 
 if __name__ == "__main__":
