@@ -10,9 +10,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .choose import choose_index_key
 from .errors import UnknownIdError, VectorIndexError
+from .exact import exact_search
 from .metrics import recall_at_k
 from .tuning import TuneResult
-from .vector_index import METRIC, VectorIndex, exact_search
+from .vector_index import METRIC, VectorIndex
 
 __all__ = [
     "METRIC",

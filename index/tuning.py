@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from .exact import _as_matrix, _exact_topk, _row_blocks
 from .metrics import recall_per_query
-from .vector_index import _as_matrix, _exact_topk, _row_blocks
 
 if TYPE_CHECKING:
     from .vector_index import VectorIndex

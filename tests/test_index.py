@@ -18,6 +18,7 @@ from sarclip_search.index import (
     exact_search,
     recall_at_k,
 )
+from sarclip_search.index import exact as exact_module
 from sarclip_search.index import tuning as tuning_module
 from sarclip_search.index import vector_index as vector_index_module
 from sarclip_search.index.errors import UnknownIdError
@@ -488,8 +489,8 @@ def test_recall_at_k() -> None:
 
 
 def test_exact_search_blocks_match_one_matmul(monkeypatch) -> None:
-    monkeypatch.setattr(vector_index_module, "ROW_BLOCK", 7)  # many blocks, ragged last one
-    monkeypatch.setattr(vector_index_module, "QUERY_BLOCK", 3)
+    monkeypatch.setattr(exact_module, "ROW_BLOCK", 7)  # many blocks, ragged last one
+    monkeypatch.setattr(exact_module, "QUERY_BLOCK", 3)
     xb, xq = clustered(100, seed=10), clustered(10, seed=11)
     ids = np.arange(100, dtype=np.int64) + 1000
     scores, found = exact_search(xb, ids, xq, 5)

@@ -1,0 +1,114 @@
+"""Input checks and exact (brute-force) inner-product search: the ground truth for approximate search.
+
+Shorthand used inside this module only: xq = queries, xb = database vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import VectorIndexError
+
+QUERY_BLOCK = 256  # exact search: queries per block ...
+ROW_BLOCK = 32_768  # ... times rows per block: at most 32 MB of float32 scores at a time
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _as_ids(ids: Any, name: str = "ids") -> np.ndarray:
+    """Validate ids as a 1-D array of non-negative integers; return int64 (-1 is the padding id)."""
+    array = np.asarray(ids)
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of int64 ids, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be integers (int64 catalog ids), got dtype {array.dtype}")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (-1 marks padding in results), got {int(array.min())}")
+    return np.ascontiguousarray(array)
+
+
+def _as_matrix(vectors: Any, dim: int, name: str) -> np.ndarray:
+    """Validate a (n, dim) float matrix (a 1-D vector is one row); return contiguous float32."""
+    array = np.asarray(vectors)
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (n, {dim}) float32 array, got shape {array.shape}")
+    if array.shape[1] != dim:
+        raise VectorIndexError(
+            f"{name} have dimension {array.shape[1]} but the index expects {dim}; "
+            "use embeddings from the model the index was built with, or rebuild the index"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} must be float32, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contain NaN or infinite values; fix the embeddings before indexing")
+    return array
+
+
+# ---------------------------------------------------------------- exact search
+
+
+def _pad(num_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((num_queries, k), -np.inf, dtype=np.float32), np.full((num_queries, k), -1, dtype=np.int64)
+
+
+def _exact_topk(
+    xq: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best-k inner products of xq against a stream of (xb float32 block, ids block), best first."""
+    best_scores, best_ids = _pad(xq.shape[0], k)
+    for xb, block_ids in blocks:
+        for start in range(0, xq.shape[0], QUERY_BLOCK):
+            rows = slice(start, start + QUERY_BLOCK)
+            scores = np.concatenate([best_scores[rows], xq[rows] @ xb.T], axis=1)  # (q, k + block)
+            ids = np.concatenate(
+                [best_ids[rows], np.broadcast_to(block_ids, (scores.shape[0], len(block_ids)))], axis=1
+            )
+            if scores.shape[1] > k:
+                top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+            best_scores[rows], best_ids[rows] = scores, ids
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    best_scores, best_ids = np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_ids, order, 1)
+    best_ids[~np.isfinite(best_scores)] = -1
+    return best_scores, best_ids
+
+
+def _row_blocks(
+    store: np.ndarray, rows: np.ndarray | None, ids: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (float32 vectors, ids) in blocks of ROW_BLOCK rows, from all of `store` or the given rows."""
+    total = store.shape[0] if rows is None else len(rows)
+    for start in range(0, total, ROW_BLOCK):
+        block = slice(start, start + ROW_BLOCK)
+        xb = store[block] if rows is None else store[rows[block]]
+        yield np.asarray(xb, dtype=np.float32), ids[block]
+
+
+def exact_search(
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product search: (scores float32 (q, k), ids int64 (q, k)), best first.
+
+    `vectors` (n, d) float32 or float16 with ids (n,); rows padded with -inf / -1 when n < k.
+    Memory stays bounded (blocks of 256 queries x 32k vectors). Ground truth for approximate search.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be >= 1, got {k}")
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D (n, d) array, got shape {vectors.shape}")
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.shape != (vectors.shape[0],):
+        raise ValueError(f"expected one id per vector ({vectors.shape[0]}), got ids of shape {ids.shape}")
+    xq = _as_matrix(queries, vectors.shape[1], "queries")
+    return _exact_topk(xq, _row_blocks(vectors, None, ids), k)
