@@ -13,13 +13,16 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from .errors import UnknownIdError, VectorIndexError
 from .exact import _as_ids, _as_matrix, _exact_topk, _pad, _row_blocks
+
+if TYPE_CHECKING:
+    from .tuning import TuneResult
 
 logger = logging.getLogger(__name__)
 
@@ -362,7 +365,7 @@ class VectorIndex:
         target_recall: float = 0.95,
         k: int = 10,
         max_queries: int = 256,
-    ) -> Any:
+    ) -> TuneResult:
         """Pick the cheapest nprobe and rerank_factor reaching `target_recall` recall@k vs exact search.
 
         Queries default to a seeded sample of the index's own vectors (at most `max_queries`).
@@ -540,7 +543,7 @@ class VectorIndex:
         # np.asarray drops the np.memmap subclass (its __getitem__ costs ~0.3 ms per re-ranked query);
         # the plain view keeps the mapping alive through .base
         store = np.asarray(np.load(paths[STORE_FILE], mmap_mode="r" if mmap else None))
-        ids = np.load(paths[IDS_FILE])
+        ids = np.asarray(np.load(paths[IDS_FILE], mmap_mode="r" if mmap else None))  # read-only: never grown
         counts = {
             "index_info.json": info["ntotal"],
             INDEX_FILE: index.ntotal,
