@@ -193,6 +193,9 @@ def test_ivf_index_built_by_the_indexer_matches_exact_search(indexed_db, engine,
     assert (report.indexed, report.unchanged, report.index_factory) == (0, 10, "IVF4,Flat")
     with Engine.open(ivf_db) as ivf:
         assert ivf.info["index"]["factory"] == "IVF4,Flat"
+        # the indexer tuned the approximate index on its own vectors and saved what it chose
+        assert ivf.vectors.tuning is not None and ivf.vectors.tuning["ntotal"] == 10
+        assert ivf.vectors.tuning["recall"] >= 0.95
         ids = engine.vectors.ids()
         queries = engine.vectors.vectors(ids)
         np.testing.assert_allclose(ivf.vectors.vectors(ids), queries)
