@@ -149,14 +149,12 @@ def query(
     from sarclip_search.engine import Engine
     from sarclip_search.filters import Filters, parse_bbox, parse_date
 
-    if bbox is not None:
-        parse_bbox(bbox)
-    for value in (after, before):
+    for value in (after, before):  # malformed dates are reported before the index is opened
         if value is not None:
             parse_date(value)
     filters = Filters(
         where=where, label=label, dataset=dataset, split=split, sensor=sensor, polarization=polarization,
-        bbox=parse_bbox(bbox) if bbox else None, after=after, before=before,
+        bbox=parse_bbox(bbox) if bbox is not None else None, after=after, before=before,
     )
     for path in image or []:
         if not path.is_file():

@@ -134,6 +134,12 @@ def index_archive(
     report = IndexReport(archive=str(archive), db=str(store.root))
     started = time.perf_counter()
     manifest = load_manifest(archive)  # MetadataError for a bad manifest: fatal, nothing changed yet
+    if next(iter(raster.iter_rasters(archive)), None) is None:
+        # also guards an existing index against an unmounted or emptied archive folder wiping it
+        raise InputError(
+            f"{archive}: no images found (expected {', '.join(raster.IMAGE_SUFFIXES)} files); "
+            "point to the folder that holds your SAR images"
+        )
 
     with store.lock():
         current = store.current()

@@ -200,3 +200,16 @@ def test_rebuild_repairs_what_check_found(db, indexed_db, checkpoint, fast_model
     result = run("index", archive, "--db", db, "--model", checkpoint, "--quiet", "--rebuild")
     assert result.exit_code == EXIT_OK, result.output
     assert run("info", "--check", "--db", db).exit_code == EXIT_OK
+
+
+def test_index_of_a_folder_without_images_is_refused_and_changes_nothing(db, checkpoint, tmp_path, fast_model):
+    empty = tmp_path / "unmounted"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    before = catalog_digest(db)
+    result = run("index", empty, "--db", db, "--model", checkpoint, "--quiet")
+    assert_one_line_error(result, "no images found", str(empty))
+    assert catalog_digest(db) == before  # an existing index is not wiped by an empty or unmounted folder
+    fresh = tmp_path / "fresh-db"
+    assert_one_line_error(run("index", empty, "--db", fresh, "--model", checkpoint, "--quiet"), "no images found")
+    assert not (fresh / "CURRENT").exists()
