@@ -224,28 +224,48 @@ def train(
 @app.command("eval")
 @user_errors
 def evaluate(
-    data: Annotated[Path, typer.Option(help="Archive with a manifest.csv holding labels and splits.")] = Path("../shared/data"),
-    split: Annotated[str, typer.Option(help="Manifest split to evaluate on.")] = "test",
+    db: Annotated[Path | None, typer.Option("--db", help="Evaluate the vectors of this index (default: $SARSEARCH_DB or ./.sarsearch when --data is not given).", show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(help="Instead, embed the labelled images of this archive's manifest.csv.", show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate on (manifest / catalog `split`).")] = "test",
     model: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write eval.json, eval.md and PNG plots into this folder.", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Zero-shot classification accuracy of a model on a labelled split (per dataset, vs chance).
+    """Zero-shot accuracy, text/image retrieval R@K, mR, mAP, image→image P@10 and paraphrase P@10 on a labelled split.
 
-    Example: sarsearch eval --data ../shared/data --split test
+    Example: sarsearch eval --data ../shared/data --split test --out runs/eval;  sarsearch eval --db .sarsearch --json
     """
-    from sarclip_search.training.evaluate import zero_shot_accuracy
+    from sarclip_search.cli import render_eval
+    from sarclip_search.training import evaluate as evaluation
 
-    from sarclip_search.model import load_model
+    from sarclip_search.store import resolve_db
 
-    if not (data / "manifest.csv").is_file():
-        raise InputError(f"{data}: no manifest.csv with labels; pass --data PATH to a labelled archive")
-    report = zero_shot_accuracy(load_model(model), data, split)
-    if as_json:
-        render.print_json({"split": split, "zero_shot": report})
+    if db is not None and data is not None:
+        raise InputError("give --db DIR (an index) or --data ROOT (a labelled archive), not both")
+    if data is not None:
+        from sarclip_search.model import load_model
+
+        if not (data / "manifest.csv").is_file():
+            raise InputError(f"{data}: no manifest.csv with labels; pass --data PATH to a labelled archive")
+        with render.progress_bar("embedding", quiet) as progress:
+            report = evaluation.evaluate_manifest(load_model(model), data, split, progress)
     else:
-        for dataset, scores in report.items():
-            render.console.print(f"zero-shot {dataset} ({split}): top-1 {scores['top1']:.3f} on {scores['n']} images, "
-                                 f"{scores['classes']} classes (chance {scores['chance']:.3f})", highlight=False)
+        from sarclip_search.engine import Engine
+
+        if db is None and not resolve_db(None).exists():
+            raise InputError(f"no index at {resolve_db(None)}; pass --db DIR for an indexed archive "
+                             "or --data ROOT for an archive with a labelled manifest.csv")
+        with Engine.open(db, model_path=model) as engine:
+            report = evaluation.evaluate_index(engine, split)
+    if out is not None:
+        from sarclip_search.training.report import write_report
+
+        report["files"] = [str(p) for p in write_report(report, out)]
+    if as_json:
+        render.print_json(report)
+    else:
+        render_eval.eval_report(report)
 
 
 def main() -> None:

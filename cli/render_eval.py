@@ -1,0 +1,55 @@
+"""Rich tables of `sarsearch eval` (the report dict comes from sarclip_search.training.evaluate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from sarclip_search.cli.render import console
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def eval_report(report: dict[str, Any]) -> None:
+    """Zero-shot, retrieval and paraphrase tables, then where the files went (with --out)."""
+    source, model = report["source"], report["model"]
+    per_dataset = ", ".join(f"{d} {n}" for d, n in report["images_per_dataset"].items())
+    console.print(f"[bold]eval[/] split {report['split']} from {source['kind']} {source['path']}: "
+                  f"{report['n_images']} labelled images ({per_dataset}); model {model['name']} "
+                  f"(checkpoint {str(model['checkpoint_sha256'])[:12]})", highlight=False)
+
+    zero_shot = Table(title="zero-shot classification", title_justify="left")
+    for column in ("dataset", "classes", "images", "top-1", "top-5", "balanced", "chance"):
+        zero_shot.add_column(column, justify="left" if column == "dataset" else "right")
+    for dataset, scores in report["zero_shot"].items():
+        entries = [(dataset, scores)] + [(f"  {name}", sub) for name, sub in scores.items()
+                                         if isinstance(sub, dict) and "top1" in sub]
+        for name, entry in entries:
+            zero_shot.add_row(name, str(len(entry["classes"])), str(entry["n"]), _number(entry["top1"]),
+                              _number(entry["top5"]), _number(entry["balanced_accuracy"]), _number(entry["chance"]))
+    console.print(zero_shot)
+
+    retrieval = Table(title="retrieval (label-level relevance)", title_justify="left")
+    for column in ("mode", "R@1", "R@5", "R@10", "mAP", "P@10", "queries"):
+        retrieval.add_column(column, justify="left" if column == "mode" else "right")
+    t2i, i2t, i2i = report["text_to_image"], report["image_to_text"], report["image_to_image"]
+    retrieval.add_row("text → image", _number(t2i["R@1"]), _number(t2i["R@5"]), _number(t2i["R@10"]),
+                      _number(t2i["mAP"]), "", str(t2i["n_queries"]))
+    retrieval.add_row("image → text", _number(i2t["R@1"]), _number(i2t["R@5"]), _number(i2t["R@10"]), "", "",
+                      str(i2t["n_queries"]))
+    retrieval.add_row("image → image", _number(i2i["R@1"]), "", "", "", _number(i2i["P@10"]), str(i2i["n_queries"]))
+    retrieval.add_row("[bold]mR[/] (mean of the six cross-modal R@K)", _number(report["mR"]), "", "", "", "", "")
+    console.print(retrieval)
+
+    paraphrase = report["paraphrase"]
+    table = Table(title=f"paraphrase queries: text → image P@10, mean {_number(paraphrase['mean_P@10'])}",
+                  title_justify="left")
+    for column in ("query", "relevant labels", "relevant images", "P@10"):
+        table.add_column(column, justify="right" if column in ("relevant images", "P@10") else "left")
+    for query in paraphrase["queries"]:
+        table.add_row(query["text"], ", ".join(query["relevant_labels"]), str(query["n_relevant"]), _number(query["P@10"]))
+    console.print(table)
+    for path in report.get("files", []):
+        console.print(f"wrote {path}", highlight=False)
