@@ -163,7 +163,8 @@ def make_captions(
             if form == 0:
                 add(f"{_article(name)} {name} {rng.choice(kinds)}")
             elif form == 1:
-                add(f"{_article(kinds[0])} {rng.choice(kinds)}, {name}")
+                chosen = rng.choice(kinds)
+                add(f"{_article(chosen)} {chosen}, {name}")
             elif form == 2:
                 add(f"{_article(name)} {name} on grass, 17 degree depression angle")
             else:
@@ -189,9 +190,9 @@ def make_captions(
                 noun = rng.choice(("ship", "vessel", "boat")) + ("s" if count > 1 else "")
                 add(rng.choice((f"{count} {noun} at sea", f"{noun} near a harbor", f"{noun} on the water")))
         elif dataset == "OpenSARShip":
-            kinds = KIND_SYNONYMS[SHIP_LABELS.get(label, "ship")]
-            add(rng.choice((f"{_article(kinds[0])} {rng.choice(kinds)} at sea", f"{_article(kinds[0])} {rng.choice(kinds)}",
-                            f"a Sentinel-1 chip of {_article(kinds[0])} {rng.choice(kinds)}")))
+            chosen = rng.choice(KIND_SYNONYMS[SHIP_LABELS.get(label, "ship")])
+            add(rng.choice((f"{_article(chosen)} {chosen} at sea", f"{_article(chosen)} {chosen}",
+                            f"a Sentinel-1 chip of {_article(chosen)} {chosen}")))
         elif dataset == "Sen1Floods11" or label == "flood_water":
             add(rng.choice(FLOOD_WORDS))
         elif label == "water_body" or "water" in kind:

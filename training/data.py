@@ -39,15 +39,19 @@ class Sample:
 
 
 def manifest_samples(
-    root: str | Path, splits: Sequence[str], *, tile_size: int = 256, n_captions: int = 6, seed: int = 0
+    root: str | Path, splits: Sequence[str], *, tile_size: int = 256, n_captions: int = 6, seed: int = 0,
+    box_crops: Sequence[str] = (),
 ) -> list[Sample]:
     """One sample per image of the given manifest splits; images larger than `tile_size` become tiles.
 
     Tiles of images with boxes (`boxes_xyxy`) are captioned with the objects whose box centre they hold.
+    For datasets in `box_crops`, every box also becomes a sample of its own (`box_samples`).
     """
     root = Path(root)
     manifest = load_manifest(root)
     samples = []
+    if box_crops:
+        samples += box_samples(root, manifest, splits, box_crops, n_captions=n_captions, seed=seed)
     for rel_path, row in sorted(manifest.items()):
         if str(row.get("split")) not in splits:
             continue
@@ -73,6 +77,50 @@ def manifest_samples(
                     label=str(row.get("label") or ""),
                 )
             )
+    return samples
+
+
+def box_window(box: Sequence[float], width: int, height: int) -> Window:
+    """The square window centred on a box, as large as its longer side, clipped to the image."""
+    x0, y0, x1, y1 = box
+    side = max(1, round(max(x1 - x0, y1 - y0)))
+    col = min(max(0, round((x0 + x1) / 2 - side / 2)), max(0, width - side))
+    row = min(max(0, round((y0 + y1) / 2 - side / 2)), max(0, height - side))
+    return Window(col, row, min(side, width - col), min(side, height - row))
+
+
+def box_samples(
+    root: Path, manifest: dict, splits: Sequence[str], datasets: Sequence[str], *, n_captions: int, seed: int
+) -> list[Sample]:
+    """One sample per labelled box of the `datasets` scenes: the vehicle cut out of its scene.
+
+    MSTAR composite scenes hold MSTAR vehicles on other clutter, processed and scaled differently from
+    the SOC chips; cut out, each is captioned and grouped like a SOC chip of its class, so that a class
+    means the vehicle, not one patch of ground (see training/shortcut.py).
+    """
+    kinds = {str(r.get("label")): str(r.get("target_kind") or "") for r in manifest.values()
+             if r.get("dataset") == "MSTAR-SOC"}
+    samples = []
+    for rel_path, row in sorted(manifest.items()):
+        if str(row.get("split")) not in splits or row.get("dataset") not in datasets:
+            continue
+        width, height = int(row.get("width") or 0), int(row.get("height") or 0)
+        if not width or not height:
+            info = raster.read_info(root / rel_path)
+            width, height = info.width, info.height
+        for i, item in enumerate(filter(None, str(row.get("boxes_xyxy") or "").split(";"))):
+            label, _, coords = item.partition(":")
+            box = [float(v) for v in coords.split(",")]
+            as_chip = {**row, "path": f"{rel_path}#box{i}", "dataset": "MSTAR-SOC", "label": label,
+                       "target_kind": kinds.get(label, "vehicle"), "objects": label}
+            samples.append(Sample(
+                path=root / rel_path,
+                window=box_window(box, width, height),
+                key=caption_key(as_chip),
+                captions=tuple(make_captions(as_chip, None, n=n_captions, seed=seed)),
+                dataset=f"{row.get('dataset')}:box",
+                label=label,
+            ))
     return samples
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from sarclip_search.training import data as training_data
 from sarclip_search.training.evaluate import zero_shot_accuracy
+from sarclip_search.training.shortcut import swap_clutter
 
 from sarclip_search.errors import InputError
 from sarclip_search.model import DEFAULT_MODEL, SarClip, load_weights, new_model, normalize, save_checkpoint
@@ -58,6 +59,11 @@ class TrainConfig:
     freeze_image_blocks: int = 3  # freeze the stem and this many EfficientNet stages: their backward at
     #   high resolution costs most of a CPU step (measured here: 35 img/s all trainable, 57 img/s with 3 frozen)
     n_captions: int = 6  # captions generated per image
+    clutter_swap: float = 0.0  # probability that a chip of clutter_swap_datasets shows its target on another
+    # chip's clutter (training/shortcut.py): clutter then stops predicting the caption (MSTAR's shortcut)
+    clutter_swap_datasets: tuple[str, ...] = ("MSTAR-SOC",)  # centred-target chip datasets the swap applies to
+    box_crops: tuple[str, ...] = ()  # datasets whose labelled boxes also become training chips (vehicles cut
+    # out of MSTAR composite scenes: the same classes on other clutter)
     stage: str = "contrastive"  # "ssl": stage 1, self-supervised image tower (labels unused); "contrastive": stage 2
     init_checkpoint: str = ""  # start from this checkpoint's weights (e.g. the stage-1 result)
     ssl_temperature: float = 0.2  # NT-Xent temperature of the self-supervised stage
@@ -152,9 +158,13 @@ class ContrastiveTask:
     """Image-text alignment on captioned chips: data (chips, keys, captions) + grouped CLIP loss."""
 
     def __init__(
-        self, chips: np.ndarray, keys: Sequence[str], captions: Sequence[Sequence[str]], config: TrainConfig
+        self, chips: np.ndarray, keys: Sequence[str], captions: Sequence[Sequence[str]], config: TrainConfig,
+        datasets: Sequence[str] = (),
     ) -> None:
         self.chips = torch.as_tensor(chips)
+        # chips whose target can be moved onto other clutter (centred-target datasets)
+        self.swappable = torch.tensor([d in config.clutter_swap_datasets for d in datasets] or [False] * len(chips))
+        self.clutter_pool = torch.nonzero(self.swappable).flatten()
         key_ids = {key: i for i, key in enumerate(sorted(set(keys)))}
         self.keys = torch.tensor([key_ids[k] for k in keys])
         self.captions = [tuple(c) for c in captions]
@@ -169,8 +179,15 @@ class ContrastiveTask:
             self.text_features = LockedTextFeatures(sarclip, [c for caps in self.captions for c in caps])
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator, image_size: int) -> dict[str, Any]:
+        chips = self.chips[indices]
+        if self.config.clutter_swap > 0 and len(self.clutter_pool) > 1:
+            swap = self.swappable[indices] & (torch.rand(len(indices), generator=generator) < self.config.clutter_swap)
+            if swap.any():
+                backgrounds = self.clutter_pool[torch.randint(0, len(self.clutter_pool), (int(swap.sum()),),
+                                                              generator=generator)]
+                chips[swap] = swap_clutter(chips[swap], self.chips[backgrounds])
         images = training_data.augment(
-            self.chips[indices], image_size, generator, speckle_looks=self.config.speckle_looks,
+            chips, image_size, generator, speckle_looks=self.config.speckle_looks,
             crop_scale_min=self.config.crop_scale_min,
         )
         picks = torch.randint(0, 1 << 30, (len(indices),), generator=generator)
@@ -258,7 +275,8 @@ def build_task(
     if not (root / "manifest.csv").is_file():
         raise InputError(f"{root}: no manifest.csv to train from; pass --data=PATH to an archive with one")
     samples = training_data.manifest_samples(root, config.splits, tile_size=config.tile_size,
-                                             n_captions=config.n_captions, seed=config.seed)
+                                             n_captions=config.n_captions, seed=config.seed,
+                                             box_crops=config.box_crops if config.stage == "contrastive" else ())
     if not samples:
         raise InputError(f"{root}/manifest.csv has no rows in split(s) {', '.join(config.splits)}")
     done = 0
@@ -272,7 +290,8 @@ def build_task(
     chips = training_data.load_chips(samples, config.cache_size, tick)
     if config.stage == "ssl":
         return SelfSupervisedTask(chips, config)
-    return ContrastiveTask(chips, [s.key for s in samples], [s.captions for s in samples], config)
+    return ContrastiveTask(chips, [s.key for s in samples], [s.captions for s in samples], config,
+                           [s.dataset for s in samples])
 
 
 def freeze_image_stages(sarclip: SarClip, blocks: int) -> None:
