@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from sarclip_search.training.train import TrainConfig, train
+from sarclip_search.training.train import TrainConfig, resolve_precision, train
 
 from sarclip_search.errors import ArtifactMismatchError, InputError
 from sarclip_search.model import load_weights, new_model, read_checkpoint
@@ -48,3 +50,20 @@ def test_weights_of_another_config_are_refused(ssl_run, monkeypatch):
     model.config = {**model.config, "embed_dim": 128}
     with pytest.raises(ArtifactMismatchError):
         load_weights(model, ssl_run.checkpoint)
+
+
+def test_gpu_settings_fall_back_to_cpu_and_bf16_autocast_runs_there(tmp_path, caplog):
+    """The GPU path without a GPU: device=cuda falls back to CPU with a warning, and the bf16 autocast
+    branch the GPU takes runs on the CPU too (precision=bf16 forces it)."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the fallback is not taken")
+    out = tmp_path / "gpu-fallback.pt"
+    with caplog.at_level("WARNING"):
+        result = train(TrainConfig.load("smoke", ["device=cuda", "precision=bf16", "max_steps=4", f"out={out}"]))
+    assert "CUDA is not available" in caplog.text
+    assert result.metrics["device"] == "cpu" and result.metrics["precision"] == "bf16"
+    assert all(math.isfinite(loss) for loss in result.losses) and result.steps == 4
+    assert read_checkpoint(out)["run_config"]["precision"] == "bf16"
+    assert resolve_precision("auto", "cpu") == "fp32"  # auto: bf16 only on a GPU that supports it
+    with pytest.raises(InputError, match="precision"):
+        train(TrainConfig.load("smoke", ["precision=fp8", "max_steps=1", f"out={tmp_path / 'bad.pt'}"]))

@@ -71,6 +71,7 @@ class TrainConfig:
     max_steps: int = 0  # >0: stop after this many steps (smoke tests)
     seed: int = 0  # seeds python, numpy and torch
     device: str = "auto"  # "auto": CUDA when present, else CPU
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA GPUs that support it, else fp32; "bf16" | "fp32"
     out: str = "runs/sarclip.pt"  # checkpoint path
 
     @classmethod
@@ -123,6 +124,15 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         log.warning("device %s requested but CUDA is not available; using CPU", name)
         return "cpu"
+    return name
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """"bf16" or "fp32": autocast to bfloat16 on GPUs that support it when "auto"; "bf16" forces it (CPU too)."""
+    if name == "auto":
+        return "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+    if name not in ("bf16", "fp32"):
+        raise InputError(f"precision must be auto, bf16 or fp32, got {name!r}")
     return name
 
 
@@ -343,6 +353,7 @@ def train(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = resolve_device(config.device)
+    use_bf16 = resolve_precision(config.precision, device) == "bf16"
 
     sarclip = new_model(config.model, pretrained_image=config.pretrained_image, lock_text=config.lock_text)
     if config.init_checkpoint:
@@ -367,7 +378,6 @@ def train(
     total_steps = max(1, int(config.epochs * steps_per_epoch))
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(task), generator=generator)
     cursor = 0
@@ -382,7 +392,7 @@ def train(
         indices = order[cursor : cursor + config.batch_size]
         cursor += config.batch_size
         batch = task.batch(indices, generator, image_size)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16):
             loss = task.loss(sarclip, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -397,7 +407,8 @@ def train(
     images_per_second = total_steps * config.batch_size / seconds
 
     sarclip.model.eval()
-    metrics: dict[str, Any] = {"train_seconds": round(seconds, 1), "train_images_per_second": round(images_per_second, 1),
+    metrics: dict[str, Any] = {"device": device, "precision": "bf16" if use_bf16 else "fp32",
+                               "train_seconds": round(seconds, 1), "train_images_per_second": round(images_per_second, 1),
                                "final_loss": float(np.mean(losses[-10:]))}
     if config.eval_split and not config.synthetic and config.stage == "contrastive":
         metrics["zero_shot"] = zero_shot_accuracy(sarclip, Path(config.data), config.eval_split)
