@@ -126,6 +126,11 @@ def index(
 def query(
     text: Annotated[str | None, typer.Argument(help='What to look for, in words, e.g. "ship near harbor".')] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", help="Example image (repeatable); fused with TEXT when both are given.")] = None,
+    like: Annotated[list[int] | None, typer.Option("--like", help="More like this: the id of a tile from an earlier result (repeatable).")] = None,
+    not_text: Annotated[list[str] | None, typer.Option("--not", help="Push results away from this text (repeatable).")] = None,
+    not_image: Annotated[list[Path] | None, typer.Option("--not-image", help="Push results away from this image (repeatable).")] = None,
+    positive: Annotated[list[int] | None, typer.Option("--positive", help="Relevance feedback: id of a relevant tile (repeatable); re-ranks with a probe fitted on the marked tiles.")] = None,
+    negative: Annotated[list[int] | None, typer.Option("--negative", help="Relevance feedback: id of a tile that is not relevant (repeatable).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     where: Annotated[str | None, typer.Option(help="""SQL predicate over catalog columns, e.g. "label = 'T72' AND split = 'test'".""")] = None,
     label: Annotated[str | None, typer.Option(help="Only tiles with this label.")] = None,
@@ -136,17 +141,24 @@ def query(
     bbox: Annotated[str | None, typer.Option(help="minlon,minlat,maxlon,maxlat: footprints intersecting it.")] = None,
     after: Annotated[str | None, typer.Option(help="Acquired on or after this date (YYYY-MM-DD).")] = None,
     before: Annotated[str | None, typer.Option(help="Acquired before this date (YYYY-MM-DD).")] = None,
-    alpha: Annotated[float, typer.Option(help="Weight of the text in a text+image query (0..1).")] = 0.5,
+    fusion: Annotated[str | None, typer.Option(help="How a text and examples combine: blend (one fused vector) or rrf (reciprocal rank fusion). Default: see docs/query.md.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Weight of the text against the examples (0..1). Default: see docs/query.md.")] = None,
+    dedup: Annotated[bool, typer.Option("--dedup", help="Keep only the best of overlapping tiles of one scene (still k results).")] = False,
+    geojson: Annotated[Path | None, typer.Option("--geojson", help="Also write the hits' footprints as a GeoJSON FeatureCollection.")] = None,
+    stac: Annotated[Path | None, typer.Option("--stac", help="Also write the hits as a STAC ItemCollection (JSON).")] = None,
+    thumbnails: Annotated[Path | None, typer.Option("--thumbnails", help="Also write a PNG quicklook per hit and contact_sheet.png into this folder.")] = None,
     nprobe: Annotated[int | None, typer.Option(help="IVF lists to probe (approximate indexes only).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON array.")] = False,
     db: DbOption = None,
     model: ModelOption = None,
 ) -> None:
-    """Search the index by text, by example image, or both, with metadata filters.
+    """Search the index by text, example images, earlier results (--like) or feedback, with metadata filters.
 
-    Examples: sarsearch query "T72 tank" --split test;  sarsearch query --image chip.png --label BMP2
+    Examples: sarsearch query "T72 tank" --split test;  sarsearch query "ship" --image a.tif --not "harbor";
+    sarsearch query --like 4692 --dedup --geojson hits.geojson;  sarsearch query --positive 12 --positive 40 --negative 7
     """
     from sarclip_search.engine import Engine
+    from sarclip_search.export import check_writable
     from sarclip_search.filters import Filters, parse_bbox, parse_date
 
     for value in (after, before):  # malformed dates are reported before the index is opened
@@ -156,16 +168,66 @@ def query(
         where=where, label=label, dataset=dataset, split=split, sensor=sensor, polarization=polarization,
         bbox=parse_bbox(bbox) if bbox is not None else None, after=after, before=before,
     )
-    for path in image or []:
-        if not path.is_file():
-            raise InputError(f"{path}: query image not found; give the path of an image file")
+    _check_query_inputs(image or [], not_image or [], positive or [], negative or [], like or [], not_text or [])
+    for path in (geojson, stac):
+        if path is not None:
+            check_writable(path)
+    if thumbnails is not None:
+        check_writable(thumbnails, directory=True)
+    fused = {name: value for name, value in (("alpha", alpha), ("fusion", fusion)) if value is not None}
     with Engine.open(db, model_path=model) as engine:
-        hits = engine.query(text, image or [], filters=filters, k=k, alpha=alpha, nprobe=nprobe)
+        if positive:
+            hits = engine.feedback(positive, negative or [], text=text, filters=filters, k=k, dedup=dedup, nprobe=nprobe)
+        else:
+            hits = engine.query(text, image or [], like=like or [], negative_texts=not_text or [],
+                                negative_images=not_image or [], filters=filters, k=k, dedup=dedup, nprobe=nprobe, **fused)
+    _write_outputs(hits, geojson, stac, thumbnails)
     if as_json:
         render.print_json([hit.to_dict() for hit in hits])
     else:
-        what = " + ".join([f'"{text}"'] if text else [] + [str(p) for p in image or []])
-        render.hits_table(hits, title=f"top {k} for {what}")
+        render.hits_table(hits, title=f"top {k} for {_describe_query(text, image, like, not_text, not_image, positive, negative)}")
+
+
+def _check_query_inputs(images: list[Path], not_images: list[Path], positive: list[int], negative: list[int],
+                        like: list[int], not_text: list[str]) -> None:
+    """Reject missing example files and option mixes that mean nothing, before the index is opened."""
+    for option, paths in (("--image", images), ("--not-image", not_images)):
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"{option} {path}: image not found; give the path of an image file")
+    if negative and not positive:
+        raise InputError("--negative needs at least one --positive ID (feedback marks relevant tiles too)")
+    if positive and (images or like or not_images or not_text):
+        raise InputError("--positive/--negative re-rank by feedback; combine them with TEXT only, not --image/--like/--not")
+
+
+def _write_outputs(hits: list[Any], geojson: Path | None, stac: Path | None, thumbnails: Path | None) -> None:
+    """Write the requested result files (thumbnails first, so the STAC items can link them)."""
+    from sarclip_search.export import write_geojson, write_stac
+    from sarclip_search.quicklook import write_thumbnails
+
+    written: list[str] = []
+    quicklooks: dict[int, Path] = {}
+    if thumbnails is not None:
+        report = write_thumbnails(hits, thumbnails)
+        quicklooks = {hit.id: path.resolve() for hit, path in zip(hits, report.paths)}
+        if report.contact_sheet is not None:
+            written.append(f"{len(report.paths)} quicklooks and {report.contact_sheet}")
+        for tile_id, reason in report.failed:
+            render.warn(f"tile {tile_id}: no quicklook ({reason})")
+    if geojson is not None:
+        written.append(str(write_geojson(hits, geojson)))
+    if stac is not None:
+        written.append(str(write_stac(hits, stac, thumbnails=quicklooks)))
+    render.written(written)
+
+
+def _describe_query(text: str | None, images: list[Path] | None, like: list[int] | None, not_text: list[str] | None,
+                    not_images: list[Path] | None, positive: list[int] | None, negative: list[int] | None) -> str:
+    parts = ([f'"{text}"'] if text else []) + [str(p) for p in images or []] + [f"like {i}" for i in like or []]
+    parts += [f"+{i}" for i in positive or []] + [f"-{i}" for i in negative or []]
+    parts += [f'not "{t}"' for t in not_text or []] + [f"not {p}" for p in not_images or []]
+    return " + ".join(parts)
 
 
 @app.command()

@@ -78,8 +78,8 @@ def index_report(report: Any) -> None:
         f"({report.tiles_per_second:.1f} tiles/s overall"
         + (f", {report.tiles_added / report.embed_seconds:.0f} tiles/s embedding" if report.embed_seconds else "")
         + ")",
-        f"  total: {report.totals.get('scenes', 0)} scenes, {report.totals.get('tiles', 0)} tiles, "
-        f"index {report.index_factory}",
+        (f"  total: {report.totals.get('scenes', 0)} scenes, {report.totals.get('tiles', 0)} tiles, "
+         f"index {report.index_factory}"),
     ]
     for line in lines:
         err_console.print(line, highlight=False)
@@ -106,9 +106,14 @@ def _tail(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
+# table header of the score column, by Hit.score_kind
+SCORE_HEADERS = {"cosine": "score", "rrf": "rrf", "probe": "probe"}
+
+
 def hits_table(hits: Sequence[Any], title: str) -> None:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, width in (("#", 2), ("score", 5), ("id", 4), ("path", 20), ("window", 11)):
+    score_header = SCORE_HEADERS.get(hits[0].score_kind, "score") if hits else "score"
+    for name, width in (("#", 2), (score_header, 5), ("id", 4), ("path", 20), ("window", 11)):
         table.add_column(name, no_wrap=True, min_width=width)
     present = [c for c in KEY_COLUMNS if any(h.metadata.get(c) is not None for h in hits)]
     for name in present:
@@ -116,10 +121,17 @@ def hits_table(hits: Sequence[Any], title: str) -> None:
     for rank, hit in enumerate(hits, start=1):
         window = ",".join(str(v) for v in hit.window)
         extra = [str(hit.metadata.get(c) if hit.metadata.get(c) is not None else "") for c in present]
-        table.add_row(str(rank), f"{hit.score:.3f}", str(hit.id), _tail(hit.path, 34), window, *extra)
+        score = f"{hit.score:.4f}" if hit.score_kind == "rrf" else f"{hit.score:.3f}"  # RRF scores are ~1/60
+        table.add_row(str(rank), score, str(hit.id), _tail(hit.path, 34), window, *extra)
     console.print(table)
     if not hits:
         console.print("no tile matches the filters", style="yellow")
+
+
+def written(outputs: Sequence[str]) -> None:
+    """One line on stderr per result file written (stdout stays the table or the JSON)."""
+    for output in outputs:
+        err_console.print(f"[green]wrote[/] {output}", highlight=False, soft_wrap=True)
 
 
 def info_table(summary: dict[str, Any]) -> None:

@@ -11,16 +11,25 @@ imports torch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from sarclip_search.catalog import SCHEMA_VERSION, Catalog
 from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError
+from sarclip_search.feedback import CANDIDATES_PER_PART, fit_probe
 from sarclip_search.filters import Filters, build_predicate
+from sarclip_search.fusion import (
+    FUSION_METHODS,
+    blend,
+    mean_direction,
+    part_weights,
+    push_away,
+    reciprocal_rank_fusion,
+)
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.store import Generation, IndexStore
@@ -30,6 +39,17 @@ log = logging.getLogger(__name__)
 MAX_K = 10_000
 # A reader retries when a writer replaced the generation it was opening; 5 commits in a row is plenty.
 OPEN_ATTEMPTS = 5
+# Defaults of a fused text + image query, chosen by benchmarks/bench_retrieval.py (see docs/query.md).
+DEFAULT_FUSION = "blend"
+DEFAULT_ALPHA = 0.75
+# Each RRF part ranking goes this deep, so a tile ranked well by one part only is still seen by the fusion.
+RRF_DEPTH = 100
+# --dedup first fetches this many candidates per wanted result, and 4x more while too few survive.
+DEDUP_OVERFETCH = 4
+# Relevance feedback: this many random tiles (seeded) are added to the negatives the analyst marked.
+BACKGROUND_NEGATIVES = 64
+BACKGROUND_SEED = 0
+
 
 
 @dataclass(frozen=True)
@@ -43,12 +63,14 @@ class Hit:
     window: tuple[int, int, int, int]  # col_off, row_off, width, height in pixels of the scene
     bbox: tuple[float, float, float, float] | None  # lon/lat footprint of the tile, when the scene has a CRS
     metadata: dict[str, Any] = field(default_factory=dict)  # every catalog column of the tile's row
+    score_kind: str = "cosine"  # what `score` is: "cosine" similarity, "rrf" fused score, "probe" logit
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.metadata,
             "id": self.id,
             "score": round(self.score, 6),
+            "score_kind": self.score_kind,
             "path": self.path,
             "scene_id": self.scene_id,
             "window": list(self.window),
@@ -69,6 +91,26 @@ def _hit(tile_id: int, score: float, row: dict[str, Any]) -> Hit:
         bbox=bbox,  # type: ignore[arg-type]
         metadata=metadata,
     )
+
+
+def _check_k(k: int) -> None:
+    if k <= 0 or k > MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+
+
+def windows_overlap(a: Hit, b: Hit) -> bool:
+    """True when two hits are tiles of the same scene whose pixel windows share at least one pixel."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a.window, b.window
+    return a.scene_id == b.scene_id and ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
+
+
+def dedup_hits(hits: Sequence[Hit]) -> list[Hit]:
+    """`hits` (best first) without any hit overlapping a better one of the same scene."""
+    kept: list[Hit] = []
+    for hit in hits:
+        if not any(windows_overlap(hit, other) for other in kept):
+            kept.append(hit)
+    return kept
 
 
 class Engine:
@@ -125,7 +167,7 @@ class Engine:
     def close(self) -> None:
         self.catalog.close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -171,36 +213,162 @@ class Engine:
             return None
         return self.catalog.tile_ids(where, params)
 
+    def stored_vectors(self, ids: Sequence[int], option: str = "--like") -> np.ndarray:
+        """The stored embeddings (n, d) of tile ids from earlier results; InputError naming an unknown id."""
+        id_array = np.asarray([int(i) for i in ids], dtype=np.int64)
+        if not len(id_array):
+            return np.empty((0, self.vectors.dim), np.float32)
+        found = self.vectors.contains(id_array)
+        if not found.all():
+            raise InputError(
+                f"{option} {int(id_array[~found][0])}: no tile with that id in {self.generation.path.parent}; "
+                "use an `id` from an earlier result (sarsearch query ... --json)"
+            )
+        return self.vectors.vectors(id_array)
+
     def query(
         self,
         text: str | None = None,
         images: Sequence[str | Path] = (),
         *,
+        like: Sequence[int] = (),
+        negative_texts: Sequence[str] = (),
+        negative_images: Sequence[str | Path] = (),
         filters: Filters | None = None,
         k: int = 10,
-        alpha: float = 0.5,
+        alpha: float = DEFAULT_ALPHA,
+        fusion: str = DEFAULT_FUSION,
+        dedup: bool = False,
+        exclude: Sequence[int] = (),
         nprobe: int | None = None,
     ) -> list[Hit]:
-        """Best-k tiles for a text, example images, or both (blended: alpha·text + (1-alpha)·mean image).
+        """Best-k tiles for a text, example images, stored tiles (`like` ids), or any mix of them.
 
-        With filters, only matching tiles are ranked.
+        Several positive parts are fused by `fusion` (see `sarclip_search.fusion`): "blend" searches
+        ``alpha·text + (1-alpha)·mean(examples)`` once (scores: cosine), "rrf" searches each part and
+        merges the rankings (scores: RRF). Negative texts and images push the query away. With
+        filters, only matching tiles are ranked; `exclude` ids never come back; `dedup` keeps the best
+        of overlapping tiles of one scene and still returns k hits when k distinct ones exist.
         """
-        if k <= 0 or k > MAX_K:
-            raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
-        if not text and not images:
-            raise InputError("give a text query, --image PATH, or both")
+        _check_k(k)
+        if not text and not images and not like:
+            raise InputError("give a text query, --image PATH, --like ID, or a combination")
         if not 0.0 <= alpha <= 1.0:
             raise InputError(f"--alpha must be in [0, 1], got {alpha}")
+        if fusion not in FUSION_METHODS:
+            raise InputError(f"--fusion must be one of {', '.join(FUSION_METHODS)}, got {fusion!r}")
+        like_vectors = self.stored_vectors(like)
         subset = self.filter_ids(filters)
         if subset is not None and len(subset) == 0:
             return []
-        parts = []
-        if text:
-            parts.append((alpha if images else 1.0, self.embed_text(text)))
-        if images:
-            image_vectors = np.stack([self.embed_image_file(p) for p in images]).mean(axis=0)
-            parts.append(((1.0 - alpha) if text else 1.0, image_vectors))
-        return self.search_vector(sum(w * v for w, v in parts), k=k, subset=subset, nprobe=nprobe)
+        text_vector = self.embed_text(text) if text else None
+        examples = [self.embed_image_file(p) for p in images] + list(like_vectors)
+        negatives = [self.embed_text(t) for t in negative_texts] + [self.embed_image_file(p) for p in negative_images]
+        parts = ([text_vector] if text_vector is not None else []) + examples
+        if fusion == "blend" or len(parts) == 1:
+            vector = blend(text_vector, examples, alpha, negatives)
+
+            def fetch(depth: int) -> list[Hit]:
+                return self.search_vector(vector, k=depth, subset=subset, nprobe=nprobe)
+        else:
+            queries = [push_away(part, negatives) for part in parts]
+            weights = part_weights(text_vector is not None, len(examples), alpha)
+
+            def fetch(depth: int) -> list[Hit]:
+                return self._fuse_rankings(queries, weights, depth, subset, nprobe)
+
+        return self._collect(fetch, k, dedup=dedup, exclude=exclude, pool=self._pool_size(subset))
+
+    def feedback(
+        self,
+        positive: Sequence[int],
+        negative: Sequence[int] = (),
+        *,
+        text: str | None = None,
+        filters: Filters | None = None,
+        k: int = 10,
+        include_marked: bool = False,
+        dedup: bool = False,
+        nprobe: int | None = None,
+    ) -> list[Hit]:
+        """Re-rank with a linear probe fitted on tiles marked relevant (`positive`) and not (`negative`).
+
+        Candidates are the `CANDIDATES_PER_PART` nearest tiles to the positives' centroid and, with a
+        text, to the text; the probe (`feedback.fit_probe`, scores: its logit) orders them. The probe's
+        negatives are the marked ones plus `BACKGROUND_NEGATIVES` random tiles of the filtered set. Marked
+        ids are left out of the results unless `include_marked`. Unknown ids raise InputError naming the id.
+        """
+        _check_k(k)
+        if not positive:
+            raise InputError("relevance feedback needs at least one --positive ID (a tile id from an earlier result)")
+        both = sorted(set(map(int, positive)) & set(map(int, negative)))
+        if both:
+            raise InputError(f"tile {both[0]} is marked both --positive and --negative; mark it once")
+        positives = self.stored_vectors(positive, "--positive")
+        negatives = self.stored_vectors(negative, "--negative")
+        subset = self.filter_ids(filters)
+        if subset is not None and len(subset) == 0:
+            return []
+        # Random tiles join the marked negatives: without them the probe only learns what sets the positives
+        # apart from a few hard negatives and ranks unrelated tiles high (P@10 0.81 vs 1.00 on MSTAR test).
+        background = self._background(subset, exclude=[*positive, *negative])
+        probe = fit_probe(positives, np.vstack([negatives, background]))
+        queries = [mean_direction(positives)] + ([self.embed_text(text)] if text else [])
+
+        def fetch(depth: int) -> list[Hit]:
+            pool: dict[int, Hit] = {}
+            for query in queries:
+                for hit in self.search_vector(query, k=max(depth, CANDIDATES_PER_PART), subset=subset, nprobe=nprobe):
+                    pool.setdefault(hit.id, hit)
+            ids = list(pool)
+            logits = probe.decision(self.vectors.vectors(ids)) if ids else np.empty(0)
+            order = np.argsort(-logits, kind="stable")[:depth]
+            return [replace(pool[ids[i]], score=float(logits[i]), score_kind="probe") for i in order]
+
+        exclude = () if include_marked else [*positive, *negative]
+        return self._collect(fetch, k, dedup=dedup, exclude=exclude, pool=self._pool_size(subset))
+
+    def _fuse_rankings(self, queries: Sequence[np.ndarray], weights: Sequence[float], depth: int,
+                       subset: np.ndarray | None, nprobe: int | None) -> list[Hit]:
+        """Best `depth` tiles by reciprocal rank fusion of one ranking per query vector."""
+        found: dict[int, Hit] = {}
+        rankings = []
+        for query in queries:
+            hits = self.search_vector(query, k=max(depth, RRF_DEPTH), subset=subset, nprobe=nprobe)
+            rankings.append([hit.id for hit in hits])
+            for hit in hits:
+                found.setdefault(hit.id, hit)
+        fused = reciprocal_rank_fusion(rankings, weights)[:depth]
+        return [replace(found[i], score=score, score_kind="rrf") for i, score in fused]
+
+    def _background(self, subset: np.ndarray | None, exclude: Sequence[int]) -> np.ndarray:
+        """Embeddings of up to BACKGROUND_NEGATIVES random tiles (seeded), not in `exclude`."""
+        ids = self.vectors.ids() if subset is None else subset
+        ids = np.setdiff1d(ids, np.asarray(list(exclude), dtype=np.int64))
+        if not len(ids):
+            raise InputError("relevance feedback needs tiles besides the marked ones to contrast them with; widen the filters")
+        rng = np.random.default_rng(BACKGROUND_SEED)
+        chosen = rng.choice(ids, size=min(BACKGROUND_NEGATIVES, len(ids)), replace=False)
+        return self.vectors.vectors(np.sort(chosen))
+
+    def _pool_size(self, subset: np.ndarray | None) -> int:
+        return self.vectors.ntotal if subset is None else len(subset)
+
+    @staticmethod
+    def _collect(fetch: Callable[[int], list[Hit]], k: int, *, dedup: bool, exclude: Sequence[int],
+                 pool: int) -> list[Hit]:
+        """The first k hits of `fetch(depth)` not in `exclude` (and, with dedup, not overlapping a better
+        hit of the same scene), deepening the fetch while too few survive and more tiles exist."""
+        excluded = {int(i) for i in exclude}
+        depth = min(MAX_K, (DEDUP_OVERFETCH * k if dedup else k) + len(excluded))
+        while True:
+            candidates = fetch(depth)
+            kept = [hit for hit in candidates if hit.id not in excluded]
+            if dedup:
+                kept = dedup_hits(kept)
+            if len(kept) >= k or len(candidates) < depth or depth >= min(pool, MAX_K):
+                return kept[:k]
+            depth = min(MAX_K, pool, depth * DEDUP_OVERFETCH)
 
     def search_vector(self, vector: np.ndarray, *, k: int = 10, subset: np.ndarray | None = None,
                       nprobe: int | None = None) -> list[Hit]:

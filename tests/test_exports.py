@@ -1,0 +1,204 @@
+"""Result files of a query (issue 5): GeoJSON footprints, a STAC ItemCollection, quicklook PNGs, atomic writes.
+
+Hits come from the indexed fixture archive: Sentinel-1 GeoTIFFs with a CRS and a STAC sidecar (footprints,
+sar:/sat: fields, datetimes), PNG chips and a KOMPSAT-5 GeoTIFF without CRS (no footprint, no datetime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from datetime import UTC, datetime
+from itertools import pairwise
+
+import pystac
+import pytest
+from PIL import Image
+from pystac.extensions.sar import SarExtension
+from pystac.extensions.sat import SatExtension
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
+from typer.testing import CliRunner
+
+from sarclip_search.engine import Engine
+from sarclip_search.export import (
+    EARLIEST_SAR_TIME,
+    ExportError,
+    geojson,
+    parse_frequency_band,
+    parse_polarizations,
+    write_atomic,
+    write_geojson,
+    write_stac,
+)
+from sarclip_search.quicklook import SHEET_NAME, THUMBNAIL_SIZE, write_thumbnails
+
+runner = CliRunner()
+S1_WITH_SIDECAR = "sentinel1/S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"
+NO_CRS = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"
+
+
+@pytest.fixture(scope="module")
+def hits(indexed_db):
+    """All 10 tiles of the fixture archive as ranked hits."""
+    db, _, _ = indexed_db
+    with Engine.open(db) as engine:
+        return engine.query(like=[int(engine.vectors.ids()[0])], k=10)
+
+
+def by_path(hits, path):
+    return next(h for h in hits if h.path == path)
+
+
+# --- GeoJSON ----------------------------------------------------------------------------------------------
+
+
+def test_geojson_feature_collection(hits, tmp_path):
+    path = write_geojson(hits, tmp_path / "hits.geojson")
+    collection = json.loads(path.read_text())
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == len(hits)
+    for rank, (feature, hit) in enumerate(zip(collection["features"], hits), start=1):
+        assert feature["type"] == "Feature" and feature["id"] == hit.id
+        assert feature["properties"]["rank"] == rank and feature["properties"]["score"] == round(hit.score, 6)
+        assert feature["properties"]["label"] == hit.metadata["label"]
+        if hit.bbox is None:
+            assert feature["geometry"] is None and "bbox" not in feature
+            continue
+        assert feature["geometry"]["type"] == "Polygon"
+        (ring,) = feature["geometry"]["coordinates"]
+        assert len(ring) == 5 and ring[0] == ring[-1]  # closed
+        area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in pairwise(ring))
+        assert area2 > 0  # counter-clockwise exterior ring (RFC 7946)
+        minlon, minlat, maxlon, maxlat = hit.bbox
+        assert {tuple(p) for p in ring} == {(minlon, minlat), (maxlon, minlat), (maxlon, maxlat), (minlon, maxlat)}
+        assert feature["bbox"] == list(hit.bbox)
+    assert by_path(hits, NO_CRS).bbox is None and by_path(hits, S1_WITH_SIDECAR).bbox is not None
+
+
+def test_geojson_of_no_hits_is_empty():
+    assert geojson([]) == {"type": "FeatureCollection", "features": []}
+
+
+# --- STAC -------------------------------------------------------------------------------------------------
+
+
+def test_stac_item_collection_validates_with_pystac(hits, tmp_path):
+    path = write_stac(hits, tmp_path / "hits.json")
+    collection = pystac.ItemCollection.from_dict(json.loads(path.read_text()))
+    items = list(collection)
+    assert len(items) == len(hits) and len({item.id for item in items}) == len(items)
+    for rank, (item, hit) in enumerate(zip(items, hits), start=1):
+        assert item.properties["sarsearch:rank"] == rank and item.properties["sarsearch:tile_id"] == hit.id
+        assert item.assets["data"].href.endswith(hit.path)
+        assert (item.geometry is None) == (hit.bbox is None)
+
+    s1 = items[hits.index(by_path(hits, S1_WITH_SIDECAR))]
+    assert SarExtension.has_extension(s1) and SatExtension.has_extension(s1)
+    sar = SarExtension.ext(s1)
+    assert [p.value for p in sar.polarizations] == ["VV", "VH"]  # manifest "VV+VH" parsed
+    assert sar.frequency_band.value == "C" and sar.instrument_mode == "IW" and sar.product_type == "GRD"
+    assert SatExtension.ext(s1).orbit_state.value == "descending"
+    assert s1.datetime == datetime(2021, 1, 1, 5, 45, 12, tzinfo=UTC)
+
+    k5 = items[hits.index(by_path(hits, NO_CRS))]
+    assert not SarExtension.has_extension(k5)  # instrument mode / product type unknown: not declared
+    assert k5.properties["sar:polarizations"] == ["HH"] and k5.properties["sar:frequency_band"] == "X"
+    assert k5.datetime is None and k5.properties["sarsearch:datetime_unknown"] is True
+    assert k5.common_metadata.start_datetime == EARLIEST_SAR_TIME
+    assert k5.common_metadata.end_datetime <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("VV+VH", ["VV", "VH"]), ('["HH", "HV"]', ["HH", "HV"]), ("VV+VH (2 bands, float32 dB)", ["VV", "VH"]),
+    ("hh", ["HH"]), ("unknown", None), (None, None),
+])
+def test_parse_polarizations(value, expected):
+    assert parse_polarizations(value) == expected
+
+
+def test_parse_frequency_band():
+    assert parse_frequency_band("C") == "C" and parse_frequency_band("ku") == "Ku"
+    assert parse_frequency_band("C or X") is None and parse_frequency_band(None) is None
+
+
+# --- thumbnails -------------------------------------------------------------------------------------------
+
+
+def test_thumbnails_one_png_per_hit_and_a_contact_sheet(hits, tmp_path):
+    report = write_thumbnails(hits[:7], tmp_path / "thumbs")
+    written = sorted(p.name for p in (tmp_path / "thumbs").iterdir())
+    assert len(written) == 8 and SHEET_NAME in written and not report.failed
+    for rank, (path, hit) in enumerate(zip(report.paths, hits), start=1):
+        assert path.name == f"{rank:03d}_tile{hit.id}.png"
+        with Image.open(path) as image:
+            image.load()
+            assert image.mode == "L" and max(image.size) == THUMBNAIL_SIZE
+            assert image.getextrema()[1] > image.getextrema()[0]  # stretched, not blank
+    with Image.open(report.contact_sheet) as sheet:
+        assert sheet.size == (5 * THUMBNAIL_SIZE, 2 * (THUMBNAIL_SIZE + 30))  # 7 tiles: 5 + 2, captions under
+
+
+def test_unreadable_tile_gets_a_placeholder(hits, tmp_path):
+    gone = replace(hits[0], metadata={**hits[0].metadata, "abs_path": str(tmp_path / "moved.tif")})
+    report = write_thumbnails([gone, hits[1]], tmp_path / "thumbs")
+    assert [tile_id for tile_id, _ in report.failed] == [gone.id] and len(report.paths) == 2
+    with Image.open(report.paths[0]) as image:
+        assert image.getextrema()[0] == image.getextrema()[1]  # flat grey
+
+
+# --- atomic writes and unwritable paths -------------------------------------------------------------------
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old content that is longer than the new one")
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["out.json"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_folder_is_a_typed_error(hits, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(ExportError, match="no permission"):
+            write_geojson(hits, locked / "hits.geojson")
+        with pytest.raises(ExportError, match="cannot write"):
+            write_atomic(locked / "x.json", b"{}")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_folder_or_missing_parent_is_a_typed_error(hits, tmp_path):
+    with pytest.raises(ExportError, match="is a folder"):
+        write_stac(hits, tmp_path)
+    with pytest.raises(ExportError, match="does not exist"):
+        write_geojson(hits, tmp_path / "no" / "such" / "hits.geojson")
+
+
+def test_cli_writes_all_outputs(indexed_db, tmp_path):
+    db, _, checkpoint = indexed_db
+    with Engine.open(db) as engine:
+        first = int(engine.vectors.ids()[0])
+    result = runner.invoke(app, [str(a) for a in (
+        "query", "--like", first, "-k", 4, "--json", "--db", db, "--model", checkpoint,
+        "--geojson", tmp_path / "hits.geojson", "--stac", tmp_path / "hits.json", "--thumbnails", tmp_path / "th")])
+    assert result.exit_code == EXIT_OK, (result.output, result.exception)
+    assert len(json.loads(result.stdout)) == 4  # stdout stays pure JSON; "wrote ..." lines go to stderr
+    assert len(json.loads((tmp_path / "hits.geojson").read_text())["features"]) == 4
+    items = list(pystac.ItemCollection.from_dict(json.loads((tmp_path / "hits.json").read_text())))
+    assert len(items) == 4 and all(os.path.isfile(item.assets["thumbnail"].href) for item in items)
+    assert len(list((tmp_path / "th").glob("*.png"))) == 5
+    assert result.stderr.count("wrote") == 3
+
+
+@pytest.mark.parametrize("option", ["--geojson", "--stac", "--thumbnails"])
+def test_cli_unwritable_output_is_one_line_before_the_query(indexed_db, tmp_path, option):
+    db, _, checkpoint = indexed_db
+    (tmp_path / "file").write_text("")
+    target = tmp_path / "file" if option == "--thumbnails" else tmp_path / "missing" / "out.json"
+    result = runner.invoke(app, ["query", "--like", "1", "--db", str(db), "--model", str(checkpoint), option, str(target)])
+    assert result.exit_code == EXIT_ERROR, (result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(target) in lines[0]

@@ -1,0 +1,289 @@
+"""Query layer (issue 5): fusion math, RRF, more-like-this, relevance feedback, dedup, and the query CLI flags.
+
+Pure functions are checked against hand-computed values; engine behaviour on the indexed fixture archive
+(`indexed_db`: one tile per image; `overlapping`: 64 px tiles at stride 32, so one scene has 8 overlapping
+tiles). Exports (GeoJSON, STAC, thumbnails) are in test_exports.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_USAGE, app
+from typer.testing import CliRunner
+
+from sarclip_search.engine import DEFAULT_ALPHA, Engine, Hit, dedup_hits, windows_overlap
+from sarclip_search.errors import InputError
+from sarclip_search.feedback import fit_probe
+from sarclip_search.filters import Filters
+from sarclip_search.fusion import blend, part_weights, push_away, reciprocal_rank_fusion, unit
+from sarclip_search.indexer import index_archive
+from sarclip_search.store import IndexStore
+
+runner = CliRunner()
+BIG_SCENE = "sentinel1/S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_043758_2091_tiny.tif"  # 160 x 96
+
+
+@pytest.fixture(scope="module")
+def engine(indexed_db):
+    db, _, _ = indexed_db
+    with Engine.open(db) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def rows(engine) -> dict[int, dict]:
+    return {int(r["tile_id"]): r for r in engine.catalog.fetch_tiles(engine.vectors.ids())}
+
+
+@pytest.fixture(scope="module")
+def overlapping(tmp_path_factory, fixture_archive, checkpoint, sarclip):
+    """An engine over the fixture archive cut into 64 px tiles at stride 32 (overlapping windows)."""
+    root = tmp_path_factory.mktemp("overlap")
+    shutil.copytree(fixture_archive, root / "archive")
+    index_archive(root / "archive", IndexStore(root / "db"), sarclip, model_path=str(checkpoint), tile_size=64, stride=32)
+    with Engine.open(root / "db") as opened:
+        yield opened
+
+
+def ids_by_label(rows: dict[int, dict], label: str) -> list[int]:
+    return sorted(i for i, r in rows.items() if r["label"] == label)
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.output
+    if code == EXIT_ERROR:
+        assert len(lines) == 1 and lines[0].startswith("error:"), lines
+        for needle in needles:
+            assert needle in lines[0], (needle, lines[0])
+
+
+# --- fusion math ------------------------------------------------------------------------------------------
+
+
+def test_blend_weights_normalized_parts():
+    text, image = np.array([3.0, 0.0, 0.0]), np.array([0.0, 0.5, 0.0])  # different norms on purpose
+    fused = blend(text, [image], alpha=0.75)
+    expected = np.array([0.75, 0.25, 0.0]) / np.hypot(0.75, 0.25)
+    np.testing.assert_allclose(fused, expected, atol=1e-6)
+    np.testing.assert_allclose(blend(10 * text, [100 * image], alpha=0.75), fused, atol=1e-6)  # norms do not weigh
+    np.testing.assert_allclose(blend(text, [], alpha=0.1), [1, 0, 0], atol=1e-6)  # one part: alpha unused
+    np.testing.assert_allclose(blend(None, [image, 7 * image], alpha=0.9), [0, 1, 0], atol=1e-6)
+    with pytest.raises(ValueError):
+        blend(text, [image], alpha=1.5)
+
+
+def test_negatives_move_the_query_away():
+    rng = np.random.default_rng(0)
+    query, negative = unit(rng.normal(size=64)), unit(rng.normal(size=64))
+    pushed = push_away(query, [negative])
+    assert np.linalg.norm(pushed) == pytest.approx(1.0, abs=1e-6)
+    assert pushed @ negative < query @ negative - 0.2  # clearly further from the negative
+    assert pushed @ query > 0.8  # and still about the query
+    np.testing.assert_allclose(blend(query, [], 0.5, negatives=[negative]), pushed, atol=1e-6)
+
+
+def test_rrf_matches_a_hand_computed_example():
+    rankings = [[1, 2, 3], [3, 1]]
+    fused = reciprocal_rank_fusion(rankings)  # k = 60
+    assert [i for i, _ in fused] == [1, 3, 2]
+    assert dict(fused)[1] == pytest.approx(1 / 61 + 1 / 62)
+    assert dict(fused)[3] == pytest.approx(1 / 63 + 1 / 61)
+    assert dict(fused)[2] == pytest.approx(1 / 62)
+    weighted = reciprocal_rank_fusion(rankings, weights=[0.25, 0.75])  # the second ranking now leads
+    assert [i for i, _ in weighted] == [3, 1, 2]
+    assert dict(weighted)[3] == pytest.approx(0.25 / 63 + 0.75 / 61)
+    assert part_weights(True, 2, 0.75) == [0.75, 0.125, 0.125]
+    assert part_weights(False, 4, 0.75) == [0.25] * 4
+
+
+# --- engine: more like this, fusion, negatives ----------------------------------------------------------------
+
+
+def test_like_returns_the_tile_itself_first(engine):
+    for tile_id in engine.vectors.ids():
+        hits = engine.query(like=[int(tile_id)], k=3)
+        assert hits[0].id == tile_id and hits[0].score == pytest.approx(1.0, abs=2e-3)
+        assert hits[0].score_kind == "cosine"
+
+
+def test_like_and_exclude(engine, rows):
+    ships = ids_by_label(rows, "ship")
+    hits = engine.query(like=ships[:1], k=len(rows), exclude=ships[:1])
+    assert ships[0] not in [h.id for h in hits] and len(hits) == len(rows) - 1
+
+
+def test_rrf_fuses_the_parts_rankings(engine, rows):
+    first, second = sorted(rows)[:2]
+    hits = engine.query(like=[first, second], fusion="rrf", alpha=DEFAULT_ALPHA, k=4)
+    assert {h.id for h in hits[:2]} == {first, second}  # each is first in its own ranking
+    assert all(h.score_kind == "rrf" for h in hits)
+    assert hits[0].score == pytest.approx(0.5 / 61 + 0.5 / 62, rel=1e-6)  # 1st in one ranking, 2nd in the other
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_text_query_with_negative_text_changes_the_query(engine, monkeypatch):
+    texts = {"ship": unit(np.r_[1.0, 1.0, np.zeros(engine.vectors.dim - 2)]),
+             "field": unit(np.r_[0.0, 1.0, np.zeros(engine.vectors.dim - 2)])}
+    searched = []
+    monkeypatch.setattr(engine, "embed_text", lambda text: texts[text])
+    monkeypatch.setattr(engine, "search_vector", lambda vector, **kw: searched.append(vector) or [])
+    engine.query("ship", negative_texts=["field"], k=1)
+    np.testing.assert_allclose(searched[0], push_away(texts["ship"], [texts["field"]]), atol=1e-6)
+    assert searched[0] @ texts["field"] < texts["ship"] @ texts["field"]
+
+
+def test_negative_image_pushes_results_away(engine, rows, indexed_db):
+    _, archive, _ = indexed_db
+    anchor = min(rows)
+    plain = engine.query(like=[anchor], k=len(rows))
+    away_from = plain[1]  # the anchor's nearest neighbour, as a negative example image
+    pushed = engine.query(like=[anchor], negative_images=[archive / away_from.path], k=len(rows))
+    rank = {h.id: r for r, h in enumerate(pushed)}
+    assert pushed[0].id == anchor
+    assert rank[away_from.id] > 1  # pushed down from 2nd place
+    assert next(h.score for h in pushed if h.id == away_from.id) < away_from.score
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"like": [987654]}, "--like 987654"),
+    ({"like": [1], "fusion": "borda"}, "--fusion"),
+    ({"like": [1], "alpha": 2.0}, "--alpha"),
+    ({}, "give a text query"),
+])
+def test_query_input_errors(engine, bad, message):
+    with pytest.raises(InputError, match=message):
+        engine.query(k=3, **bad)
+
+
+# --- relevance feedback -----------------------------------------------------------------------------------
+
+
+def test_probe_separates_synthetic_classes():
+    rng = np.random.default_rng(1)
+    centre = unit(rng.normal(size=32))
+    positives = unit(centre + 0.3 * rng.normal(size=(5, 32)))
+    negatives = unit(-centre + 0.3 * rng.normal(size=(5, 32)))
+    probe = fit_probe(positives, negatives)
+    assert (probe.decision(positives) > 0).all() and (probe.decision(negatives) < 0).all()
+    held_out = unit(centre + 0.3 * rng.normal(size=(20, 32)))
+    assert (probe.decision(held_out) > probe.decision(unit(-centre + 0.3 * rng.normal(size=(20, 32))))).mean() > 0.9
+    with pytest.raises(ValueError):
+        fit_probe(positives, np.empty((0, 32)))
+
+
+@pytest.mark.parametrize("wanted, other", [("ship", "field"), ("field", "ship")])
+def test_feedback_pulls_the_marked_class_up(engine, rows, wanted, other):
+    positive, negative = ids_by_label(rows, wanted)[:2], ids_by_label(rows, other)[:1]
+    hits = engine.feedback(positive, negative, k=len(rows))
+    assert not {h.id for h in hits} & {*positive, *negative}  # marked tiles are left out
+    assert len(hits) == len(rows) - 3
+    labels = [h.metadata["label"] for h in hits]
+    remaining = labels.count(wanted)
+    assert labels[:remaining].count(wanted) >= remaining - 1, labels  # the class fills the top
+    assert all(h.score_kind == "probe" for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_feedback_errors_name_the_id(engine, rows):
+    some = min(rows)
+    with pytest.raises(InputError, match="--positive 424242"):
+        engine.feedback([424242])
+    with pytest.raises(InputError, match="--negative 31337"):
+        engine.feedback([some], [31337])
+    with pytest.raises(InputError, match="both"):
+        engine.feedback([some], [some])
+
+
+def test_feedback_respects_filters(engine, rows):
+    positive = ids_by_label(rows, "ship")[:1]
+    hits = engine.feedback(positive, k=10, filters=Filters(split="test"))
+    assert hits and all(h.metadata["split"] == "test" for h in hits)
+
+
+# --- dedup ------------------------------------------------------------------------------------------------
+
+
+def hit(tile_id: int, scene_id: int, window: tuple[int, int, int, int], score: float) -> Hit:
+    return Hit(id=tile_id, score=score, path="x.tif", scene_id=scene_id, window=window, bbox=None)
+
+
+def test_dedup_keeps_the_best_of_overlapping_tiles():
+    hits = [hit(1, 7, (0, 0, 64, 64), 0.9), hit(2, 7, (32, 0, 64, 64), 0.8), hit(3, 7, (64, 0, 64, 64), 0.7),
+            hit(4, 8, (0, 0, 64, 64), 0.6)]
+    assert [h.id for h in dedup_hits(hits)] == [1, 3, 4]  # 2 overlaps 1; 3 only touches 1's edge; 4 is another scene
+    assert windows_overlap(hits[0], hits[1]) and not windows_overlap(hits[0], hits[2])
+    assert not windows_overlap(hits[0], hits[3])
+
+
+def test_dedup_on_overlapping_tiles_still_returns_k(overlapping):
+    big = [r for r in overlapping.catalog.fetch_tiles(overlapping.vectors.ids()) if r["path"] == BIG_SCENE]
+    assert len(big) == 8  # 160 x 96 at 64 px, stride 32: columns 0, 32, 64, 96 x rows 0, 32
+    anchor = int(big[0]["tile_id"])
+    plain = overlapping.query(like=[anchor], k=8)
+    assert any(windows_overlap(a, b) for i, a in enumerate(plain) for b in plain[:i])  # the problem exists
+    deduped = overlapping.query(like=[anchor], k=8, dedup=True)
+    assert len(deduped) == 8 and deduped[0].id == anchor
+    assert not any(windows_overlap(a, b) for i, a in enumerate(deduped) for b in deduped[:i])
+    assert [h.score for h in deduped] == sorted((h.score for h in deduped), reverse=True)
+
+
+# --- CLI --------------------------------------------------------------------------------------------------
+
+
+def test_cli_like_rrf_json(indexed_db, rows):
+    db, _, checkpoint = indexed_db
+    first, second = sorted(rows)[:2]
+    result = run("query", "--like", first, "--like", second, "--fusion", "rrf", "-k", 3, "--json", "--db", db,
+                 "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, (result.output, result.exception)
+    hits = json.loads(result.stdout)
+    assert {h["id"] for h in hits[:2]} == {first, second} and all(h["score_kind"] == "rrf" for h in hits)
+
+
+def test_cli_feedback_table(indexed_db, rows):
+    db, _, checkpoint = indexed_db
+    ships, fields = ids_by_label(rows, "ship"), ids_by_label(rows, "field")
+    result = run("query", "--positive", ships[0], "--positive", ships[1], "--negative", fields[0], "-k", 2,
+                 "--db", db, "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, (result.output, result.exception)
+    assert "probe" in result.stdout and f"+{ships[0]}" in result.stdout
+
+
+def test_cli_text_with_negative_and_dedup(indexed_db, monkeypatch, rows):
+    db, _, checkpoint = indexed_db
+    monkeypatch.setattr(Engine, "embed_text", lambda self, text: self.vectors.vectors([sorted(rows)[len(text) % 3]])[0])
+    result = run("query", "a ship", "--not", "harbor", "--dedup", "-k", 3, "--json", "--db", db, "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, (result.output, result.exception)
+    assert len(json.loads(result.stdout)) == 3
+
+
+@pytest.mark.parametrize("args, code, needles", [
+    (["--like", 999999], EXIT_ERROR, ["--like 999999", "earlier result"]),
+    (["--positive", 1, "--negative", 888888], EXIT_ERROR, ["--negative 888888"]),
+    (["--negative", 1], EXIT_ERROR, ["--positive"]),
+    (["--positive", 1, "--like", 2], EXIT_ERROR, ["--positive"]),
+    (["--like", 1, "--fusion", "borda"], EXIT_ERROR, ["--fusion"]),
+    (["--like", 1, "--alpha", "1.5"], EXIT_ERROR, ["--alpha"]),
+    (["--like", 1, "--not-image", "missing.png"], EXIT_ERROR, ["--not-image missing.png"]),
+    (["--like", "abc"], EXIT_USAGE, []),
+])
+def test_cli_bad_query_inputs(indexed_db, args, code, needles):
+    db, _, checkpoint = indexed_db
+    assert_one_line_error(run("query", *args, "--db", db, "--model", checkpoint), code, *needles)
+
+
+def test_hit_json_has_score_kind(engine, rows):
+    (first,) = engine.query(like=[min(rows)], k=1)
+    assert first.to_dict()["score_kind"] == "cosine"
+    assert replace(first, score_kind="rrf").to_dict()["score_kind"] == "rrf"
