@@ -8,7 +8,7 @@ import os
 # Before faiss loads OpenMP: idle BLAS/OpenMP threads otherwise spin and make search 3-15x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .choose import choose_index_key
+from .choose import choose_index_key, resident_bytes
 from .errors import UnknownIdError, VectorIndexError
 from .exact import exact_search
 from .metrics import recall_at_k
@@ -24,4 +24,5 @@ __all__ = [
     "choose_index_key",
     "exact_search",
     "recall_at_k",
+    "resident_bytes",
 ]

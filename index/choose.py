@@ -1,13 +1,27 @@
-"""Choose a FAISS index type from the collection size, the dimension and a memory budget."""
+"""Choose a FAISS index type from the collection size, the dimension and a memory budget.
+
+The budget is resident memory: what must stay in RAM (heap or hot page cache) for search to run at
+speed. `resident_bytes` writes it out per index type; the float16 copy used for exact re-ranking is
+not part of it (it stays on disk, memory-mapped, and only k*rerank_factor rows are read per query).
+"""
 
 from __future__ import annotations
 
 import math
 
 FLAT_MAX_N = 50_000  # below this, exact search costs n*d*4 bytes and a few ms per query
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # 2 GiB for the FAISS codes
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # 2 GiB resident (see resident_bytes)
 MIN_TRAIN_POINTS_PER_LIST = 39  # FAISS k-means warns below 39 training points per centroid
 MIN_PQ_BYTES = 8  # below 8 bytes per vector PQ recall collapses for d >= 64
+LARGE_N = 1_000_000  # nlist grows as 4*sqrt(n) up to here, 8*sqrt(n) beyond
+
+ID_BYTES = 8  # int64 id per vector, twice: in the FAISS inverted lists ...
+LOOKUP_BYTES = 8  # ... and VectorIndex's id array, kept in id order: the id -> row lookup (memory-mapped)
+FLAT_MAP_BYTES = 40  # IndexIDMap2's reverse map (hash map id -> position), Flat only
+
+TRAIN_POINTS_PER_LIST = 64  # k-means sample per IVF list: enough for centroids, 4x fewer than FAISS's 256
+TRAIN_MIN_POINTS = 65_536  # PQ's sub-quantizers are 256-centroid k-means: 256 points each
+TRAIN_MAX_POINTS = 2**19  # cap: 2 cores run 4096-list k-means on 262k x 256 in ~2 min (never tens)
 
 
 def _nearest_power_of_two(x: float) -> int:
@@ -20,11 +34,11 @@ def _nearest_power_of_two(x: float) -> int:
 def choose_nlist(n: int) -> int:
     """Number of IVF lists for `n` vectors.
 
-    nlist = power of two nearest 4*sqrt(n) for n < 1M, nearest 16*sqrt(n) from 1M on,
-    then clamped to [1, n / 39] (rounded down to a power of two) so k-means gets at least
-    39 training points per list.
+    nlist = power of two nearest 4*sqrt(n) up to 1M vectors (4096 at 1M), nearest 8*sqrt(n) beyond
+    (16384 at 4M: longer lists would make each probe dearer than the coarse quantizer), then clamped to
+    [1, n / 39] (rounded down to a power of two) so k-means gets at least 39 training points per list.
     """
-    factor = 4 if n < 1_000_000 else 16
+    factor = 4 if n <= LARGE_N else 8
     nlist = _nearest_power_of_two(factor * math.sqrt(max(n, 1)))
     max_lists = max(1, n // MIN_TRAIN_POINTS_PER_LIST)
     while nlist > max_lists:
@@ -32,41 +46,78 @@ def choose_nlist(n: int) -> int:
     return max(1, nlist)
 
 
-def choose_pq_bytes(n: int, d: int, memory_budget: int) -> int:
+def training_sample_size(n: int, nlist: int) -> int:
+    """Vectors an IVF index with `nlist` lists trains on, out of `n` (a seeded sample; `VectorIndex`).
+
+    64 per list, capped at 2^19 but never below 39 per list (FAISS's floor) nor below 65,536 (PQ's
+    256-centroid sub-quantizers), and never more than n. At 1M x 256 with 4096 lists: 262,144 points,
+    about 2 minutes of k-means (10 iterations) on 2 cores; 16384 lists (4M) train on 638,976.
+    """
+    per_list = min(TRAIN_POINTS_PER_LIST * nlist, max(TRAIN_MAX_POINTS, MIN_TRAIN_POINTS_PER_LIST * nlist))
+    return min(n, max(TRAIN_MIN_POINTS, per_list))
+
+
+def resident_bytes(n: int, d: int, key: str) -> int:
+    """Bytes that stay resident to search `n` vectors of dimension `d` with factory `key`.
+
+    * ``Flat``: n * (4d float32 + 8 id + 40 IDMap2 reverse map + 8 lookup)
+    * ``IVF{nlist},Flat``: n * (4d codes + 8 FAISS id + 8 lookup) + nlist * 4d centroids
+    * ``IVF{nlist},PQ{m}x8``: n * (m codes + 8 FAISS id + 8 lookup) + nlist * 4d centroids
+      + 256 * 4d PQ centroids (m sub-quantizers x 256 x d/m floats)
+
+    The lookup is VectorIndex's id array, saved in id order so it is its own id -> row map; it is
+    memory-mapped but binary-searched on every re-ranked candidate, so it counts. The float16 copy
+    (2d bytes per vector) does not: it is read k*rerank_factor rows per query from a memory-mapped file.
+    At 1M x 256, 4096 lists: PQ64 is 64 + 16 + 4.2 + 0.3 = 84.5 B/vector, PQ32 52.5, IVF-Flat 1044.
+    """
+    if key == "Flat":
+        return n * (4 * d + ID_BYTES + FLAT_MAP_BYTES + LOOKUP_BYTES)
+    head, _, tail = key.partition(",")
+    nlist = int(head.removeprefix("IVF"))
+    centroids = nlist * 4 * d
+    if tail == "Flat":
+        return n * (4 * d + ID_BYTES + LOOKUP_BYTES) + centroids
+    m = int(tail.removeprefix("PQ").split("x")[0])
+    return n * (m + ID_BYTES + LOOKUP_BYTES) + centroids + 256 * 4 * d
+
+
+def choose_pq_bytes(n: int, d: int, nlist: int, memory_budget: int) -> int:
     """Bytes per vector `m` for `PQ{m}x8`: a divisor of `d`.
 
-    Start from the largest divisor of d that is <= max(8, d/4) (16x smaller than float32),
-    then shrink to the largest divisor with n*m <= memory_budget, never below the smallest
-    divisor >= min(8, d). If even that does not fit, the smallest is returned anyway.
+    The largest divisor of d in [smallest divisor >= min(8, d), max(8, d/4)] (at most 16x smaller
+    than float32) whose `resident_bytes` fit the budget; the smallest if none does.
     """
     divisors = [m for m in range(1, d + 1) if d % m == 0]
     floor = min(m for m in divisors if m >= min(MIN_PQ_BYTES, d))
     target = max(MIN_PQ_BYTES, d // 4)
     candidates = [m for m in divisors if floor <= m <= target] or [floor]
-    fitting = [m for m in candidates if n * m <= memory_budget]
+    fitting = [m for m in candidates if resident_bytes(n, d, f"IVF{nlist},PQ{m}x8") <= memory_budget]
     return max(fitting) if fitting else floor
 
 
 def choose_index_key(n: int, d: int, memory_budget: int | None = None) -> str:
     """Return a FAISS factory string for `n` vectors of dimension `d` (inner product metric).
 
-    The arithmetic, with memory_budget defaulting to 2 GiB:
+    The arithmetic, with memory_budget (resident bytes, see `resident_bytes`) defaulting to 2 GiB:
 
     * ``"Flat"`` when n < 50_000: exact search reads n*d*4 bytes per query
       (50k x 512 floats = 100 MB, a few ms), so approximation buys nothing.
-    * ``"IVF{nlist},Flat"`` while the raw float32 codes fit, n*d*4 <= memory_budget
-      (1M x 512 = 2 GB). Search probes nprobe of nlist lists.
-    * ``"IVF{nlist},PQ{m}x8"`` beyond: m bytes per vector, m a divisor of d, about d/4
-      (16x compression) and reduced until n*m fits the budget, never below 8 bytes.
+    * ``"IVF{nlist},Flat"`` while its float32 codes, ids, lookup and centroids fit:
+      n*(4d + 16) + nlist*4d <= memory_budget (1M x 256: 1.04 GB). Search probes nprobe of nlist lists.
+    * ``"IVF{nlist},PQ{m}x8"`` beyond: m bytes of code per vector, m a divisor of d, at most d/4
+      (16x compression), the largest with n*(m + 16) + nlist*4d + 1024d <= memory_budget, never below
+      8 bytes. Candidates are re-ranked exactly from the float16 copy on disk, so m trades resident
+      memory for re-rank depth (tune() picks it), not for final recall.
 
-    nlist = power of two nearest 4*sqrt(n) below 1M vectors, nearest 16*sqrt(n) from 1M on,
-    clamped to [1, n/39] so k-means has 39 points per list (see `choose_nlist`).
-    Pure and deterministic. The budget counts the FAISS codes only: the float16 copy kept by
-    `VectorIndex` (n*d*2 bytes) stays on disk, memory-mapped, and is read only to re-rank PQ
-    candidates exactly (k * rerank_factor rows per query) and to search small filtered subsets.
-    Resident memory of IVF-PQ is then about m + 8 (id) bytes per vector plus nlist*d*4 for the
-    centroids. Training reads at most 256*nlist vectors (a seeded sample; `VectorIndex._train`).
-    OPQ is not chosen (yet): whether it pays on top of exact re-ranking has not been measured.
+    Worked example, 1M x 256 with 4096 lists and a budget of 80 B/vector (80 MB): IVF-Flat needs
+    1044 B/vector, PQ64 84.5 (64 code + 8 FAISS id + 8 lookup + 4.2 centroids + 0.3 PQ tables), PQ32
+    52.5, so the key is "IVF4096,PQ32x8".
+
+    nlist = power of two nearest 4*sqrt(n) up to 1M vectors, nearest 8*sqrt(n) beyond, clamped to
+    [1, n/39] so k-means has 39 points per list (see `choose_nlist`). Training reads a seeded sample
+    of `training_sample_size(n, nlist)` vectors (64 per list, capped at 2^19). Pure and deterministic.
+    OPQ is not chosen: with exact re-ranking the PQ code only has to shortlist candidates, and whether
+    OPQ's rotation pays for itself on top of that has not been measured.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -78,6 +129,6 @@ def choose_index_key(n: int, d: int, memory_budget: int | None = None) -> str:
     if n < FLAT_MAX_N:
         return "Flat"
     nlist = choose_nlist(n)
-    if n * d * 4 <= budget:
+    if resident_bytes(n, d, f"IVF{nlist},Flat") <= budget:
         return f"IVF{nlist},Flat"
-    return f"IVF{nlist},PQ{choose_pq_bytes(n, d, budget)}x8"
+    return f"IVF{nlist},PQ{choose_pq_bytes(n, d, nlist, budget)}x8"

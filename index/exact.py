@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import faiss
 import numpy as np
 
 from .errors import VectorIndexError
 
-QUERY_BLOCK = 256  # exact search: queries per block ...
-ROW_BLOCK = 32_768  # ... times rows per block: at most 32 MB of float32 scores at a time
+ROW_BLOCK = 32_768  # exact search converts this many float16 rows to float32 at a time (32 MB at d=256)
 
 
 # ---------------------------------------------------------------- input checks
@@ -64,19 +64,24 @@ def _pad(num_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _exact_topk(
     xq: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best-k inner products of xq against a stream of (xb float32 block, ids block), best first."""
+    """Best-k inner products of xq against a stream of (xb float32 block, ids block), best first.
+
+    Per block, faiss.knn picks the block's best k rows, whose ids are then merged with the running best.
+    """
     best_scores, best_ids = _pad(xq.shape[0], k)
     for xb, block_ids in blocks:
-        for start in range(0, xq.shape[0], QUERY_BLOCK):
-            rows = slice(start, start + QUERY_BLOCK)
-            scores = np.concatenate([best_scores[rows], xq[rows] @ xb.T], axis=1)  # (q, k + block)
-            ids = np.concatenate(
-                [best_ids[rows], np.broadcast_to(block_ids, (scores.shape[0], len(block_ids)))], axis=1
-            )
-            if scores.shape[1] > k:
-                top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
-            best_scores[rows], best_ids[rows] = scores, ids
+        block_ids = np.asarray(block_ids)
+        if not len(block_ids):
+            continue
+        # faiss.knn: BLAS inner products + a heap per query in C++, 5-10x numpy's argpartition
+        scores, rows = faiss.knn(xq, np.ascontiguousarray(xb), min(k, len(block_ids)),
+                                 metric=faiss.METRIC_INNER_PRODUCT)
+        ids = np.where(rows >= 0, block_ids[np.maximum(rows, 0)], -1)
+        scores[rows < 0] = -np.inf
+        scores = np.concatenate([best_scores, scores], axis=1)  # (q, 2k) at most
+        ids = np.concatenate([best_ids, ids], axis=1)
+        top = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]
+        best_scores, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
     order = np.argsort(-best_scores, axis=1, kind="stable")
     best_scores, best_ids = np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_ids, order, 1)
     best_ids[~np.isfinite(best_scores)] = -1
@@ -100,7 +105,7 @@ def exact_search(
     """Brute-force inner-product search: (scores float32 (q, k), ids int64 (q, k)), best first.
 
     `vectors` (n, d) float32 or float16 with ids (n,); rows padded with -inf / -1 when n < k.
-    Memory stays bounded (blocks of 256 queries x 32k vectors). Ground truth for approximate search.
+    Memory stays bounded (blocks of 32k vectors; faiss.knn blocks the queries). Ground truth for approximate search.
     """
     if k <= 0:
         raise ValueError(f"k must be >= 1, got {k}")

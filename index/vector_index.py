@@ -11,40 +11,65 @@ import logging
 import math
 import os
 import re
-import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
+from . import gpu
+from .choose import training_sample_size
 from .errors import UnknownIdError, VectorIndexError
 from .exact import _as_ids, _as_matrix, _exact_topk, _pad, _row_blocks
+from .storage import (
+    FORMAT_VERSION,
+    INFO_FILE,
+    METRIC,
+    check_info,
+    fsync_directory,
+    fsync_file,
+    read_faiss,
+    temp_path,
+)
+from .tuning import RERANK_COST
 
 if TYPE_CHECKING:
     from .tuning import TuneResult
 
 logger = logging.getLogger(__name__)
 
-METRIC = "inner_product"  # vectors are L2-normalized float32 by the caller; scores are cosine similarities
-FORMAT_VERSION = 1
-
 INDEX_FILE = "vectors.faiss"
 STORE_FILE = "vectors_f16.npy"
 IDS_FILE = "vector_ids.npy"
-INFO_FILE = "index_info.json"
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
-TRAIN_POINTS_PER_LIST = 256  # FAISS k-means uses at most 256 points per centroid anyway
-# Subsets up to max(EXACT_SUBSET_MIN, 10% of ntotal) rows are searched exactly over the float16 copy.
-# Below ~10% an IVF probe raised by 1/selectivity misses true neighbours in unprobed lists (recall@10
-# 0.86 at 5% on 100k clustered vectors, tuned nprobe=2) and, at 1M, exact search is faster anyway; above
-# it the IDSelectorBatch path is both accurate and faster (100k, 20%: 10k vs 0.7k queries/s).
+RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantizer was trained on
+REBUILD_BLOCK = 65_536  # rows converted float16 -> float32 at a time when re-adding (32 MB at d=128)
+# Filtered search: a subset is searched exactly over the float16 copy while it holds at most
+# max(EXACT_SUBSET_MIN, EXACT_COST_RATIO x the vectors an unfiltered query touches) rows (the cost model of
+# tuning.py). Exact search is BLAS over the subset and ~8x cheaper per vector than the IVF path's mix of
+# quantizer, code scan and random re-rank reads: 100k clustered vectors, 10k-row subset, 4.5k queries/s
+# exact vs 5.5k unfiltered. Larger subsets go through FAISS with an IDSelectorBatch, nprobe raised by
+# FILTER_PROBE_MARGIN / selectivity: by 1/selectivity alone, recall@10 was 0.959 at 10% and 0.853 at 5%
+# (100k, tuned nprobe 2): the filtered top-10 lies deeper in the unfiltered ranking than the probed lists.
 EXACT_SUBSET_MIN = 5_000
-EXACT_SUBSET_FRACTION = 0.1
+EXACT_COST_RATIO = 8.0
+FILTER_PROBE_MARGIN = 2.0
 PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
 RERANK_BLOCK_BYTES = 1024**2  # re-ranking converts 1 MB of candidates at a time: cache-sized, faster than 32 MB
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
+
+
+_RERANK_POOL: ThreadPoolExecutor | None = None
+
+
+def _rerank_pool() -> ThreadPoolExecutor | None:
+    """Threads for re-ranking blocks of queries (one per CPU), or None on a single CPU."""
+    global _RERANK_POOL
+    if _RERANK_POOL is None and (os.cpu_count() or 1) > 1:
+        _RERANK_POOL = ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="rerank")
+    return _RERANK_POOL
 
 
 def default_nprobe(nlist: int) -> int:
@@ -60,40 +85,18 @@ def default_rerank_factor(factory: str) -> int:
 # ---------------------------------------------------------------- the index
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make renames in `directory` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(path)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 class VectorIndex:
     """An id-addressed vector index: a FAISS index (inner product) plus a float16 copy of every vector.
 
     The float16 copy serves exact search over filtered subsets, `vectors()` and exact re-ranking of
     PQ candidates (`rerank_factor`); loaded with mmap=True it stays on disk. IDs are int64 catalog ids
-    given by the caller (add_with_ids semantics; never row order). Create with
-    `VectorIndex.create(dim, factory)` or `VectorIndex.load(directory)`; after the last add of a
-    build, `tune()` picks nprobe and rerank_factor for a recall target and `save()` records them.
+    given by the caller (add_with_ids semantics; never row order). `save` writes the copy and the ids
+    in id order, so the saved id array is its own id -> row lookup (binary search), memory-mapped too.
+    Create with `VectorIndex.create(dim, factory)` or `VectorIndex.load(directory)`; after the last
+    add of a build, `tune()` picks nprobe and rerank_factor for a recall target and `save()` records
+    them. Once the index has grown `RETRAIN_GROWTH` times past what its quantizer was trained on
+    (`needs_retraining`), `rebuilt()` retrains it on all its vectors. FAISS work goes to a GPU when
+    one is present (see `sarclip_search.index.gpu` for what stays on the CPU).
     """
 
     def __init__(
@@ -107,6 +110,8 @@ class VectorIndex:
         read_only: bool = False,
         rerank_factor: int = 1,
         tuning: dict[str, Any] | None = None,
+        trained_on: int | None = None,
+        use_gpu: bool | None = None,
     ) -> None:
         """Low-level constructor; use `create` or `load`."""
         self.dim = dim
@@ -114,23 +119,26 @@ class VectorIndex:
         self.nprobe = nprobe  # IVF lists probed per query by default; None for Flat
         self.rerank_factor = rerank_factor  # FAISS fetches k*rerank_factor, re-scored exactly; 1 = off
         self.tuning = tuning  # what tune() measured when it chose nprobe and rerank_factor, else None
+        self.trained_on = trained_on  # vectors in the index when its IVF quantizer was trained; None for Flat
         self.read_only = read_only  # True when loaded with mmap=True
+        self.use_gpu = use_gpu  # None: the GPU when present; False: CPU only (see gpu.gpu_enabled)
         self._index = index  # the CPU index: the one saved
-        self._gpu_index: faiss.Index | None = None
-        self._gpu_resources: Any = None
+        self._gpu: gpu.GpuDevice | None = None  # made on first use when gpu.gpu_enabled(use_gpu)
+        self._gpu_index: faiss.Index | None = None  # GPU copy of _index for unfiltered search
         self._size = len(ids)
         self._store = store  # (capacity, dim) float16; rows [0, _size) are live
         self._ids = ids  # (capacity,) int64, row i holds the id of _store[i]
         self._sorted_ids: np.ndarray | None = None  # lazily built lookup id -> row
-        self._sorted_rows: np.ndarray | None = None
+        self._sorted_rows: np.ndarray | None = None  # None with _sorted_ids set: rows already in id order
 
     # ---- construction
 
     @classmethod
-    def create(cls, dim: int, factory: str = "Flat") -> VectorIndex:
+    def create(cls, dim: int, factory: str = "Flat", *, use_gpu: bool | None = None) -> VectorIndex:
         """An empty index of dimension `dim`.
 
         `factory` is "Flat" or an IVF factory string such as "IVF1024,PQ32x8" (see choose_index_key).
+        `use_gpu=False` keeps FAISS on the CPU even when a GPU is present (default: use it).
         """
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
@@ -167,6 +175,7 @@ class VectorIndex:
             np.empty((0, dim), np.float16),
             np.empty(0, np.int64),
             rerank_factor=default_rerank_factor(factory),
+            use_gpu=use_gpu,
         )
 
     # ---- bookkeeping
@@ -181,11 +190,19 @@ class VectorIndex:
         """True for exact (Flat) indexes, whose search is exhaustive."""
         return self.factory == "Flat"
 
-    def _lookup(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._sorted_ids is None or self._sorted_rows is None:
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ids ascending, their store rows); rows is None when the store is in id order (as saved).
+
+        In id order the id array itself is the lookup (no 8 B/vector argsort array on the heap; a
+        memory-mapped load keeps it on disk).
+        """
+        if self._sorted_ids is None:
             live = self._ids[: self._size]
-            self._sorted_rows = np.argsort(live, kind="stable")
-            self._sorted_ids = live[self._sorted_rows]
+            if len(live) < 2 or bool((live[1:] > live[:-1]).all()):
+                self._sorted_ids, self._sorted_rows = live, None
+            else:
+                self._sorted_rows = np.argsort(live, kind="stable")
+                self._sorted_ids = live[self._sorted_rows]
         return self._sorted_ids, self._sorted_rows
 
     def _rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,11 +212,17 @@ class VectorIndex:
             return np.zeros(len(ids), bool), np.empty(0, np.int64)
         position = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
         found = sorted_ids[position] == ids
-        return found, sorted_rows[position[found]]
+        return found, (position[found] if sorted_rows is None else sorted_rows[position[found]])
 
     def _changed(self) -> None:
         self._sorted_ids = self._sorted_rows = None
         self._gpu_index = None
+
+    def _device(self) -> gpu.GpuDevice | None:
+        """The GPU to run FAISS work on, or None for the CPU (decided once per index)."""
+        if self._gpu is None and gpu.gpu_enabled(self.use_gpu):
+            self._gpu = gpu.make_device(self.use_gpu)
+        return self._gpu
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -213,7 +236,7 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """All ids in the index, int64, sorted ascending."""
-        return self._lookup()[0].copy()
+        return np.array(self._lookup()[0], dtype=np.int64)
 
     def vectors(self, ids: Any) -> np.ndarray:
         """float32 (n, dim) vectors of `ids` from the float16 copy; raises UnknownIdError for an absent id."""
@@ -229,31 +252,42 @@ class VectorIndex:
 
     # ---- add / remove
 
-    def _train(self, xb: np.ndarray) -> None:
+    def _train(self, xb: np.ndarray, total: int | None = None) -> None:
+        """Train the IVF quantizer (and PQ) on a seeded sample of `xb` (rows: float32 or float16).
+
+        `total` is the collection size recorded as `trained_on` (default len(xb)).
+        """
         nlist = faiss.extract_index_ivf(self._index).nlist
         if len(xb) < nlist:
             raise VectorIndexError(
                 f"{self.factory} needs at least {nlist} vectors in its first add to train, got {len(xb)}; "
                 "use factory 'Flat' for small collections (see choose_index_key)"
             )
-        limit = TRAIN_POINTS_PER_LIST * nlist
+        total = total or len(xb)
+        limit = training_sample_size(len(xb), nlist)
         if len(xb) > limit:
             sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(xb), limit, replace=False))
             xb = xb[sample]
-        logger.info("training %s on %d vectors", self.factory, len(xb))
+        xb = np.ascontiguousarray(xb, dtype=np.float32)
+        device = self._device()
+        logger.info("training %s on %d vectors (%s)", self.factory, len(xb), "GPU" if device else "CPU")
         try:
-            self._index.train(xb)
+            if device is not None:
+                device.train_ivf(self._index, xb)
+            else:
+                self._index.train(xb)
         except RuntimeError as error:
             raise VectorIndexError(
                 f"training {self.factory} on {len(xb)} vectors failed "
                 f"({str(error).strip().splitlines()[-1]}); "
                 "add more vectors in the first batch or use factory 'Flat'"
             ) from None
+        self.trained_on = total
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add `vectors` (n, dim) float32 under `ids` (n,) int64.
 
-        An untrained IVF index trains on this first batch (at most 256*nlist vectors, seeded sample).
+        An untrained IVF index trains on this first batch (a seeded sample, `training_sample_size`).
 
         A duplicate id (within the batch or already present) raises ValueError and adds nothing.
         """
@@ -281,9 +315,42 @@ class VectorIndex:
             )
         if not self._index.is_trained:
             self._train(xb)
-        self._index.add_with_ids(xb, ids)
+        device = None if self.is_flat else self._device()
+        if device is not None and gpu.unsupported_reason(self._index) is None:
+            device.add_ivf(self._index, xb, ids)
+        else:
+            self._index.add_with_ids(xb, ids)
         self._append(ids, xb)
         self._changed()
+
+    def needs_retraining(self, growth: float = RETRAIN_GROWTH) -> bool:
+        """True for an IVF index holding `growth` times (default 4x) the vectors its quantizer was trained on.
+
+        The quantizer's centroids (and PQ codebooks) were fit to the first trained batch; lists grow
+        unevenly as the collection drifts away from it. 4x: nlist ~ 4*sqrt(n) doubles over that growth
+        (choose_index_key then picks a new factory anyway), and a rebuild costs a full re-add.
+        """
+        if self.is_flat or not self._size:
+            return False
+        trained_on = self.trained_on or (self.tuning or {}).get("ntotal")
+        return bool(trained_on) and self._size >= growth * trained_on
+
+    def rebuilt(self, factory: str | None = None) -> VectorIndex:
+        """A new index of `factory` (default: this one's) with the same ids and vectors, trained on all of them.
+
+        Vectors come from the float16 copy (so the new codes encode float16-rounded vectors); training
+        uses a seeded sample of all rows (`training_sample_size`). nprobe and rerank_factor return to
+        their defaults: call `tune()` afterwards. This index is not changed.
+        """
+        rebuilt = VectorIndex.create(self.dim, factory or self.factory, use_gpu=self.use_gpu)
+        size = self._size
+        if size and not rebuilt.is_flat:
+            rebuilt._train(self._store[:size], total=size)
+        for start in range(0, size, REBUILD_BLOCK):
+            block = slice(start, min(size, start + REBUILD_BLOCK))
+            rebuilt.add(np.array(self._ids[block]), np.asarray(self._store[block], dtype=np.float32))
+        logger.info("rebuilt %s as %s (%d vectors)", self.factory, rebuilt.factory, size)
+        return rebuilt
 
     def _append(self, ids: np.ndarray, xb: np.ndarray) -> None:
         needed = self._size + len(ids)
@@ -334,10 +401,10 @@ class VectorIndex:
 
         A 1-D query is one query. Rows are padded with score -inf and id -1 when fewer than k
         candidates exist. `subset` restricts results to those ids (a metadata filter) and gives
-        min(k, |subset ∩ index|) results per query: subsets up to max(5k, 10% of ntotal), and any
-        subset of a Flat index, are searched exactly over the float16 copy (scores within ~1e-3);
-        larger ones by FAISS with an IDSelectorBatch and nprobe raised by 1/selectivity, falling
-        back to exact search for a query that got too few hits.
+        min(k, |subset ∩ index|) results per query: subsets up to max(5k, 8x the vectors an
+        unfiltered query touches) rows, and any subset of a Flat index, are searched exactly over the
+        float16 copy (scores within ~1e-3); larger ones by FAISS (on the CPU) with an IDSelectorBatch
+        and nprobe raised by 2/selectivity, falling back to exact search for a query that got too few hits.
 
         Exact re-ranking: with rerank_factor r > 1 FAISS returns k*r candidates, which are
         re-scored exactly against the float16 copy (memory-mapped when loaded with mmap=True) and
@@ -424,10 +491,18 @@ class VectorIndex:
         rows[valid] = found_rows
         exact = np.full(candidates.shape, -np.inf, np.float32)
         block = max(1, RERANK_BLOCK_BYTES // max(1, count * self.dim * 4))
-        for start in range(0, num_queries, block):
+
+        def score(start: int) -> None:
             part = slice(start, start + block)
             xb = self._store[rows[part].reshape(-1)].astype(np.float32).reshape(-1, count, self.dim)
             exact[part] = np.matmul(xb, xq[part][:, :, None])[:, :, 0]
+
+        starts = range(0, num_queries, block)
+        if len(starts) > 1 and _rerank_pool() is not None:  # numpy releases the GIL: blocks run in parallel
+            list(_rerank_pool().map(score, starts))
+        else:
+            for start in starts:
+                score(start)
         exact[~valid] = -np.inf
         keep = min(k, count)
         order = np.argsort(-exact, axis=1, kind="stable")[:, :keep]
@@ -445,12 +520,13 @@ class VectorIndex:
         count = len(rows)
         if count == 0:
             return _pad(len(xq), k)
-        if self.is_flat or count <= max(EXACT_SUBSET_MIN, EXACT_SUBSET_FRACTION * self._size):
+        nprobe = nprobe or self.nprobe or 1
+        if self.is_flat or count <= max(EXACT_SUBSET_MIN, EXACT_COST_RATIO * self._query_cost(k, nprobe, rerank)):
             return _exact_topk(xq, _row_blocks(self._store, rows, self._ids[rows]), k)
         members = np.ascontiguousarray(self._ids[rows])
         selector = faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members))
         nlist = faiss.extract_index_ivf(self._index).nlist
-        raised = min(nlist, math.ceil((nprobe or self.nprobe or 1) * self._size / count))
+        raised = min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN * self._size / count))
         params = self._ivf_params(raised, selector)
         scores, ids = self._approximate_search(xq, k, params, rerank, use_gpu=False)
         short = (ids != -1).sum(axis=1) < min(k, count)
@@ -459,13 +535,24 @@ class VectorIndex:
             scores[short], ids[short] = _exact_topk(xq[short], _row_blocks(self._store, rows, members), k)
         return scores, ids
 
+    def _query_cost(self, k: int, nprobe: int, rerank: int) -> float:
+        """Stored vectors an unfiltered IVF query touches (the cost model of tuning.py)."""
+        nlist = faiss.extract_index_ivf(self._index).nlist
+        return nlist + nprobe / nlist * self._size + (RERANK_COST * k * rerank if rerank > 1 else 0.0)
+
     def _search_index(self) -> faiss.Index:
-        """The GPU copy of the index when a GPU is available, else the CPU index."""
-        if faiss.get_num_gpus() == 0 or self._size == 0:
+        """The GPU copy of the index for unfiltered search when a GPU is in use and supports it, else the CPU index."""
+        if self._size == 0 or self.is_flat:
             return self._index
-        if self._gpu_index is None:  # untested here: no GPU on the CI machines
-            self._gpu_resources = self._gpu_resources or faiss.StandardGpuResources()
-            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
+        device = self._device()
+        if device is None:
+            return self._index
+        if self._gpu_index is None:
+            reason = gpu.unsupported_reason(self._index)
+            if reason is not None:
+                logger.debug("searching on the CPU: %s", reason)
+                return self._index
+            self._gpu_index = device.copy_to_gpu(self._index)
         return self._gpu_index
 
     # ---- persistence
@@ -479,6 +566,7 @@ class VectorIndex:
             "ntotal": self._size,
             "nprobe": self.nprobe,
             "rerank_factor": self.rerank_factor,
+            "trained_on": self.trained_on,
             **({"tuning": self.tuning} if self.tuning is not None else {}),
             "faiss_version": faiss.__version__,
             "format_version": FORMAT_VERSION,
@@ -487,43 +575,53 @@ class VectorIndex:
     def save(self, directory: str | Path) -> None:
         """Write the index to `directory` (created if missing), each file atomically.
 
-        Files: vectors.faiss (CPU index), vectors_f16.npy, vector_ids.npy, index_info.json. Each is
-        written to a temporary name in the same directory and fsynced; then all are os.replace()d,
-        index_info.json last. A crash before the first replace keeps the previous index intact; a
-        crash between replaces is detected by `load` (counts disagree with index_info.json).
+        Files: vectors.faiss (CPU index), vectors_f16.npy and vector_ids.npy (both in id order),
+        index_info.json. Each is written to a temporary name in the same directory and fsynced; then
+        all are os.replace()d, index_info.json last. A crash before the first replace keeps the
+        previous index intact; a crash between replaces is detected by `load` (counts disagree with
+        index_info.json). Existing files are replaced, never written in place, so a reader that mapped
+        them (or a hard link in an older generation) keeps the old contents.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         temps: dict[str, Path] = {}
         try:
-            temps[INDEX_FILE] = _temp_path(directory, INDEX_FILE)
+            temps[INDEX_FILE] = temp_path(directory, INDEX_FILE)
             faiss.write_index(self._index, str(temps[INDEX_FILE]))
-            for name, array in ((STORE_FILE, self._store[: self._size]), (IDS_FILE, self._ids[: self._size])):
-                temps[name] = _temp_path(directory, name)
+            sorted_ids, sorted_rows = self._lookup()
+            store = self._store[: self._size] if sorted_rows is None else self._store[sorted_rows]
+            for name, array in ((STORE_FILE, store), (IDS_FILE, sorted_ids)):
+                temps[name] = temp_path(directory, name)
                 with open(temps[name], "wb") as handle:
                     np.save(handle, np.ascontiguousarray(array))
-            temps[INFO_FILE] = _temp_path(directory, INFO_FILE)
+            temps[INFO_FILE] = temp_path(directory, INFO_FILE)
             temps[INFO_FILE].write_text(json.dumps(self.info(), indent=2) + "\n")
             for path in temps.values():
-                _fsync_file(path)
+                fsync_file(path)
             for name in (INDEX_FILE, STORE_FILE, IDS_FILE, INFO_FILE):
                 os.replace(temps[name], directory / name)
                 del temps[name]
         finally:
             for path in temps.values():
                 path.unlink(missing_ok=True)
-            _fsync_directory(directory)
+            fsync_directory(directory)
         logger.info("saved %d vectors (%s) to %s", self._size, self.factory, directory)
 
     @classmethod
     def load(
-        cls, directory: str | Path, *, expected_dim: int | None = None, mmap: bool = False
+        cls,
+        directory: str | Path,
+        *,
+        expected_dim: int | None = None,
+        mmap: bool = False,
+        use_gpu: bool | None = None,
     ) -> VectorIndex:
         """Read an index written by `save`.
 
         Refuses (VectorIndexError) a missing index, another format version or metric, a dimension
-        other than `expected_dim`, and files whose counts disagree. With mmap=True the float16 copy
-        and, where FAISS supports it, the index are memory-mapped; the result is then read-only.
+        other than `expected_dim`, and files whose counts disagree. With mmap=True the float16 copy,
+        the id array (the id -> row lookup) and, where FAISS supports it (IVF codes), the index are
+        memory-mapped; the result is then read-only. `use_gpu` as in `create`.
         """
         directory = Path(directory)
         paths = {name: directory / name for name in (INDEX_FILE, STORE_FILE, IDS_FILE, INFO_FILE)}
@@ -537,9 +635,9 @@ class VectorIndex:
             info = json.loads(paths[INFO_FILE].read_text())
         except (OSError, ValueError) as error:
             raise VectorIndexError(f"cannot read {paths[INFO_FILE]} ({error}); rebuild the index") from None
-        _check_info(info, directory, expected_dim)
+        check_info(info, directory, expected_dim)
         dim = int(info["dim"])
-        index = _read_faiss(paths[INDEX_FILE], mmap)
+        index = read_faiss(paths[INDEX_FILE], mmap)
         # np.asarray drops the np.memmap subclass (its __getitem__ costs ~0.3 ms per re-ranked query);
         # the plain view keeps the mapping alive through .base
         store = np.asarray(np.load(paths[STORE_FILE], mmap_mode="r" if mmap else None))
@@ -566,44 +664,6 @@ class VectorIndex:
             read_only=mmap,
             rerank_factor=int(info.get("rerank_factor", default_rerank_factor(str(info["factory"])))),
             tuning=info.get("tuning"),
+            trained_on=info.get("trained_on"),
+            use_gpu=use_gpu,
         )
-
-
-def _check_info(info: dict[str, Any], directory: Path, expected_dim: int | None) -> None:
-    """Refuse an index_info.json of another format, metric or dimension."""
-    absent = [key for key in ("factory", "dim", "metric", "ntotal", "format_version") if key not in info]
-    if absent:
-        raise VectorIndexError(
-            f"expected keys {absent} in {directory / INFO_FILE}, they are missing; rebuild the index"
-        )
-    if info.get("format_version") != FORMAT_VERSION:
-        raise VectorIndexError(
-            f"expected index format_version {FORMAT_VERSION} at {directory}, "
-            f"found {info.get('format_version')}; "
-            "rebuild the index with this version (`sarsearch index ARCHIVE`)"
-        )
-    if info.get("metric") != METRIC:
-        raise VectorIndexError(
-            f"expected metric {METRIC!r} at {directory}, found {info.get('metric')!r}; rebuild the index"
-        )
-    if expected_dim is not None and info.get("dim") != expected_dim:
-        raise VectorIndexError(
-            f"expected dimension {expected_dim} (the model's), "
-            f"the index at {directory} has {info.get('dim')}; "
-            "rebuild the index with this model (`sarsearch index ARCHIVE`)"
-        )
-
-
-def _read_faiss(path: Path, mmap: bool) -> faiss.Index:
-    """faiss.read_index, memory-mapped when asked and supported."""
-    try:
-        if mmap:
-            try:
-                return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
-            except RuntimeError:
-                logger.info("FAISS cannot memory-map %s; reading it into memory", path)
-        return faiss.read_index(str(path))
-    except RuntimeError as error:
-        raise VectorIndexError(
-            f"cannot read FAISS index {path} ({str(error).strip().splitlines()[-1]}); rebuild the index"
-        ) from None

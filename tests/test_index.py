@@ -17,7 +17,9 @@ from sarclip_search.index import (
     choose_index_key,
     exact_search,
     recall_at_k,
+    resident_bytes,
 )
+from sarclip_search.index import choose as choose_module
 from sarclip_search.index import exact as exact_module
 from sarclip_search.index import tuning as tuning_module
 from sarclip_search.index import vector_index as vector_index_module
@@ -56,9 +58,9 @@ def built(data) -> dict[str, VectorIndex]:
     ids, xb, _ = data
     indexes = {}
     with pytest.MonkeyPatch.context() as patch:
-        # 160 points per list: 10_240 training vectors, just above the 39*256 that PQ's k-means asks for,
-        # instead of 16_384; halves the PQ training time that dominates this file
-        patch.setattr(vector_index_module, "TRAIN_POINTS_PER_LIST", 160)
+        # 10_240 training vectors, just above the 39*256 that PQ's k-means asks for, instead of
+        # TRAIN_MIN_POINTS (all 20k here); halves the PQ training time that dominates this file
+        patch.setattr(choose_module, "TRAIN_MIN_POINTS", 10_240)
         for factory in ("Flat", "IVF64,Flat", "IVF64,PQ16x8"):
             index = VectorIndex.create(DIM, factory)
             index.add(ids, xb)
@@ -73,13 +75,22 @@ def test_choose_index_key_by_size_and_budget() -> None:
     assert choose_index_key(0, 512) == "Flat"
     assert choose_index_key(49_999, 512) == "Flat"
     assert choose_index_key(200_000, 512) == "IVF2048,Flat"  # 4*sqrt(2e5) = 1789 -> 2048
-    assert (
-        choose_index_key(1_000_000, 512) == "IVF16384,Flat"
-    )  # 16*sqrt(1e6) = 16000 -> 16384; 2.05e9 B fit 2 GiB
-    assert choose_index_key(5_000_000, 512) == "IVF32768,PQ128x8"  # 10 GB of floats: PQ with d/4 bytes
+    assert choose_index_key(1_000_000, 512) == "IVF4096,Flat"  # 1M*(2048+16) + 4096*2048 = 2.07e9 <= 2 GiB
+    assert choose_index_key(5_000_000, 512) == "IVF16384,PQ128x8"  # 8*sqrt(5e6) = 17889 -> 16384; PQ d/4
     assert choose_index_key(200_000, 512, memory_budget=100_000_000) == "IVF2048,PQ128x8"
-    assert choose_index_key(5_000_000, 512, memory_budget=100_000_000) == "IVF32768,PQ16x8"  # 5e6*16 B fits
-    assert choose_index_key(5_000_000, 512, memory_budget=1) == "IVF32768,PQ8x8"  # never below 8 bytes
+    assert choose_index_key(5_000_000, 512, memory_budget=300_000_000) == "IVF16384,PQ32x8"  # 5e6*48 + 34e6
+    assert choose_index_key(5_000_000, 512, memory_budget=1) == "IVF16384,PQ8x8"  # never below 8 bytes
+    # the worked example of the docstring: 80 B/vector at 1M x 256 leaves PQ32 (52.5), not PQ64 (84.5)
+    assert choose_index_key(1_000_000, 256, memory_budget=80_000_000) == "IVF4096,PQ32x8"
+    assert choose_index_key(1_000_000, 256, memory_budget=85_000_000) == "IVF4096,PQ64x8"
+
+
+def test_resident_bytes_counts_codes_ids_lookup_and_centroids() -> None:
+    n, d = 1_000_000, 256
+    assert resident_bytes(n, d, "IVF4096,PQ32x8") == n * (32 + 8 + 8) + 4096 * 4 * d + 256 * 4 * d
+    assert resident_bytes(n, d, "IVF4096,PQ64x8") / n == pytest.approx(84.5, abs=0.1)
+    assert resident_bytes(n, d, "IVF4096,Flat") == n * (4 * d + 16) + 4096 * 4 * d
+    assert resident_bytes(n, d, "Flat") == n * (4 * d + 56)
 
 
 @pytest.mark.parametrize("n", [50_000, 123_457, 999_999, 3_000_000, 40_000_000])
@@ -258,7 +269,7 @@ def test_filtered_search_matches_filtered_truth(
 ) -> None:
     if force_faiss:  # exercise the IDSelectorBatch path, which n=20k would otherwise never reach
         monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
-        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_FRACTION", 0.0)
+        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
     ids, xb, xq = data
     subset = np.random.default_rng(7).choice(ids, max(1, int(selectivity * N)), replace=False)
     subset_with_unknown = np.concatenate([subset, [10**12, 2]])  # ids absent from the index are ignored
@@ -283,7 +294,7 @@ def test_filtered_search_with_empty_or_unknown_subset(built, data) -> None:
 def test_filtered_search_subset_smaller_than_k(built, data, monkeypatch, force_faiss: bool) -> None:
     if force_faiss:
         monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
-        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_FRACTION", 0.0)
+        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
     ids, _, xq = data
     subset = ids[[3, 500, 19_999]]
     scores, found = built["IVF64,Flat"].search(xq[:20], K, subset=subset)
@@ -409,6 +420,7 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
         "ntotal": N,
         "nprobe": index.nprobe,
         "rerank_factor": index.rerank_factor,
+        "trained_on": None if factory == "Flat" else N,
         "faiss_version": faiss.__version__,
         "format_version": 1,
     }
@@ -490,7 +502,6 @@ def test_recall_at_k() -> None:
 
 def test_exact_search_blocks_match_one_matmul(monkeypatch) -> None:
     monkeypatch.setattr(exact_module, "ROW_BLOCK", 7)  # many blocks, ragged last one
-    monkeypatch.setattr(exact_module, "QUERY_BLOCK", 3)
     xb, xq = clustered(100, seed=10), clustered(10, seed=11)
     ids = np.arange(100, dtype=np.int64) + 1000
     scores, found = exact_search(xb, ids, xq, 5)
