@@ -1,26 +1,37 @@
-"""How fast, small and exact is the IVF-PQ index with exact re-ranking, next to exact Flat search?
+"""How fast, small and exact is our IVF-PQ index with exact re-ranking, next to exact Flat, hnswlib and LanceDB?
 
-    python benchmarks/bench_index.py [--n 100000] [--d 256] [--queries 1000] [--out benchmarks/results/index_100k.json]
-    python benchmarks/bench_index.py --n 1000000 --out benchmarks/results/index_1m.json   # ~1 h on 2 cores
+    python benchmarks/bench_index.py [--n 100000] [--d 256] [--queries 1000] [--out benchmarks/results/index_100000.json]
+    python benchmarks/bench_index.py --data real --n 100000     # the shipped model's tile embeddings, expanded
+    nohup python benchmarks/bench_index.py --n 1000000 > /work/runs/bench_index_1m.log 2>&1 &   # ~40 min, 2 cores
 
-One run, same seeded vectors and queries for every row:
+One run, same vectors and queries for every row:
   1. exact `Flat` (the baseline and the ground truth): build time, queries/s, single-query latency;
-  2. IVF-PQ (factory from choose_index_key with a budget of d/4 bytes per vector, or --factory):
-     build time, then a sweep of nprobe x rerank_factor: recall@10 vs Flat, batch queries/s,
-     single-query p50/p99 ms; then `tune()` (target recall@10 0.95) and its choice measured the same way;
-  3. memory: bytes/vector that must stay resident (FAISS file: codes + ids + centroids, plus the
-     id arrays VectorIndex keeps) vs the float16 copy left on disk and memory-mapped; anonymous RSS
-     growth of loading the saved index with mmap=True and searching;
-  4. filtered search at selectivities 0.1%, 1%, 10%, 50%: recall@10 vs the exact filtered answer
-     and queries/s, with the tuned settings.
-Vectors: `--clusters` Gaussian clusters (default n/100) with noise `--noise` times the center scale,
-L2-normalized; queries are new points from the same clusters (held out from the index). d=256 is
-the model's embedding dimension.
-Peers, same vectors and queries, when installed (`pip install -e '.[bench]'`; skipped otherwise):
-hnswlib (HNSW, inner product) over an ef sweep; LanceDB's IVF-PQ (same nlist and code size, dot
-metric) over nprobes x refine_factor, and its pre-filtered search at the same selectivities.
+  2. ours: the factory from choose_index_key with a resident budget of --bytes-per-vector (default 80)
+     per vector (or --factory): build time, a sweep of nprobe x rerank_factor (recall@10 vs Flat, batch
+     queries/s, single-query p50/p99 ms), then `tune()` (target recall@10 0.95) and its choice measured
+     on the index saved and re-loaded with mmap=True; --compare-factory builds and tunes a second one;
+  3. memory: resident bytes/vector by the arithmetic of `resident_bytes` and measured in a fresh process
+     that loads with mmap=True and runs the queries (heap + mapped pages of the FAISS file and the id
+     array, from /proc/self/smaps; the float16 copy's mapped pages are reported apart);
+  4. filtered search at selectivities 0.1%, 1%, 10%, 50%: recall@10 vs the exact filtered answer,
+     queries/s, ratio to unfiltered;
+  5. peers when installed (`pip install -e '.[bench]'`): hnswlib (HNSW, inner product, ef sweep; all
+     in RAM) and LanceDB IVF-PQ (same nlist and code size, dot metric, training sample 64 per partition
+     and 10 k-means iterations like ours; nprobes x refine_factor sweep; pre-filtered search at the same
+     selectivities; resident memory measured in a fresh process like ours);
+  6. at equal recall (>= --target-recall): the fastest setting of each system, its q/s and memory.
+Vectors (--data):
+  synthetic: --clusters seeded Gaussian clusters (default n/100), noise --noise times the center scale,
+    L2-normalized; queries are new points from the same clusters (held out from the index).
+  real: the tile embeddings of --real-db (an index directory; default /work/runs/db-full: 5,757 tiles
+    embedded by the shipped model). 10% of the tiles are held out as query seeds; the index holds n
+    vectors, each a random tile of the other 90% moved a random 0-30% of the way towards another random
+    tile, plus Gaussian noise of std --real-noise per dimension, L2-normalized; queries are held-out
+    tiles with the same noise. Cheap and bounded (no model run); it keeps the real embeddings' geometry
+    (their anisotropy and cluster structure) and fills the space between them.
 Filters select rows by a seeded `bucket` column in [0, 1000) (bucket < 1 is 0.1%), for ours and LanceDB's.
-Prints a table and writes a JSON result with the machine, commit, settings and OMP_WAIT_POLICY.
+The JSON result (machine, commit, settings, OMP_WAIT_POLICY) is rewritten after each stage, so a run
+cut short keeps what it measured; the table is printed at the end.
 """
 
 from __future__ import annotations
@@ -38,9 +49,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; stated in the result
 
 import numpy as np
-from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k
+from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, resident_bytes
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
+REAL_DB = "/work/runs/db-full"
 
 
 def clustered(n: int, d: int, clusters: int, noise: float, seed: int, centers_seed: int) -> np.ndarray:
@@ -56,56 +68,139 @@ def clustered(n: int, d: int, clusters: int, noise: float, seed: int, centers_se
     return x
 
 
+def real_tiles(db: str) -> np.ndarray:
+    """The float32 tile embeddings of an index directory (its committed generation)."""
+    root = Path(db)
+    generation = root / (root / "CURRENT").read_text().strip()
+    index = VectorIndex.load(generation / "vectors", mmap=True)
+    return index.vectors(index.ids())
+
+
+def expanded(tiles: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
+    """n points: a random tile moved 0-30% of the way to another, plus N(0, noise^2) per dim, L2-normalized."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((n, tiles.shape[1]), np.float32)
+    for start in range(0, n, 100_000):
+        rows = min(100_000, n - start)
+        first, second = tiles[rng.integers(0, len(tiles), rows)], tiles[rng.integers(0, len(tiles), rows)]
+        block = first + rng.uniform(0, 0.3, (rows, 1)).astype(np.float32) * (second - first)
+        block += noise * rng.standard_normal(block.shape, dtype=np.float32)
+        x[start : start + rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return x
+
+
+def make_vectors(args) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(database vectors, queries, description) for --data."""
+    if args.data == "synthetic":
+        clusters = args.clusters or max(1, args.n // 100)
+        xb = clustered(args.n, args.d, clusters, args.noise, seed=args.seed, centers_seed=args.seed)
+        xq = clustered(args.queries, args.d, clusters, args.noise, seed=args.seed + 1, centers_seed=args.seed)
+        return xb, xq, {"data": "synthetic", "clusters": clusters, "noise": args.noise}
+    tiles = real_tiles(args.real_db)
+    order = np.random.default_rng(args.seed + 3).permutation(len(tiles))
+    held_out = tiles[order[: len(tiles) // 10]]
+    base = tiles[order[len(tiles) // 10 :]]
+    xb = expanded(base, args.n, args.real_noise, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    xq = held_out[rng.integers(0, len(held_out), args.queries)]
+    xq = xq + args.real_noise * rng.standard_normal(xq.shape, dtype=np.float32)
+    xq = (xq / np.linalg.norm(xq, axis=1, keepdims=True)).astype(np.float32)
+    args.d = tiles.shape[1]
+    return xb, xq, {"data": "real", "real_db": args.real_db, "tiles": len(tiles), "base_tiles": len(base),
+                    "query_tiles": len(held_out), "real_noise": args.real_noise}
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-# Run in a fresh process: load the saved index memory-mapped (as the query engine does), search once,
-# report how much anonymous (heap) and file-backed (mmap, page cache) resident memory that added.
+SMAPS = """
+def resident():
+    # {"anon": bytes, <mapped file name>: rss bytes} from /proc/self/smaps
+    totals, name = {"anon": 0}, "anon"
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                name = os.path.basename(head[5]) if len(head) >= 6 and head[5].startswith("/") else "anon"
+            elif head and head[0] == "Rss:":
+                totals[name] = totals.get(name, 0) + int(head[1]) * 1024
+    return totals
+
+def growth(before, after):
+    return {key: after[key] - before.get(key, 0) for key in after if after[key] - before.get(key, 0) > 0}
+"""
+
+# A fresh process loads the saved index memory-mapped (as the query engine does), runs the queries,
+# and reports what that added to its resident memory, per mapping.
 RSS_PROBE = """
 import json, os, sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 from sarclip_search.index import VectorIndex
-
-def rss():
-    with open("/proc/self/status") as status:
-        return {line.split()[0][:-1]: int(line.split()[1]) * 1024 for line in status
-                if line.startswith(("RssAnon:", "RssFile:"))}
-
+""" + SMAPS + """
 queries = np.load(sys.argv[2])
-before = rss()
+before = resident()
 index = VectorIndex.load(sys.argv[1], mmap=True)
 index.search(queries, 10)
-after = rss()
-print(json.dumps({key: after[key] - before[key] for key in after}))
+print(json.dumps(growth(before, resident())))
+"""
+
+LANCE_PROBE = """
+import json, os, sys
+import numpy as np
+import lancedb
+""" + SMAPS + """
+queries = np.load(sys.argv[2])
+nprobes, refine = int(sys.argv[3]), int(sys.argv[4])
+before = resident()
+table = lancedb.connect(sys.argv[1]).open_table("vectors")
+for query in queries:
+    builder = table.search(query).distance_type("dot").nprobes(nprobes).limit(10)
+    if refine > 1:
+        builder = builder.refine_factor(refine)
+    builder.select(["id"]).to_arrow()
+print(json.dumps(growth(before, resident())))
 """
 
 
-def resident_after_mmap_load(directory: Path, queries: np.ndarray) -> dict:
-    """RssAnon / RssFile growth (bytes) of a fresh process loading `directory` with mmap=True and searching."""
-    query_file = directory / "probe_queries.npy"
-    np.save(query_file, queries)
-    try:
-        output = subprocess.run([sys.executable, "-c", RSS_PROBE, str(directory), str(query_file)],
-                                capture_output=True, text=True, check=True).stdout
-        return json.loads(output.strip().splitlines()[-1])
-    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
-        return {}  # not Linux, or the probe failed: memory is then reported from file sizes only
-    finally:
-        query_file.unlink(missing_ok=True)
+def probe(script: str, *argv: str, queries: np.ndarray) -> dict:
+    """Run a probe script in a fresh process; {} when it fails (not Linux, ...)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        query_file = Path(tmp) / "queries.npy"
+        np.save(query_file, queries)
+        try:
+            output = subprocess.run([sys.executable, "-c", script, argv[0], str(query_file), *argv[1:]],
+                                    capture_output=True, text=True, check=True).stdout
+            return json.loads(output.strip().splitlines()[-1])
+        except (OSError, subprocess.CalledProcessError, ValueError, IndexError) as error:
+            print(f"memory probe failed: {error}", file=sys.stderr)
+            return {}
 
 
-def measure(index: VectorIndex, xq: np.ndarray, truth: np.ndarray, k: int, latency_queries: int,
-            **search_args) -> dict:
-    """recall@k vs truth, batch queries/s, single-query p50/p99 ms for one setting."""
+def our_memory(index: VectorIndex, directory: Path, queries: np.ndarray) -> dict:
+    """Resident bytes/vector of a saved index: by resident_bytes() and measured after an mmap load + queries."""
+    n = index.ntotal
+    grown = probe(RSS_PROBE, str(directory), queries=queries)
+    kept = grown.get("anon", 0) + grown.get("vectors.faiss", 0) + grown.get("vector_ids.npy", 0)
+    return {
+        "resident_bytes_per_vector_arithmetic": round(resident_bytes(n, index.dim, index.factory) / n, 1),
+        "resident_bytes_per_vector": round(kept / n, 1) if grown else None,
+        "resident_detail_bytes_per_vector": {key: round(value / n, 1) for key, value in grown.items()},
+        "float16_on_disk_bytes_per_vector": round((directory / "vectors_f16.npy").stat().st_size / n, 1),
+        "files_bytes_per_vector": round(sum(p.stat().st_size for p in directory.iterdir()) / n, 1),
+    }
+
+
+def measure(search, xq: np.ndarray, truth: np.ndarray, k: int, latency_queries: int) -> dict:
+    """recall@k vs truth, batch queries/s, single-query p50/p99 ms of `search(queries, k) -> ids`."""
     start = time.perf_counter()
-    _, found = index.search(xq, k, **search_args)
+    found = search(xq, k)
     batch_seconds = time.perf_counter() - start
     latencies = []
     for query in xq[:latency_queries]:
         start = time.perf_counter()
-        index.search(query, k, **search_args)
+        search(query[None, :], k)
         latencies.append((time.perf_counter() - start) * 1000)
     return {
         "recall": round(recall_at_k(found, truth, k), 4),
@@ -115,16 +210,51 @@ def measure(index: VectorIndex, xq: np.ndarray, truth: np.ndarray, k: int, laten
     }
 
 
-def resident_bytes(index: VectorIndex, directory: Path) -> dict:
-    """Bytes that stay in memory vs on disk for a saved index."""
-    faiss_bytes = (directory / "vectors.faiss").stat().st_size
-    id_bytes = index.ntotal * 8 * 3  # row -> id array, plus the sorted id -> row lookup (two int64 arrays)
-    store_bytes = (directory / "vectors_f16.npy").stat().st_size
-    return {
-        "faiss_file_bytes": faiss_bytes,
-        "resident_bytes_per_vector": round((faiss_bytes + id_bytes) / index.ntotal, 1),
-        "float16_on_disk_bytes_per_vector": round(store_bytes / index.ntotal, 1),
-    }
+def ours_search(index: VectorIndex, **settings):
+    return lambda queries, k: index.search(queries, k, **settings)[1]
+
+
+def bench_ours(factory: str, ids, xb, xq, truth, buckets, filtered_truth, args, sweep: bool) -> dict:
+    """Build, sweep (optional), tune, save, mmap-load and measure one factory of ours; filtered rows too."""
+    k = args.k
+    start = time.perf_counter()
+    index = VectorIndex.create(xb.shape[1], factory)
+    index.add(ids, xb)
+    build = time.perf_counter() - start
+    rows = []
+    if sweep:
+        for nprobe in (int(v) for v in args.nprobe.split(",")):
+            for factor in (int(v) for v in args.rerank.split(",")):
+                point = measure(ours_search(index, nprobe=nprobe, rerank_factor=factor), xq, truth, k,
+                                args.latency_queries)
+                rows.append({"name": f"ours {factory} nprobe={nprobe} rerank={factor}", "nprobe": nprobe,
+                             "rerank_factor": factor, "build_s": round(build, 1), **point})
+                print(rows[-1], flush=True)
+    start = time.perf_counter()
+    tuned = index.tune(target_recall=args.target_recall, k=k)
+    tune_seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        index.save(tmp)
+        del index  # measure the mmap-loaded index, as the query engine opens it
+        loaded = VectorIndex.load(tmp, mmap=True)
+        memory = our_memory(loaded, Path(tmp), xq)
+        tuned_row = {"name": f"ours {factory} tuned (nprobe={tuned.nprobe} rerank={tuned.rerank_factor})",
+                     "build_s": round(build, 1), "tune_s": round(tune_seconds, 1),
+                     "tune_result": tuned.as_info(),
+                     **measure(ours_search(loaded), xq, truth, k, args.latency_queries), **memory}
+        print(tuned_row, flush=True)
+        filtered = []
+        for selectivity, (threshold, sub_truth) in filtered_truth.items():
+            subset = ids[buckets < threshold]
+            start = time.perf_counter()
+            _, found = loaded.search(xq, k, subset=subset)
+            seconds = time.perf_counter() - start
+            filtered.append({"selectivity": selectivity, "rows": len(subset),
+                             "recall": round(recall_at_k(found, sub_truth, k), 4),
+                             "qps": round(len(xq) / seconds, 1),
+                             "qps_vs_unfiltered": round(len(xq) / seconds / tuned_row["qps"], 2)})
+            print(filtered[-1], flush=True)
+    return {"factory": factory, "sweep": rows, "tuned": tuned_row, "filtered": filtered}
 
 
 def bench_hnswlib(xb: np.ndarray, ids: np.ndarray, xq: np.ndarray, truth: np.ndarray, args) -> list[dict]:
@@ -145,25 +275,21 @@ def bench_hnswlib(xb: np.ndarray, ids: np.ndarray, xq: np.ndarray, truth: np.nda
     rows = []
     for ef in (int(v) for v in args.hnsw_ef.split(",")):
         index.set_ef(max(ef, args.k))
-        start = time.perf_counter()
-        labels, _ = index.knn_query(xq, args.k)
-        batch_seconds = time.perf_counter() - start
-        latencies = []
-        for query in xq[: args.latency_queries]:
-            start = time.perf_counter()
-            index.knn_query(query[None, :], args.k)
-            latencies.append((time.perf_counter() - start) * 1000)
-        rows.append({"name": f"hnswlib M={args.hnsw_m} ef={ef}", "ef": ef, "build_s": round(build, 1),
-                     "recall": round(recall_at_k(labels.astype(np.int64), truth, args.k), 4),
-                     "qps": round(len(xq) / batch_seconds, 1), "p50_ms": round(percentile(latencies, 50), 3),
-                     "p99_ms": round(percentile(latencies, 99), 3),
+        point = measure(lambda queries, k: index.knn_query(queries, k)[0].astype(np.int64), xq, truth, args.k,
+                        args.latency_queries)
+        rows.append({"name": f"hnswlib M={args.hnsw_m} ef={ef}", "ef": ef, "build_s": round(build, 1), **point,
                      "resident_bytes_per_vector": round(size / len(xb), 1)})  # all in RAM: floats + graph
+        print(rows[-1], flush=True)
     return rows
 
 
 def _lance_ids(table, num_queries: int, k: int) -> np.ndarray:
     """(q, k) int64 ids from a LanceDB batch result (query_index, id), padded with -1."""
     found = np.full((num_queries, k), -1, np.int64)
+    if num_queries == 1 and "query_index" not in table.column_names:
+        hits = table["id"].to_numpy()[:k]
+        found[0, : len(hits)] = hits
+        return found
     query_index = table["query_index"].to_numpy()
     result_ids = table["id"].to_numpy()
     for query in range(num_queries):
@@ -189,9 +315,11 @@ def bench_lancedb(xb: np.ndarray, ids: np.ndarray, buckets: np.ndarray, xq: np.n
         table = lancedb.connect(tmp).create_table("vectors", pa.table({
             "id": ids, "bucket": buckets.astype(np.int32),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(xb.ravel()), d)}))
-        table.create_index(metric="dot", num_partitions=nlist, num_sub_vectors=pq_bytes)
+        table.create_index(metric="dot", num_partitions=nlist, num_sub_vectors=pq_bytes,
+                           sample_rate=args.lance_sample_rate, max_iterations=args.lance_iterations)
         build = time.perf_counter() - start
         disk = sum(path.stat().st_size for path in Path(tmp).rglob("*") if path.is_file())
+        print(f"LanceDB built in {build:.0f} s", flush=True)
 
         def query(vectors, nprobes, refine, where=None):
             builder = table.search(vectors).distance_type("dot").nprobes(nprobes).limit(k)
@@ -202,27 +330,21 @@ def bench_lancedb(xb: np.ndarray, ids: np.ndarray, buckets: np.ndarray, xq: np.n
             return builder.select(["id", "_distance"]).to_arrow()
 
         for nprobes in (int(v) for v in args.lance_nprobes.split(",")):
-            for refine in (int(v) for v in args.rerank.split(",")):
-                start = time.perf_counter()
-                found = _lance_ids(query(xq, nprobes, refine), len(xq), k)
-                batch_seconds = time.perf_counter() - start
-                latencies = []
-                for vector in xq[: min(args.latency_queries, 50)]:
-                    start = time.perf_counter()
-                    query(vector, nprobes, refine)
-                    latencies.append((time.perf_counter() - start) * 1000)
+            for refine in (int(v) for v in args.lance_refine.split(",")):
+                point = measure(lambda queries, k, p=nprobes, r=refine: _lance_ids(query(queries, p, r), len(queries), k),
+                                xq, truth, k, min(args.latency_queries, 50))
                 rows.append({"name": f"LanceDB IVF{nlist},PQ{pq_bytes} nprobes={nprobes} refine={refine}",
-                             "nprobes": nprobes, "refine_factor": refine, "build_s": round(build, 1),
-                             "recall": round(recall_at_k(found, truth, k), 4),
-                             "qps": round(len(xq) / batch_seconds, 1),
-                             "p50_ms": round(percentile(latencies, 50), 3),
-                             "p99_ms": round(percentile(latencies, 99), 3),
+                             "nprobes": nprobes, "refine_factor": refine, "build_s": round(build, 1), **point,
                              "disk_bytes_per_vector": round(disk / len(xb), 1)})
+                print(rows[-1], flush=True)
         good = [row for row in rows if row["recall"] >= args.target_recall] or rows
-        best = max(good, key=lambda row: row["qps"]) if good else None
+        best = max(good, key=lambda row: (row["recall"] >= args.target_recall, row["qps"] if row["recall"]
+                                          >= args.target_recall else row["recall"]))
+        grown = probe(LANCE_PROBE, tmp, str(best["nprobes"]), str(best["refine_factor"]), queries=xq[:200])
+        for row in rows:
+            row["resident_bytes_per_vector"] = round(sum(grown.values()) / len(xb), 1) if grown else None
+            row["resident_detail_bytes_per_vector"] = {key: round(v / len(xb), 1) for key, v in grown.items()}
         for selectivity, (threshold, sub_truth) in filtered_truth.items():
-            if best is None:
-                break
             start = time.perf_counter()
             found = _lance_ids(query(xq, best["nprobes"], best["refine_factor"], f"bucket < {threshold}"), len(xq), k)
             seconds = time.perf_counter() - start
@@ -230,6 +352,7 @@ def bench_lancedb(xb: np.ndarray, ids: np.ndarray, buckets: np.ndarray, xq: np.n
                              "recall": round(recall_at_k(found, sub_truth, k), 4),
                              "qps": round(len(xq) / seconds, 1),
                              "qps_vs_unfiltered": round(len(xq) / seconds / best["qps"], 2)})
+            print(filtered[-1], flush=True)
     return rows, filtered
 
 
@@ -251,111 +374,113 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def main() -> None:
+def at_equal_recall(result: dict, target: float) -> list[dict]:
+    """The fastest setting of each system reaching recall@k >= target, with its memory."""
+    systems: dict[str, list[dict]] = {}
+    for row in [result["flat"], *result["peers"]]:
+        systems.setdefault(row["name"].split(" ")[0], []).append(row)
+    for ours in result["ours"]:
+        systems[f"ours {ours['factory']}"] = [*ours["sweep"], ours["tuned"]]
+    summary = []
+    for name, rows in systems.items():
+        good = [row for row in rows if row["recall"] >= target]
+        if good:
+            best = max(good, key=lambda row: row["qps"])
+            summary.append({"system": name, "setting": best["name"], "recall": best["recall"], "qps": best["qps"],
+                            "p50_ms": best["p50_ms"],
+                            "resident_bytes_per_vector": best.get("resident_bytes_per_vector")})
+        else:
+            summary.append({"system": name, "setting": None, "recall": max(row["recall"] for row in rows)})
+    return summary
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic")
     parser.add_argument("--n", type=int, default=100_000, help="vectors in the index")
     parser.add_argument("--d", type=int, default=256, help="dimension (the model's embed_dim is 256)")
     parser.add_argument("--queries", type=int, default=1000, help="batch queries (recall, queries/s)")
     parser.add_argument("--latency-queries", type=int, default=200, help="single queries timed one by one")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--clusters", type=int, default=None, help="default n/100")
-    parser.add_argument("--noise", type=float, default=1.0, help="noise std relative to the centers' (1.0: overlapping)")
-    parser.add_argument("--factory", default=None, help="default: choose_index_key with a budget of d/4 bytes/vector")
-    parser.add_argument("--nprobe", default="4,8,16,32,64,128")
+    parser.add_argument("--clusters", type=int, default=None, help="synthetic: default n/100")
+    parser.add_argument("--noise", type=float, default=1.0, help="synthetic: noise std relative to the centers'")
+    parser.add_argument("--real-db", default=REAL_DB, help="real: index directory whose tile vectors seed the set")
+    parser.add_argument("--real-noise", type=float, default=0.03, help="real: per-dimension noise std")
+    parser.add_argument("--bytes-per-vector", type=float, default=80.0,
+                        help="resident budget per vector given to choose_index_key")
+    parser.add_argument("--factory", default=None, help="default: choose_index_key(n, d, n * bytes-per-vector)")
+    parser.add_argument("--compare-factory", default=None, help="a second factory of ours, tuned and measured")
+    parser.add_argument("--nprobe", default="1,2,4,8,16,32")
     parser.add_argument("--rerank", default="1,4,8,16")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and LanceDB")
     parser.add_argument("--hnsw-m", type=int, default=16, help="hnswlib graph degree (peer)")
     parser.add_argument("--hnsw-ef-construction", type=int, default=100)
     parser.add_argument("--hnsw-ef", default="16,32,64,128")
     parser.add_argument("--lance-nprobes", default="4,16,64", help="LanceDB IVF-PQ nprobes (peer)")
-    parser.add_argument("--out", default=None, help="default benchmarks/results/index_<n>.json")
-    args = parser.parse_args()
-    k, n, d = args.k, args.n, args.d
-    clusters = args.clusters or max(1, n // 100)
+    parser.add_argument("--lance-refine", default="1,4,16", help="LanceDB refine_factor (its exact re-ranking)")
+    parser.add_argument("--lance-sample-rate", type=int, default=64, help="LanceDB k-means sample per partition")
+    parser.add_argument("--lance-iterations", type=int, default=10, help="LanceDB k-means iterations")
+    parser.add_argument("--out", default=None, help="default benchmarks/results/index_<data>_<n>.json")
+    return parser.parse_args()
 
-    xb = clustered(n, d, clusters, args.noise, seed=args.seed, centers_seed=args.seed)
-    xq = clustered(args.queries, d, clusters, args.noise, seed=args.seed + 1, centers_seed=args.seed)
+
+def main() -> None:
+    args = parse_args()
+    k, n = args.k, args.n
+    xb, xq, data = make_vectors(args)
+    d = args.d
     ids = np.arange(n, dtype=np.int64) * 7 + 3  # catalog ids, not row numbers
     buckets = np.random.default_rng(args.seed + 2).integers(0, 1000, n)  # filter column: bucket < 1 is 0.1%
-    rows: list[dict] = []
+    factory = args.factory or choose_index_key(n, d, memory_budget=int(n * args.bytes_per_vector))
+    out = Path(args.out or f"benchmarks/results/index_{args.data}_{n}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result: dict = {
+        "question": "IVF-PQ + exact re-ranking vs exact Flat, hnswlib, LanceDB: recall@10, q/s, latency, memory, "
+                    "filters",
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform(),
+                    "python": platform.python_version(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "commit": git_commit(),
+        "config": {**vars(args), **data, "factory": factory},
+        "ours": [], "peers": [], "peer_filtered": [],
+    }
+
+    def save() -> None:
+        result["at_equal_recall"] = at_equal_recall(result, args.target_recall) if "flat" in result else []
+        out.write_text(json.dumps(result, indent=2) + "\n")
 
     start = time.perf_counter()
     flat = VectorIndex.create(d, "Flat")
     flat.add(ids, xb)
     flat_build = time.perf_counter() - start
     _, truth = flat.search(xq, k)
-    flat_row = {"name": "Flat (exact)", "build_s": round(flat_build, 1),
-                **measure(flat, xq, truth, k, args.latency_queries)}
-    with tempfile.TemporaryDirectory() as tmp:
-        flat.save(tmp)
-        flat_row.update(resident_bytes(flat, Path(tmp)))
-    flat_row["resident_bytes_per_vector"] = round(d * 4 + 8 * 4, 1)  # float32 codes + ids, all resident
-    rows.append(flat_row)
+    result["flat"] = {"name": "Flat (exact)", "build_s": round(flat_build, 1),
+                      **measure(ours_search(flat), xq, truth, k, min(args.latency_queries, 50)),
+                      "resident_bytes_per_vector": round(resident_bytes(n, d, "Flat") / n, 1)}
+    print(result["flat"], flush=True)
+    del flat
+    filtered_truth = {}
+    for selectivity in SELECTIVITIES:
+        threshold = round(selectivity * 1000)
+        inside = buckets < threshold
+        sub_truth = VectorIndex.create(d, "Flat")
+        sub_truth.add(ids[inside], xb[inside])
+        filtered_truth[selectivity] = (threshold, sub_truth.search(xq, k)[1])
+    save()
 
-    factory = args.factory or choose_index_key(n, d, memory_budget=n * (d // 4))
-    start = time.perf_counter()
-    ivf = VectorIndex.create(d, factory)
-    ivf.add(ids, xb)
-    ivf_build = time.perf_counter() - start
-    sweep = []
-    for nprobe in (int(v) for v in args.nprobe.split(",")):
-        for factor in (int(v) for v in args.rerank.split(",")):
-            point = measure(ivf, xq, truth, k, args.latency_queries, nprobe=nprobe, rerank_factor=factor)
-            sweep.append({"name": f"{factory} nprobe={nprobe} rerank={factor}", "nprobe": nprobe,
-                          "rerank_factor": factor, **point})
-    start = time.perf_counter()
-    tuned = ivf.tune(target_recall=args.target_recall, k=k)
-    tune_seconds = time.perf_counter() - start
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ivf.save(tmp)
-        del ivf  # measure the mmap-loaded index, as the query engine opens it
-        rss = resident_after_mmap_load(Path(tmp), xq)
-        loaded = VectorIndex.load(tmp, mmap=True)
-        tuned_row = {"name": f"{factory} tuned (nprobe={tuned.nprobe} rerank={tuned.rerank_factor})",
-                     "build_s": round(ivf_build, 1), "tune_s": round(tune_seconds, 1),
-                     **measure(loaded, xq, truth, k, args.latency_queries)}
-        tuned_row["rss_anon_bytes_per_vector"] = round(rss.get("RssAnon", 0) / n, 1)
-        tuned_row["rss_file_bytes_per_vector"] = round(rss.get("RssFile", 0) / n, 1)
-        tuned_row.update(resident_bytes(loaded, Path(tmp)))
-        rows.append(tuned_row)
-
-        filtered, filtered_truth = [], {}
-        for selectivity in SELECTIVITIES:
-            threshold = round(selectivity * 1000)
-            inside = buckets < threshold
-            subset = ids[inside]
-            sub_flat = VectorIndex.create(d, "Flat")
-            sub_flat.add(ids[inside], xb[inside])
-            _, sub_truth = sub_flat.search(xq, k)
-            filtered_truth[selectivity] = (threshold, sub_truth)
-            start = time.perf_counter()
-            _, found = loaded.search(xq, k, subset=subset)
-            seconds = time.perf_counter() - start
-            filtered.append({"selectivity": selectivity, "rows": int(inside.sum()),
-                             "recall": round(recall_at_k(found, sub_truth, k), 4),
-                             "qps": round(len(xq) / seconds, 1),
-                             "qps_vs_unfiltered": round(len(xq) / seconds / tuned_row["qps"], 2)})
-
-    result = {
-        "question": "IVF-PQ + exact re-ranking vs exact Flat: recall@10, queries/s, latency, memory, filters",
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform(),
-                    "python": platform.python_version(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
-        "commit": git_commit(),
-        "config": {**vars(args), "clusters": clusters, "factory": factory},
-        "flat": flat_row,
-        "sweep": sweep,
-        "tuned": {**tuned_row, "tune_result": tuned.as_info()},
-        "filtered": filtered,
-        "peers": bench_hnswlib(xb, ids, xq, truth, args),
-    }
-    lance_rows, lance_filtered = bench_lancedb(xb, ids, buckets, xq, truth, filtered_truth, factory, args)
-    result["peers"] += lance_rows
-    result["peer_filtered"] = lance_filtered
-    out = Path(args.out or f"benchmarks/results/index_{n}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    for number, key in enumerate([factory, *([args.compare_factory] if args.compare_factory else [])]):
+        result["ours"].append(bench_ours(key, ids, xb, xq, truth, buckets, filtered_truth, args, sweep=number == 0))
+        save()
+    if not args.no_peers:
+        result["peers"] += bench_hnswlib(xb, ids, xq, truth, args)
+        save()
+        lance_rows, lance_filtered = bench_lancedb(xb, ids, buckets, xq, truth, filtered_truth, factory, args)
+        result["peers"] += lance_rows
+        result["peer_filtered"] = lance_filtered
+    result["machine"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    save()
     print_table(result)
     print(f"result written to {out}")
 
@@ -363,35 +488,52 @@ def main() -> None:
 def print_table(result: dict) -> None:
     machine, config, flat = result["machine"], result["config"], result["flat"]
     print(f"machine: {machine['cpus']} cpus ({machine['cpu']}), OMP_WAIT_POLICY={machine['OMP_WAIT_POLICY']}, "
-          f"commit {result['commit'][:10]}")
-    print(f"vectors: n={config['n']} d={config['d']} clusters={config['clusters']} noise={config['noise']}, "
-          f"{config['queries']} held-out queries, k={config['k']}")
-    header = f"{'index':<46}{'recall@10':>10}{'q/s':>10}{'x Flat':>8}{'p50 ms':>9}{'p99 ms':>9}"
-    print(header)
-    for row in [flat, *result["sweep"], result["tuned"], *result["peers"]]:
-        print(f"{row['name']:<46}{row['recall']:>10.3f}{row['qps']:>10.0f}{row['qps'] / flat['qps']:>8.1f}"
-              f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}")
-    tuned = result["tuned"]
-    print(f"build s: Flat {flat['build_s']}, {config['factory']} {tuned['build_s']} (+ tune {tuned['tune_s']})")
-    print(f"resident bytes/vector: Flat {flat['resident_bytes_per_vector']}, "
-          f"IVF-PQ {tuned['resident_bytes_per_vector']} (FAISS file + ids; float16 copy on disk: "
-          f"{tuned['float16_on_disk_bytes_per_vector']} B/vector, mmap), "
-          f"fresh process after mmap load + {config['queries']} queries: RSS +{tuned['rss_anon_bytes_per_vector']} "
-          f"B/vector anonymous, +{tuned['rss_file_bytes_per_vector']} B/vector file-backed (page cache)")
-    for peer in result["peers"][:1]:
-        print(f"{peer['name'].split(' ef=')[0]}: build {peer['build_s']} s, {peer['resident_bytes_per_vector']} "
-              "B/vector, all resident (float32 vectors + graph)")
+          f"commit {result['commit'][:10]}, {machine['started']} .. {machine.get('finished')}")
+    shape = (f"clusters={config['clusters']} noise={config['noise']}" if config["data"] == "synthetic" else
+             f"{config['base_tiles']} real tiles expanded, noise {config['real_noise']}, queries from "
+             f"{config['query_tiles']} held-out tiles")
+    print(f"vectors: {config['data']} n={config['n']} d={config['d']} {shape}, {config['queries']} queries, "
+          f"k={config['k']}; budget {config['bytes_per_vector']} B/vector -> {config['factory']}")
+    print(f"{'index':<52}{'recall@10':>10}{'q/s':>9}{'x Flat':>8}{'p50 ms':>8}{'p99 ms':>8}{'B/vec':>8}")
+    rows = [flat]
+    for ours in result["ours"]:
+        rows += [*ours["sweep"], ours["tuned"]]
+    for row in [*rows, *result["peers"]]:
+        memory = row.get("resident_bytes_per_vector")
+        print(f"{row['name']:<52}{row['recall']:>10.3f}{row['qps']:>9.0f}{row['qps'] / flat['qps']:>8.1f}"
+              f"{row['p50_ms']:>8.2f}{row['p99_ms']:>8.2f}{memory if memory is not None else '':>8}")
+    for ours in result["ours"]:
+        tuned = ours["tuned"]
+        print(f"ours {ours['factory']}: build {tuned['build_s']} s + tune {tuned['tune_s']} s; resident "
+              f"{tuned['resident_bytes_per_vector']} B/vector measured (mmap load + queries, fresh process: "
+              f"{tuned['resident_detail_bytes_per_vector']}), {tuned['resident_bytes_per_vector_arithmetic']} by "
+              f"arithmetic; float16 copy on disk {tuned['float16_on_disk_bytes_per_vector']} B/vector")
+    for peer in result["peers"]:
+        if peer["name"].startswith("hnswlib"):
+            print(f"hnswlib: build {peer['build_s']} s, {peer['resident_bytes_per_vector']} B/vector in RAM")
+            break
     lance = [row for row in result["peers"] if row["name"].startswith("LanceDB")]
     if lance:
-        print(f"LanceDB: build {lance[0]['build_s']} s, {lance[0]['disk_bytes_per_vector']} B/vector on disk")
+        print(f"LanceDB: build {lance[0]['build_s']} s, {lance[0]['disk_bytes_per_vector']} B/vector on disk, "
+              f"resident after open + 200 queries {lance[0]['resident_bytes_per_vector']} B/vector "
+              f"({lance[0]['resident_detail_bytes_per_vector']})")
     peer = {row["selectivity"]: row for row in result.get("peer_filtered", [])}
-    print(f"{'filtered (tuned)':<18}{'rows':>9}{'recall@10':>10}{'q/s':>10}{'x unfiltered':>14}"
-          f"{'LanceDB recall':>16}{'LanceDB q/s':>13}{'x unfilt.':>10}")
-    for row in result["filtered"]:
-        other = peer.get(row["selectivity"])
-        tail = (f"{other['recall']:>16.3f}{other['qps']:>13.0f}{other['qps_vs_unfiltered']:>10.2f}" if other else "")
-        print(f"{row['selectivity'] * 100:>16.1f}%{row['rows']:>9}{row['recall']:>10.3f}{row['qps']:>10.0f}"
-              f"{row['qps_vs_unfiltered']:>14.2f}{tail}")
+    for ours in result["ours"]:
+        print(f"{'filtered, ' + ours['factory']:<28}{'rows':>9}{'recall@10':>10}{'q/s':>9}{'x unfilt.':>10}"
+              f"{'LanceDB recall':>16}{'LanceDB q/s':>12}{'x unfilt.':>10}")
+        for row in ours["filtered"]:
+            other = peer.get(row["selectivity"])
+            tail = f"{other['recall']:>16.3f}{other['qps']:>12.0f}{other['qps_vs_unfiltered']:>10.2f}" if other else ""
+            print(f"{row['selectivity'] * 100:>27.1f}%{row['rows']:>9}{row['recall']:>10.3f}{row['qps']:>9.0f}"
+                  f"{row['qps_vs_unfiltered']:>10.2f}{tail}")
+    print(f"at recall@10 >= {config['target_recall']}:")
+    for row in result["at_equal_recall"]:
+        if row["setting"] is None:
+            print(f"  {row['system']:<28} never reached (best recall {row['recall']:.3f})")
+        else:
+            print(f"  {row['system']:<28} {row['qps']:>8.0f} q/s ({row['qps'] / flat['qps']:.1f}x Flat), "
+                  f"p50 {row['p50_ms']:.2f} ms, recall {row['recall']:.3f}, "
+                  f"resident {row['resident_bytes_per_vector']} B/vector  [{row['setting']}]")
 
 
 if __name__ == "__main__":
