@@ -95,17 +95,21 @@ def index(
 
     Example: sarsearch index ./archive
     """
+    from sarclip_search.checkpoints import DEFAULT_CHECKPOINT
     from sarclip_search.indexer import index_archive
-    from sarclip_search.model import DEFAULT_CHECKPOINT, load_model
     from sarclip_search.store import IndexStore
 
+    def load_sarclip():  # called only when something must be embedded: an unchanged archive needs no torch
+        from sarclip_search.model import load_model
+
+        return load_model(model)
+
     budget = parse_size(memory_budget)
-    sarclip = load_model(model)
     with render.progress_bar("indexing", quiet) as progress:
         report = index_archive(
             archive,
             IndexStore(db),
-            sarclip,
+            load_sarclip,
             model_path=str((model or DEFAULT_CHECKPOINT).resolve()),
             tile_size=tile_size,
             stride=stride,

@@ -4,8 +4,8 @@
     hits = engine.query(text="ship near harbor", filters=Filters(split="test"), k=10)
 
 Filters become an id set in the catalog first, and the vector search runs only over those ids, so
-k results come back whenever k tiles match. The model loads lazily: metadata-only work (info) never
-imports torch.
+k results come back whenever k tiles match. Queries are embedded by the index's ONNX export of its
+model (`encoders.py`) and never import torch; an index without one loads the torch model lazily.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Self
 import numpy as np
 
 from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.encoders import Encoder, load_onnx_encoder
 from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError
 from sarclip_search.feedback import CANDIDATES_PER_PART, fit_probe
 from sarclip_search.filters import Filters, build_predicate
@@ -32,7 +33,8 @@ from sarclip_search.fusion import (
 )
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
-from sarclip_search.store import Generation, IndexStore
+from sarclip_search.store import Generation, IndexStore, file_sha256
+from sarclip_search.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,6 @@ DEDUP_OVERFETCH = 4
 # Relevance feedback: this many random tiles (seeded) are added to the negatives the analyst marked.
 BACKGROUND_NEGATIVES = 64
 BACKGROUND_SEED = 0
-
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Engine:
         self.vectors = vectors
         self._model_path = model_path
         self._model = None
+        self._encoder = None
 
     @classmethod
     def open(cls, db: str | Path | None = None, *, model_path: str | Path | None = None) -> Engine:
@@ -177,30 +179,54 @@ class Engine:
 
     @property
     def model(self):  # -> SarClip; imported lazily (torch)
-        """The SARCLIP model the index was built with; refuses any other."""
+        """The SARCLIP torch model the index was built with; refuses any other. Queries use `encoder`."""
         if self._model is None:
             from sarclip_search.model import load_model
 
-            recorded = self.info["model"]
-            path = self._model_path or recorded.get("checkpoint_path")
-            model = load_model(path)
-            if model.checkpoint_sha256 != recorded.get("checkpoint_sha256"):
-                raise ArtifactMismatchError(
-                    f"the index at {self.generation.path.parent} was built with checkpoint "
-                    f"{str(recorded.get('checkpoint_sha256'))[:12]}, but {path or 'the default model'} is "
-                    f"{model.checkpoint_sha256[:12]}; pass the right --model or re-index with --rebuild"
-                )
+            model = load_model(self._checkpoint_path)
+            self._check_checkpoint(model.checkpoint_sha256)
             self._model = model
         return self._model
 
+    @property
+    def encoder(self) -> Encoder:
+        """What embeds queries: the index's ONNX export of its checkpoint (no torch), else `model`.
+
+        The export is made by `sarsearch index` (`encoders.py`); without one (an older index, or
+        onnxruntime not installed) the torch model is loaded instead, with the same embeddings.
+        """
+        if self._encoder is None:
+            explicit = Path(self._model_path) if self._model_path is not None else None
+            encoder = None
+            if explicit is None or explicit.is_file():  # a missing --model is reported by load_model
+                if explicit is not None:  # an explicit --model must still be the index's checkpoint
+                    self._check_checkpoint(file_sha256(explicit))
+                recorded = str(self.info["model"].get("checkpoint_sha256"))
+                encoder = load_onnx_encoder(self.generation.path.parent, recorded)
+            self._encoder = encoder if encoder is not None else self.model
+        return self._encoder
+
+    @property
+    def _checkpoint_path(self) -> str | Path | None:
+        return self._model_path or self.info["model"].get("checkpoint_path")
+
+    def _check_checkpoint(self, sha256: str) -> None:
+        recorded = self.info["model"].get("checkpoint_sha256")
+        if sha256 != recorded:
+            raise ArtifactMismatchError(
+                f"the index at {self.generation.path.parent} was built with checkpoint {str(recorded)[:12]}, but "
+                f"{self._checkpoint_path or 'the default model'} is {sha256[:12]}; "
+                "pass the right --model or re-index with --rebuild"
+            )
+
     def embed_text(self, text: str) -> np.ndarray:
-        return self.model.encode_texts([text])[0]
+        return self.encoder.encode_texts([text])[0]
 
     def embed_image_file(self, path: str | Path) -> np.ndarray:
         from sarclip_search import raster
 
-        chip = raster.read_chip(path, size=self.model.image_size)
-        return self.model.encode_images(chip[None])[0]
+        chip = raster.read_chip(path, size=self.encoder.image_size)
+        return self.encoder.encode_images(chip[None])[0]
 
     # --- query ------------------------------------------------------------------------------------
 
@@ -372,12 +398,8 @@ class Engine:
 
     def search_vector(self, vector: np.ndarray, *, k: int = 10, subset: np.ndarray | None = None,
                       nprobe: int | None = None) -> list[Hit]:
-        """Best-k tiles for a query embedding (normalized here, in the model's one normalize)."""
-        import torch
-
-        from sarclip_search.model import normalize
-
-        query = normalize(torch.as_tensor(np.asarray(vector, dtype=np.float32))[None]).numpy()
+        """Best-k tiles for a query embedding (normalized here, by `vectors.l2_normalize`)."""
+        query = l2_normalize(vector)[None]
         scores, ids = self.vectors.search(query, k, subset=subset, nprobe=nprobe)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         rows = {int(r["tile_id"]): r for r in self.catalog.fetch_tiles([i for i, _ in found])}

@@ -6,6 +6,10 @@ vectors under one id (the FAISS id is the catalog tile_id). Runs are incremental
 modification time are unchanged are skipped, changed files re-embedded, deleted files removed.
 Changes land in new generations of the index directory, committed atomically every `commit_every`
 files, so an interrupted run keeps what it committed and the next run resumes from there.
+
+The model is loaded only when something must be embedded, or the index lacks the ONNX export of it
+that queries run on (`encoders.py`, written at the end of a run): a re-run over an unchanged archive
+imports no torch.
 """
 
 from __future__ import annotations
@@ -16,24 +20,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sarclip_search import raster
 from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.encoders import has_valid_encoders
 from sarclip_search.errors import (
     ArtifactMismatchError,
     InputError,
     MetadataError,
+    MissingDependencyError,
+    ModelError,
     NoValidPixelsError,
     RasterError,
     printable_path,
 )
 from sarclip_search.index import VectorIndex, choose_index_key
 from sarclip_search.metadata import load_manifest, load_stac_sidecar, scene_metadata
-from sarclip_search.model import SarClip, file_sha256
-from sarclip_search.store import Generation, IndexStore, make_info, write_json_atomic
+from sarclip_search.store import Generation, IndexStore, file_sha256, make_info, write_json_atomic
 from sarclip_search.tiling import tile_windows
+
+if TYPE_CHECKING:
+    from sarclip_search.model import SarClip
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +88,66 @@ class _Pending:
     chips: list[np.ndarray] = field(default_factory=list)
 
 
-def _check_compatible(info: dict, sarclip: SarClip, archive_root: str, tile_size: int, stride: int) -> None:
+class _RunModel:
+    """The model of one run: a SarClip, or a loader called only when something must be embedded.
+
+    Until it is loaded, its identity comes from the checkpoint file's hash (`model_path`) and, when that
+    matches the index, from the index's info: a run that embeds nothing loads no model.
+    """
+
+    def __init__(self, source: SarClip | Callable[[], SarClip], model_path: str | None) -> None:
+        self._loader = source if callable(source) else None
+        self._model: SarClip | None = None if callable(source) else source
+        self._model_path = model_path
+        self._sha256: str | None = None
+        self.recorded: dict[str, Any] = {}  # the index's model identity, once checked to be this checkpoint
+
+    def get(self) -> SarClip:
+        if self._model is None:
+            assert self._loader is not None
+            self._model = self._loader()
+            log.info("loaded model %s (%s)", self._model.name, self._model.checkpoint_sha256[:12])
+        return self._model
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        if self._model is not None:
+            return self._model.checkpoint_sha256
+        if self._sha256 is None:
+            path = Path(self._model_path) if self._model_path else None
+            # a missing file is reported by the loader (one line naming the fix)
+            self._sha256 = file_sha256(path) if path and path.is_file() else self.get().checkpoint_sha256
+        return self._sha256
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """model_name, checkpoint_sha256, embed_dim: what the index records (see SarClip.identity)."""
+        return dict(self.recorded) if self._model is None and self.recorded else self.get().identity
+
+    @property
+    def name(self) -> str:
+        if self._model is None and not self.recorded and self._model_path:  # naming it needs no loading
+            return Path(self._model_path).name
+        return str(self.identity["model_name"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.identity["embed_dim"])
+
+    @property
+    def image_size(self) -> int:
+        return self.get().image_size
+
+    def encode_images(self, chips: np.ndarray) -> np.ndarray:
+        return self.get().encode_images(chips)
+
+
+def _check_compatible(info: dict, sarclip: _RunModel, archive_root: str, tile_size: int, stride: int) -> None:
     model = info.get("model", {})
-    if model.get("checkpoint_sha256") != sarclip.checkpoint_sha256 or model.get("embed_dim") != sarclip.embed_dim:
+    same = model.get("checkpoint_sha256") == sarclip.checkpoint_sha256
+    if same:  # the same checkpoint file: the index's identity is this model's, no need to load it
+        sarclip.recorded = {k: model.get(k) for k in ("model_name", "checkpoint_sha256", "embed_dim")}
+    if not same or model.get("embed_dim") != sarclip.embed_dim:
         raise ArtifactMismatchError(
             f"the index was built with model {model.get('model_name')} ({str(model.get('checkpoint_sha256'))[:12]}), "
             f"not with {sarclip.name} ({sarclip.checkpoint_sha256[:12]}); re-run with --rebuild to re-embed everything"
@@ -100,7 +167,7 @@ def _check_compatible(info: dict, sarclip: SarClip, archive_root: str, tile_size
 def index_archive(
     archive: str | Path,
     store: IndexStore,
-    sarclip: SarClip,
+    sarclip: SarClip | Callable[[], SarClip],
     *,
     model_path: str | None = None,
     tile_size: int = DEFAULT_TILE_SIZE,
@@ -121,6 +188,10 @@ def index_archive(
     land in the first one), so a killed run loses at most one batch and the next run resumes: files
     committed earlier are unchanged and skipped. With `strict`, the first failed file raises InputError
     and the run commits nothing (one generation for the whole run).
+
+    `sarclip` is the model, or a function loading it (with `model_path` the file it loads): then it is
+    loaded only if something must be embedded or exported. The run ends by exporting the model's towers
+    to ONNX into the index directory when they are not there yet (`encoder_export.py`).
     """
     archive = Path(archive)
     if not archive.is_dir():
@@ -133,6 +204,7 @@ def index_archive(
     archive_root = str(archive.resolve())
     report = IndexReport(archive=str(archive), db=str(store.root))
     started = time.perf_counter()
+    model = _RunModel(sarclip, model_path)
     manifest = load_manifest(archive)  # MetadataError for a bad manifest: fatal, nothing changed yet
     if next(iter(raster.iter_rasters(archive)), None) is None:
         # also guards an existing index against an unmounted or emptied archive folder wiping it
@@ -144,13 +216,13 @@ def index_archive(
     with store.lock():
         current = store.current()
         if current is not None and not rebuild:
-            _check_compatible(current.read_info(), sarclip, archive_root, tile_size, stride)
+            _check_compatible(current.read_info(), model, archive_root, tile_size, stride)
         states: dict[str, tuple[int, float, str]] = {}
         if current is not None and not rebuild:
             with Catalog(current.catalog_path, read_only=True) as catalog:
                 states = catalog.scene_states()
         todo, removed = _plan(archive, manifest, states, report, strict)
-        settings = _Settings(sarclip, manifest, tile_size, stride, index_factory, memory_budget, strict,
+        settings = _Settings(model, manifest, tile_size, stride, index_factory, memory_budget, strict,
                              progress, len(todo))
         size = max(1, len(todo)) if strict else commit_every
         batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
@@ -158,16 +230,32 @@ def index_archive(
             with store.new_generation(copy_current=not (rebuild and number == 0)) as generation:
                 _update_generation(generation, batch, removed if number == 0 else [], settings, report,
                                    done_before=number * size)
-                _write_info(generation, sarclip, model_path, archive_root, tile_size, stride, report)
+                _write_info(generation, model, model_path, archive_root, tile_size, stride, report)
+        _ensure_encoders(store.root, model)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _ensure_encoders(db_root: Path, model: _RunModel) -> None:
+    """Export the model's towers to ONNX for torch-free queries, unless a complete export is there.
+
+    Not fatal: without an export, queries load the torch model (same results, ~6 s slower to start).
+    """
+    if has_valid_encoders(db_root, model.checkpoint_sha256):
+        return
+    try:
+        from sarclip_search.encoder_export import export_encoders
+
+        export_encoders(model.get(), db_root)
+    except (MissingDependencyError, ModelError) as exc:
+        log.warning("no ONNX query encoders written (%s); queries will load the torch model", exc)
 
 
 @dataclass(frozen=True)
 class _Settings:
     """What every batch of one run needs, besides the batch itself."""
 
-    sarclip: SarClip
+    sarclip: _RunModel
     manifest: dict[str, dict[str, object]]
     tile_size: int
     stride: int
@@ -281,7 +369,7 @@ def _update_generation(
         _flush(pending, vectors, sarclip, report)
 
     factory = settings.index_factory or choose_index_key(vectors.ntotal, vectors.dim, settings.memory_budget)
-    if factory != vectors.factory:
+    if factory != vectors.factory or vectors.needs_retraining():  # retrain after 4x growth (RETRAIN_GROWTH)
         vectors = _rebuild(vectors, factory)
     if _needs_tuning(vectors):
         result = vectors.tune()  # nprobe and re-rank depth for 0.95 recall@10 vs exact, saved with the index
@@ -328,7 +416,7 @@ def _read_chips(
 
 
 def _write_info(
-    generation: Generation, sarclip: SarClip, model_path: str | None, archive_root: str,
+    generation: Generation, sarclip: _RunModel, model_path: str | None, archive_root: str,
     tile_size: int, stride: int, report: IndexReport,
 ) -> None:
     """Check that catalog and vectors hold the same ids, then write the generation's info.json."""
@@ -384,7 +472,7 @@ def _scene_row(rel: str, path: Path, stat, content_hash: str, info: raster.Raste
     return row
 
 
-def _flush(pending: _Pending, vectors: VectorIndex, sarclip: SarClip, report: IndexReport) -> None:
+def _flush(pending: _Pending, vectors: VectorIndex, sarclip: _RunModel, report: IndexReport) -> None:
     if not pending.ids:
         return
     started = time.perf_counter()
@@ -396,10 +484,8 @@ def _flush(pending: _Pending, vectors: VectorIndex, sarclip: SarClip, report: In
 
 
 def _rebuild(vectors: VectorIndex, factory: str) -> VectorIndex:
-    """The same vectors under another FAISS index type (chosen by choose_index_key or --index-factory)."""
-    ids = vectors.ids()
-    rebuilt = VectorIndex.create(vectors.dim, factory)
-    if len(ids):
-        rebuilt.add(ids, vectors.vectors(ids))
-    log.info("rebuilt the vector index as %s (%d vectors)", factory, len(ids))
+    """The same vectors under another FAISS index type or a retrained quantizer, re-added from the float16 copy."""
+    rebuilt = vectors.rebuilt(factory)
+    log.info("rebuilt the vector index as %s (%d vectors, was %s trained on %s)", factory, rebuilt.ntotal,
+             vectors.factory, vectors.trained_on)
     return rebuilt

@@ -9,12 +9,12 @@ Architectures are plain open_clip model configs in `sarclip_search/configs/*.jso
 - an image tower whose timm name is in `PRETRAINED_IMAGE_PACKAGES` can start from ImageNet weights
   shipped by a pip package (EfficientNet-Lite0), mapped tensor by tensor onto the timm model.
 
-Embeddings are L2-normalized in exactly one place: `normalize`.
+Embeddings are L2-normalized in exactly one place, `vectors.l2_normalize` (numpy, shared with the ONNX
+encoders and the query path); `normalize` is its differentiable torch twin for training losses only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import logging
@@ -28,7 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from sarclip_search.checkpoints import DEFAULT_CHECKPOINT
+from sarclip_search.encoders import IMAGE_MEAN, IMAGE_STD, standardize_chips  # noqa: F401  (re-exported)
 from sarclip_search.errors import ArtifactMismatchError, ModelError
+from sarclip_search.store import file_sha256
+from sarclip_search.vectors import l2_normalize
 
 # Offline by construction: transformers / huggingface_hub must never try the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,9 +44,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_MODEL = "sarclip-effl0-minilm"
-DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "sarclip-default.pt"
 CHECKPOINT_FORMAT = "sarclip-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 PKG_PREFIX = "pkg:"
@@ -53,14 +55,10 @@ PRETRAINED_IMAGE_PACKAGES = {
 }
 # Parameters whose weights come from a pip package and stay frozen: not stored in our checkpoints.
 LOCKED_TEXT_PREFIX = "text.transformer."
-# Single-channel SAR (values in [0, 1]) is replicated to 3 channels and standardized like ImageNet input,
-# which is what the pretrained image tower expects.
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 def normalize(features: torch.Tensor) -> torch.Tensor:
-    """L2-normalize embeddings along the last axis: the one place this happens (index metric = inner product)."""
+    """L2-normalize inside training losses (differentiable); embeddings to index or search use `l2_normalize`."""
     return F.normalize(features.float(), dim=-1)
 
 
@@ -122,15 +120,6 @@ def _resolve_text_cfg(text_cfg: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str) and value.startswith(PKG_PREFIX):
             resolved[key] = str(_package_dir(value) / "model")
     return resolved
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (checkpoints, archive files), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _package_version(module_name: str) -> str:
@@ -239,15 +228,10 @@ class SarClip:
         return {"model_name": self.name, "checkpoint_sha256": self.checkpoint_sha256, "embed_dim": self.embed_dim}
 
     def image_tensor(self, chips: np.ndarray) -> torch.Tensor:
-        """(N, H, W) float32 chips in [0, 1] → (N, 3, H, W) standardized model input."""
-        x = torch.as_tensor(np.asarray(chips, dtype=np.float32))
-        if x.ndim == 2:
-            x = x[None]
-        x = x[:, None].expand(-1, 3, -1, -1)
-        mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+        """(N, H, W) float32 chips in [0, 1] → (N, 3, H, W) standardized model input (`standardize_chips`)."""
+        x = torch.from_numpy(standardize_chips(chips))
         # channels-last: EfficientNet's convolutions run ~1.7x faster on CPU (72 → 125 img/s embedding here)
-        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def encode_images(self, chips: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -256,8 +240,8 @@ class SarClip:
         out = []
         for start in range(0, len(chips), batch_size):
             batch = self.image_tensor(chips[start : start + batch_size]).to(self.device)
-            out.append(normalize(self.model.encode_image(batch)).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+            out.append(self.model.encode_image(batch).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.embed_dim), np.float32)
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -266,8 +250,8 @@ class SarClip:
         out = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            out.append(normalize(self.model.encode_text(tokens)).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+            out.append(self.model.encode_text(tokens).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.embed_dim), np.float32)
 
 
 def new_model(name: str = DEFAULT_MODEL, *, pretrained_image: bool = True, lock_text: bool = True) -> SarClip:

@@ -19,6 +19,8 @@ a write. Older generations are removed after the switch.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -71,6 +73,15 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (checkpoints, archive files), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -245,7 +256,6 @@ def make_info(
     """The info JSON of a generation: everything needed to refuse a mismatched reader or writer."""
     import duckdb
     import faiss
-    import torch
 
     return {
         "format": INFO_FORMAT,
@@ -262,7 +272,7 @@ def make_info(
             "sarclip_search": __version__,
             "faiss": faiss.__version__,
             "duckdb": duckdb.__version__,
-            "torch": str(torch.__version__),
+            "torch": importlib.metadata.version("torch"),  # no import: an unchanged re-index loads no model
         },
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
