@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import faiss
 import numpy as np
@@ -114,7 +115,7 @@ def test_save_writes_id_order_and_mmap_lookup_needs_no_sort(tmp_path: Path) -> N
 class FakeDevice(gpu_module.GpuDevice):
     """A 'GPU' whose copies are CPU clones: the GPU branches run, the arithmetic is the CPU's."""
 
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
 
     def __init__(self) -> None:
         self.resources = None
