@@ -79,6 +79,11 @@ def _rerank_pool() -> ThreadPoolExecutor | None:
     return _RERANK_POOL
 
 
+def _increasing(values: np.ndarray) -> bool:
+    """True when `values` is strictly increasing (sorted, no repeats): O(n), cheaper than sorting again."""
+    return len(values) < 2 or bool((values[1:] > values[:-1]).all())
+
+
 def default_nprobe(nlist: int) -> int:
     """nlist/8 clamped to [16, 256], never more than nlist."""
     return min(nlist, max(16, min(256, nlist // 8)))
@@ -205,7 +210,7 @@ class VectorIndex:
         """
         if self._sorted_ids is None:
             live = self._ids[: self._size]
-            if len(live) < 2 or bool((live[1:] > live[:-1]).all()):
+            if _increasing(live):
                 self._sorted_ids, self._sorted_rows = live, None
             else:
                 self._sorted_rows = np.argsort(live, kind="stable")
@@ -522,16 +527,19 @@ class VectorIndex:
     def _search_subset(
         self, xq: np.ndarray, k: int, subset: np.ndarray, nprobe: int | None, rerank: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        _, rows = self._rows_of(np.unique(subset))
-        rows = np.sort(rows)  # sequential reads of the (possibly memory-mapped) store
+        if not _increasing(subset):
+            subset = np.unique(subset)
+        _, rows = self._rows_of(subset)
+        if not _increasing(rows):
+            rows = np.sort(rows)  # sequential reads of the (possibly memory-mapped) store
         count = len(rows)
         if count == 0:
             return _pad(len(xq), k)
         nprobe = nprobe or self.nprobe or 1
         if self.is_flat or count <= max(EXACT_SUBSET_MIN, EXACT_COST_RATIO * self._query_cost(k, nprobe, rerank)):
             return _exact_topk(xq, _row_blocks(self._store, rows, self._ids[rows]), k)
-        members = np.ascontiguousarray(self._ids[rows])  # ascending: the store is in id order or rows sorted
-        if not (members[1:] > members[:-1]).all():
+        members = np.ascontiguousarray(self._ids[rows])
+        if not _increasing(members):  # in id order already when the store is (saved indexes)
             members = np.sort(members)
         nlist = faiss.extract_index_ivf(self._index).nlist
         selectivity = count / self._size
