@@ -30,8 +30,10 @@ Vectors (--data):
     tiles with the same noise. Cheap and bounded (no model run); it keeps the real embeddings' geometry
     (their anisotropy and cluster structure) and fills the space between them.
 Filters select rows by a seeded `bucket` column in [0, 1000) (bucket < 1 is 0.1%), for ours and LanceDB's.
-The JSON result (machine, commit, settings, OMP_WAIT_POLICY) is rewritten after each stage, so a run
-cut short keeps what it measured; the table is printed at the end.
+Batch queries/s is the best of 3 passes over the queries (2 for LanceDB, the slowest), since
+the machine may be shared; single-query latency is one pass. The JSON result (machine, commit, settings,
+OMP_WAIT_POLICY) is rewritten after each stage, so a run cut short keeps what it measured; the table is
+printed at the end.
 """
 
 from __future__ import annotations
@@ -192,11 +194,16 @@ def our_memory(index: VectorIndex, directory: Path, queries: np.ndarray) -> dict
     }
 
 
-def measure(search, xq: np.ndarray, truth: np.ndarray, k: int, latency_queries: int) -> dict:
-    """recall@k vs truth, batch queries/s, single-query p50/p99 ms of `search(queries, k) -> ids`."""
-    start = time.perf_counter()
-    found = search(xq, k)
-    batch_seconds = time.perf_counter() - start
+REPEATS = 3  # batch passes per setting; queries/s is the best (the machine is shared: others' jobs add noise)
+
+
+def measure(search, xq: np.ndarray, truth: np.ndarray, k: int, latency_queries: int, repeats: int = REPEATS) -> dict:
+    """recall@k vs truth, batch queries/s (best of `repeats` passes), single-query p50/p99 ms of `search`."""
+    batch_seconds = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        found = search(xq, k)
+        batch_seconds = min(batch_seconds, time.perf_counter() - start)
     latencies = []
     for query in xq[:latency_queries]:
         start = time.perf_counter()
@@ -246,9 +253,11 @@ def bench_ours(factory: str, ids, xb, xq, truth, buckets, filtered_truth, args, 
         filtered = []
         for selectivity, (threshold, sub_truth) in filtered_truth.items():
             subset = ids[buckets < threshold]
-            start = time.perf_counter()
-            _, found = loaded.search(xq, k, subset=subset)
-            seconds = time.perf_counter() - start
+            seconds = float("inf")
+            for _ in range(REPEATS):
+                start = time.perf_counter()
+                _, found = loaded.search(xq, k, subset=subset)
+                seconds = min(seconds, time.perf_counter() - start)
             filtered.append({"selectivity": selectivity, "rows": len(subset),
                              "recall": round(recall_at_k(found, sub_truth, k), 4),
                              "qps": round(len(xq) / seconds, 1),
@@ -332,7 +341,7 @@ def bench_lancedb(xb: np.ndarray, ids: np.ndarray, buckets: np.ndarray, xq: np.n
         for nprobes in (int(v) for v in args.lance_nprobes.split(",")):
             for refine in (int(v) for v in args.lance_refine.split(",")):
                 point = measure(lambda queries, k, p=nprobes, r=refine: _lance_ids(query(queries, p, r), len(queries), k),
-                                xq, truth, k, min(args.latency_queries, 50))
+                                xq, truth, k, min(args.latency_queries, 50), repeats=2)
                 rows.append({"name": f"LanceDB IVF{nlist},PQ{pq_bytes} nprobes={nprobes} refine={refine}",
                              "nprobes": nprobes, "refine_factor": refine, "build_s": round(build, 1), **point,
                              "disk_bytes_per_vector": round(disk / len(xb), 1)})
