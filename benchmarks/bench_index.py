@@ -25,10 +25,12 @@ Vectors (--data):
     L2-normalized; queries are new points from the same clusters (held out from the index).
   real: the tile embeddings of --real-db (an index directory; default /work/runs/db-full: 5,757 tiles
     embedded by the shipped model). 10% of the tiles are held out as query seeds; the index holds n
-    vectors, each a random tile of the other 90% moved a random 0-30% of the way towards another random
-    tile, plus Gaussian noise of std --real-noise per dimension, L2-normalized; queries are held-out
-    tiles with the same noise. Cheap and bounded (no model run); it keeps the real embeddings' geometry
-    (their anisotropy and cluster structure) and fills the space between them.
+    vectors, each a random tile of the other 90% moved a random 0-50% of the way towards one of its 10
+    nearest tiles, plus Gaussian noise per dimension (default std: half the tiles' median nearest-
+    neighbour distance / sqrt(d), so a copy stays closer to its tile than the next tile is), L2-
+    normalized; queries are held-out tiles with the same noise. Cheap and bounded (no model run); it
+    keeps the real embeddings' geometry (a narrow cone, scenes as tight groups of near-duplicate tiles)
+    and fills the space between neighbouring tiles.
 Filters select rows by a seeded `bucket` column in [0, 1000) (bucket < 1 is 0.1%), for ours and LanceDB's.
 Batch queries/s is the best of 3 passes over the queries (2 for LanceDB, the slowest), since
 the machine may be shared; single-query latency is one pass. The JSON result (machine, commit, settings,
@@ -55,6 +57,7 @@ from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, res
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
 REAL_DB = "/work/runs/db-full"
+REAL_NEIGHBOURS = 10  # real: expanded points lie between a tile and one of its 10 nearest tiles
 
 
 def clustered(n: int, d: int, clusters: int, noise: float, seed: int, centers_seed: int) -> np.ndarray:
@@ -78,17 +81,37 @@ def real_tiles(db: str) -> np.ndarray:
     return index.vectors(index.ids())
 
 
+def neighbours(tiles: np.ndarray, count: int) -> np.ndarray:
+    """(n, count) rows of each tile's `count` nearest other tiles (inner product)."""
+    scores = tiles @ tiles.T
+    np.fill_diagonal(scores, -np.inf)
+    return np.argsort(-scores, axis=1)[:, :count]
+
+
 def expanded(tiles: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
-    """n points: a random tile moved 0-30% of the way to another, plus N(0, noise^2) per dim, L2-normalized."""
+    """n points: a random tile moved 0-50% of the way to one of its 10 nearest tiles, + N(0, noise^2) per dim.
+
+    Points stay on the tiles' manifold (between a tile and its neighbours, not across the space), and
+    the noise is set relative to the tiles' own nearest-neighbour spacing (see make_vectors).
+    """
     rng = np.random.default_rng(seed)
+    near = neighbours(tiles, REAL_NEIGHBOURS)
     x = np.empty((n, tiles.shape[1]), np.float32)
     for start in range(0, n, 100_000):
         rows = min(100_000, n - start)
-        first, second = tiles[rng.integers(0, len(tiles), rows)], tiles[rng.integers(0, len(tiles), rows)]
-        block = first + rng.uniform(0, 0.3, (rows, 1)).astype(np.float32) * (second - first)
+        first = rng.integers(0, len(tiles), rows)
+        second = near[first, rng.integers(0, REAL_NEIGHBOURS, rows)]
+        block = tiles[first] + rng.uniform(0, 0.5, (rows, 1)).astype(np.float32) * (tiles[second] - tiles[first])
         block += noise * rng.standard_normal(block.shape, dtype=np.float32)
         x[start : start + rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return x
+
+
+def median_neighbour_distance(tiles: np.ndarray) -> float:
+    """Median Euclidean distance from a tile to its nearest other tile (unit vectors)."""
+    nearest = np.take_along_axis(tiles @ tiles.T - 3 * np.eye(len(tiles), dtype=np.float32),
+                                 neighbours(tiles, 1), 1)[:, 0]
+    return float(np.median(np.sqrt(np.maximum(0.0, 2 - 2 * nearest))))
 
 
 def make_vectors(args) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -99,17 +122,20 @@ def make_vectors(args) -> tuple[np.ndarray, np.ndarray, dict]:
         xq = clustered(args.queries, args.d, clusters, args.noise, seed=args.seed + 1, centers_seed=args.seed)
         return xb, xq, {"data": "synthetic", "clusters": clusters, "noise": args.noise}
     tiles = real_tiles(args.real_db)
+    spacing = median_neighbour_distance(tiles)
+    noise = args.real_noise if args.real_noise is not None else 0.5 * spacing / np.sqrt(tiles.shape[1])
     order = np.random.default_rng(args.seed + 3).permutation(len(tiles))
     held_out = tiles[order[: len(tiles) // 10]]
     base = tiles[order[len(tiles) // 10 :]]
-    xb = expanded(base, args.n, args.real_noise, args.seed)
+    xb = expanded(base, args.n, noise, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     xq = held_out[rng.integers(0, len(held_out), args.queries)]
-    xq = xq + args.real_noise * rng.standard_normal(xq.shape, dtype=np.float32)
+    xq = xq + noise * rng.standard_normal(xq.shape, dtype=np.float32)
     xq = (xq / np.linalg.norm(xq, axis=1, keepdims=True)).astype(np.float32)
     args.d = tiles.shape[1]
     return xb, xq, {"data": "real", "real_db": args.real_db, "tiles": len(tiles), "base_tiles": len(base),
-                    "query_tiles": len(held_out), "real_noise": args.real_noise}
+                    "query_tiles": len(held_out), "median_neighbour_distance": round(spacing, 4),
+                    "real_noise_used": round(float(noise), 5)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -420,7 +446,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clusters", type=int, default=None, help="synthetic: default n/100")
     parser.add_argument("--noise", type=float, default=1.0, help="synthetic: noise std relative to the centers'")
     parser.add_argument("--real-db", default=REAL_DB, help="real: index directory whose tile vectors seed the set")
-    parser.add_argument("--real-noise", type=float, default=0.03, help="real: per-dimension noise std")
+    parser.add_argument("--real-noise", type=float, default=None,
+                        help="real: per-dimension noise std (default: half the tiles' median nearest-neighbour "
+                             "distance, spread over the d dimensions)")
     parser.add_argument("--bytes-per-vector", type=float, default=80.0,
                         help="resident budget per vector given to choose_index_key")
     parser.add_argument("--factory", default=None, help="default: choose_index_key(n, d, n * bytes-per-vector)")
@@ -505,7 +533,7 @@ def print_table(result: dict) -> None:
     print(f"machine: {machine['cpus']} cpus ({machine['cpu']}), OMP_WAIT_POLICY={machine['OMP_WAIT_POLICY']}, "
           f"commit {result['commit'][:10]}, {machine['started']} .. {machine.get('finished')}")
     shape = (f"clusters={config['clusters']} noise={config['noise']}" if config["data"] == "synthetic" else
-             f"{config['base_tiles']} real tiles expanded, noise {config['real_noise']}, queries from "
+             f"{config['base_tiles']} real tiles expanded, noise {config['real_noise_used']}/dim, queries from "
              f"{config['query_tiles']} held-out tiles")
     print(f"vectors: {config['data']} n={config['n']} d={config['d']} {shape}, {config['queries']} queries, "
           f"k={config['k']}; budget {config['bytes_per_vector']} B/vector -> {config['factory']}")
