@@ -68,3 +68,7 @@ class LockedError(SarclipError):
 
 class MissingDependencyError(SarclipError):
     """An optional dependency is not installed; the message carries the pip line."""
+
+
+class ExportError(InputError):
+    """An output file or folder (query results, thumbnails) that cannot be written."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sarclip_search.engine import Hit
-from sarclip_search.errors import InputError, printable_path
+from sarclip_search.errors import ExportError, printable_path
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ _NOT_PROPERTIES = frozenset({
 })
 _SAR_REQUIRED = ("sar:instrument_mode", "sar:frequency_band", "sar:polarizations", "sar:product_type")
 _POLARIZATION = re.compile(r"\b(HH|HV|VH|VV)\b", re.IGNORECASE)
-
-
-class ExportError(InputError):
-    """An output file or folder that cannot be written."""
 
 
 # ---------------------------------------------------------------- writing files

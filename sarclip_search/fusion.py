@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sarclip_search.vectors import l2_normalize
+
 FUSION_METHODS = ("blend", "rrf")
 # Rocchio's gamma: how hard negatives push. 0.5 moves the query clearly away from a negative example
 # without letting one negative outweigh the positive parts (whose weights sum to 1).
@@ -28,10 +30,8 @@ RRF_K = 60
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
-    """`vector` (d,) or rows of (n, d) scaled to unit L2 norm, as float32; a zero vector stays zero."""
-    array = np.asarray(vector, dtype=np.float32)
-    norms = np.linalg.norm(array, axis=-1, keepdims=True)
-    return array / np.where(norms > 0, norms, 1.0)
+    """`vector` (d,) or rows of (n, d) at unit L2 norm (`vectors.l2_normalize`, the one place it happens)."""
+    return l2_normalize(vector)
 
 
 def mean_direction(vectors: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
