@@ -120,6 +120,11 @@ def main() -> None:
 
     sarclip = model_module.load_model(args.checkpoint)
     model_module.load_model = lambda *_, **__: sarclip  # the child CLI reuses the loaded model
+    # Export the ONNX encoders once here: forked children then hard-link this export instead of spending
+    # seconds re-exporting in every run, which would leave few kills landing while a generation is written.
+    from sarclip_search.encoder_export import export_encoders
+
+    export_encoders(sarclip, args.workdir / "warm-export")
     rng = random.Random(args.seed)
     log_path = args.workdir / "children.log"
     started = time.perf_counter()
