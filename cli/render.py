@@ -97,8 +97,10 @@ def check_report(report: Any) -> None:
         error(problem)
     if report.ok:
         checkpoint = "checkpoint hash checked" if report.checkpoint_checked else "checkpoint file not found, hash not checked"
+        encoders = {"ok": "ONNX query encoders ok", "absent": "no ONNX query encoders (queries load torch)"}
         console.print(f"[bold green]ok[/] {report.db} ({report.generation}): {report.tiles} tiles = "
-                      f"{report.vectors} vectors, same ids; {checkpoint}", highlight=False)
+                      f"{report.vectors} vectors, same ids; {checkpoint}; {encoders.get(report.encoders, '')}",
+                      highlight=False)
 
 
 def _tail(text: str, width: int) -> str:

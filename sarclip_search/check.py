@@ -4,7 +4,9 @@ Checks one committed generation of an index directory without loading the model 
 
 - catalog ↔ vectors: the same tile ids on both sides (so the same counts), each tile's scene present;
 - info.json ↔ both: the counts, the embedding dimension and the catalog schema version it records;
-- info.json ↔ checkpoint: the sha256 of the checkpoint file it names, when that file still exists.
+- info.json ↔ checkpoint: the sha256 of the checkpoint file it names, when that file still exists;
+- the ONNX query encoders, when present: made from that checkpoint, files complete (absent is not a
+  problem: queries then load the torch model).
 
 Each problem is one line naming what disagrees; the repair is `sarsearch index ARCHIVE --rebuild`.
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from sarclip_search.catalog import SCHEMA_VERSION, Catalog
-from sarclip_search.errors import SarclipError
+from sarclip_search.encoders import encoder_dir, read_manifest
+from sarclip_search.errors import ArtifactMismatchError, SarclipError
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.store import IndexStore
@@ -38,6 +41,7 @@ class CheckReport:
     tiles: int = 0
     vectors: int = 0
     checkpoint_checked: bool = False
+    encoders: str = "absent"  # the ONNX query encoders: "ok", "absent" (queries load torch) or "damaged"
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -119,4 +123,12 @@ def check_index(db: str | Path | None = None) -> CheckReport:
             )
     elif checkpoint:
         log.info("checkpoint %s not found; its hash is not checked", checkpoint)
+    encoders = encoder_dir(store.root, str(model.get("checkpoint_sha256") or ""))
+    if encoders.is_dir():
+        try:
+            read_manifest(encoders, str(model.get("checkpoint_sha256")))
+            report.encoders = "ok"
+        except ArtifactMismatchError as exc:
+            report.encoders = "damaged"
+            problems.append(f"ONNX query encoders: {exc}")
     return report

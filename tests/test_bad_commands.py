@@ -153,6 +153,20 @@ def test_check_of_a_good_index(db):
     result = run("info", "--check", "--db", db)
     assert result.exit_code == EXIT_OK, result.output
     assert "10 tiles = 10 vectors, same ids" in result.stdout and "checkpoint hash checked" in result.stdout
+    assert "ONNX query encoders ok" in result.stdout
+
+
+def test_check_finds_damaged_query_encoders(db):
+    [encoders] = (db / "encoders").iterdir()
+    text_model = encoders / "text.onnx"
+    text_model.write_bytes(text_model.read_bytes()[:1000])  # truncated, as by a full disk
+    result = run("info", "--check", "--db", db)
+    assert result.exit_code == EXIT_ERROR
+    assert "ONNX query encoders" in result.stderr and "text.onnx" in result.stderr
+    assert "Traceback" not in result.output
+    shutil.rmtree(encoders)  # absent is not a problem: queries load the torch model
+    result = run("info", "--check", "--db", db)
+    assert result.exit_code == EXIT_OK and "no ONNX query encoders" in result.stdout
 
 
 def _drop_vector(db: Path) -> int:
