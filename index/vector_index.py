@@ -530,18 +530,14 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         if not _increasing(subset):
             subset = np.unique(subset)
-        _, rows = self._rows_of(subset)
-        if not _increasing(rows):
-            rows = np.sort(rows)  # sequential reads of the (possibly memory-mapped) store
-        count = len(rows)
+        # the subset's ids present in the index, ascending (np.isin uses a lookup table for dense ids)
+        members = np.ascontiguousarray(subset[np.isin(subset, self._lookup()[0])])
+        count = len(members)
         if count == 0:
             return _pad(len(xq), k)
         nprobe = nprobe or self.nprobe or 1
         if self.is_flat or count <= max(EXACT_SUBSET_MIN, EXACT_COST_RATIO * self._query_cost(k, nprobe, rerank)):
-            return _exact_topk(xq, _row_blocks(self._store, rows, self._ids[rows]), k)
-        members = np.ascontiguousarray(self._ids[rows])
-        if not _increasing(members):  # in id order already when the store is (saved indexes)
-            members = np.sort(members)
+            return self._exact_subset(xq, k, members)
         nlist = faiss.extract_index_ivf(self._index).nlist
         selectivity = count / self._size
         if selectivity >= POST_FILTER_MIN_SELECTIVITY:
@@ -559,8 +555,16 @@ class VectorIndex:
             short = (ids != -1).sum(axis=1) < min(k, count)
         if short.any():
             logger.debug("filtered search: %d of %d queries fell back to exact search", short.sum(), len(xq))
-            scores[short], ids[short] = _exact_topk(xq[short], _row_blocks(self._store, rows, members), k)
+            scores[short], ids[short] = self._exact_subset(xq[short], k, members)
         return scores, ids
+
+    def _exact_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the rows of `members` (ids present in the index), read in row order."""
+        _, rows = self._rows_of(members)
+        if not _increasing(rows):  # sequential reads of the (possibly memory-mapped) store
+            order = np.argsort(rows, kind="stable")
+            rows, members = rows[order], members[order]
+        return _exact_topk(xq, _row_blocks(self._store, rows, members), k)
 
     def _post_filtered(
         self, xq: np.ndarray, k: int, members: np.ndarray, nprobe: int, rerank: int, selectivity: float
@@ -573,8 +577,7 @@ class VectorIndex:
         depth = k * max(1, rerank)
         fetch = math.ceil(depth / selectivity * POST_FILTER_MARGIN)
         scores, candidates = self._faiss_search(xq, fetch, self._ivf_params(nprobe), use_gpu=True)
-        position = np.minimum(np.searchsorted(members, candidates), len(members) - 1)
-        member = (members[position] == candidates) & (candidates != -1)
+        member = np.isin(candidates, members)  # -1 (no candidate) is never a member
         order = np.argsort(~member, axis=1, kind="stable")[:, :depth]  # members first, in FAISS's order
         candidates = np.where(np.take_along_axis(member, order, 1), np.take_along_axis(candidates, order, 1), -1)
         if rerank > 1 and not self.is_flat:
