@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 from sarclip_search.index import gpu as gpu_module
+from sarclip_search.index import vector_index as vector_index_module
 
 DIM = 32
 K = 10
@@ -38,7 +39,7 @@ def recall_vs_exact(index: VectorIndex, ids: np.ndarray, xb: np.ndarray, xq: np.
 
 
 @pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8x8"])
-def test_add_remove_retrain_round_trip(factory: str, tmp_path: Path) -> None:
+def test_add_remove_retrain_round_trip(factory: str, tmp_path: Path, monkeypatch) -> None:
     xb = clustered(9000, seed=1)
     ids = np.random.default_rng(2).permutation(np.arange(9000, dtype=np.int64) * 5 + 7)  # not in id order
     xq = clustered(100, seed=3)
@@ -55,6 +56,18 @@ def test_add_remove_retrain_round_trip(factory: str, tmp_path: Path) -> None:
     live = np.ones(9000, bool)
     live[:8000:3] = False
     before = recall_vs_exact(index, ids[live], xb[live], xq)
+
+    for fraction in (0.0005, 0.05, 0.2, 0.5):  # exact path (rows not in id order), then the FAISS paths:
+        if fraction == 0.2:  # selector (20%), post-filter (50%), forced at this small n
+            monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
+            monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
+        subset = ids[live][: max(3, int(fraction * live.sum()))]
+        inside = np.isin(ids, subset)
+        _, truth = exact_search(xb[inside], ids[inside], xq, K)
+        found = index.search(xq, K, subset=subset)[1]
+        assert np.isin(found[found != -1], subset).all() and recall_at_k(found, truth, K) >= 0.9
+        assert ((found != -1).sum(axis=1) == min(K, len(subset))).all()
+    monkeypatch.undo()
 
     rebuilt = index.rebuilt()
     assert (rebuilt.factory, rebuilt.ntotal, rebuilt.trained_on) == (factory, live.sum(), live.sum())
