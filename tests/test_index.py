@@ -270,6 +270,7 @@ def test_filtered_search_matches_filtered_truth(
     if force_faiss:  # exercise the IDSelectorBatch path, which n=20k would otherwise never reach
         monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
         monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
+        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
     ids, xb, xq = data
     subset = np.random.default_rng(7).choice(ids, max(1, int(selectivity * N)), replace=False)
     subset_with_unknown = np.concatenate([subset, [10**12, 2]])  # ids absent from the index are ignored
@@ -295,6 +296,7 @@ def test_filtered_search_subset_smaller_than_k(built, data, monkeypatch, force_f
     if force_faiss:
         monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
         monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
+        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
     ids, _, xq = data
     subset = ids[[3, 500, 19_999]]
     scores, found = built["IVF64,Flat"].search(xq[:20], K, subset=subset)

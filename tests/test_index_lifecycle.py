@@ -61,6 +61,7 @@ def test_add_remove_retrain_round_trip(factory: str, tmp_path: Path, monkeypatch
         if fraction == 0.2:  # selector (20%), post-filter (50%), forced at this small n
             monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
             monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
+            monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
         subset = ids[live][: max(3, int(fraction * live.sum()))]
         inside = np.isin(ids, subset)
         _, truth = exact_search(xb[inside], ids[inside], xq, K)
