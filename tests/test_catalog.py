@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.catalog import QUERY_THREADS, SCHEMA_VERSION, Catalog
 from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError
 from sarclip_search.metadata import load_manifest, scene_metadata
 
@@ -181,3 +181,23 @@ def test_tile_ids_errors_become_filter_errors() -> None:
         with pytest.raises(FilterError):
             catalog.tile_ids("1=1; DROP TABLE tiles")
         assert catalog.counts()["tiles"] == 1
+
+
+def test_tile_ids_sorted_numpy_and_read_only_caches(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        for i in range(60):
+            catalog.add_tiles(catalog.add_scene({"path": f"{i}.tif", "split": "train" if i % 2 else "test"}),
+                              tiles_for(5))
+    with Catalog(path, read_only=True) as catalog:
+        assert catalog._con.execute("SELECT current_setting('threads')").fetchone()[0] == QUERY_THREADS
+        ids = catalog.tile_ids("split = ?", ["train"])
+        assert isinstance(ids, np.ndarray) and ids.dtype == np.int64 and len(ids) == 150
+        assert (np.diff(ids) > 0).all()
+        assert catalog.tile_ids("split = ?", ["test"]).tolist() == sorted(set(range(1, 301)) - set(ids.tolist()))
+        assert catalog.tile_ids().tolist() == list(range(1, 301))
+        assert catalog.columns() == catalog.columns() and "split" in catalog.columns()
+        with pytest.raises(FilterError):
+            catalog.tile_ids("1=1; DROP TABLE tiles")  # checked predicates are remembered, refused ones are not
+        with pytest.raises(FilterError):
+            catalog.tile_ids("1=1; DROP TABLE tiles")
