@@ -1,10 +1,17 @@
 """Where scene metadata comes from, and how the sources are merged.
 
-Three sources, in order of precedence (a value from an earlier source wins):
+Four sources, in order of precedence (a value from an earlier source wins):
 
 1. the archive manifest, ``ARCHIVE/manifest.csv`` (one row per file, keyed by ``path``);
 2. a STAC Item sidecar next to the raster, ``<file>.json`` (e.g. ``x.tif.json``);
-3. the raster's own tags (e.g. ``TIFFTAG_DATETIME``), as read by the raster reader.
+3. the raster's own tags (e.g. ``TIFFTAG_DATETIME``), as read by the raster reader;
+4. a Sentinel-1 product name in the file's path (`sentinel1_name_metadata`): acquisition start,
+   instrument mode, platform and product type, for chips cut from a product that carry none of these.
+
+Where a scene is when its raster has no CRS: `scene_footprint` takes a STAC sidecar's bbox, else a
+point location from the manifest (`point_location`: ``lon``/``lat`` or ``center_lon``/``center_lat``
+columns, or OpenSARShip's ``ship centre lon/lat ... (EPSG:4326)`` notes), boxed by the chip's extent
+when the manifest gives its pixel spacing (`pixel_spacing_m`).
 
 Known keys are renamed to their STAC names (`STAC_FIELD_MAP`) so that a manifest column
 ``polarization`` and a STAC property ``sar:polarizations`` end up in the same catalog column.
@@ -15,8 +22,10 @@ is normalized, to a naive UTC `datetime.datetime` (or None).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import math
 import posixpath
 import re
 from collections.abc import Mapping
@@ -55,6 +64,28 @@ STAC_FIELD_MAP: dict[str, str] = {
 # `AREA_OR_POINT` describe the file, not the scene, and are dropped.
 RASTER_TAG_MAP: dict[str, str] = {"TIFFTAG_DATETIME": "datetime"}
 _DROPPED_RASTER_TAGS = {"AREA_OR_POINT"}
+
+# Bump when a rule here changes what `scene_metadata` / `scene_footprint` derive from unchanged inputs:
+# it is part of `metadata_hash`, so the next `index` run refreshes every scene's metadata (no re-embedding).
+METADATA_RULES_VERSION = 1
+
+# Sentinel-1 product names (ESA naming): MMM_BB_TTTR_LFPP_<start>_<stop>_<orbit>_<datatake>_<id>, e.g.
+# S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0. Stripmap products name their
+# beam (S1-S6) where the mode would be.
+_S1_PRODUCT_NAME = re.compile(
+    r"(?<![A-Za-z0-9])(S1[A-D])_(IW|EW|WV|S[1-6])_(RAW|SLC|GRD|OCN)[FHM_]_[0-2][SA](?:SH|SV|DH|DV|HH|HV|VV|VH)"
+    r"_(\d{8}T\d{6})_(\d{8}T\d{6})"
+)
+# Manifest column pairs read as a point location (lon, lat in WGS84 degrees), in this order.
+POINT_COLUMNS = (("lon", "lat"), ("center_lon", "center_lat"))
+# OpenSARShip rows of the developer corpus say where the ship is only in `notes`:
+# "...; ship centre lon/lat 118.04760,38.87066 (EPSG:4326); ...". The explicit EPSG:4326 is required.
+_NOTES_POINT = re.compile(
+    r"\blon/lat\s+([+-]?\d+(?:\.\d+)?)\s*,\s*([+-]?\d+(?:\.\d+)?)\s*\(EPSG:4326\)", re.IGNORECASE)
+# `resolution_m` as pixel spacing: "10", "10 (GRD pixel spacing)", "2.3x13.9 (SLC range x azimuth)"
+# (column x row spacing). A range such as "0.5-3" is no spacing.
+_SPACING = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:[x\u00d7]\s*(\d+(?:\.\d+)?))?\s*(?:\(.*\))?\s*")
+METRES_PER_DEGREE = 111_320.0  # of latitude (mean, WGS84 varies 110,574-111,694); of longitude at the equator
 
 # Integers with a leading zero ("007") are identifiers and stay strings.
 _INT_RE = re.compile(r"[+-]?(0|[1-9][0-9]*)")
@@ -254,22 +285,164 @@ def _tags_as_metadata(raster_tags: Mapping[str, str]) -> dict[str, object]:
     return kept
 
 
+def sentinel1_name_metadata(rel_path: str) -> dict[str, object]:
+    """What a Sentinel-1 product name in `rel_path` says (``{}`` without one).
+
+    ``datetime`` (the acquisition start, naive UTC), ``sar:instrument_mode`` (IW, EW, WV, or SM for
+    the stripmap beams S1-S6), ``platform`` (``sentinel-1a`` ...) and ``sar:product_type`` (GRD, SLC,
+    RAW, OCN). The name nearest the file wins (the file name, then its folders); a name with an
+    impossible date is ignored.
+    """
+    matches = list(_S1_PRODUCT_NAME.finditer(rel_path))
+    if not matches:
+        return {}
+    mission, mode, product, start, _stop = matches[-1].groups()
+    try:
+        started = datetime.strptime(start, "%Y%m%dT%H%M%S")
+    except ValueError:
+        log.info("%s: Sentinel-1 name with an impossible start time %s; ignored", rel_path, start)
+        return {}
+    return {
+        "datetime": started,
+        "sar:instrument_mode": "SM" if mode[1].isdigit() else mode,
+        "platform": f"sentinel-1{mission[-1].lower()}",
+        "sar:product_type": product,
+    }
+
+
+def metadata_hash(manifest_row: Mapping[str, object] | None, stac: Mapping[str, object]) -> str:
+    """sha256 of what can change a scene's metadata without changing its file: its manifest row,
+    its STAC sidecar and `METADATA_RULES_VERSION` (raster tags and the path change only with the file).
+
+    The catalog keeps it per scene; `index` re-labels a scene whose hash differs, without re-embedding.
+    """
+    payload = {"rules": METADATA_RULES_VERSION, "manifest": dict(manifest_row) if manifest_row is not None else None,
+               "stac": dict(stac)}
+    text = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _lookup(metadata: Mapping[str, object], key: str) -> object:
+    """A metadata value by case-insensitive key (catalog columns ignore case), or None."""
+    for name, value in metadata.items():
+        if name.lower() == key:
+            return value
+    return None
+
+
+def _as_float(value: object) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def point_location(metadata: Mapping[str, object]) -> tuple[float, float] | None:
+    """(lon, lat) in WGS84 degrees of a scene's centre, from its merged metadata, or None.
+
+    From the first of the column pairs `POINT_COLUMNS` with both values, else from a ``notes`` text
+    saying ``lon/lat <lon>,<lat> (EPSG:4326)`` (the OpenSARShip rows of the developer corpus). A value
+    outside [-180, 180] x [-90, 90] is logged and ignored.
+    """
+    path = metadata.get("path")
+    candidates: list[tuple[object, object]] = [(_lookup(metadata, lon), _lookup(metadata, lat))
+                                               for lon, lat in POINT_COLUMNS]
+    notes = _lookup(metadata, "notes")
+    if isinstance(notes, str):
+        found = _NOTES_POINT.search(notes)
+        if found:
+            candidates.append((found[1], found[2]))
+    for lon_value, lat_value in candidates:
+        lon, lat = _as_float(lon_value), _as_float(lat_value)
+        if lon is None or lat is None:
+            continue
+        if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+            log.warning("%s: ignoring point location lon %s, lat %s (outside WGS84 degrees)", path, lon, lat)
+            continue
+        return lon, lat
+    return None
+
+
+def pixel_spacing_m(metadata: Mapping[str, object]) -> tuple[float, float] | None:
+    """(column, row) pixel spacing in metres from the ``resolution_m`` field, or None when unknown.
+
+    A number, or text starting with one (``"10 (GRD pixel spacing)"``) or with two as
+    ``"<column>x<row>"`` (``"2.3x13.9 (SLC range x azimuth)"``); a range (``"0.5-3"``) is unknown.
+    """
+    value = _lookup(metadata, "resolution_m")
+    number = _as_float(value) if not isinstance(value, str) else None
+    if number is not None:
+        spacing = (number, number)
+    elif isinstance(value, str) and (found := _SPACING.fullmatch(value)):
+        spacing = (float(found[1]), float(found[2] or found[1]))
+    else:
+        return None
+    return spacing if spacing[0] > 0 and spacing[1] > 0 else None
+
+
+def point_footprint(
+    lon: float, lat: float, width: int, height: int, spacing: tuple[float, float] | None
+) -> tuple[float, float, float, float]:
+    """The (minlon, minlat, maxlon, maxlat) box of a `width` x `height` px chip centred on (lon, lat).
+
+    Its half sides are ``width * spacing[0] / 2`` and ``height * spacing[1] / 2`` metres, converted
+    with the local metres per degree (`METRES_PER_DEGREE`, times cos(lat) for longitude). The chip's
+    orientation is unknown (radar geometry is not north-up), so this is its extent, not its outline;
+    without a spacing the box is the point itself. Latitudes are clamped to +-90 (no box crosses a pole
+    or, for longitude, the antimeridian: it is clamped to +-180).
+    """
+    if spacing is None:
+        return (lon, lat, lon, lat)
+    half_lat = height * spacing[1] / 2.0 / METRES_PER_DEGREE
+    half_lon = width * spacing[0] / 2.0 / (METRES_PER_DEGREE * max(math.cos(math.radians(lat)), 1e-6))
+    return (max(lon - half_lon, -180.0), max(lat - half_lat, -90.0),
+            min(lon + half_lon, 180.0), min(lat + half_lat, 90.0))
+
+
+def scene_footprint(
+    raster_bbox: tuple[float, float, float, float] | None, width: int, height: int, metadata: Mapping[str, object]
+) -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """(bbox, source) of a scene: the raster's own footprint, else the STAC sidecar's bbox, else a box
+    around the manifest's point location (`point_footprint`); (None, None) when nothing places it.
+
+    `source` is ``"raster"``, ``"stac"`` or ``"manifest_point"`` (the catalog's `footprint_source`).
+    A footprint beats a point: the sidecar's bbox wins over a manifest point even though the manifest
+    wins for every other field.
+    """
+    if raster_bbox is not None:
+        return tuple(raster_bbox), "raster"  # type: ignore[return-value]
+    stac_bbox = metadata.get("bbox")
+    if isinstance(stac_bbox, tuple) and len(stac_bbox) == 4:
+        return stac_bbox, "stac"  # type: ignore[return-value]
+    point = point_location(metadata)
+    if point is not None:
+        return point_footprint(point[0], point[1], width, height, pixel_spacing_m(metadata)), "manifest_point"
+    return None, None
+
+
 def scene_metadata(
     rel_path: str,
     manifest_row: Mapping[str, object] | None,
     stac: Mapping[str, object],
     raster_tags: Mapping[str, str],
 ) -> dict[str, object]:
-    """Merge the metadata of one scene: manifest row > STAC sidecar > raster tags.
+    """Merge the metadata of one scene: manifest row > STAC sidecar > raster tags > product name.
 
     Keys are renamed to STAC names via `STAC_FIELD_MAP` before merging, so a manifest
     `polarization` overrides a sidecar `sar:polarizations`. None values do not override.
     ``path`` is `rel_path`; ``datetime`` becomes a naive UTC datetime (an unreadable one is
-    logged and dropped). Returns a flat dict of column -> python value.
+    logged and dropped). A Sentinel-1 product name in the path (`sentinel1_name_metadata`) fills
+    the fields no other source gives, and the datetime when no other source gives a readable one.
+    Returns a flat dict of column -> python value.
     """
+    from_name = sentinel1_name_metadata(rel_path)
+    name_datetime = from_name.pop("datetime", None)
     merged: dict[str, object] = {}
     spelled: dict[str, str] = {}  # lower-case key -> the spelling kept (catalog columns ignore case)
-    for source in (_tags_as_metadata(raster_tags), dict(stac), dict(manifest_row or {})):
+    for source in (from_name, _tags_as_metadata(raster_tags), dict(stac), dict(manifest_row or {})):
         for key, value in _renamed(source).items():
             previous = spelled.get(key.lower())
             if previous is not None and value is None:
@@ -285,4 +458,6 @@ def scene_metadata(
         except ValueError:
             log.warning("%s: ignoring unreadable datetime %r", rel_path, merged["datetime"])
             merged["datetime"] = None
+    if name_datetime is not None and merged.get("datetime") is None:
+        merged["datetime"] = name_datetime
     return merged

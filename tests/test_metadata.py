@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -10,11 +11,18 @@ import pytest
 
 from sarclip_search.errors import MetadataError
 from sarclip_search.metadata import (
+    METRES_PER_DEGREE,
     STAC_FIELD_MAP,
     load_manifest,
     load_stac_sidecar,
+    metadata_hash,
     missing_paths,
+    pixel_spacing_m,
+    point_footprint,
+    point_location,
+    scene_footprint,
     scene_metadata,
+    sentinel1_name_metadata,
 )
 
 REAL_ARCHIVE = Path("/work/shared/data")
@@ -126,3 +134,117 @@ def test_scene_metadata_tags_only_and_bad_datetime() -> None:
     assert merged["datetime"] == datetime(2019, 9, 17, 10, 0)
     merged = scene_metadata("x.tif", {"datetime": "yesterday"}, {}, {})
     assert merged["datetime"] is None
+
+
+# --- time and place of chips that carry them outside the raster -------------------------------------------
+
+S1_FOLDER = "opensarship/images/S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0/Visual_x1_vv.tif"
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    (S1_FOLDER, {"datetime": datetime(2015, 8, 23, 22, 12, 33), "sar:instrument_mode": "IW",
+                 "platform": "sentinel-1a", "sar:product_type": "GRD"}),
+    ("x/S1B_IW_SLC__1SSV_20150217T204257_20150217T204324_004668_005C34_2DC9.SAFE/c.tif",
+     {"datetime": datetime(2015, 2, 17, 20, 42, 57), "sar:instrument_mode": "IW", "platform": "sentinel-1b",
+      "sar:product_type": "SLC"}),
+    ("S1A_S3_GRDH_1SDH_20200101T000000_20200101T000025_030000_036000_ABCD_tiny.tif",
+     {"datetime": datetime(2020, 1, 1), "sar:instrument_mode": "SM", "platform": "sentinel-1a",
+      "sar:product_type": "GRD"}),
+    ("chips/chip_ship_0001.png", {}),
+    ("XS1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_x.tif", {}),  # part of a longer word
+    ("S1A_IW_GRDH_1SDV_20151345T221233_20151345T221258_x.tif", {}),  # month 13
+])
+def test_sentinel1_name_metadata(path: str, expected: dict) -> None:
+    assert sentinel1_name_metadata(path) == expected
+
+
+def test_product_name_fills_only_what_no_other_source_gives() -> None:
+    merged = scene_metadata(S1_FOLDER, {"instrument_mode": "EW", "sensor": "Sentinel-1A"}, {}, {})
+    assert merged["datetime"] == datetime(2015, 8, 23, 22, 12, 33)
+    assert merged["sar:instrument_mode"] == "EW" and merged["platform"] == "sentinel-1a"
+    tagged = scene_metadata(S1_FOLDER, None, {}, {"TIFFTAG_DATETIME": "2019:09:17 10:00:00", "PLATFORM": "x"})
+    assert tagged["datetime"] == datetime(2019, 9, 17, 10, 0) and tagged["PLATFORM"] == "x"
+    assert "platform" not in tagged  # one column, spelled as the higher source spells it
+    unreadable = scene_metadata(S1_FOLDER, {"datetime": "yesterday"}, {}, {})
+    assert unreadable["datetime"] == datetime(2015, 8, 23, 22, 12, 33)  # the name still knows
+
+
+NOTES = ("OpenSARShip 8-bit visual chip; AIS length 179 m; ship centre lon/lat 118.04760,38.87066 (EPSG:4326); "
+         "chip centre = scene pixel x10661 y11170")
+
+
+@pytest.mark.parametrize(("metadata", "expected"), [
+    ({"lon": 5.5, "lat": 45.25}, (5.5, 45.25)),
+    ({"LON": "5.5", "Lat": "45.25"}, (5.5, 45.25)),  # case-insensitive, text read as numbers
+    ({"center_lon": -70.0, "center_lat": -33.5}, (-70.0, -33.5)),
+    ({"lon": 5.5, "lat": None, "center_lon": 1.0, "center_lat": 2.0}, (1.0, 2.0)),
+    ({"notes": NOTES}, (118.0476, 38.87066)),
+    ({"lon": 1.0, "lat": 2.0, "notes": NOTES}, (1.0, 2.0)),  # columns before notes
+    ({"notes": "ship centre lon/lat 118.04760,38.87066"}, None),  # no EPSG:4326: no claim about the datum
+    ({"lon": 200.0, "lat": 10.0}, None),
+    ({"lon": float("nan"), "lat": 10.0}, None),
+    ({}, None),
+])
+def test_point_location(metadata: dict, expected: tuple | None) -> None:
+    assert point_location(metadata) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (10, (10.0, 10.0)), (0.3, (0.3, 0.3)), ("10 (GRD pixel spacing)", (10.0, 10.0)),
+    ("2.3x13.9 (SLC range x azimuth)", (2.3, 13.9)), ("1.11 (pixel spacing)", (1.11, 1.11)),
+    ("0.5-3", None), ("", None), (None, None), (0, None), ("about ten", None),
+])
+def test_pixel_spacing(value: object, expected: tuple | None) -> None:
+    assert pixel_spacing_m({"resolution_m": value}) == expected
+
+
+def test_point_footprint() -> None:
+    minlon, minlat, maxlon, maxlat = point_footprint(118.0, 60.0, 100, 50, (10.0, 20.0))
+    assert (maxlat - minlat) * METRES_PER_DEGREE == pytest.approx(50 * 20.0)
+    assert (maxlon - minlon) * METRES_PER_DEGREE * math.cos(math.radians(60.0)) == pytest.approx(100 * 10.0)
+    assert ((minlon + maxlon) / 2, (minlat + maxlat) / 2) == (pytest.approx(118.0), pytest.approx(60.0))
+    assert point_footprint(118.0, 60.0, 100, 50, None) == (118.0, 60.0, 118.0, 60.0)
+    assert point_footprint(179.99, 89.99, 1000, 1000, (100.0, 100.0))[2:] == (180.0, 90.0)  # clamped
+
+
+def test_scene_footprint_sources() -> None:
+    raster_box, stac_box = (1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 7.0, 8.0)
+    point = {"lon": 10.0, "lat": 20.0, "resolution_m": 10}
+    assert scene_footprint(raster_box, 8, 8, {**point, "bbox": stac_box}) == (raster_box, "raster")
+    assert scene_footprint(None, 8, 8, {**point, "bbox": stac_box}) == (stac_box, "stac")
+    box, source = scene_footprint(None, 8, 8, point)
+    assert source == "manifest_point" and box[0] < 10.0 < box[2] and box[1] < 20.0 < box[3]
+    assert scene_footprint(None, 8, 8, {"lon": 10.0, "lat": 20.0}) == ((10.0, 20.0, 10.0, 20.0), "manifest_point")
+    assert scene_footprint(None, 8, 8, {"bbox": "1,2,3,4"}) == (None, None)  # a manifest text is no bbox
+
+
+def test_metadata_hash_follows_manifest_row_and_sidecar() -> None:
+    row, stac = {"label": "T72", "split": "train"}, {"sar:instrument_mode": "IW", "bbox": (1.0, 2.0, 3.0, 4.0)}
+    digest = metadata_hash(row, stac)
+    assert digest == metadata_hash(dict(reversed(row.items())), dict(stac))  # order does not matter
+    assert digest != metadata_hash({**row, "label": "BMP2"}, stac)
+    assert digest != metadata_hash(row, {**stac, "sar:instrument_mode": "EW"})
+    assert digest != metadata_hash({**row, "notes": None}, stac)  # a new (empty) column counts
+    assert metadata_hash(None, {}) != metadata_hash({}, {})
+
+
+@pytest.mark.skipif(not (REAL_ARCHIVE / "manifest.csv").is_file(), reason="shared data not present")
+def test_real_opensarship_rows_get_time_and_place() -> None:
+    manifest = load_manifest(REAL_ARCHIVE)
+    ships = {p: r for p, r in manifest.items() if r["dataset"] == "OpenSARShip"}
+    assert len(ships) == 354
+    for path, row in ships.items():
+        merged = scene_metadata(path, row, {}, {})
+        box, source = scene_footprint(None, int(row["width"]), int(row["height"]), merged)
+        assert source == "manifest_point" and box[0] < box[2] and box[1] < box[3], path
+        assert merged["datetime"] is not None and merged["sar:instrument_mode"] == "IW", path
+        assert merged["platform"] == "sentinel-1a"
+    first = "opensarship/images/S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0/Visual_Cargo_x10661_y11170_vh.tif"
+    merged = scene_metadata(first, manifest[first], {}, {})
+    assert merged["datetime"] == datetime(2015, 8, 23, 22, 12, 33)
+    box, _ = scene_footprint(None, 77, 77, merged)
+    assert ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2) == (pytest.approx(118.0476), pytest.approx(38.87066))
+    assert (box[3] - box[1]) * METRES_PER_DEGREE == pytest.approx(770.0)
+    others = [scene_footprint(None, 8, 8, scene_metadata(p, r, {}, {}))[1]
+              for p, r in manifest.items() if r["dataset"] != "OpenSARShip"]
+    assert set(others) == {None}  # no other dataset of the corpus claims a point
