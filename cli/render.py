@@ -73,7 +73,8 @@ def index_report(report: Any) -> None:
     lines = [
         f"[bold green]indexed[/] {report.archive} → {report.db}",
         f"  files: {report.indexed} embedded, {report.unchanged} unchanged, {report.removed} removed, "
-        f"{len(report.failed)} failed" + (f", {report.not_in_manifest} not in manifest.csv (skipped)" if report.not_in_manifest else ""),
+        f"{len(report.failed)} failed" + (f", {report.relabelled} re-labelled" if report.relabelled else "")
+        + (f", {report.not_in_manifest} not in manifest.csv (skipped)" if report.not_in_manifest else ""),
         f"  tiles added: {report.tiles_added} in {report.seconds:.1f} s "
         f"({report.tiles_per_second:.1f} tiles/s overall"
         + (f", {report.tiles_added / report.embed_seconds:.0f} tiles/s embedding" if report.embed_seconds else "")

@@ -30,7 +30,11 @@ from sarclip_search.metadata import parse_datetime
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: scenes.metadata_hash and scenes.footprint_source
+# Older schemas this version still reads (queries) and upgrades when it opens them writable (`index`):
+# v1 lacks the two v2 columns; they are added empty, and the next `index` run fills them by re-labelling
+# every scene once (raster headers read, nothing re-embedded).
+READABLE_SCHEMA_VERSIONS = (1, SCHEMA_VERSION)
 
 # The whole schema. Dynamic scene columns are added with ALTER TABLE by `add_scene`.
 SCHEMA_DDL = """
@@ -49,7 +53,9 @@ CREATE TABLE scenes (
     scale VARCHAR,                  -- linear power / amplitude / dB
     crs VARCHAR,
     bbox_minlon DOUBLE, bbox_minlat DOUBLE, bbox_maxlon DOUBLE, bbox_maxlat DOUBLE,  -- WGS84 degrees
-    datetime TIMESTAMP              -- acquisition time, UTC
+    datetime TIMESTAMP,             -- acquisition time, UTC
+    metadata_hash VARCHAR,          -- metadata.metadata_hash of the manifest row + sidecar (re-labelling)
+    footprint_source VARCHAR        -- where the bbox comes from: raster, stac, manifest_point (or NULL)
 );
 CREATE TABLE tiles (
     tile_id BIGINT PRIMARY KEY,     -- the FAISS id
@@ -76,7 +82,7 @@ FIXED_SCENE_COLUMNS: dict[str, str] = {
     "mtime": "DOUBLE", "content_hash": "VARCHAR", "width": "INTEGER", "height": "INTEGER",
     "band_count": "INTEGER", "dtype": "VARCHAR", "scale": "VARCHAR", "crs": "VARCHAR",
     "bbox_minlon": "DOUBLE", "bbox_minlat": "DOUBLE", "bbox_maxlon": "DOUBLE", "bbox_maxlat": "DOUBLE",
-    "datetime": "TIMESTAMP",
+    "datetime": "TIMESTAMP", "metadata_hash": "VARCHAR", "footprint_source": "VARCHAR",
 }
 TILE_COLUMNS = ("tile_id", "scene_id", "col_off", "row_off", "width", "height",
                 "bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat")
@@ -159,6 +165,20 @@ def _json_value(value: object) -> object:
     return value
 
 
+def _scene_values(scene: Mapping[str, object]) -> tuple[str, dict[str, object]]:
+    """(path, column values) of a scene dict: `bbox` spread over the bbox_* columns, `scene_id` dropped."""
+    path = scene.get("path")
+    if not isinstance(path, str) or not path:
+        raise MetadataError(f"expected a scene with a non-empty `path`, found {path!r}; pass the path relative to the archive")
+    values: dict[str, object] = {k: v for k, v in scene.items() if k not in ("bbox", "scene_id")}
+    bbox = scene.get("bbox")
+    if bbox is not None:
+        if len(bbox) != 4:  # type: ignore[arg-type]
+            raise MetadataError(f"{path}: expected bbox as (minlon, minlat, maxlon, maxlat), found {bbox!r}")
+        values.update(zip(BBOX_COLUMNS, bbox))  # type: ignore[arg-type]
+    return path, values
+
+
 class Catalog:
     """The DuckDB catalog: ``Catalog(path)`` for a file, ``Catalog(None)`` in memory.
 
@@ -222,11 +242,24 @@ class Catalog:
             log.info("created catalog schema v%d in %s", SCHEMA_VERSION, where)
             return
         found = self.get_meta("schema_version")
+        if found in {str(v) for v in READABLE_SCHEMA_VERSIONS} - {str(SCHEMA_VERSION)}:
+            if not self.read_only:
+                self._upgrade_schema(int(found))  # type: ignore[arg-type]
+            return
         if found != str(SCHEMA_VERSION):
             raise ArtifactMismatchError(
                 f"catalog {where} has schema version {found}, this sarclip-search expects {SCHEMA_VERSION}; "
                 "rebuild it with `sarsearch index --rebuild`"
             )
+
+    def _upgrade_schema(self, found: int) -> None:
+        """Bring an older catalog (see READABLE_SCHEMA_VERSIONS) to SCHEMA_VERSION, in one transaction."""
+        with self.transaction():
+            for name in ("metadata_hash", "footprint_source"):  # v1 -> v2
+                self._con.execute(f"ALTER TABLE scenes ADD COLUMN IF NOT EXISTS {name} VARCHAR")
+            self._con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        self._scene_types = None
+        log.info("upgraded catalog %s from schema v%d to v%d", self.path or "memory", found, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -385,39 +418,73 @@ class Catalog:
         not fit an existing dynamic column widens it (BIGINT -> DOUBLE, otherwise -> VARCHAR).
         """
         self._require_writable("add a scene")
-        path = scene.get("path")
-        if not isinstance(path, str) or not path:
-            raise MetadataError(f"expected a scene with a non-empty `path`, found {path!r}; pass the path relative to the archive")
-        values: dict[str, object] = {k: v for k, v in scene.items() if k not in ("bbox", "scene_id")}
-        bbox = scene.get("bbox")
-        if bbox is not None:
-            if len(bbox) != 4:  # type: ignore[arg-type]
-                raise MetadataError(f"{path}: expected bbox as (minlon, minlat, maxlon, maxlat), found {bbox!r}")
-            values.update(zip(BBOX_COLUMNS, bbox))  # type: ignore[arg-type]
+        path, values = _scene_values(scene)
         with self.transaction():
             known = self._scene_id_by_path()
             if path in known:
                 raise CatalogError(f"scene {path!r} is already in the catalog; remove it first (remove_scene)")
-            types = self._scene_column_types()
-            names: list[str] = []
-            params: list[object] = []
-            for key, value in values.items():
-                if not isinstance(key, str):
-                    raise MetadataError(f"{path}: expected string metadata keys, found {key!r}")
-                name, sql_type = self._prepare_column(key, value, types)
-                if name in names:
-                    raise MetadataError(f"{path}: metadata fields {key!r} and {name!r} name the same column; keep one")
-                names.append(name)
-                if name in FIXED_SCENE_COLUMNS:
-                    params.append(self._fixed_value(name, value, path))
-                else:
-                    params.append(_to_sql_value(value, sql_type))
+            names, params = self._bind_scene_values(path, values)
             scene_id = self._take_ids("next_scene_id", 1)
             columns_sql = ", ".join(["scene_id", *map(quote_identifier, names)])
             marks = ", ".join(["?"] * (len(names) + 1))
             self._con.execute(f"INSERT INTO scenes ({columns_sql}) VALUES ({marks})", [scene_id, *params])
             known[path] = scene_id
         return scene_id
+
+    def _bind_scene_values(self, path: str, values: Mapping[str, object]) -> tuple[list[str], list[object]]:
+        """(column names, bound values) of a scene's values; adds or widens dynamic columns as needed."""
+        types = self._scene_column_types()
+        names: list[str] = []
+        params: list[object] = []
+        for key, value in values.items():
+            if not isinstance(key, str):
+                raise MetadataError(f"{path}: expected string metadata keys, found {key!r}")
+            name, sql_type = self._prepare_column(key, value, types)
+            if name in names:
+                raise MetadataError(f"{path}: metadata fields {key!r} and {name!r} name the same column; keep one")
+            names.append(name)
+            if name in FIXED_SCENE_COLUMNS:
+                params.append(self._fixed_value(name, value, path))
+            else:
+                params.append(_to_sql_value(value, sql_type))
+        return names, params
+
+    def update_scene(self, scene: Mapping[str, object]) -> int:
+        """Replace the metadata of a scene already in the catalog; returns its scene_id (unchanged).
+
+        The scene keeps its id and its tiles (so their vectors stay valid); every column is set from
+        `scene` as in `add_scene`, and a column `scene` does not name is cleared (a field removed from
+        the manifest does not keep its old value). CatalogError if the path is not in the catalog.
+        """
+        self._require_writable("update a scene")
+        path, values = _scene_values(scene)
+        with self.transaction():
+            scene_id = self._scene_id_by_path().get(path)
+            if scene_id is None:
+                raise CatalogError(f"scene {path!r} is not in the catalog; add it first (add_scene)")
+            names, params = self._bind_scene_values(path, values)
+            assignments = [(name, value) for name, value in zip(names, params) if name != "path"]
+            given = {name for name, _ in assignments}
+            assignments += [(name, None) for name in self._scene_column_types()
+                            if name not in given and name not in ("scene_id", "path")]
+            set_sql = ", ".join(f"{quote_identifier(name)} = ?" for name, _ in assignments)
+            # scene_id and path (the keyed columns) are not assigned: DuckDB updates other columns in place
+            self._con.execute(f"UPDATE scenes SET {set_sql} WHERE scene_id = ?",
+                              [*(value for _, value in assignments), scene_id])
+        return scene_id
+
+    def set_scene_tiles_bbox(self, scene_id: int, bbox: tuple[float, float, float, float] | None) -> None:
+        """Set the bbox (minlon, minlat, maxlon, maxlat in degrees, or None) of every tile of a scene.
+
+        For scenes placed by their metadata (no CRS), whose tiles all claim the scene's box.
+        """
+        self._require_writable("update tiles")
+        if bbox is not None and len(bbox) != 4:
+            raise CatalogError(f"expected a tile bbox as (minlon, minlat, maxlon, maxlat) or None, found {bbox!r}")
+        values = [None if v is None else float(v) for v in (bbox if bbox is not None else (None,) * 4)]
+        with self.transaction():
+            self._con.execute("UPDATE tiles SET bbox_minlon = ?, bbox_minlat = ?, bbox_maxlon = ?, bbox_maxlat = ? "
+                              "WHERE scene_id = ?", [*values, int(scene_id)])
 
     def add_tiles(self, scene_id: int, tiles: Sequence[Mapping[str, object]]) -> np.ndarray:
         """Insert the tiles of one scene; returns their new tile ids (int64, in input order).
@@ -471,10 +538,12 @@ class Catalog:
 
     # ------------------------------------------------------------------ reads
 
-    def scene_states(self) -> dict[str, tuple[int, float, str]]:
-        """path -> (size_bytes, mtime, content_hash) of every scene, for incremental indexing."""
-        rows = self._con.execute("SELECT path, size_bytes, mtime, content_hash FROM scenes").fetchall()
-        return {path: (size, mtime, content_hash) for path, size, mtime, content_hash in rows}
+    def scene_states(self) -> dict[str, tuple[int, float, str, str | None]]:
+        """path -> (size_bytes, mtime, content_hash, metadata_hash) of every scene, for incremental indexing."""
+        # a read-only v1 catalog has no metadata_hash: every scene then counts as re-labelled once
+        digest = "metadata_hash" if "metadata_hash" in self._scene_column_types() else "NULL"
+        rows = self._con.execute(f"SELECT path, size_bytes, mtime, content_hash, {digest} FROM scenes").fetchall()
+        return {path: (size, mtime, content_hash, metadata) for path, size, mtime, content_hash, metadata in rows}
 
     def columns(self) -> list[str]:
         """The column names of `tile_view`, the table filters run against.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
 from sarclip_search.encoders import encoder_dir, read_manifest
 from sarclip_search.errors import ArtifactMismatchError, SarclipError
 from sarclip_search.index import VectorIndex
@@ -73,7 +73,7 @@ def check_index(db: str | Path | None = None) -> CheckReport:
     except SarclipError as exc:
         problems.append(f"{exc}")
         return report
-    if info.get("catalog_schema_version") != SCHEMA_VERSION:
+    if info.get("catalog_schema_version") not in READABLE_SCHEMA_VERSIONS:
         problems.append(f"info.json records catalog schema v{info.get('catalog_schema_version')}, "
                         f"this version reads v{SCHEMA_VERSION}; {REPAIR}")
     try:

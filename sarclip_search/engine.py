@@ -18,7 +18,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from sarclip_search.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
 from sarclip_search.encoders import Encoder, load_onnx_encoder
 from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError
 from sarclip_search.feedback import CANDIDATES_PER_PART, fit_probe
@@ -150,7 +150,7 @@ class Engine:
     @classmethod
     def _open_generation(cls, generation: Generation, model_path: str | Path | None) -> Engine:
         info = generation.read_info()
-        if info.get("catalog_schema_version") != SCHEMA_VERSION:
+        if info.get("catalog_schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise ArtifactMismatchError(
                 f"{generation.path}: catalog schema v{info.get('catalog_schema_version')}, this version reads "
                 f"v{SCHEMA_VERSION}; rebuild with `sarsearch index ARCHIVE --rebuild`"

@@ -43,7 +43,7 @@ _NOT_PROPERTIES = frozenset({
     "id", "tile_id", "scene_id", "path", "abs_path", "size_bytes", "mtime", "content_hash", "col_off",
     "row_off", "width", "height", "scene_width", "scene_height", "scene_bbox_minlon", "scene_bbox_minlat",
     "scene_bbox_maxlon", "scene_bbox_maxlat", "bbox", "window", "score", "score_kind", "datetime",
-    "start_datetime", "end_datetime", "geometry",
+    "start_datetime", "end_datetime", "geometry", "metadata_hash",
 })
 _SAR_REQUIRED = ("sar:instrument_mode", "sar:frequency_band", "sar:polarizations", "sar:product_type")
 _POLARIZATION = re.compile(r"\b(HH|HV|VH|VV)\b", re.IGNORECASE)

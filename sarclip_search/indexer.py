@@ -3,7 +3,9 @@
 Walks the archive, reads each raster's metadata (manifest row > STAC sidecar > raster tags), cuts
 large images into tiles, embeds every tile with the SARCLIP image encoder, and writes catalog rows and
 vectors under one id (the FAISS id is the catalog tile_id). Runs are incremental: files whose size and
-modification time are unchanged are skipped, changed files re-embedded, deleted files removed.
+modification time are unchanged are skipped, changed files re-embedded, deleted files removed, and files
+whose manifest row or STAC sidecar changed (`metadata.metadata_hash`) re-labelled: their scene and tile
+rows are rewritten in place, their vectors kept.
 Changes land in new generations of the index directory, committed atomically every `commit_every`
 files, so an interrupted run keeps what it committed and the next run resumes from there.
 
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -38,9 +40,15 @@ from sarclip_search.errors import (
     printable_path,
 )
 from sarclip_search.index import VectorIndex, choose_index_key
-from sarclip_search.metadata import load_manifest, load_stac_sidecar, scene_metadata
+from sarclip_search.metadata import (
+    load_manifest,
+    load_stac_sidecar,
+    metadata_hash,
+    scene_footprint,
+    scene_metadata,
+)
 from sarclip_search.store import Generation, IndexStore, file_sha256, make_info, write_json_atomic
-from sarclip_search.tiling import tile_windows
+from sarclip_search.tiling import Window, tile_windows
 
 if TYPE_CHECKING:
     from sarclip_search.model import SarClip
@@ -64,6 +72,7 @@ class IndexReport:
     db: str
     files_seen: int = 0
     indexed: int = 0  # new or changed files embedded
+    relabelled: int = 0  # unchanged files whose manifest row or sidecar changed: metadata rewritten, not embedded
     unchanged: int = 0
     removed: int = 0
     not_in_manifest: int = 0
@@ -217,7 +226,7 @@ def index_archive(
         current = store.current()
         if current is not None and not rebuild:
             _check_compatible(current.read_info(), model, archive_root, tile_size, stride)
-        states: dict[str, tuple[int, float, str]] = {}
+        states: dict[str, _State] = {}
         if current is not None and not rebuild:
             with Catalog(current.catalog_path, read_only=True) as catalog:
                 states = catalog.scene_states()
@@ -266,18 +275,32 @@ class _Settings:
     total: int  # files to embed in the whole run, for progress
 
 
-# (path, rel, stat, previous (size, mtime, hash) or None)
-_Todo = tuple[Path, str, os.stat_result, tuple[int, float, str] | None]
+# A committed scene's (size_bytes, mtime, content_hash, metadata_hash), from Catalog.scene_states
+_State = tuple[int, float, str, "str | None"]
+
+
+class _Todo(NamedTuple):
+    """A file to embed (new or changed) or, with `relabel`, whose unchanged pixels get new metadata."""
+
+    path: Path
+    rel: str
+    stat: os.stat_result
+    previous: _State | None
+    relabel: bool = False
 
 
 def _plan(
     archive: Path,
     manifest: dict[str, dict[str, object]],
-    states: dict[str, tuple[int, float, str]],
+    states: dict[str, _State],
     report: IndexReport,
     strict: bool,
 ) -> tuple[list[_Todo], list[str]]:
-    """Files to (re-)embed and catalog paths to remove, from the archive and the committed catalog."""
+    """Files to (re-)embed or re-label and catalog paths to remove, from the archive and the committed catalog.
+
+    A file of unchanged size and mtime is re-labelled when the hash of its manifest row and sidecar differs
+    from the catalog's; that costs reading the sidecar (if any), not the raster.
+    """
     files = sorted(raster.iter_rasters(archive))
     report.files_seen = len(files)
     rel_paths = {path: path.relative_to(archive).as_posix() for path in files}
@@ -299,9 +322,17 @@ def _plan(
             continue
         previous = states.get(rel)
         if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
-            report.unchanged += 1
+            try:
+                same = previous[3] == metadata_hash(manifest.get(rel), load_stac_sidecar(path))
+            except MetadataError as exc:  # a sidecar broken since: listed, the committed scene kept as it was
+                _fail(report, rel, _reason(exc, path), strict)
+                continue
+            if same:
+                report.unchanged += 1
+            else:
+                todo.append(_Todo(path, rel, stat, previous, relabel=True))
             continue
-        todo.append((path, rel, stat, previous))
+        todo.append(_Todo(path, rel, stat, previous))
     return todo, removed
 
 
@@ -338,27 +369,34 @@ def _update_generation(
             vectors.remove(catalog.remove_scene(rel))
             report.removed += 1
         pending = _Pending()
-        for done, (path, rel, stat, previous) in enumerate(todo, start=done_before + 1):
+        for done, (path, rel, stat, previous, relabel) in enumerate(todo, start=done_before + 1):
             if settings.progress is not None:
                 settings.progress("embed", done, settings.total)
             try:
-                content_hash = file_sha256(path)
+                stac = load_stac_sidecar(path)
+                digest = metadata_hash(settings.manifest.get(rel), stac)
+                content_hash = previous[2] if relabel and previous is not None else file_sha256(path)
                 if previous is not None and previous[2] == content_hash:
-                    report.unchanged += 1  # touched, not changed: keep the embeddings
+                    if previous[3] == digest:
+                        report.unchanged += 1  # touched, not changed: keep the embeddings
+                    else:
+                        _relabel(catalog, path, rel, stat, content_hash, stac, digest, settings)
+                        report.relabelled += 1
                     continue
                 info = raster.read_info(path)
                 windows, chips = _read_chips(path, info, settings, report, rel)
-                metadata = scene_metadata(rel, settings.manifest.get(rel), load_stac_sidecar(path), info.tags)
+                metadata = scene_metadata(rel, settings.manifest.get(rel), stac, info.tags)
                 if previous is not None:
                     vectors.remove(catalog.remove_scene(rel))
-                scene_id = catalog.add_scene(_scene_row(rel, path, stat, content_hash, info, metadata))
+                row = _scene_row(rel, path, stat, content_hash, info, metadata, digest)
+                scene_id = catalog.add_scene(row)
             except (RasterError, MetadataError, OSError) as exc:
                 _fail(report, rel, _reason(exc, path), settings.strict)
                 continue
             tile_ids = catalog.add_tiles(
                 scene_id,
                 [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())),
-                  "bbox": raster.window_bbox_lonlat(info, w)} for w in windows],
+                  "bbox": _tile_bbox(info, w, row)} for w in windows],
             )
             pending.ids.extend(int(i) for i in tile_ids)
             pending.chips.extend(chips)
@@ -444,8 +482,41 @@ def _write_info(
     )
 
 
-def _scene_row(rel: str, path: Path, stat, content_hash: str, info: raster.RasterInfo, metadata: dict) -> dict:
-    bounds = info.bounds_lonlat or (None, None, None, None)
+def _relabel(
+    catalog: Catalog, path: Path, rel: str, stat: os.stat_result, content_hash: str, stac: dict, digest: str,
+    settings: _Settings,
+) -> None:
+    """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes.
+
+    Reads the raster's header (its tags are a metadata source), not its pixels; tile ids and vectors stay.
+    Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the others take the scene's box.
+    """
+    info = raster.read_info(path)
+    metadata = scene_metadata(rel, settings.manifest.get(rel), stac, info.tags)
+    row = _scene_row(rel, path, stat, content_hash, info, metadata, digest)
+    scene_id = catalog.update_scene(row)
+    if row["footprint_source"] != "raster":
+        catalog.set_scene_tiles_bbox(scene_id, _tile_bbox(info, None, row))
+    log.info("%s: metadata changed, re-labelled (not re-embedded)", rel)
+
+
+def _tile_bbox(info: raster.RasterInfo, window: Window | None, row: dict) -> tuple[float, float, float, float] | None:
+    """A tile's lon/lat bbox: from the raster's CRS, else the scene's footprint (stac or manifest point).
+
+    A scene placed by its metadata has no pixel-to-ground mapping, so each tile claims the scene's box.
+    """
+    if row["footprint_source"] == "raster" and window is not None:
+        return raster.window_bbox_lonlat(info, window)
+    if row["footprint_source"] is None:
+        return None
+    return (row["bbox_minlon"], row["bbox_minlat"], row["bbox_maxlon"], row["bbox_maxlat"])
+
+
+def _scene_row(
+    rel: str, path: Path, stat, content_hash: str, info: raster.RasterInfo, metadata: dict, digest: str,
+) -> dict:
+    footprint, footprint_source = scene_footprint(info.bounds_lonlat, info.width, info.height, metadata)
+    bounds = footprint or (None, None, None, None)
     row = {
         "path": rel,
         "abs_path": str(path.resolve()),
@@ -462,10 +533,12 @@ def _scene_row(rel: str, path: Path, stat, content_hash: str, info: raster.Raste
         "bbox_minlat": bounds[1],
         "bbox_maxlon": bounds[2],
         "bbox_maxlat": bounds[3],
+        "footprint_source": footprint_source,
+        "metadata_hash": digest,
     }
     for key, value in metadata.items():
         if key == "bbox":
-            continue  # the raster's own footprint wins; a sidecar bbox without CRS is kept out of the columns
+            continue  # in the bbox_* columns when it is the footprint (scene_footprint)
         row.setdefault(key, value)
     if "sar:polarizations" not in metadata and any(info.band_descriptions):
         row["sar:polarizations"] = "+".join(d for d in info.band_descriptions if d)

@@ -154,7 +154,56 @@ def test_fetch_tiles_order_and_json() -> None:
 def test_scene_states() -> None:
     with Catalog() as catalog:
         catalog.add_scene({"path": "a.tif", "size_bytes": 10, "mtime": 1.5, "content_hash": "abc"})
-        assert catalog.scene_states() == {"a.tif": (10, 1.5, "abc")}
+        catalog.add_scene({"path": "b.tif", "size_bytes": 1, "mtime": 2.0, "content_hash": "d", "metadata_hash": "e"})
+        assert catalog.scene_states() == {"a.tif": (10, 1.5, "abc", None), "b.tif": (1, 2.0, "d", "e")}
+
+
+def test_update_scene_keeps_ids_and_clears_dropped_fields() -> None:
+    with Catalog() as catalog:
+        scene_id = catalog.add_scene({"path": "a.tif", "label": "T72", "split": "train", "n": 1, "bbox": (0, 0, 1, 1)})
+        ids = catalog.add_tiles(scene_id, tiles_for(2))
+        other = catalog.add_scene({"path": "b.tif", "label": "BMP2"})
+        assert catalog.update_scene({"path": "a.tif", "label": "tanker", "n": 2.5, "new_field": "x"}) == scene_id
+        [row] = catalog.fetch_tiles([int(ids[0])])
+        assert (row["label"], row["n"], row["new_field"], row["split"]) == ("tanker", 2.5, "x", None)
+        assert row["scene_bbox_minlon"] is None  # not given: cleared, like any field the new metadata lacks
+        assert catalog.tile_ids().tolist() == ids.tolist() and catalog.counts() == {"scenes": 2, "tiles": 2}
+        assert catalog.fetch_tiles([int(ids[1])])[0]["bbox_maxlon"] == 1.0  # tile rows untouched
+        assert catalog.tile_ids("scene_id = ?", [other]).tolist() == []
+        assert catalog._con.execute("SELECT label FROM scenes WHERE scene_id = ?", [other]).fetchone() == ("BMP2",)
+        with pytest.raises(CatalogError, match="not in the catalog"):
+            catalog.update_scene({"path": "c.tif"})
+
+
+def test_set_scene_tiles_bbox() -> None:
+    with Catalog() as catalog:
+        scene_id = catalog.add_scene({"path": "a.tif"})
+        ids = catalog.add_tiles(scene_id, tiles_for(3, None))
+        other = catalog.add_tiles(catalog.add_scene({"path": "b.tif"}), tiles_for(1, None))
+        catalog.set_scene_tiles_bbox(scene_id, (1.0, 2.0, 3.0, 4.0))
+        rows = catalog.fetch_tiles([*ids.tolist(), *other.tolist()])
+        assert [r["bbox_minlat"] for r in rows] == [2.0, 2.0, 2.0, None]
+        catalog.set_scene_tiles_bbox(scene_id, None)
+        assert catalog.tile_ids("bbox_minlat IS NULL").tolist() == [*ids.tolist(), *other.tolist()]
+        with pytest.raises(CatalogError, match="bbox"):
+            catalog.set_scene_tiles_bbox(scene_id, (1.0, 2.0))
+
+
+def test_v1_catalog_is_read_as_is_and_upgraded_when_written(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        catalog.add_tiles(catalog.add_scene({"path": "a.tif", "label": "T72", "content_hash": "h"}), tiles_for(1))
+        for column in ("metadata_hash", "footprint_source"):
+            catalog._con.execute(f"ALTER TABLE scenes DROP COLUMN {column}")
+        catalog.set_meta("schema_version", "1")
+    with Catalog(path, read_only=True) as catalog:
+        assert catalog.get_meta("schema_version") == "1" and "footprint_source" not in catalog.columns()
+        assert catalog.scene_states()["a.tif"][3] is None
+        assert catalog.tile_ids("label = ?", ["T72"]).tolist() == [1]
+    with Catalog(path) as catalog:
+        assert catalog.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert {"metadata_hash", "footprint_source"} <= set(catalog.columns())
+        assert catalog.fetch_tiles([1])[0]["label"] == "T72"
 
 
 def test_read_only_refuses_writes(tmp_path: Path) -> None:
