@@ -53,6 +53,8 @@ REBUILD_BLOCK = 65_536  # rows converted float16 -> float32 at a time when re-ad
 # exact vs 5.5k unfiltered. Larger subsets go through FAISS with an IDSelectorBatch, nprobe raised by
 # FILTER_PROBE_MARGIN / selectivity: by 1/selectivity alone, recall@10 was 0.959 at 10% and 0.853 at 5%
 # (100k, tuned nprobe 2): the filtered top-10 lies deeper in the unfiltered ranking than the probed lists.
+# At 1M (IVF4096,PQ32x8, tuned nprobe 2) a margin of 2 gave 0.894 at 10% and a margin of 4 gives 0.910 at
+# 0.25x the unfiltered queries/s: still short of 0.95 (see benchmarks/README.md).
 # Subsets of at least POST_FILTER_MIN_SELECTIVITY of the rows skip the selector (which halves FAISS's scan
 # speed): an unfiltered search for POST_FILTER_MARGIN x k*rerank/selectivity candidates, nprobe raised by
 # selectivity^-POST_FILTER_PROBE_EXPONENT, keeps the members (100k clustered, 50%: recall@10 0.9997, ~0.7x
@@ -63,7 +65,7 @@ EXACT_COST_RATIO = 8.0
 # IVF-Flat scans float32 codes as cheaply per vector as exact search does: exact only up to 2x its cost
 # (real-embedding set, 100k, IVF1024,Flat: a 10k-row subset exactly ran at 0.28x the unfiltered queries/s)
 EXACT_COST_RATIO_EXACT_SCORES = 2.0
-FILTER_PROBE_MARGIN = 2.0
+FILTER_PROBE_MARGIN = 4.0
 POST_FILTER_MIN_SELECTIVITY = 0.3
 POST_FILTER_MARGIN = 1.0
 POST_FILTER_PROBE_EXPONENT = 1.0
