@@ -69,3 +69,17 @@ def indexed_db(tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, 
     report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint))
     assert report.indexed == 10 and not report.failed, report
     return db, archive, checkpoint
+
+
+# the 160 x 96 Sentinel-1 fixture scene (several tiles when indexed with 64 px tiles)
+BIG_SCENE = "sentinel1/S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_043758_2091_tiny.tif"
+
+
+@pytest.fixture(scope="module")
+def engine(indexed_db):
+    """The engine over `indexed_db` (one tile per image: tile size 256 > every image)."""
+    from sarclip_search.engine import Engine
+
+    db, _, _ = indexed_db
+    with Engine.open(db) as opened:
+        yield opened

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import BIG_SCENE
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 
 from sarclip_search.engine import Engine
@@ -14,16 +15,7 @@ from sarclip_search.filters import Filters
 from sarclip_search.indexer import index_archive
 from sarclip_search.store import IndexStore
 
-BIG_SCENE = "sentinel1/S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_043758_2091_tiny.tif"  # 160 x 96
 NO_CRS_SCENE = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"
-
-
-@pytest.fixture(scope="module")
-def engine(indexed_db):
-    """The engine over the indexed fixture (one tile per image: tile size 256 > every image)."""
-    db, _, _ = indexed_db
-    with Engine.open(db) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,7 @@ from sarclip_search.indexer import index_archive
 from sarclip_search.store import IndexStore
 
 runner = CliRunner()
-BIG_SCENE = "sentinel1/S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_043758_2091_tiny.tif"  # 160 x 96
-
-
-@pytest.fixture(scope="module")
-def engine(indexed_db):
-    db, _, _ = indexed_db
-    with Engine.open(db) as opened:
-        yield opened
+from conftest import BIG_SCENE
 
 
 @pytest.fixture(scope="module")
