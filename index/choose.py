@@ -1,7 +1,7 @@
 """Choose a FAISS index type from the collection size, the dimension and a memory budget.
 
 The budget is resident memory: what must stay in RAM (heap or hot page cache) for search to run at
-speed. `resident_bytes` writes it out per index type; the float16 copy used for exact re-ranking is
+speed. `resident_bytes` writes it out per index type; the exact copy used for re-ranking (float32 for PQ) is
 not part of it (it stays on disk, memory-mapped, and only k*rerank_factor rows are read per query).
 """
 
@@ -66,8 +66,9 @@ def resident_bytes(n: int, d: int, key: str) -> int:
       + 256 * 4d PQ centroids (m sub-quantizers x 256 x d/m floats)
 
     The lookup is VectorIndex's id array, saved in id order so it is its own id -> row map; it is
-    memory-mapped but binary-searched on every re-ranked candidate, so it counts. The float16 copy
-    (2d bytes per vector) does not: it is read k*rerank_factor rows per query from a memory-mapped file.
+    memory-mapped but read on every re-ranked candidate, so it counts (ids with gaps add an int32
+    table of at most 8 B/vector, ids without gaps nothing). The exact copy (4d bytes per vector for
+    PQ, 2d otherwise) does not: it is read k*rerank_factor rows per query from a memory-mapped file.
     At 1M x 256, 4096 lists: PQ64 is 64 + 16 + 4.2 + 0.3 = 84.5 B/vector, PQ32 52.5, IVF-Flat 1044.
     """
     if key == "Flat":
@@ -106,7 +107,7 @@ def choose_index_key(n: int, d: int, memory_budget: int | None = None) -> str:
       n*(4d + 16) + nlist*4d <= memory_budget (1M x 256: 1.04 GB). Search probes nprobe of nlist lists.
     * ``"IVF{nlist},PQ{m}x8"`` beyond: m bytes of code per vector, m a divisor of d, at most d/4
       (16x compression), the largest with n*(m + 16) + nlist*4d + 1024d <= memory_budget, never below
-      8 bytes. Candidates are re-ranked exactly from the float16 copy on disk, so m trades resident
+      8 bytes. Candidates are re-ranked exactly from the float32 copy on disk, so m trades resident
       memory for re-rank depth (tune() picks it), not for final recall.
 
     Worked example, 1M x 256 with 4096 lists and a budget of 80 B/vector (80 MB): IVF-Flat needs

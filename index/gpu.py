@@ -18,7 +18,7 @@ Stays on the CPU, with the same results API:
 * filtered search: SearchParameters with an IDSelector are CPU-only in faiss;
 * IVF-PQ codes the GPU does not support: nbits other than 8, or bytes per code outside GPU_PQ_BYTES
   (codes above 48 bytes use float16 lookup tables, the GPU's shared-memory limit);
-* re-ranking against the float16 copy (numpy, memory-mapped), and the saved file: always the CPU
+* re-ranking against the exact copy (memory-mapped; FAISS on the CPU), and the saved file: always the CPU
   index, so a GPU-built index loads anywhere and memory-maps.
 
 faiss-cpu has no GPU classes; everything here is reached only when `gpu_enabled` is True.

@@ -1,4 +1,8 @@
-"""An id-addressed FAISS index (inner product) with a float16 copy of every vector.
+"""An id-addressed FAISS index (inner product) with an exact copy of every vector on disk.
+
+The copy is float32 for PQ indexes, whose candidates it re-ranks (FAISS gathers and scores float32 rows
+in C++; numpy's float16 -> float32 cast alone cost 3x the whole float32 re-rank), and float16 for Flat
+and IVF-Flat, whose scores are already exact and which read it only for filtered subsets.
 
 Shorthand used inside this module only: xq = queries, xb = database vectors.
 The FAISS id of a vector is the caller's int64 catalog id (add_with_ids), never the row order.
@@ -40,13 +44,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "vectors.faiss"
-STORE_FILE = "vectors_f16.npy"
+STORE_FILES = {"float16": "vectors_f16.npy", "float32": "vectors_f32.npy"}  # by store_dtype
+STORE_FILE = STORE_FILES["float16"]  # indexes saved before store_dtype existed
 IDS_FILE = "vector_ids.npy"
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
 RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantizer was trained on
-REBUILD_BLOCK = 65_536  # rows converted float16 -> float32 at a time when re-adding (32 MB at d=128)
-# Filtered search: a subset is searched exactly over the float16 copy while it holds at most
+REBUILD_BLOCK = 65_536  # rows of the exact copy converted to float32 at a time when re-adding (32 MB at d=128)
+# Filtered search: a subset is searched exactly over the exact copy while it holds at most
 # max(EXACT_SUBSET_MIN, EXACT_COST_RATIO x the vectors an unfiltered query touches) rows (the cost model of
 # tuning.py). Exact search is BLAS over the subset and ~8x cheaper per vector than the IVF path's mix of
 # quantizer, code scan and random re-rank reads: 100k clustered vectors, 10k-row subset, 4.5k queries/s
@@ -69,6 +74,8 @@ FILTER_PROBE_MARGIN = 4.0
 POST_FILTER_MIN_SELECTIVITY = 0.3
 POST_FILTER_MARGIN = 1.0
 POST_FILTER_PROBE_EXPONENT = 1.0
+BITMAP_BITS_PER_MEMBER = 64  # _selector: a bitmap while it costs <= 8 bytes per member
+DENSE_ID_RANGE = 2  # ids spanning <= 2x their count map to rows through a table (<= 8 B per vector)
 PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
 RERANK_BLOCK_BYTES = 1024**2  # re-ranking converts 1 MB of candidates at a time: cache-sized, faster than 32 MB
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
@@ -108,23 +115,53 @@ def _members_mask(candidates: np.ndarray, members: np.ndarray) -> np.ndarray:
     return (members[position] == candidates) & (candidates >= 0)
 
 
+def _selector(members: np.ndarray) -> tuple[Any, np.ndarray]:
+    """A FAISS IDSelector for `members` (ascending, non-empty) and the array it points into (keep it alive).
+
+    A bitmap (one bit per id up to the largest) while it takes at most 8 bytes per member, the size of
+    the id array an IDSelectorBatch would hold; a bit test per scanned code instead of Batch's bloom
+    filter plus hash probe. Else IDSelectorBatch. (Never IDSelectorArray: a linear scan per candidate.)
+    """
+    top = int(members[-1])
+    if top < BITMAP_BITS_PER_MEMBER * len(members):
+        bits = np.zeros(top + 1, bool)
+        bits[members] = True
+        bitmap = np.packbits(bits, bitorder="little")  # FAISS tests bit (id & 7) of byte id >> 3
+        return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap  # n: bytes, not bits
+    return faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members)), members
+
+
 def default_nprobe(nlist: int) -> int:
     """nlist/8 clamped to [16, 256], never more than nlist."""
     return min(nlist, max(16, min(256, nlist // 8)))
 
 
+def _is_pq(factory: str) -> bool:
+    return ",PQ" in factory or factory.startswith("PQ")
+
+
 def default_rerank_factor(factory: str) -> int:
     """Candidates fetched per result before exact re-ranking: 8 for PQ codes (lossy scores), else 1 (none)."""
-    return PQ_RERANK_FACTOR if ",PQ" in factory or factory.startswith("PQ") else 1
+    return PQ_RERANK_FACTOR if _is_pq(factory) else 1
+
+
+def default_store_dtype(factory: str) -> str:
+    """dtype of the exact copy: "float32" for PQ indexes (re-ranked on every query), else "float16".
+
+    1M x 256, 80 candidates per query, one core: float32 rows scored by faiss.knn_inner_products_by_idx
+    ~20 us per query; float16 rows gathered, cast and multiplied in numpy ~100 us, 65 of them the cast.
+    The price is disk (1024 instead of 512 B/vector at d=256), not resident memory: the copy is mapped.
+    """
+    return "float32" if _is_pq(factory) else "float16"
 
 
 # ---------------------------------------------------------------- the index
 
 
 class VectorIndex:
-    """An id-addressed vector index: a FAISS index (inner product) plus a float16 copy of every vector.
+    """An id-addressed vector index: a FAISS index (inner product) plus an exact copy of every vector.
 
-    The float16 copy serves exact search over filtered subsets, `vectors()` and exact re-ranking of
+    The exact copy (float32 for PQ, float16 otherwise: `default_store_dtype`) serves exact search over filtered subsets, `vectors()` and exact re-ranking of
     PQ candidates (`rerank_factor`); loaded with mmap=True it stays on disk. IDs are int64 catalog ids
     given by the caller (add_with_ids semantics; never row order). `save` writes the copy and the ids
     in id order, so the saved id array is its own id -> row lookup (binary search), memory-mapped too.
@@ -149,7 +186,7 @@ class VectorIndex:
         trained_on: int | None = None,
         use_gpu: bool | None = None,
     ) -> None:
-        """Low-level constructor; use `create` or `load`."""
+        """Low-level constructor; use `create` or `load`. `store` is float16 or float32 (see default_store_dtype)."""
         self.dim = dim
         self.factory = factory
         self.nprobe = nprobe  # IVF lists probed per query by default; None for Flat
@@ -162,10 +199,11 @@ class VectorIndex:
         self._gpu: gpu.GpuDevice | None = None  # made on first use when gpu.gpu_enabled(use_gpu)
         self._gpu_index: faiss.Index | None = None  # GPU copy of _index for unfiltered search
         self._size = len(ids)
-        self._store = store  # (capacity, dim) float16; rows [0, _size) are live
+        self._store = store  # (capacity, dim) float16 or float32 (store_dtype); rows [0, _size) are live
         self._ids = ids  # (capacity,) int64, row i holds the id of _store[i]
         self._sorted_ids: np.ndarray | None = None  # lazily built lookup id -> row
         self._sorted_rows: np.ndarray | None = None  # None with _sorted_ids set: rows already in id order
+        self._id_mode: tuple[str, np.ndarray | None] | None = None  # lazily chosen id -> row map (_id_map)
 
     # ---- construction
 
@@ -208,7 +246,7 @@ class VectorIndex:
             dim,
             factory,
             nprobe,
-            np.empty((0, dim), np.float16),
+            np.empty((0, dim), np.dtype(default_store_dtype(factory))),
             np.empty(0, np.int64),
             rerank_factor=default_rerank_factor(factory),
             use_gpu=use_gpu,
@@ -220,6 +258,11 @@ class VectorIndex:
     def ntotal(self) -> int:
         """Number of vectors in the index."""
         return self._size
+
+    @property
+    def store_dtype(self) -> str:
+        """dtype of the exact copy of the vectors: "float16" or "float32" (see default_store_dtype)."""
+        return self._store.dtype.name
 
     @property
     def is_flat(self) -> bool:
@@ -241,17 +284,50 @@ class VectorIndex:
                 self._sorted_ids = live[self._sorted_rows]
         return self._sorted_ids, self._sorted_rows
 
+    def _id_map(self) -> tuple[str, np.ndarray | None]:
+        """How `_rows_of` maps ids to store rows: ("offset", None), ("table", int32 table) or ("search", None).
+
+        Binary search of 80 re-rank candidates per query in 1M sorted ids costs ~16 us per query, as much
+        as scoring them. Ids without gaps in store order (a fresh build) map by offset (row = id - first
+        id); ids spanning at most DENSE_ID_RANGE x their count (after some removals) through a table of
+        int32 rows, 4 B per id in range, built on first use; sparser ids by binary search.
+        """
+        if self._id_mode is None:
+            sorted_ids, sorted_rows = self._lookup()
+            span = int(sorted_ids[-1]) - int(sorted_ids[0]) + 1 if len(sorted_ids) else 0
+            if not len(sorted_ids) or len(sorted_ids) >= 2**31:
+                self._id_mode = ("search", None)
+            elif span == len(sorted_ids) and sorted_rows is None:
+                self._id_mode = ("offset", None)
+            elif span <= DENSE_ID_RANGE * len(sorted_ids):
+                table = np.full(span, -1, np.int32)
+                table[sorted_ids - sorted_ids[0]] = np.arange(len(sorted_ids)) if sorted_rows is None else sorted_rows
+                self._id_mode = ("table", table)
+            else:
+                self._id_mode = ("search", None)
+        return self._id_mode
+
     def _rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, store rows of the found ids) for validated int64 ids."""
         sorted_ids, sorted_rows = self._lookup()
         if not len(sorted_ids):
             return np.zeros(len(ids), bool), np.empty(0, np.int64)
+        mode, table = self._id_map()
+        if mode != "search":
+            offset = ids - sorted_ids[0]
+            inside = (offset >= 0) & (offset <= sorted_ids[-1] - sorted_ids[0])
+            if mode == "offset":
+                return inside, offset[inside]
+            rows = np.full(len(ids), -1, np.int64)
+            rows[inside] = table[offset[inside]]
+            found = rows >= 0
+            return found, rows[found]
         position = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
         found = sorted_ids[position] == ids
         return found, (position[found] if sorted_rows is None else sorted_rows[position[found]])
 
     def _changed(self) -> None:
-        self._sorted_ids = self._sorted_rows = None
+        self._sorted_ids = self._sorted_rows = self._id_mode = None
         self._gpu_index = None
 
     def _device(self) -> gpu.GpuDevice | None:
@@ -275,7 +351,7 @@ class VectorIndex:
         return np.array(self._lookup()[0], dtype=np.int64)
 
     def vectors(self, ids: Any) -> np.ndarray:
-        """float32 (n, dim) vectors of `ids` from the float16 copy; raises UnknownIdError for an absent id."""
+        """float32 (n, dim) vectors of `ids` from the exact copy; raises UnknownIdError for an absent id."""
         ids = _as_ids(ids)
         found, rows = self._rows_of(ids)
         if not found.all():
@@ -374,11 +450,14 @@ class VectorIndex:
     def rebuilt(self, factory: str | None = None) -> VectorIndex:
         """A new index of `factory` (default: this one's) with the same ids and vectors, trained on all of them.
 
-        Vectors come from the float16 copy (so the new codes encode float16-rounded vectors); training
+        Vectors come from the exact copy (with a float16 copy the new codes encode float16-rounded vectors); training
         uses a seeded sample of all rows (`training_sample_size`). nprobe and rerank_factor return to
         their defaults: call `tune()` afterwards. This index is not changed.
         """
         rebuilt = VectorIndex.create(self.dim, factory or self.factory, use_gpu=self.use_gpu)
+        if rebuilt.store_dtype != self.store_dtype:
+            logger.info("rebuilt index keeps a %s copy (from this index's %s copy)", rebuilt.store_dtype,
+                        self.store_dtype)
         size = self._size
         if size and not rebuilt.is_flat:
             rebuilt._train(self._store[:size], total=size)
@@ -392,7 +471,7 @@ class VectorIndex:
         needed = self._size + len(ids)
         if needed > len(self._ids) or not self._store.flags.writeable:
             capacity = max(needed, 2 * self._size, 1024)  # doubling keeps many small adds linear
-            store = np.empty((capacity, self.dim), np.float16)
+            store = np.empty((capacity, self.dim), self._store.dtype)
             all_ids = np.empty(capacity, np.int64)
             store[: self._size], all_ids[: self._size] = self._store[: self._size], self._ids[: self._size]
             self._store, self._ids = store, all_ids
@@ -418,7 +497,7 @@ class VectorIndex:
         if removed != len(targets) or self._index.ntotal != self._size:
             raise VectorIndexError(  # internal invariant, not user input
                 f"FAISS removed {removed} of {len(targets)} ids and now holds {self._index.ntotal} vectors "
-                f"while the float16 copy holds {self._size}; rebuild the index"
+                f"while the exact copy holds {self._size}; rebuild the index"
             )
         return removed
 
@@ -439,11 +518,11 @@ class VectorIndex:
         candidates exist. `subset` restricts results to those ids (a metadata filter) and gives
         min(k, |subset ∩ index|) results per query: subsets up to max(5k, 8x the vectors an
         unfiltered query touches) rows, and any subset of a Flat index, are searched exactly over the
-        float16 copy (scores within ~1e-3); larger ones by FAISS (on the CPU) with an IDSelectorBatch
+        exact copy (scores within ~1e-3 for a float16 copy); larger ones by FAISS (on the CPU) with an IDSelectorBatch
         and nprobe raised by 2/selectivity, falling back to exact search for a query that got too few hits.
 
         Exact re-ranking: with rerank_factor r > 1 FAISS returns k*r candidates, which are
-        re-scored exactly against the float16 copy (memory-mapped when loaded with mmap=True) and
+        re-scored exactly against the exact copy (memory-mapped when loaded with mmap=True) and
         the best k kept; scores are then exact to ~1e-3 instead of PQ estimates. `nprobe` and
         `rerank_factor` override `self.nprobe` and `self.rerank_factor` (set by `tune`) for this call.
         """
@@ -510,10 +589,11 @@ class VectorIndex:
         return self._rerank(xq, candidates, k)
 
     def _rerank(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact best-k of candidate ids (q, c) (-1 = none) against the float16 copy, best first.
+        """Exact best-k of candidate ids (q, c) (-1 = none) against the exact copy, best first.
 
-        Gathers RERANK_BLOCK_BYTES of candidate vectors at a time (k * rerank_factor float16 rows per
-        query: random reads of a memory-mapped copy, served from the page cache once warm).
+        k * rerank_factor rows per query are read: random reads of a memory-mapped copy, served from the
+        page cache once warm. A float32 copy is gathered and scored by FAISS in C++ (OpenMP over queries);
+        a float16 one in numpy, RERANK_BLOCK_BYTES of candidates at a time.
         """
         candidates = np.asarray(candidates, dtype=np.int64)
         num_queries, count = candidates.shape
@@ -521,11 +601,26 @@ class VectorIndex:
         found, found_rows = self._rows_of(candidates[valid])
         if not found.all():  # internal invariant: FAISS only returns ids we hold
             raise VectorIndexError(
-                f"FAISS returned {int((~found).sum())} ids missing from the float16 copy; rebuild the index"
+                f"FAISS returned {int((~found).sum())} ids missing from the exact copy; rebuild the index"
             )
-        rows = np.zeros(candidates.shape, np.int64)
+        rows = np.full(candidates.shape, -1, np.int64)
         rows[valid] = found_rows
+        keep = min(k, count)
+        scores, ids = _pad(num_queries, k)
+        if self._store.dtype == np.float32:
+            if not valid.all():  # FAISS stops at a row's first -1: move them to the end
+                rows = np.take_along_axis(rows, np.argsort(~valid, axis=1, kind="stable"), 1)
+            best, best_rows = np.empty((num_queries, keep), np.float32), np.empty((num_queries, keep), np.int64)
+            faiss.knn_inner_products_by_idx(
+                faiss.swig_ptr(xq), faiss.swig_ptr(self._store), faiss.swig_ptr(rows), self.dim, num_queries,
+                self._size, count, keep, faiss.swig_ptr(best), faiss.swig_ptr(best_rows), count,
+            )
+            hit = best_rows >= 0
+            scores[:, :keep] = np.where(hit, best, -np.inf)
+            ids[:, :keep] = np.where(hit, self._ids[np.maximum(best_rows, 0)], -1)
+            return scores, ids
         exact = np.full(candidates.shape, -np.inf, np.float32)
+        rows = np.maximum(rows, 0)
         block = max(1, RERANK_BLOCK_BYTES // max(1, count * self.dim * 4))
 
         def score(start: int) -> None:
@@ -540,9 +635,7 @@ class VectorIndex:
             for start in starts:
                 score(start)
         exact[~valid] = -np.inf
-        keep = min(k, count)
         order = np.argsort(-exact, axis=1, kind="stable")[:, :keep]
-        scores, ids = _pad(num_queries, k)
         scores[:, :keep] = np.take_along_axis(exact, order, 1)
         ids[:, :keep] = np.take_along_axis(candidates, order, 1)
         ids[~np.isfinite(scores)] = -1
@@ -570,7 +663,7 @@ class VectorIndex:
             scores, ids = _pad(len(xq), k)
         short = (ids != -1).sum(axis=1) < min(k, count)
         if short.any():
-            selector = faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members))
+            selector, _keep_alive = _selector(members)
             raised = min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN / selectivity))
             scores[short], ids[short] = self._approximate_search(
                 xq[short], k, self._ivf_params(raised, selector), rerank, use_gpu=False
@@ -646,6 +739,7 @@ class VectorIndex:
             "nprobe": self.nprobe,
             "rerank_factor": self.rerank_factor,
             "trained_on": self.trained_on,
+            "store_dtype": self.store_dtype,
             **({"tuning": self.tuning} if self.tuning is not None else {}),
             "faiss_version": faiss.__version__,
             "format_version": FORMAT_VERSION,
@@ -654,8 +748,8 @@ class VectorIndex:
     def save(self, directory: str | Path) -> None:
         """Write the index to `directory` (created if missing), each file atomically.
 
-        Files: vectors.faiss (CPU index), vectors_f16.npy and vector_ids.npy (both in id order),
-        index_info.json. Each is written to a temporary name in the same directory and fsynced; then
+        Files: vectors.faiss (CPU index), the exact copy (vectors_f32.npy or vectors_f16.npy, by
+        store_dtype) and vector_ids.npy (both in id order), index_info.json. Each is written to a temporary name in the same directory and fsynced; then
         all are os.replace()d, index_info.json last. A crash before the first replace keeps the
         previous index intact; a crash between replaces is detected by `load` (counts disagree with
         index_info.json). Existing files are replaced, never written in place, so a reader that mapped
@@ -669,7 +763,8 @@ class VectorIndex:
             faiss.write_index(self._index, str(temps[INDEX_FILE]))
             sorted_ids, sorted_rows = self._lookup()
             store = self._store[: self._size] if sorted_rows is None else self._store[sorted_rows]
-            for name, array in ((STORE_FILE, store), (IDS_FILE, sorted_ids)):
+            store_file = STORE_FILES[self.store_dtype]
+            for name, array in ((store_file, store), (IDS_FILE, sorted_ids)):
                 temps[name] = temp_path(directory, name)
                 with open(temps[name], "wb") as handle:
                     np.save(handle, np.ascontiguousarray(array))
@@ -677,9 +772,11 @@ class VectorIndex:
             temps[INFO_FILE].write_text(json.dumps(self.info(), indent=2) + "\n")
             for path in temps.values():
                 fsync_file(path)
-            for name in (INDEX_FILE, STORE_FILE, IDS_FILE, INFO_FILE):
+            for name in (INDEX_FILE, store_file, IDS_FILE, INFO_FILE):
                 os.replace(temps[name], directory / name)
                 del temps[name]
+            for stale in set(STORE_FILES.values()) - {store_file}:  # a previous save of the other dtype
+                (directory / stale).unlink(missing_ok=True)
         finally:
             for path in temps.values():
                 path.unlink(missing_ok=True)
@@ -698,12 +795,12 @@ class VectorIndex:
         """Read an index written by `save`.
 
         Refuses (VectorIndexError) a missing index, another format version or metric, a dimension
-        other than `expected_dim`, and files whose counts disagree. With mmap=True the float16 copy,
+        other than `expected_dim`, and files whose counts disagree. With mmap=True the exact copy,
         the id array (the id -> row lookup) and, where FAISS supports it (IVF codes), the index are
         memory-mapped; the result is then read-only. `use_gpu` as in `create`.
         """
         directory = Path(directory)
-        paths = {name: directory / name for name in (INDEX_FILE, STORE_FILE, IDS_FILE, INFO_FILE)}
+        paths = {name: directory / name for name in (INDEX_FILE, IDS_FILE, INFO_FILE)}
         missing = [name for name, path in paths.items() if not path.is_file()]
         if missing:
             raise VectorIndexError(
@@ -715,22 +812,34 @@ class VectorIndex:
         except (OSError, ValueError) as error:
             raise VectorIndexError(f"cannot read {paths[INFO_FILE]} ({error}); rebuild the index") from None
         check_info(info, directory, expected_dim)
+        store_dtype = info.get("store_dtype", "float16")  # indexes saved before it was recorded: float16
+        if store_dtype not in STORE_FILES:
+            raise VectorIndexError(
+                f"unknown store_dtype {store_dtype!r} in {paths[INFO_FILE]}; rebuild the index"
+            )
+        store_path = directory / STORE_FILES[store_dtype]
+        if not store_path.is_file():
+            raise VectorIndexError(
+                f"expected {store_path.name}: the vector index at {directory} is incomplete; "
+                "run `sarsearch index ARCHIVE` to rebuild it"
+            )
         dim = int(info["dim"])
         index = read_faiss(paths[INDEX_FILE], mmap)
         # np.asarray drops the np.memmap subclass (its __getitem__ costs ~0.3 ms per re-ranked query);
         # the plain view keeps the mapping alive through .base
-        store = np.asarray(np.load(paths[STORE_FILE], mmap_mode="r" if mmap else None))
+        store = np.asarray(np.load(store_path, mmap_mode="r" if mmap else None))
         ids = np.asarray(np.load(paths[IDS_FILE], mmap_mode="r" if mmap else None))  # read-only: never grown
         counts = {
             "index_info.json": info["ntotal"],
             INDEX_FILE: index.ntotal,
-            STORE_FILE: len(store),
+            store_path.name: len(store),
             IDS_FILE: len(ids),
         }
-        if len(set(counts.values())) != 1 or index.d != dim or store.shape[1:] != (dim,):
+        if (len(set(counts.values())) != 1 or index.d != dim or store.shape[1:] != (dim,)
+                or store.dtype.name != store_dtype):
             raise VectorIndexError(
                 f"files of the vector index at {directory} disagree "
-                f"(counts {counts}, dim {dim}, FAISS dim {index.d}); "
+                f"(counts {counts}, dim {dim}, FAISS dim {index.d}, copy {store.dtype.name} vs {store_dtype}); "
                 "a save was probably interrupted: save again or run `sarsearch index ARCHIVE`"
             )
         return cls(

@@ -186,6 +186,61 @@ def test_rerank_with_few_candidates_pads(built, data) -> None:
     assert len(np.unique(found[0][found[0] != -1])) == (found[0] != -1).sum()
 
 
+def _float16_twin(index: VectorIndex) -> VectorIndex:
+    """The same FAISS index with a float16 copy (as saved before store_dtype existed)."""
+    size = index.ntotal
+    return VectorIndex(index._index, index.dim, index.factory, index.nprobe,
+                       np.asarray(index._store[:size], np.float16), np.array(index._ids[:size]),
+                       rerank_factor=index.rerank_factor)
+
+
+def test_pq_rerank_float32_copy_agrees_with_float16_and_exact(built, data) -> None:
+    ids, xb, xq = data
+    index = built["IVF64,PQ16x8"]
+    assert index.store_dtype == "float32" and built["Flat"].store_dtype == built["IVF64,Flat"].store_dtype == "float16"
+    twin = _float16_twin(index)
+    assert twin.store_dtype == "float16"
+    # candidates with padding (-1) inside rows, not only at their end: FAISS's scorer stops at the first -1
+    rng = np.random.default_rng(11)
+    candidates = rng.choice(ids, (len(xq), 40))
+    candidates[:, 5] = -1
+    candidates[:3, 30:] = -1
+    for each in (index, twin):
+        scores, found = each._rerank(xq, candidates, K)
+        brute = np.where(candidates >= 0, np.einsum("qd,qcd->qc", xq, xb[np.searchsorted(ids, candidates)]), -np.inf)
+        best = np.take_along_axis(candidates, np.argsort(-brute, axis=1, kind="stable")[:, :K], 1)
+        assert (found == best).mean() >= 0.99  # float16 rounding may swap near-ties
+        np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :K], atol=2e-3)
+        assert (np.diff(scores, axis=1) <= 0).all()
+    float32_scores, float32_ids = index.search(xq, K)
+    float16_scores, float16_ids = twin.search(xq, K)
+    assert (float32_ids == float16_ids).mean() >= 0.99
+    np.testing.assert_allclose(float32_scores, float16_scores, atol=2e-3)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "shuffled", "gaps", "sparse"])
+def test_id_to_row_maps_agree(layout: str) -> None:
+    xb = clustered(600, seed=12)
+    rng = np.random.default_rng(13)
+    ids = {"contiguous": np.arange(600), "shuffled": rng.permutation(600) + 1000,
+           "gaps": np.arange(600), "sparse": np.arange(600) * 5 + 7}[layout].astype(np.int64)
+    index = VectorIndex.create(DIM)
+    index.add(ids, xb)
+    live = np.ones(600, bool)
+    if layout == "gaps":
+        removed = rng.choice(600, 150, replace=False)
+        index.remove(ids[removed])
+        live[removed] = False
+    expected_mode = {"contiguous": "offset", "shuffled": "table", "gaps": "table", "sparse": "search"}[layout]
+    assert index._id_map()[0] == expected_mode
+    probe = np.concatenate([ids, ids + 1, [0, 10**9]])
+    truth = np.isin(probe, ids[live])
+    np.testing.assert_array_equal(index.contains(probe), truth)
+    np.testing.assert_array_equal(index.vectors(ids[live]), xb[live].astype(np.float16).astype(np.float32))
+    with pytest.raises(UnknownIdError):
+        index.vectors(probe[~truth][:1])
+
+
 def test_nprobe_default_and_override(built, data) -> None:
     _, _, xq = data
     index = built["IVF64,Flat"]
@@ -282,6 +337,18 @@ def test_filtered_search_matches_filtered_truth(
     assert np.isin(found[found != -1], subset).all()
     assert np.isneginf(scores[found == -1]).all()
     assert recall_at_k(found, true_ids, K) >= 0.95  # the IDSelectorBatch path re-ranks PQ candidates too
+
+
+@pytest.mark.parametrize("spacing", [1, 3, 100])  # bitmap, bitmap, IDSelectorBatch
+def test_selector_selects_exactly_the_members(spacing: int) -> None:
+    members = np.arange(5, 2000 * spacing, spacing, dtype=np.int64)
+    selector, keep_alive = vector_index_module._selector(members)
+    kind = "IDSelectorBatch" if spacing == 100 else "IDSelectorBitmap"
+    assert type(selector).__name__ == kind
+    probe = np.arange(0, 3 * int(members[-1]) + 100)  # ids past the largest member select nothing
+    selected = np.array([selector.is_member(int(i)) for i in probe])
+    np.testing.assert_array_equal(selected, np.isin(probe, members))
+    assert keep_alive is not None
 
 
 def test_filtered_search_with_empty_or_unknown_subset(built, data) -> None:
@@ -423,6 +490,7 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
         "nprobe": index.nprobe,
         "rerank_factor": index.rerank_factor,
         "trained_on": None if factory == "Flat" else N,
+        "store_dtype": "float16" if factory == "Flat" else "float32",  # PQ re-ranks from a float32 copy
         "faiss_version": faiss.__version__,
         "format_version": 1,
     }
@@ -430,7 +498,7 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
         "index_info.json",
         "vector_ids.npy",
         "vectors.faiss",
-        "vectors_f16.npy",
+        "vectors_f16.npy" if factory == "Flat" else "vectors_f32.npy",
     ]  # no temp files left
     if mmap:
         with pytest.raises(VectorIndexError, match="read-only"):
@@ -438,6 +506,34 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
     else:
         loaded.remove(ids[:10])  # a loaded index is usable
         assert loaded.ntotal == N - 10
+
+
+def test_load_float16_copy_saved_before_store_dtype(built, data, tmp_path: Path) -> None:
+    """Indexes saved before store_dtype existed (float16 copy, no key) still load and search the same."""
+    _, _, xq = data
+    index = built["IVF64,PQ16x8"]
+    index.save(tmp_path)
+    np.save(tmp_path / "vectors_f16.npy", np.load(tmp_path / "vectors_f32.npy").astype(np.float16))
+    (tmp_path / "vectors_f32.npy").unlink()
+    info = json.loads((tmp_path / "index_info.json").read_text())
+    del info["store_dtype"]
+    (tmp_path / "index_info.json").write_text(json.dumps(info))
+    old = VectorIndex.load(tmp_path, mmap=True)
+    assert old.store_dtype == "float16"
+    old_scores, old_ids = old.search(xq, K)
+    new_scores, new_ids = index.search(xq, K)
+    assert (old_ids == new_ids).mean() >= 0.99
+    np.testing.assert_allclose(old_scores, new_scores, atol=2e-3)
+    old = VectorIndex.load(tmp_path)  # writable: saved again, it keeps its float16 copy
+    old.save(tmp_path)
+    assert json.loads((tmp_path / "index_info.json").read_text())["store_dtype"] == "float16"
+    index.save(tmp_path)  # a float32 save over it leaves no stale float16 copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "index_info.json", "vector_ids.npy", "vectors.faiss", "vectors_f32.npy"]
+    info["store_dtype"] = "float8"
+    (tmp_path / "index_info.json").write_text(json.dumps(info))
+    with pytest.raises(VectorIndexError, match="store_dtype"):
+        VectorIndex.load(tmp_path)
 
 
 def test_load_refuses_missing_or_mismatched_index(tmp_path: Path) -> None:
