@@ -12,11 +12,13 @@ One run, same vectors and queries for every row:
      on the index saved and re-loaded with mmap=True; --compare-factory builds and tunes a second one;
   3. memory: resident bytes/vector by the arithmetic of `resident_bytes` and measured in a fresh process
      that loads with mmap=True and answers the queries one at a time, as the engine does (growth of heap
-     + mapped pages of the FAISS file and the id array, from /proc/self/smaps; the float16 copy's mapped
+     + mapped pages of the FAISS file and the id array, from /proc/self/smaps; the exact copy's mapped
      pages are reported apart, library code pages left out); the heap after one more 1000-query batch
      (its transient buffers, which malloc keeps) is reported apart;
   4. filtered search at selectivities 0.1%, 1%, 10%, 50%: recall@10 vs the exact filtered answer,
-     queries/s, ratio to unfiltered search timed in alternation with it (3 passes each, best of each);
+     queries/s, ratio to unfiltered search timed in alternation with it (3 passes each, best of each),
+     and the median score of the exact filtered 10th neighbour (next to the unfiltered one: when it falls
+     to the score of unrelated points, no index finds it without scanning most of the subset);
   5. peers when installed (`pip install -e '.[bench]'`): hnswlib (HNSW, inner product, ef sweep; all
      in RAM) and LanceDB IVF-PQ (same nlist and code size, dot metric, training sample 64 per partition
      and 10 k-means iterations like ours; nprobes x refine_factor sweep; pre-filtered search at the same
@@ -56,6 +58,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; state
 
 import numpy as np
 from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, resident_bytes
+from sarclip_search.index.vector_index import STORE_FILES
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
 REAL_DB = "/work/runs/db-full"
@@ -228,7 +231,9 @@ def our_memory(index: VectorIndex, directory: Path, queries: np.ndarray) -> dict
         "resident_detail_bytes_per_vector": {key: round(value / n, 1) for key, value in grown.items()
                                              if not _is_library(key)},
         "after_batch_anon_bytes_per_vector": round(batch.get("anon", 0) / n, 1),
-        "float16_on_disk_bytes_per_vector": round((directory / "vectors_f16.npy").stat().st_size / n, 1),
+        "exact_copy": index.store_dtype,
+        "exact_copy_on_disk_bytes_per_vector": round(
+            (directory / STORE_FILES[index.store_dtype]).stat().st_size / n, 1),
         "files_bytes_per_vector": round(sum(p.stat().st_size for p in directory.iterdir()) / n, 1),
     }
 
@@ -466,13 +471,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--factory", default=None, help="default: choose_index_key(n, d, n * bytes-per-vector)")
     parser.add_argument("--compare-factory", default=None, help="a second factory of ours, tuned and measured")
     parser.add_argument("--nprobe", default="1,2,4,8,16,32")
-    parser.add_argument("--rerank", default="1,4,8,16")
+    parser.add_argument("--rerank", default="1,4,6,8,12,16")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and LanceDB")
     parser.add_argument("--hnsw-m", type=int, default=16, help="hnswlib graph degree (peer)")
     parser.add_argument("--hnsw-ef-construction", type=int, default=100)
-    parser.add_argument("--hnsw-ef", default="16,32,64,128")
+    parser.add_argument("--hnsw-ef", default="16,32,64,80,96,128")
     parser.add_argument("--lance-nprobes", default="4,16,64", help="LanceDB IVF-PQ nprobes (peer)")
     parser.add_argument("--lance-refine", default="1,4,16", help="LanceDB refine_factor (its exact re-ranking)")
     parser.add_argument("--lance-sample-rate", type=int, default=64, help="LanceDB k-means sample per partition")
@@ -510,7 +515,10 @@ def main() -> None:
     flat = VectorIndex.create(d, "Flat")
     flat.add(ids, xb)
     flat_build = time.perf_counter() - start
-    _, truth = flat.search(xq, k)
+    truth_scores, truth = flat.search(xq, k)
+    # how far the k-th neighbour lies, unfiltered and per filter: a filtered k-th neighbour at the score of
+    # unrelated points (not of the query's own group) can only be found by scanning most of the subset
+    result["tenth_score_p50"] = {"unfiltered": round(float(np.median(truth_scores[:, -1])), 3)}
     result["flat"] = {"name": "Flat (exact)", "build_s": round(flat_build, 1),
                       **measure(ours_search(flat), xq, truth, k, min(args.latency_queries, 50)),
                       "resident_bytes_per_vector": round(resident_bytes(n, d, "Flat") / n, 1)}
@@ -522,7 +530,9 @@ def main() -> None:
         inside = buckets < threshold
         sub_truth = VectorIndex.create(d, "Flat")
         sub_truth.add(ids[inside], xb[inside])
-        filtered_truth[selectivity] = (threshold, sub_truth.search(xq, k)[1])
+        sub_scores, sub_ids = sub_truth.search(xq, k)
+        filtered_truth[selectivity] = (threshold, sub_ids)
+        result["tenth_score_p50"][str(selectivity)] = round(float(np.median(sub_scores[:, -1])), 3)
     save()
 
     for number, key in enumerate([factory, *([args.compare_factory] if args.compare_factory else [])]):
@@ -563,7 +573,7 @@ def print_table(result: dict) -> None:
               f"{tuned['resident_bytes_per_vector']} B/vector measured (fresh process, mmap load + single queries: "
               f"{tuned['resident_detail_bytes_per_vector']}; heap after a 1000-query batch "
               f"{tuned['after_batch_anon_bytes_per_vector']}), {tuned['resident_bytes_per_vector_arithmetic']} by "
-              f"arithmetic; float16 copy on disk {tuned['float16_on_disk_bytes_per_vector']} B/vector")
+              f"arithmetic; {tuned['exact_copy']} exact copy on disk {tuned['exact_copy_on_disk_bytes_per_vector']} B/vector")
     for peer in result["peers"]:
         if peer["name"].startswith("hnswlib"):
             print(f"hnswlib: build {peer['build_s']} s, {peer['resident_bytes_per_vector']} B/vector in RAM")
@@ -575,13 +585,16 @@ def print_table(result: dict) -> None:
               f"({lance[0]['resident_detail_bytes_per_vector']})")
     peer = {row["selectivity"]: row for row in result.get("peer_filtered", [])}
     for ours in result["ours"]:
+        tenth = result.get("tenth_score_p50", {})
         print(f"{'filtered, ' + ours['factory']:<28}{'rows':>9}{'recall@10':>10}{'q/s':>9}{'x unfilt.':>10}"
-              f"{'LanceDB recall':>16}{'LanceDB q/s':>12}{'x unfilt.':>10}")
+              f"{'LanceDB recall':>16}{'LanceDB q/s':>12}{'x unfilt.':>10}"
+              f"{'10th score p50 (unfiltered ' + str(tenth.get('unfiltered', '')) + ')':>34}")
         for row in ours["filtered"]:
             other = peer.get(row["selectivity"])
             tail = f"{other['recall']:>16.3f}{other['qps']:>12.0f}{other['qps_vs_unfiltered']:>10.2f}" if other else ""
+            tail = tail or " " * 38
             print(f"{row['selectivity'] * 100:>27.1f}%{row['rows']:>9}{row['recall']:>10.3f}{row['qps']:>9.0f}"
-                  f"{row['qps_vs_unfiltered']:>10.2f}{tail}")
+                  f"{row['qps_vs_unfiltered']:>10.2f}{tail}{tenth.get(str(row['selectivity']), ''):>34}")
     print(f"at recall@10 >= {config['target_recall']}:")
     for row in result["at_equal_recall"]:
         if row["setting"] is None:
