@@ -557,7 +557,7 @@ def _flush(pending: _Pending, vectors: VectorIndex, sarclip: _RunModel, report: 
 
 
 def _rebuild(vectors: VectorIndex, factory: str) -> VectorIndex:
-    """The same vectors under another FAISS index type or a retrained quantizer, re-added from the float16 copy."""
+    """The same vectors under another FAISS index type or a retrained quantizer, re-added from the index's exact copy."""
     rebuilt = vectors.rebuilt(factory)
     log.info("rebuilt the vector index as %s (%d vectors, was %s trained on %s)", factory, rebuilt.ntotal,
              vectors.factory, vectors.trained_on)

@@ -6,7 +6,7 @@ Layout of an index directory (default ``./.sarsearch``, or ``--db`` / ``SARSEARC
       CURRENT              name of the committed generation, e.g. "gen-000003" (replaced atomically)
       gen-000003/
         catalog.duckdb     DuckDB catalog: scenes, tiles (tile_id = FAISS id)
-        vectors/           FAISS index + float16 vectors + ids (sarclip_search.index.VectorIndex)
+        vectors/           FAISS index + exact vectors (float32 for PQ) + ids (sarclip_search.index.VectorIndex)
         info.json          what made it: model, checkpoint hash, dims, metric, index type, counts, versions
       lock                 held (flock) by the one process writing
 
