@@ -435,10 +435,12 @@ def cpu_model() -> str:
 def at_equal_recall(result: dict, target: float) -> list[dict]:
     """The fastest setting of each system reaching recall@k >= target, with its memory."""
     systems: dict[str, list[dict]] = {}
+    memory: dict[str, float | None] = {}  # ours: every sweep row searches the index whose memory the tuned row measured
     for row in [result["flat"], *result["peers"]]:
         systems.setdefault(row["name"].split(" ")[0], []).append(row)
     for ours in result["ours"]:
         systems[f"ours {ours['factory']}"] = [*ours["sweep"], ours["tuned"]]
+        memory[f"ours {ours['factory']}"] = ours["tuned"].get("resident_bytes_per_vector")
     summary = []
     for name, rows in systems.items():
         good = [row for row in rows if row["recall"] >= target]
@@ -446,7 +448,7 @@ def at_equal_recall(result: dict, target: float) -> list[dict]:
             best = max(good, key=lambda row: row["qps"])
             summary.append({"system": name, "setting": best["name"], "recall": best["recall"], "qps": best["qps"],
                             "p50_ms": best["p50_ms"],
-                            "resident_bytes_per_vector": best.get("resident_bytes_per_vector")})
+                            "resident_bytes_per_vector": best.get("resident_bytes_per_vector", memory.get(name))})
         else:
             summary.append({"system": name, "setting": None, "recall": max(row["recall"] for row in rows)})
     return summary
