@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "vectors.faiss"
-STORE_FILES = {"float16": "vectors_f16.npy", "float32": "vectors_f32.npy"}  # by store_dtype
-STORE_FILE = STORE_FILES["float16"]  # indexes saved before store_dtype existed
+STORE_FILES = {"float16": "vectors_f16.npy", "float32": "vectors_f32.npy"}  # by store_dtype (absent: float16)
 IDS_FILE = "vector_ids.npy"
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
@@ -74,7 +73,7 @@ FILTER_PROBE_MARGIN = 4.0
 POST_FILTER_MIN_SELECTIVITY = 0.3
 POST_FILTER_MARGIN = 1.0
 POST_FILTER_PROBE_EXPONENT = 1.0
-BITMAP_BITS_PER_MEMBER = 64  # _selector: a bitmap while it costs <= 8 bytes per member
+DENSE_MEMBER_BITS = 64  # _member_bits: a table over [0, largest member] while it has <= 64 slots per member
 DENSE_ID_RANGE = 2  # ids spanning <= 2x their count map to rows through a table (<= 8 B per vector)
 PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
 RERANK_BLOCK_BYTES = 1024**2  # re-ranking converts 1 MB of candidates at a time: cache-sized, faster than 32 MB
@@ -97,38 +96,45 @@ def _increasing(values: np.ndarray) -> bool:
     return len(values) < 2 or bool((values[1:] > values[:-1]).all())
 
 
+def _member_bits(members: np.ndarray) -> np.ndarray | None:
+    """A boolean table over [0, largest member] marking `members` (ascending, non-empty), or None when
+    the members are too sparse for one (more than DENSE_MEMBER_BITS slots per member)."""
+    top = int(members[-1])
+    if top >= DENSE_MEMBER_BITS * len(members):
+        return None
+    bits = np.zeros(top + 1, bool)
+    bits[members] = True
+    return bits
+
+
 def _members_mask(candidates: np.ndarray, members: np.ndarray) -> np.ndarray:
     """Boolean mask of `candidates` (any shape; -1 = none) found in `members` (ascending, non-empty).
 
-    A lookup table over [0, max member] when the members are dense enough (table <= 64 B per member),
-    else binary search. (np.isin picks a sort-based method for these sizes: 1 s per call at 1M ids.)
+    A table lookup when the members are dense enough (`_member_bits`), else binary search. (np.isin
+    picks a sort-based method for these sizes: 1 s per call at 1M ids.)
     """
-    top = int(members[-1])
-    if top < 64 * len(members):
-        table = np.zeros(top + 1, bool)
-        table[members] = True
-        inside = (candidates >= 0) & (candidates <= top)
-        mask = np.zeros(candidates.shape, bool)
-        mask[inside] = table[candidates[inside]]
-        return mask
-    position = np.minimum(np.searchsorted(members, candidates), len(members) - 1)
-    return (members[position] == candidates) & (candidates >= 0)
+    bits = _member_bits(members)
+    if bits is None:
+        position = np.minimum(np.searchsorted(members, candidates), len(members) - 1)
+        return (members[position] == candidates) & (candidates >= 0)
+    inside = (candidates >= 0) & (candidates < len(bits))
+    mask = np.zeros(candidates.shape, bool)
+    mask[inside] = bits[candidates[inside]]
+    return mask
 
 
 def _selector(members: np.ndarray) -> tuple[Any, np.ndarray]:
     """A FAISS IDSelector for `members` (ascending, non-empty) and the array it points into (keep it alive).
 
-    A bitmap (one bit per id up to the largest) while it takes at most 8 bytes per member, the size of
-    the id array an IDSelectorBatch would hold; a bit test per scanned code instead of Batch's bloom
-    filter plus hash probe. Else IDSelectorBatch. (Never IDSelectorArray: a linear scan per candidate.)
+    A bitmap while the members are dense enough (`_member_bits`: at most 8 bytes of bitmap per member,
+    the size of the id array an IDSelectorBatch holds): a bit test per scanned code instead of Batch's
+    bloom filter plus hash probe. Else IDSelectorBatch. (Never IDSelectorArray: a linear scan per candidate.)
     """
-    top = int(members[-1])
-    if top < BITMAP_BITS_PER_MEMBER * len(members):
-        bits = np.zeros(top + 1, bool)
-        bits[members] = True
-        bitmap = np.packbits(bits, bitorder="little")  # FAISS tests bit (id & 7) of byte id >> 3
-        return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap  # n: bytes, not bits
-    return faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members)), members
+    bits = _member_bits(members)
+    if bits is None:
+        return faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members)), members
+    bitmap = np.packbits(bits, bitorder="little")  # FAISS tests bit (id & 7) of byte id >> 3
+    return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap  # n counts bytes, not bits
 
 
 def default_nprobe(nlist: int) -> int:
@@ -161,8 +167,9 @@ def default_store_dtype(factory: str) -> str:
 class VectorIndex:
     """An id-addressed vector index: a FAISS index (inner product) plus an exact copy of every vector.
 
-    The exact copy (float32 for PQ, float16 otherwise: `default_store_dtype`) serves exact search over filtered subsets, `vectors()` and exact re-ranking of
-    PQ candidates (`rerank_factor`); loaded with mmap=True it stays on disk. IDs are int64 catalog ids
+    The exact copy (float32 for PQ, float16 otherwise: `default_store_dtype`) serves exact search over
+    filtered subsets, `vectors()` and exact re-ranking of PQ candidates (`rerank_factor`); loaded with
+    mmap=True it stays on disk. IDs are int64 catalog ids
     given by the caller (add_with_ids semantics; never row order). `save` writes the copy and the ids
     in id order, so the saved id array is its own id -> row lookup (binary search), memory-mapped too.
     Create with `VectorIndex.create(dim, factory)` or `VectorIndex.load(directory)`; after the last
@@ -186,7 +193,7 @@ class VectorIndex:
         trained_on: int | None = None,
         use_gpu: bool | None = None,
     ) -> None:
-        """Low-level constructor; use `create` or `load`. `store` is float16 or float32 (see default_store_dtype)."""
+        """Low-level constructor; use `create` or `load`. `store`: float16 or float32 (default_store_dtype)."""
         self.dim = dim
         self.factory = factory
         self.nprobe = nprobe  # IVF lists probed per query by default; None for Flat
@@ -450,7 +457,7 @@ class VectorIndex:
     def rebuilt(self, factory: str | None = None) -> VectorIndex:
         """A new index of `factory` (default: this one's) with the same ids and vectors, trained on all of them.
 
-        Vectors come from the exact copy (with a float16 copy the new codes encode float16-rounded vectors); training
+        Vectors come from the exact copy (from a float16 copy, the codes encode rounded vectors); training
         uses a seeded sample of all rows (`training_sample_size`). nprobe and rerank_factor return to
         their defaults: call `tune()` afterwards. This index is not changed.
         """
@@ -518,8 +525,9 @@ class VectorIndex:
         candidates exist. `subset` restricts results to those ids (a metadata filter) and gives
         min(k, |subset ∩ index|) results per query: subsets up to max(5k, 8x the vectors an
         unfiltered query touches) rows, and any subset of a Flat index, are searched exactly over the
-        exact copy (scores within ~1e-3 for a float16 copy); larger ones by FAISS (on the CPU) with an IDSelectorBatch
-        and nprobe raised by 2/selectivity, falling back to exact search for a query that got too few hits.
+        exact copy (scores within ~1e-3 for a float16 copy); subsets of >= 30% of the rows post-filter an
+        unfiltered search; others go through FAISS (on the CPU) with a selector (`_selector`) and nprobe
+        raised by FILTER_PROBE_MARGIN/selectivity; a query left with too few hits falls back to exact search.
 
         Exact re-ranking: with rerank_factor r > 1 FAISS returns k*r candidates, which are
         re-scored exactly against the exact copy (memory-mapped when loaded with mmap=True) and
@@ -749,9 +757,9 @@ class VectorIndex:
         """Write the index to `directory` (created if missing), each file atomically.
 
         Files: vectors.faiss (CPU index), the exact copy (vectors_f32.npy or vectors_f16.npy, by
-        store_dtype) and vector_ids.npy (both in id order), index_info.json. Each is written to a temporary name in the same directory and fsynced; then
-        all are os.replace()d, index_info.json last. A crash before the first replace keeps the
-        previous index intact; a crash between replaces is detected by `load` (counts disagree with
+        store_dtype) and vector_ids.npy (both in id order), index_info.json. Each is written to a
+        temporary name in the same directory and fsynced; then all are os.replace()d, index_info.json
+        last. A crash before the first replace keeps the previous index intact; a crash between replaces is detected by `load` (counts disagree with
         index_info.json). Existing files are replaced, never written in place, so a reader that mapped
         them (or a hard link in an older generation) keeps the old contents.
         """
@@ -815,13 +823,14 @@ class VectorIndex:
         store_dtype = info.get("store_dtype", "float16")  # indexes saved before it was recorded: float16
         if store_dtype not in STORE_FILES:
             raise VectorIndexError(
-                f"unknown store_dtype {store_dtype!r} in {paths[INFO_FILE]}; rebuild the index"
+                f"unknown store_dtype {store_dtype!r} in {paths[INFO_FILE]}; "
+                "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
             )
         store_path = directory / STORE_FILES[store_dtype]
         if not store_path.is_file():
             raise VectorIndexError(
                 f"expected {store_path.name}: the vector index at {directory} is incomplete; "
-                "run `sarsearch index ARCHIVE` to rebuild it"
+                "rebuild it with `sarsearch index ARCHIVE --rebuild`"
             )
         dim = int(info["dim"])
         index = read_faiss(paths[INDEX_FILE], mmap)
