@@ -94,9 +94,12 @@ def _hit(tile_id: int, score: float, row: dict[str, Any]) -> Hit:
     )
 
 
-def _check_k(k: int) -> None:
+def _check_k(k: int, nprobe: int | None = None) -> None:
     if k <= 0 or k > MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+    if nprobe is not None and nprobe < 1:
+        raise InputError(f"--nprobe must be >= 1 (IVF lists probed per query), got {nprobe}; "
+                         "leave it out to use the index's tuned value")
 
 
 def windows_overlap(a: Hit, b: Hit) -> bool:
@@ -276,7 +279,7 @@ class Engine:
         filters, only matching tiles are ranked; `exclude` ids never come back; `dedup` keeps the best
         of overlapping tiles of one scene and still returns k hits when k distinct ones exist.
         """
-        _check_k(k)
+        _check_k(k, nprobe)
         if not text and not images and not like:
             raise InputError("give a text query, --image PATH, --like ID, or a combination")
         if not 0.0 <= alpha <= 1.0:
@@ -324,7 +327,7 @@ class Engine:
         negatives are the marked ones plus `BACKGROUND_NEGATIVES` random tiles of the filtered set. Marked
         ids are left out of the results unless `include_marked`. Unknown ids raise InputError naming the id.
         """
-        _check_k(k)
+        _check_k(k, nprobe)
         if not positive:
             raise InputError("relevance feedback needs at least one --positive ID (a tile id from an earlier result)")
         both = sorted(set(map(int, positive)) & set(map(int, negative)))

@@ -153,6 +153,7 @@ def test_negative_image_pushes_results_away(engine, rows, indexed_db):
     ({"like": [1], "fusion": "borda"}, "--fusion"),
     ({"like": [1], "alpha": 2.0}, "--alpha"),
     ({}, "give a text query"),
+    ({"like": [1], "nprobe": 0}, "--nprobe"),
 ])
 def test_query_input_errors(engine, bad, message):
     with pytest.raises(InputError, match=message):
@@ -196,6 +197,8 @@ def test_feedback_errors_name_the_id(engine, rows):
         engine.feedback([some], [31337])
     with pytest.raises(InputError, match="both"):
         engine.feedback([some], [some])
+    with pytest.raises(InputError, match="--nprobe"):
+        engine.feedback([some], nprobe=-1)
 
 
 def test_feedback_respects_filters(engine, rows):
