@@ -69,11 +69,12 @@ def parse_size(text: str | None) -> int | None:
     units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
     value = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
-        if value and value[-1] in units:
-            return int(float(value[:-1]) * units[value[-1]])
-        return int(value)
-    except ValueError:
-        raise InputError(f"--memory-budget {text!r} is not a size; use e.g. 2G or 512M") from None
+        size = int(float(value[:-1]) * units[value[-1]]) if value and value[-1] in units else int(value)
+    except (ValueError, OverflowError):  # not a number, or inf / nan
+        size = 0
+    if size <= 0:
+        raise InputError(f"--memory-budget {text!r} is not a positive size; use e.g. 2G or 512M")
+    return size
 
 
 @app.command()

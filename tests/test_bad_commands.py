@@ -92,10 +92,20 @@ def test_where_that_is_not_a_predicate_is_refused_and_changes_nothing(where, db,
         (("-k", "-3"), "k must be"),
         (("-k", str(10**9)), "k must be"),
         (("--alpha", "1.5"), "alpha"),
+        (("--nprobe", "0"), "--nprobe"),
     ],
 )
 def test_bad_query_option_is_one_line(args, needle, db, checkpoint, fast_model):
     assert_one_line_error(run("query", "a ship", *args, "--db", db, "--model", checkpoint), needle)
+
+
+@pytest.mark.parametrize("budget", ["0", "-1G", "abc", "nanM", "infG"])
+def test_bad_memory_budget_is_one_line(budget, tmp_path, checkpoint):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    result = run("index", archive, "--db", tmp_path / "db", "--memory-budget", budget, "--model", checkpoint)
+    assert_one_line_error(result, "--memory-budget", "positive size")
+    assert not (tmp_path / "db").exists()
 
 
 @pytest.mark.parametrize("content", [b"", b"plain text\n", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64])
