@@ -58,7 +58,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; state
 
 import numpy as np
 from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, resident_bytes
-from sarclip_search.index.vector_index import STORE_FILES
+from sarclip_search.index.vector_index import STORE_FILES, SUBSET_CODES_FILE
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
 REAL_DB = "/work/runs/db-full"
@@ -225,6 +225,8 @@ def our_memory(index: VectorIndex, directory: Path, queries: np.ndarray) -> dict
     measured = probe(RSS_PROBE, str(directory), queries=queries)
     grown, batch = measured.get("single", {}), measured.get("batch", {})
     kept = grown.get("anon", 0) + grown.get("vectors.faiss", 0) + grown.get("vector_ids.npy", 0)
+    codes = directory / SUBSET_CODES_FILE  # read whole by filtered search (unfiltered queries never touch it)
+    kept += codes.stat().st_size if codes.is_file() else 0
     return {
         "resident_bytes_per_vector_arithmetic": round(resident_bytes(n, index.dim, index.factory) / n, 1),
         "resident_bytes_per_vector": round(kept / n, 1) if grown else None,
@@ -476,6 +478,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rerank", default="1,4,6,8,12,16")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--selectivities", default=",".join(str(value) for value in SELECTIVITIES),
+                        help="filtered search: fractions of the rows a filter keeps (multiples of 0.001)")
     parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and LanceDB")
     parser.add_argument("--hnsw-m", type=int, default=16, help="hnswlib graph degree (peer)")
     parser.add_argument("--hnsw-ef-construction", type=int, default=100)
@@ -527,7 +531,7 @@ def main() -> None:
     print(result["flat"], flush=True)
     del flat
     filtered_truth = {}
-    for selectivity in SELECTIVITIES:
+    for selectivity in (float(value) for value in args.selectivities.split(",")):
         threshold = round(selectivity * 1000)
         inside = buckets < threshold
         sub_truth = VectorIndex.create(d, "Flat")

@@ -15,8 +15,8 @@ MIN_TRAIN_POINTS_PER_LIST = 39  # FAISS k-means warns below 39 training points p
 MIN_PQ_BYTES = 8  # below 8 bytes per vector PQ recall collapses for d >= 64
 LARGE_N = 1_000_000  # nlist grows as 4*sqrt(n) up to here, 8*sqrt(n) beyond
 
-ID_BYTES = 8  # int64 id per vector, twice: in the FAISS inverted lists ...
-LOOKUP_BYTES = 8  # ... and VectorIndex's id array, kept in id order: the id -> row lookup (memory-mapped)
+ID_BYTES = 8  # int64 id per vector in the FAISS inverted lists (VectorIndex's own id array: see resident_bytes)
+SUBSET_CODE_DIMS = 8  # PQ indexes keep 4-bit subset codes, one byte per 8 dimensions (VectorIndex._scan_subset)
 FLAT_MAP_BYTES = 40  # IndexIDMap2's reverse map (hash map id -> position), Flat only
 
 TRAIN_POINTS_PER_LIST = 64  # k-means sample per IVF list: enough for centroids, 4x fewer than FAISS's 256
@@ -60,26 +60,28 @@ def training_sample_size(n: int, nlist: int) -> int:
 def resident_bytes(n: int, d: int, key: str) -> int:
     """Bytes that stay resident to search `n` vectors of dimension `d` with factory `key`.
 
-    * ``Flat``: n * (4d float32 + 8 id + 40 IDMap2 reverse map + 8 lookup)
-    * ``IVF{nlist},Flat``: n * (4d codes + 8 FAISS id + 8 lookup) + nlist * 4d centroids
-    * ``IVF{nlist},PQ{m}x8``: n * (m codes + 8 FAISS id + 8 lookup) + nlist * 4d centroids
-      + 256 * 4d PQ centroids (m sub-quantizers x 256 x d/m floats)
+    * ``Flat``: n * (4d float32 + 8 id + 40 IDMap2 reverse map)
+    * ``IVF{nlist},Flat``: n * (4d codes + 8 FAISS id) + nlist * 4d centroids
+    * ``IVF{nlist},PQ{m}x8``: n * (m codes + 8 FAISS id + d/8 subset codes) + nlist * 4d centroids
+      + 256 * 4d PQ centroids (m sub-quantizers x 256 x d/m floats); the subset codes are 4-bit PQ
+      codes of every vector that filtered search scans (VectorIndex._scan_subset)
 
-    The lookup is VectorIndex's id array, saved in id order so it is its own id -> row map; it is
-    memory-mapped but read on every re-ranked candidate, so it counts (ids with gaps add an int32
-    table of at most 8 B/vector, ids without gaps nothing). The exact copy (4d bytes per vector for
-    PQ, 2d otherwise) does not: it is read k*rerank_factor rows per query from a memory-mapped file.
-    At 1M x 256, 4096 lists: PQ64 is 64 + 16 + 4.2 + 0.3 = 84.5 B/vector, PQ32 52.5, IVF-Flat 1044.
+    Not counted: the exact copy (4d bytes per vector for PQ, 2d otherwise), read k*rerank_factor rows
+    per query from a memory-mapped file; and VectorIndex's id array (memory-mapped, saved in id order),
+    which ids without gaps (a fresh build) never read: rows map to ids by offset. Ids with gaps (after
+    removals, until the next rebuild) add up to 16 B/vector: an int32 id -> row table over at most 2x
+    their count, and the id array read for row -> id (sparser ids: the array alone, binary-searched).
+    At 1M x 256, 4096 lists: PQ64 is 64 + 8 + 32 + 4.2 + 0.3 = 108.5 B/vector, PQ32 76.5, IVF-Flat 1036.
     """
     if key == "Flat":
-        return n * (4 * d + ID_BYTES + FLAT_MAP_BYTES + LOOKUP_BYTES)
+        return n * (4 * d + ID_BYTES + FLAT_MAP_BYTES)
     head, _, tail = key.partition(",")
     nlist = int(head.removeprefix("IVF"))
     centroids = nlist * 4 * d
     if tail == "Flat":
-        return n * (4 * d + ID_BYTES + LOOKUP_BYTES) + centroids
+        return n * (4 * d + ID_BYTES) + centroids
     m = int(tail.removeprefix("PQ").split("x")[0])
-    return n * (m + ID_BYTES + LOOKUP_BYTES) + centroids + 256 * 4 * d
+    return n * (m + ID_BYTES + d // SUBSET_CODE_DIMS) + centroids + 256 * 4 * d
 
 
 def choose_pq_bytes(n: int, d: int, nlist: int, memory_budget: int) -> int:
@@ -103,16 +105,16 @@ def choose_index_key(n: int, d: int, memory_budget: int | None = None) -> str:
 
     * ``"Flat"`` when n < 50_000: exact search reads n*d*4 bytes per query
       (50k x 512 floats = 100 MB, a few ms), so approximation buys nothing.
-    * ``"IVF{nlist},Flat"`` while its float32 codes, ids, lookup and centroids fit:
-      n*(4d + 16) + nlist*4d <= memory_budget (1M x 256: 1.04 GB). Search probes nprobe of nlist lists.
+    * ``"IVF{nlist},Flat"`` while its float32 codes, ids and centroids fit:
+      n*(4d + 8) + nlist*4d <= memory_budget (1M x 256: 1.04 GB). Search probes nprobe of nlist lists.
     * ``"IVF{nlist},PQ{m}x8"`` beyond: m bytes of code per vector, m a divisor of d, at most d/4
-      (16x compression), the largest with n*(m + 16) + nlist*4d + 1024d <= memory_budget, never below
+      (16x compression), the largest with n*(m + 8 + d/8) + nlist*4d + 1024d <= memory_budget, never below
       8 bytes. Candidates are re-ranked exactly from the float32 copy on disk, so m trades resident
       memory for re-rank depth (tune() picks it), not for final recall.
 
     Worked example, 1M x 256 with 4096 lists and a budget of 80 B/vector (80 MB): IVF-Flat needs
-    1044 B/vector, PQ64 84.5 (64 code + 8 FAISS id + 8 lookup + 4.2 centroids + 0.3 PQ tables), PQ32
-    52.5, so the key is "IVF4096,PQ32x8".
+    1036 B/vector, PQ64 108.5 (64 code + 8 FAISS id + 32 subset codes + 4.2 centroids + 0.3 PQ tables),
+    PQ32 76.5, so the key is "IVF4096,PQ32x8".
 
     nlist = power of two nearest 4*sqrt(n) up to 1M vectors, nearest 8*sqrt(n) beyond, clamped to
     [1, n/39] so k-means has 39 points per list (see `choose_nlist`). Training reads a seeded sample

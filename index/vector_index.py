@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 INDEX_FILE = "vectors.faiss"
 STORE_FILES = {"float16": "vectors_f16.npy", "float32": "vectors_f32.npy"}  # by store_dtype (absent: float16)
 IDS_FILE = "vector_ids.npy"
+SUBSET_CODES_FILE = "subset_codes.npy"  # PQ indexes: 4-bit PQ codes of every row, in id order (_scan_subset)
+SUBSET_PQ_FILE = "subset_pq.faiss"  # their trained quantizer (an IndexPQ without codes)
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
 RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantizer was trained on
@@ -75,6 +77,20 @@ POST_FILTER_MARGIN = 1.0
 POST_FILTER_PROBE_EXPONENT = 1.0
 DENSE_MEMBER_BITS = 64  # _member_bits: a table over [0, largest member] while it has <= 64 slots per member
 DENSE_ID_RANGE = 2  # ids spanning <= 2x their count map to rows through a table (<= 8 B per vector)
+# Mid-size subsets of PQ indexes (up to SUBSET_SCAN_MAX_SELECTIVITY of the rows) are scanned whole: 4-bit PQ
+# codes of every row (d/4 sub-quantizers: d/8 B/vector, resident) gathered for the subset and scored by
+# FAISS's SIMD fast scan, the best SUBSET_SCAN_RERANK x k re-scored exactly. Why: when a filter leaves a
+# query fewer than k near neighbours, its exact filtered top-k is completed by points from anywhere (1M
+# clustered, 10%: 12% of the top-10 score below 0.3, the level of unrelated points), which no IVF probe
+# order finds: the selector path reached 0.909 at nprobe 80 (0.17x unfiltered), 0.954 at 1024 (0.05x).
+# The scan (IVF4096,PQ32x8 index, 1000 queries, 2 cores) at 10%: recall@10 0.950 / 0.960 / 0.966 at
+# 8 / 12 / 16 x k, 0.46 / 0.52 / 0.43x unfiltered; vs the selector at 15%: 0.994 at 0.39x vs 0.968 at
+# 0.22x; at 20% 1.000 at 0.28x vs 0.975 at 0.29x; at 30% the post-filter path wins (0.974 at 0.39x vs 0.20x).
+# Below ~8% the scan ranks the far points too coarsely (5%: 0.840 at 0.86x) and exact search is slower.
+SUBSET_SCAN_MAX_SELECTIVITY = 0.2
+SUBSET_SCAN_RERANK = 12
+SUBSET_SCAN_BLOCK = 64  # codes per fast-scan block: 63 ms per 1000 queries x 100k codes, 77 ms with 32
+SUBSET_SCAN_DIMS = 4  # dimensions per 4-bit sub-quantizer
 PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
 RERANK_BLOCK_BYTES = 1024**2  # re-ranking converts 1 MB of candidates at a time: cache-sized, faster than 32 MB
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
@@ -151,6 +167,14 @@ def default_rerank_factor(factory: str) -> int:
     return PQ_RERANK_FACTOR if _is_pq(factory) else 1
 
 
+def subset_quantizer(dim: int, factory: str) -> faiss.IndexPQ | None:
+    """An untrained 4-bit PQ (dim/SUBSET_SCAN_DIMS sub-quantizers, inner product) for `_scan_subset`,
+    or None: only PQ indexes keep subset codes (IVF-Flat and Flat scan exact vectors as cheaply)."""
+    if not _is_pq(factory) or dim % SUBSET_SCAN_DIMS:
+        return None
+    return faiss.IndexPQ(dim, dim // SUBSET_SCAN_DIMS, 4, faiss.METRIC_INNER_PRODUCT)
+
+
 def default_store_dtype(factory: str) -> str:
     """dtype of the exact copy: "float32" for PQ indexes (re-ranked on every query), else "float16".
 
@@ -192,8 +216,15 @@ class VectorIndex:
         tuning: dict[str, Any] | None = None,
         trained_on: int | None = None,
         use_gpu: bool | None = None,
+        subset_pq: faiss.IndexPQ | None = None,
+        codes: np.ndarray | None = None,
+        ids_sorted: bool = False,
     ) -> None:
-        """Low-level constructor; use `create` or `load`. `store`: float16 or float32 (default_store_dtype)."""
+        """Low-level constructor; use `create` or `load`. `store`: float16 or float32 (default_store_dtype).
+
+        `subset_pq` and `codes` (one row of 4-bit PQ codes per store row) serve `_scan_subset`; None
+        without them. `ids_sorted`: `ids` are known ascending (as saved), so they are not read to check.
+        """
         self.dim = dim
         self.factory = factory
         self.nprobe = nprobe  # IVF lists probed per query by default; None for Flat
@@ -211,6 +242,10 @@ class VectorIndex:
         self._sorted_ids: np.ndarray | None = None  # lazily built lookup id -> row
         self._sorted_rows: np.ndarray | None = None  # None with _sorted_ids set: rows already in id order
         self._id_mode: tuple[str, np.ndarray | None] | None = None  # lazily chosen id -> row map (_id_map)
+        self._subset_pq = subset_pq  # trained with the IVF quantizer; None: no subset scan
+        self._codes = codes if subset_pq is not None else None  # (capacity, code bytes) uint8, rows as _store
+        if ids_sorted:  # a memory-mapped id array stays on disk until a lookup needs it
+            self._sorted_ids, self._sorted_rows = ids, None
 
     # ---- construction
 
@@ -248,6 +283,7 @@ class VectorIndex:
                 f"expected factory 'Flat' or 'IVF<nlist>,...', got {factory!r}; "
                 "use a string from choose_index_key()"
             )
+        subset_pq = subset_quantizer(dim, factory)
         return cls(
             index,
             dim,
@@ -257,6 +293,8 @@ class VectorIndex:
             np.empty(0, np.int64),
             rerank_factor=default_rerank_factor(factory),
             use_gpu=use_gpu,
+            subset_pq=subset_pq,
+            codes=None if subset_pq is None else np.empty((0, subset_pq.code_size), np.uint8),
         )
 
     # ---- bookkeeping
@@ -333,6 +371,12 @@ class VectorIndex:
         found = sorted_ids[position] == ids
         return found, (position[found] if sorted_rows is None else sorted_rows[position[found]])
 
+    def _ids_at(self, rows: np.ndarray) -> np.ndarray:
+        """Ids of store rows; by offset for ids without gaps (the id array is not read: it stays on disk)."""
+        if self._id_map()[0] == "offset":
+            return rows + self._lookup()[0][0]
+        return self._ids[rows]
+
     def _changed(self) -> None:
         self._sorted_ids = self._sorted_rows = self._id_mode = None
         self._gpu_index = None
@@ -401,6 +445,8 @@ class VectorIndex:
                 f"({str(error).strip().splitlines()[-1]}); "
                 "add more vectors in the first batch or use factory 'Flat'"
             ) from None
+        if self._subset_pq is not None:  # on the CPU: 16 centroids per sub-quantizer, ~1 s on 65k x 256
+            self._subset_pq.train(xb)
         self.trained_on = total
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -439,7 +485,7 @@ class VectorIndex:
             device.add_ivf(self._index, xb, ids)
         else:
             self._index.add_with_ids(xb, ids)
-        self._append(ids, xb)
+        self._append(ids, xb, None if self._subset_pq is None else self._subset_pq.sa_encode(xb))
         self._changed()
 
     def needs_retraining(self, growth: float = RETRAIN_GROWTH) -> bool:
@@ -474,7 +520,7 @@ class VectorIndex:
         logger.info("rebuilt %s as %s (%d vectors)", self.factory, rebuilt.factory, size)
         return rebuilt
 
-    def _append(self, ids: np.ndarray, xb: np.ndarray) -> None:
+    def _append(self, ids: np.ndarray, xb: np.ndarray, codes: np.ndarray | None) -> None:
         needed = self._size + len(ids)
         if needed > len(self._ids) or not self._store.flags.writeable:
             capacity = max(needed, 2 * self._size, 1024)  # doubling keeps many small adds linear
@@ -482,8 +528,14 @@ class VectorIndex:
             all_ids = np.empty(capacity, np.int64)
             store[: self._size], all_ids[: self._size] = self._store[: self._size], self._ids[: self._size]
             self._store, self._ids = store, all_ids
+            if self._codes is not None:
+                grown = np.empty((capacity, self._codes.shape[1]), np.uint8)
+                grown[: self._size] = self._codes[: self._size]
+                self._codes = grown
         self._store[self._size : needed] = xb
         self._ids[self._size : needed] = ids
+        if self._codes is not None:
+            self._codes[self._size : needed] = codes
         self._size = needed
 
     def remove(self, ids: np.ndarray) -> int:
@@ -499,6 +551,8 @@ class VectorIndex:
         keep[rows] = False
         self._store = np.ascontiguousarray(self._store[: self._size][keep])
         self._ids = np.ascontiguousarray(self._ids[: self._size][keep])
+        if self._codes is not None:
+            self._codes = np.ascontiguousarray(self._codes[: self._size][keep])
         self._size = len(self._ids)
         self._changed()
         if removed != len(targets) or self._index.ntotal != self._size:
@@ -625,7 +679,7 @@ class VectorIndex:
             )
             hit = best_rows >= 0
             scores[:, :keep] = np.where(hit, best, -np.inf)
-            ids[:, :keep] = np.where(hit, self._ids[np.maximum(best_rows, 0)], -1)
+            ids[:, :keep] = np.where(hit, self._ids_at(np.maximum(best_rows, 0)), -1)
             return scores, ids
         exact = np.full(candidates.shape, -np.inf, np.float32)
         rows = np.maximum(rows, 0)
@@ -664,6 +718,9 @@ class VectorIndex:
             return self._exact_subset(xq, k, members)
         nlist = faiss.extract_index_ivf(self._index).nlist
         selectivity = count / self._size
+        probed = math.ceil(nprobe * FILTER_PROBE_MARGIN / selectivity)  # by the selector path
+        if self._codes is not None and selectivity <= SUBSET_SCAN_MAX_SELECTIVITY and probed < nlist:
+            return self._scan_subset(xq, k, members)  # else the selector scans every list's 8-bit codes
         if selectivity >= POST_FILTER_MIN_SELECTIVITY:
             raised = min(nlist, math.ceil(nprobe / selectivity**POST_FILTER_PROBE_EXPONENT))
             scores, ids = self._post_filtered(xq, k, members, raised, rerank, selectivity)
@@ -672,7 +729,7 @@ class VectorIndex:
         short = (ids != -1).sum(axis=1) < min(k, count)
         if short.any():
             selector, _keep_alive = _selector(members)
-            raised = min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN / selectivity))
+            raised = min(nlist, probed)
             scores[short], ids[short] = self._approximate_search(
                 xq[short], k, self._ivf_params(raised, selector), rerank, use_gpu=False
             )
@@ -681,6 +738,21 @@ class VectorIndex:
             logger.debug("filtered search: %d of %d queries fell back to exact search", short.sum(), len(xq))
             scores[short], ids[short] = self._exact_subset(xq[short], k, members)
         return scores, ids
+
+    def _scan_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best-k over `members` (ids present, ascending, at least k of them or all): their 4-bit codes
+        scanned by FAISS's fast scan for SUBSET_SCAN_RERANK x k candidates, re-scored exactly."""
+        _, rows = self._rows_of(members)
+        codes = np.take(self._codes, rows, axis=0)  # 100k rows: 0.5 ms, fancy indexing 6 ms
+        flat = faiss.IndexPQ(self.dim, self._subset_pq.pq.M, 4, faiss.METRIC_INNER_PRODUCT)
+        flat.pq = self._subset_pq.pq  # the trained codebooks (copied: 4-bit PQ, d x 16 floats)
+        flat.is_trained = True
+        flat.add_sa_codes(codes)
+        scan = faiss.IndexPQFastScan(flat, SUBSET_SCAN_BLOCK)  # packs the codes in blocks for SIMD lookups
+        del flat, codes
+        _, positions = scan.search(xq, min(len(members), k * SUBSET_SCAN_RERANK))
+        candidates = np.where(positions >= 0, members[np.maximum(positions, 0)], -1)
+        return self._rerank(xq, candidates, k)
 
     def _exact_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the rows of `members` (ids present in the index), read in row order."""
@@ -748,6 +820,7 @@ class VectorIndex:
             "rerank_factor": self.rerank_factor,
             "trained_on": self.trained_on,
             "store_dtype": self.store_dtype,
+            **({"subset_codes": f"PQ{self._subset_pq.pq.M}x4"} if self._codes is not None else {}),
             **({"tuning": self.tuning} if self.tuning is not None else {}),
             "faiss_version": faiss.__version__,
             "format_version": FORMAT_VERSION,
@@ -772,7 +845,13 @@ class VectorIndex:
             sorted_ids, sorted_rows = self._lookup()
             store = self._store[: self._size] if sorted_rows is None else self._store[sorted_rows]
             store_file = STORE_FILES[self.store_dtype]
-            for name, array in ((store_file, store), (IDS_FILE, sorted_ids)):
+            arrays = [(store_file, store), (IDS_FILE, sorted_ids)]
+            if self._codes is not None:
+                codes = self._codes[: self._size] if sorted_rows is None else self._codes[sorted_rows]
+                arrays.append((SUBSET_CODES_FILE, codes))
+                temps[SUBSET_PQ_FILE] = temp_path(directory, SUBSET_PQ_FILE)
+                faiss.write_index(self._subset_pq, str(temps[SUBSET_PQ_FILE]))
+            for name, array in arrays:
                 temps[name] = temp_path(directory, name)
                 with open(temps[name], "wb") as handle:
                     np.save(handle, np.ascontiguousarray(array))
@@ -780,11 +859,13 @@ class VectorIndex:
             temps[INFO_FILE].write_text(json.dumps(self.info(), indent=2) + "\n")
             for path in temps.values():
                 fsync_file(path)
-            for name in (INDEX_FILE, store_file, IDS_FILE, INFO_FILE):
+            written = [name for name in temps if name != INFO_FILE] + [INFO_FILE]
+            for name in written:
                 os.replace(temps[name], directory / name)
                 del temps[name]
-            for stale in set(STORE_FILES.values()) - {store_file}:  # a previous save of the other dtype
-                (directory / stale).unlink(missing_ok=True)
+            stale = set(STORE_FILES.values()) | {SUBSET_CODES_FILE, SUBSET_PQ_FILE}
+            for name in stale - set(written):  # a previous save of the other dtype, or with subset codes
+                (directory / name).unlink(missing_ok=True)
         finally:
             for path in temps.values():
                 path.unlink(missing_ok=True)
@@ -844,6 +925,24 @@ class VectorIndex:
             store_path.name: len(store),
             IDS_FILE: len(ids),
         }
+        subset_pq = codes = None
+        if info.get("subset_codes"):  # indexes saved before subset codes existed have none: no subset scan
+            codes_path, pq_path = directory / SUBSET_CODES_FILE, directory / SUBSET_PQ_FILE
+            if not (codes_path.is_file() and pq_path.is_file()):
+                raise VectorIndexError(
+                    f"expected {SUBSET_CODES_FILE} and {SUBSET_PQ_FILE}: the vector index at {directory} "
+                    "is incomplete; rebuild it with `sarsearch index ARCHIVE --rebuild`"
+                )
+            subset_pq = faiss.read_index(str(pq_path))  # an IndexPQ (never downcast a temporary: it is freed)
+            codes = np.asarray(np.load(codes_path, mmap_mode="r" if mmap else None))
+            counts[SUBSET_CODES_FILE] = len(codes)
+            if not isinstance(subset_pq, faiss.IndexPQ) or subset_pq.d != dim or codes.shape[1:] != (
+                subset_pq.code_size,
+            ):
+                raise VectorIndexError(
+                    f"{SUBSET_PQ_FILE} and {SUBSET_CODES_FILE} at {directory} do not match dim {dim}; "
+                    "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
+                )
         if (len(set(counts.values())) != 1 or index.d != dim or store.shape[1:] != (dim,)
                 or store.dtype.name != store_dtype):
             raise VectorIndexError(
@@ -863,4 +962,7 @@ class VectorIndex:
             tuning=info.get("tuning"),
             trained_on=info.get("trained_on"),
             use_gpu=use_gpu,
+            subset_pq=subset_pq,
+            codes=codes,
+            ids_sorted=True,  # save writes them in id order
         )
