@@ -54,9 +54,9 @@ RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantiz
 REBUILD_BLOCK = 65_536  # rows of the exact copy converted to float32 at a time when re-adding (32 MB at d=128)
 # Filtered search: a subset is searched exactly over the exact copy while it holds at most
 # max(EXACT_SUBSET_MIN, EXACT_COST_RATIO x the vectors an unfiltered query touches) rows (the cost model of
-# tuning.py). Exact search is BLAS over the subset and ~8x cheaper per vector than the IVF path's mix of
-# quantizer, code scan and random re-rank reads: 100k clustered vectors, 10k-row subset, 4.5k queries/s
-# exact vs 5.5k unfiltered. Larger subsets go through FAISS with an IDSelectorBatch, nprobe raised by
+# tuning.py). Exact search is BLAS over the subset, ~3.6 ns of wall time per row on 2 cores (1M, a
+# 9,778-row subset at 28.4k queries/s): at 4x the cost of an unfiltered query (nprobe 4, rerank 8:
+# 4096 + 976 + 36 x 80 = 7,952 -> 32k rows, ~115 us) it runs at ~0.5x that query (~54 us). Larger subsets go through FAISS with an IDSelectorBatch, nprobe raised by
 # FILTER_PROBE_MARGIN / selectivity: by 1/selectivity alone, recall@10 was 0.959 at 10% and 0.853 at 5%
 # (100k, tuned nprobe 2): the filtered top-10 lies deeper in the unfiltered ranking than the probed lists.
 # At 1M (IVF4096,PQ32x8, tuned nprobe 2) a margin of 2 gave 0.894 at 10% and a margin of 4 gives 0.910 at
@@ -67,7 +67,7 @@ REBUILD_BLOCK = 65_536  # rows of the exact copy converted to float32 at a time 
 # the unfiltered queries/s, vs ~0.5x through the selector; exponent 1 rather than 0.5: on the real-embedding
 # set, 50%, recall 0.946 vs 0.913); queries left with fewer than k use the selector path.
 EXACT_SUBSET_MIN = 5_000
-EXACT_COST_RATIO = 8.0
+EXACT_COST_RATIO = 4.0
 # IVF-Flat scans float32 codes as cheaply per vector as exact search does: exact only up to 2x its cost
 # (real-embedding set, 100k, IVF1024,Flat: a 10k-row subset exactly ran at 0.28x the unfiltered queries/s)
 EXACT_COST_RATIO_EXACT_SCORES = 2.0
@@ -218,6 +218,7 @@ class VectorIndex:
         use_gpu: bool | None = None,
         subset_pq: faiss.IndexPQ | None = None,
         codes: np.ndarray | None = None,
+        subset_scan: bool = False,
         ids_sorted: bool = False,
     ) -> None:
         """Low-level constructor; use `create` or `load`. `store`: float16 or float32 (default_store_dtype).
@@ -244,6 +245,7 @@ class VectorIndex:
         self._id_mode: tuple[str, np.ndarray | None] | None = None  # lazily chosen id -> row map (_id_map)
         self._subset_pq = subset_pq  # trained with the IVF quantizer; None: no subset scan
         self._codes = codes if subset_pq is not None else None  # (capacity, code bytes) uint8, rows as _store
+        self.subset_scan = subset_scan and self._codes is not None  # tune() decides (see _scan_applies)
         if ids_sorted:  # a memory-mapped id array stays on disk until a lookup needs it
             self._sorted_ids, self._sorted_rows = ids, None
 
@@ -622,6 +624,8 @@ class VectorIndex:
         result = tune_index(self, queries, target_recall=target_recall, k=k, max_queries=max_queries)
         if not self.is_flat and result.queries:
             self.nprobe, self.rerank_factor, self.tuning = result.nprobe, result.rerank_factor, result.as_info()
+            if result.subset_scan is not None:
+                self.subset_scan = result.subset_scan
         return result
 
     def _ivf_params(self, nprobe: int | None, selector: Any = None) -> Any:
@@ -713,14 +717,12 @@ class VectorIndex:
         if count == 0:
             return _pad(len(xq), k)
         nprobe = nprobe or self.nprobe or 1
-        ratio = EXACT_COST_RATIO if rerank > 1 else EXACT_COST_RATIO_EXACT_SCORES
-        if self.is_flat or count <= max(EXACT_SUBSET_MIN, ratio * self._query_cost(k, nprobe, rerank)):
+        if self._exact_applies(k, count, nprobe, rerank):
             return self._exact_subset(xq, k, members)
+        if self.subset_scan and self._scan_applies(k, members, nprobe, rerank):
+            return self._scan_subset(xq, k, members)
         nlist = faiss.extract_index_ivf(self._index).nlist
         selectivity = count / self._size
-        probed = math.ceil(nprobe * FILTER_PROBE_MARGIN / selectivity)  # by the selector path
-        if self._codes is not None and selectivity <= SUBSET_SCAN_MAX_SELECTIVITY and probed < nlist:
-            return self._scan_subset(xq, k, members)  # else the selector scans every list's 8-bit codes
         if selectivity >= POST_FILTER_MIN_SELECTIVITY:
             raised = min(nlist, math.ceil(nprobe / selectivity**POST_FILTER_PROBE_EXPONENT))
             scores, ids = self._post_filtered(xq, k, members, raised, rerank, selectivity)
@@ -728,16 +730,37 @@ class VectorIndex:
             scores, ids = _pad(len(xq), k)
         short = (ids != -1).sum(axis=1) < min(k, count)
         if short.any():
-            selector, _keep_alive = _selector(members)
-            raised = min(nlist, probed)
-            scores[short], ids[short] = self._approximate_search(
-                xq[short], k, self._ivf_params(raised, selector), rerank, use_gpu=False
-            )
+            scores[short], ids[short] = self._selector_search(xq[short], k, members, nprobe, rerank)
             short = (ids != -1).sum(axis=1) < min(k, count)
         if short.any():
             logger.debug("filtered search: %d of %d queries fell back to exact search", short.sum(), len(xq))
             scores[short], ids[short] = self._exact_subset(xq[short], k, members)
         return scores, ids
+
+    def _exact_applies(self, k: int, count: int, nprobe: int, rerank: int) -> bool:
+        """Whether a subset of `count` rows is searched exactly (see EXACT_COST_RATIO)."""
+        ratio = EXACT_COST_RATIO if rerank > 1 else EXACT_COST_RATIO_EXACT_SCORES
+        return self.is_flat or count <= max(EXACT_SUBSET_MIN, ratio * self._query_cost(k, nprobe, rerank))
+
+    def _scan_applies(self, k: int, members: np.ndarray, nprobe: int, rerank: int) -> bool:
+        """Whether `members` (present ids) fall in the subset scan's range, were it enabled
+        (`subset_scan`, chosen by tune()): not searched exactly, at most SUBSET_SCAN_MAX_SELECTIVITY of
+        the rows, and the selector would not probe every list (it then scans every 8-bit code anyway)."""
+        if self._codes is None or self._exact_applies(k, len(members), nprobe, rerank):
+            return False
+        selectivity = len(members) / self._size
+        probed = math.ceil(nprobe * FILTER_PROBE_MARGIN / selectivity)
+        return selectivity <= SUBSET_SCAN_MAX_SELECTIVITY and probed < faiss.extract_index_ivf(self._index).nlist
+
+    def _selector_search(
+        self, xq: np.ndarray, k: int, members: np.ndarray, nprobe: int, rerank: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search restricted to `members` by a selector (`_selector`), nprobe raised by
+        FILTER_PROBE_MARGIN / selectivity, on the CPU; rows may come back short of k."""
+        selector, _keep_alive = _selector(members)
+        nlist = faiss.extract_index_ivf(self._index).nlist
+        raised = min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN * self._size / len(members)))
+        return self._approximate_search(xq, k, self._ivf_params(raised, selector), rerank, use_gpu=False)
 
     def _scan_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best-k over `members` (ids present, ascending, at least k of them or all): their 4-bit codes
@@ -820,7 +843,8 @@ class VectorIndex:
             "rerank_factor": self.rerank_factor,
             "trained_on": self.trained_on,
             "store_dtype": self.store_dtype,
-            **({"subset_codes": f"PQ{self._subset_pq.pq.M}x4"} if self._codes is not None else {}),
+            **({"subset_codes": f"PQ{self._subset_pq.pq.M}x4", "subset_scan": self.subset_scan}
+               if self._codes is not None else {}),
             **({"tuning": self.tuning} if self.tuning is not None else {}),
             "faiss_version": faiss.__version__,
             "format_version": FORMAT_VERSION,
@@ -964,5 +988,6 @@ class VectorIndex:
             use_gpu=use_gpu,
             subset_pq=subset_pq,
             codes=codes,
+            subset_scan=bool(info.get("subset_scan", False)),
             ids_sorted=True,  # save writes them in id order
         )

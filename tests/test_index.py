@@ -346,6 +346,8 @@ def subset_scan(monkeypatch) -> list[int]:
     monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
     monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
     monkeypatch.setattr(vector_index_module, "SUBSET_SCAN_RERANK", 24)
+    monkeypatch.setattr(VectorIndex, "subset_scan", property(lambda self: True, lambda self, value: None),
+                        raising=False)  # as if tune() had chosen the scan
     calls: list[int] = []
     scan = VectorIndex._scan_subset
     monkeypatch.setattr(VectorIndex, "_scan_subset", lambda self, *args: calls.append(1) or scan(self, *args))
@@ -372,6 +374,40 @@ def test_subset_scan_matches_filtered_truth(built, data, subset_scan, selectivit
     np.testing.assert_allclose(scores, exact, atol=1e-5)
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
     assert recall_at_k(found, _filtered_truth(ids, xb, xq, subset), K) >= 0.95
+
+
+@pytest.mark.parametrize("probe_margin", [4.0, 0.01])  # the selector at its margin; starved (one list)
+def test_tune_keeps_the_filtered_strategy_with_the_higher_recall(
+    built, data, monkeypatch, probe_margin: float
+) -> None:
+    """tune()'s 10% check runs both mid-size strategies and keeps the one with the higher recall. (The
+    fixture's queries come from other clusters: their filtered neighbours lie in many lists.)"""
+    monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
+    monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
+    monkeypatch.setattr(vector_index_module, "FILTER_PROBE_MARGIN", probe_margin)
+    index = built["IVF64,PQ16x8"]
+    chosen = tuning_module.TuneResult(1, 8, 1.0, 1.0, 0.95, K, 200, 0.0, True, N)  # nprobe 1, rerank 8
+    checked = tuning_module._check_filter_strategy(index, chosen, data[2], None, K, K)
+    assert (checked.nprobe, checked.rerank_factor) == (1, 8)
+    assert 0 <= checked.subset_scan_recall <= 1 and 0 <= checked.selector_recall <= 1
+    assert checked.subset_scan == (checked.subset_scan_recall >= checked.selector_recall)
+    if probe_margin < 1:  # a selector probing one list misses most of a 10% subset's neighbours
+        assert checked.subset_scan and checked.selector_recall < 0.5 < checked.subset_scan_recall
+    else:  # 40 of 64 lists' 8-bit codes rank them better than the 4-bit codes (0.87 at 12 x k)
+        assert not checked.subset_scan and checked.selector_recall >= 0.95
+
+
+def test_tune_stores_the_filtered_strategy(data, tmp_path: Path, monkeypatch) -> None:
+    ids, xb, _ = data
+    index = VectorIndex.create(DIM, "IVF64,PQ16x8")
+    index.add(ids, xb)
+    assert index.tune(k=K, max_queries=64).subset_scan is None  # 10% = 2,000 rows: searched exactly
+    assert not index.subset_scan
+    monkeypatch.setattr(tuning_module, "_check_filter_strategy",
+                        lambda index, chosen, *args: tuning_module.replace(chosen, subset_scan=True))
+    index.tune(k=K, max_queries=64)
+    index.save(tmp_path)
+    assert index.subset_scan and VectorIndex.load(tmp_path).subset_scan
 
 
 def test_subset_scan_is_skipped_when_the_selector_probes_every_list(built, data, subset_scan) -> None:
@@ -558,7 +594,8 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
         "rerank_factor": index.rerank_factor,
         "trained_on": None if factory == "Flat" else N,
         "store_dtype": "float16" if factory == "Flat" else "float32",  # PQ re-ranks from a float32 copy
-        **({"subset_codes": f"PQ{DIM // 4}x4"} if "PQ" in factory else {}),  # 4-bit codes: _scan_subset
+        # 4-bit codes for _scan_subset, off until tune() measures that it beats the selector
+        **({"subset_codes": f"PQ{DIM // 4}x4", "subset_scan": False} if "PQ" in factory else {}),
         "faiss_version": faiss.__version__,
         "format_version": 1,
     }
