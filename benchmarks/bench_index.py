@@ -27,8 +27,9 @@ One run, same vectors and queries for every row:
 Vectors (--data):
   synthetic: --clusters seeded Gaussian clusters (default n/100), noise --noise times the center scale,
     L2-normalized; queries are new points from the same clusters (held out from the index).
-  real: the tile embeddings of --real-db (an index directory; default /work/runs/db-full: 5,757 tiles
-    embedded by the shipped model). 10% of the tiles are held out as query seeds; the index holds n
+  real: the tile embeddings of --real-db (an index directory; default /work/runs/db-full-1ca5: the
+    5,757 tiles of ../shared/data embedded by the shipped model 1ca51a10436f, built in 86 s by
+    `sarsearch index ../shared/data --db /work/runs/db-full-1ca5`). 10% of the tiles are held out as query seeds; the index holds n
     vectors, each a random tile of the other 90% moved a random 0-50% of the way towards one of its 10
     nearest tiles, plus Gaussian noise per dimension (default std: half the tiles' median nearest-
     neighbour distance / sqrt(d), so a copy stays closer to its tile than the next tile is), L2-
@@ -61,7 +62,7 @@ from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, res
 from sarclip_search.index.vector_index import STORE_FILES, SUBSET_CODES_FILE
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
-REAL_DB = "/work/runs/db-full"
+REAL_DB = "/work/runs/db-full-1ca5"  # see the module docstring for how to build it
 REAL_NEIGHBOURS = 10  # real: expanded points lie between a tile and one of its 10 nearest tiles
 
 
@@ -480,6 +481,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--selectivities", default=",".join(str(value) for value in SELECTIVITIES),
                         help="filtered search: fractions of the rows a filter keeps (multiples of 0.001)")
+    parser.add_argument("--sparse-ids", action="store_true", help="ids 3, 10, 17, ... instead of 1..n")
     parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and LanceDB")
     parser.add_argument("--hnsw-m", type=int, default=16, help="hnswlib graph degree (peer)")
     parser.add_argument("--hnsw-ef-construction", type=int, default=100)
@@ -497,7 +499,9 @@ def main() -> None:
     k, n = args.k, args.n
     xb, xq, data = make_vectors(args)
     d = args.d
-    ids = np.arange(n, dtype=np.int64) * 7 + 3  # catalog ids, not row numbers
+    # ids as the catalog assigns them to a fresh index (tile_id from 1, no gaps): rows map to ids by offset;
+    # --sparse-ids: every 7th id (as after removals), which costs the id map 8 B/vector (resident_bytes)
+    ids = np.arange(n, dtype=np.int64) * 7 + 3 if args.sparse_ids else np.arange(1, n + 1, dtype=np.int64)
     buckets = np.random.default_rng(args.seed + 2).integers(0, 1000, n)  # filter column: bucket < 1 is 0.1%
     factory = args.factory or choose_index_key(n, d, memory_budget=int(n * args.bytes_per_vector))
     out = Path(args.out or f"benchmarks/results/index_{args.data}_{n}.json")
