@@ -410,6 +410,29 @@ def test_tune_stores_the_filtered_strategy(data, tmp_path: Path, monkeypatch) ->
     assert index.subset_scan and VectorIndex.load(tmp_path).subset_scan
 
 
+def test_ivf_flat_searches_a_subset_exactly_rather_than_scan_more_codes_with_a_selector(
+    built, data, monkeypatch
+) -> None:
+    """IVF-Flat's selector path is slow per code: a subset smaller than EXACT_VS_SELECTOR x the codes the
+    selector would scan goes exact (scores equal to brute force over the float16 copy), PQ does not."""
+    monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
+    monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
+    monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
+    flat_ivf, pq = built["IVF64,Flat"], built["IVF64,PQ16x8"]
+    ids, xb, xq = data
+    count = N // 5  # 20%: the selector would probe 20 of 64 lists at nprobe 1 (6,250 codes x 4 >= 4,000)
+    assert flat_ivf._exact_applies(K, count, 1, 1) and not pq._exact_applies(K, count, 1, 8)
+    assert not flat_ivf._exact_applies(K, N // 2, 1, 1)  # 50%: post-filtered instead
+    monkeypatch.setattr(vector_index_module, "EXACT_VS_SELECTOR", 0.5)
+    assert not flat_ivf._exact_applies(K, count, 1, 1)
+    monkeypatch.setattr(vector_index_module, "EXACT_VS_SELECTOR", 4.0)
+    subset = ids[:count]
+    scores, found = flat_ivf.search(xq, K, subset=subset, nprobe=1)
+    expected_scores, expected = exact_search(xb[:count].astype(np.float16).astype(np.float32), subset, xq, K)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+    assert recall_at_k(found, expected, K) >= 0.99  # ties of the float16 copy may swap
+
+
 def test_subset_scan_is_skipped_when_the_selector_probes_every_list(built, data, subset_scan) -> None:
     ids, _, xq = data
     subset = ids[::10]
