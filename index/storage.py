@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 
 from .errors import VectorIndexError
 
@@ -70,6 +71,20 @@ def check_info(info: dict[str, Any], directory: Path, expected_dim: int | None) 
         )
 
 
+def read_array(path: Path, mmap: bool) -> np.ndarray:
+    """np.load of a saved array, memory-mapped when asked (a plain ndarray view: np.memmap's __getitem__
+    costs ~0.3 ms per re-ranked query; the view keeps the mapping alive through .base)."""
+    try:
+        return np.asarray(np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False))
+    except OSError as error:
+        reason = error.strerror or str(error)
+    except (ValueError, EOFError):  # numpy's own text would suggest unpickling it
+        reason = "not a NumPy array file: corrupt or truncated"
+    raise VectorIndexError(
+        f"cannot read {path} ({reason}); rebuild the index with `sarsearch index ARCHIVE --rebuild`"
+    )
+
+
 def read_faiss(path: Path, mmap: bool) -> faiss.Index:
     """faiss.read_index, memory-mapped when asked and supported."""
     try:
@@ -81,5 +96,6 @@ def read_faiss(path: Path, mmap: bool) -> faiss.Index:
         return faiss.read_index(str(path))
     except RuntimeError as error:
         raise VectorIndexError(
-            f"cannot read FAISS index {path} ({str(error).strip().splitlines()[-1]}); rebuild the index"
+            f"cannot read FAISS index {path} ({str(error).strip().splitlines()[-1]}); "
+            "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
         ) from None

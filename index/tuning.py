@@ -170,14 +170,11 @@ def _check_filter_strategy(
     """`chosen` plus which mid-size filtered strategy wins on a seeded FILTER_CHECK_SELECTIVITY subset of
     the index's rows (when the index has subset codes and would route that subset to the scan)."""
     size = index.ntotal
-    members = np.sort(np.random.default_rng(TUNE_SEED + 1).choice(
-        index._ids[:size], max(1, round(FILTER_CHECK_SELECTIVITY * size)), replace=False))
-    if not index._scan_applies(k, members, chosen.nprobe, chosen.rerank_factor):
+    count = max(1, round(FILTER_CHECK_SELECTIVITY * size))
+    if not index._scan_applies(k, count, chosen.nprobe, chosen.rerank_factor):
         return chosen
-    _, rows = index._rows_of(members)
-    order = np.argsort(rows, kind="stable")
-    _, truth = _exact_topk(xq, _row_blocks(index._store, rows[order], members[order]), fetch)
-    truth = _drop_own_ids(truth, own_ids, k)
+    members = np.sort(np.random.default_rng(TUNE_SEED + 1).choice(index._ids[:size], count, replace=False))
+    truth = _drop_own_ids(index._exact_subset(xq, fetch, members)[1], own_ids, k)
     recalls = {}
     for name, found in (
         ("scan", index._scan_subset(xq, fetch, members)[1]),

@@ -33,6 +33,7 @@ from .storage import (
     check_info,
     fsync_directory,
     fsync_file,
+    read_array,
     read_faiss,
     temp_path,
 )
@@ -726,7 +727,7 @@ class VectorIndex:
         nprobe = nprobe or self.nprobe or 1
         if self._exact_applies(k, count, nprobe, rerank):
             return self._exact_subset(xq, k, members)
-        if self.subset_scan and self._scan_applies(k, members, nprobe, rerank):
+        if self.subset_scan and self._scan_applies(k, count, nprobe, rerank):
             return self._scan_subset(xq, k, members)
         nlist = faiss.extract_index_ivf(self._index).nlist
         selectivity = count / self._size
@@ -749,22 +750,25 @@ class VectorIndex:
         ratio = EXACT_COST_RATIO if rerank > 1 else EXACT_COST_RATIO_EXACT_SCORES
         if self.is_flat or count <= max(EXACT_SUBSET_MIN, ratio * self._query_cost(k, nprobe, rerank)):
             return True
-        selectivity = count / self._size
-        if rerank > 1 or _is_pq(self.factory) or selectivity >= POST_FILTER_MIN_SELECTIVITY:
+        if rerank > 1 or _is_pq(self.factory) or count >= POST_FILTER_MIN_SELECTIVITY * self._size:
             return False
         nlist = faiss.extract_index_ivf(self._index).nlist
-        probed = min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN / selectivity))  # by _selector_search
-        return count <= EXACT_VS_SELECTOR * probed / nlist * self._size
+        return count <= EXACT_VS_SELECTOR * self._selector_probes(nprobe, count) / nlist * self._size
 
-    def _scan_applies(self, k: int, members: np.ndarray, nprobe: int, rerank: int) -> bool:
-        """Whether `members` (present ids) fall in the subset scan's range, were it enabled
+    def _scan_applies(self, k: int, count: int, nprobe: int, rerank: int) -> bool:
+        """Whether a subset of `count` rows falls in the subset scan's range, were it enabled
         (`subset_scan`, chosen by tune()): not searched exactly, at most SUBSET_SCAN_MAX_SELECTIVITY of
         the rows, and the selector would not probe every list (it then scans every 8-bit code anyway)."""
-        if self._codes is None or self._exact_applies(k, len(members), nprobe, rerank):
+        if self._codes is None or self._exact_applies(k, count, nprobe, rerank):
             return False
-        selectivity = len(members) / self._size
-        probed = math.ceil(nprobe * FILTER_PROBE_MARGIN / selectivity)
-        return selectivity <= SUBSET_SCAN_MAX_SELECTIVITY and probed < faiss.extract_index_ivf(self._index).nlist
+        return (count <= SUBSET_SCAN_MAX_SELECTIVITY * self._size
+                and self._selector_probes(nprobe, count) < faiss.extract_index_ivf(self._index).nlist)
+
+    def _selector_probes(self, nprobe: int, count: int) -> int:
+        """Lists `_selector_search` probes for a subset of `count` rows: nprobe raised by
+        FILTER_PROBE_MARGIN / selectivity, at most nlist."""
+        nlist = faiss.extract_index_ivf(self._index).nlist
+        return min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN * self._size / count))
 
     def _selector_search(
         self, xq: np.ndarray, k: int, members: np.ndarray, nprobe: int, rerank: int
@@ -772,9 +776,8 @@ class VectorIndex:
         """FAISS search restricted to `members` by a selector (`_selector`), nprobe raised by
         FILTER_PROBE_MARGIN / selectivity, on the CPU; rows may come back short of k."""
         selector, _keep_alive = _selector(members)
-        nlist = faiss.extract_index_ivf(self._index).nlist
-        raised = min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN * self._size / len(members)))
-        return self._approximate_search(xq, k, self._ivf_params(raised, selector), rerank, use_gpu=False)
+        params = self._ivf_params(self._selector_probes(nprobe, len(members)), selector)
+        return self._approximate_search(xq, k, params, rerank, use_gpu=False)
 
     def _scan_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best-k over `members` (ids present, ascending, at least k of them or all): their 4-bit codes
@@ -953,10 +956,8 @@ class VectorIndex:
             )
         dim = int(info["dim"])
         index = read_faiss(paths[INDEX_FILE], mmap)
-        # np.asarray drops the np.memmap subclass (its __getitem__ costs ~0.3 ms per re-ranked query);
-        # the plain view keeps the mapping alive through .base
-        store = np.asarray(np.load(store_path, mmap_mode="r" if mmap else None))
-        ids = np.asarray(np.load(paths[IDS_FILE], mmap_mode="r" if mmap else None))  # read-only: never grown
+        store = read_array(store_path, mmap)
+        ids = read_array(paths[IDS_FILE], mmap)  # read-only: never grown
         counts = {
             "index_info.json": info["ntotal"],
             INDEX_FILE: index.ntotal,
@@ -971,14 +972,15 @@ class VectorIndex:
                     f"expected {SUBSET_CODES_FILE} and {SUBSET_PQ_FILE}: the vector index at {directory} "
                     "is incomplete; rebuild it with `sarsearch index ARCHIVE --rebuild`"
                 )
-            subset_pq = faiss.read_index(str(pq_path))  # an IndexPQ (never downcast a temporary: it is freed)
-            codes = np.asarray(np.load(codes_path, mmap_mode="r" if mmap else None))
+            subset_pq = read_faiss(pq_path, mmap=False)  # an IndexPQ (never downcast a temporary: it is freed)
+            codes = read_array(codes_path, mmap)
             counts[SUBSET_CODES_FILE] = len(codes)
             if not isinstance(subset_pq, faiss.IndexPQ) or subset_pq.d != dim or codes.shape[1:] != (
                 subset_pq.code_size,
             ):
                 raise VectorIndexError(
-                    f"{SUBSET_PQ_FILE} and {SUBSET_CODES_FILE} at {directory} do not match dim {dim}; "
+                    f"{SUBSET_PQ_FILE} and {SUBSET_CODES_FILE} at {directory} do not match "
+                    f"(dim {dim}, code array of shape {codes.shape}); "
                     "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
                 )
         if (len(set(counts.values())) != 1 or index.d != dim or store.shape[1:] != (dim,)

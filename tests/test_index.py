@@ -465,6 +465,15 @@ def test_subset_codes_follow_add_remove_save_and_rebuild(data, tmp_path: Path, s
         VectorIndex.load(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["subset_pq.faiss", "subset_codes.npy", "vectors_f32.npy", "vector_ids.npy"])
+def test_damaged_files_are_refused_by_name(built, tmp_path: Path, name: str) -> None:
+    built["IVF64,PQ16x8"].save(tmp_path)
+    (tmp_path / name).write_bytes(b"garbage")
+    for mmap in (False, True):
+        with pytest.raises(VectorIndexError, match=f"{name}.*--rebuild"):
+            VectorIndex.load(tmp_path, mmap=mmap)
+
+
 @pytest.mark.parametrize("spacing", [1, 3, 100])  # bitmap, bitmap, IDSelectorBatch
 def test_selector_selects_exactly_the_members(spacing: int) -> None:
     members = np.arange(5, 2000 * spacing, spacing, dtype=np.int64)
