@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -41,9 +42,13 @@ def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
 
 @pytest.fixture
 def db(indexed_db, tmp_path) -> Path:
-    """A private copy of the session index (tests here may tamper with it)."""
+    """A private copy of the session index (tests here may tamper with it). The 100 MB of ONNX encoders are
+    hard-linked, not copied (a copy each made a run write 4.5 GB): exports are never modified in place
+    (encoder_export), and a test that damages one replaces the file."""
     source, _, _ = indexed_db
-    shutil.copytree(source, tmp_path / "db")
+    shutil.copytree(source, tmp_path / "db", ignore=shutil.ignore_patterns("encoders"))
+    if (source / "encoders").is_dir():
+        shutil.copytree(source / "encoders", tmp_path / "db" / "encoders", copy_function=os.link)
     return tmp_path / "db"
 
 
@@ -156,6 +161,13 @@ def test_vectors_of_another_dimension_are_refused(db, checkpoint, fast_model):
     assert_one_line_error(run("query", "a ship", "--db", db, "--model", checkpoint), "dim")
 
 
+@pytest.mark.parametrize("name", ["vector_ids.npy", "vectors_f16.npy"])
+def test_a_damaged_vector_array_is_one_line(db, checkpoint, fast_model, name):
+    vectors_dir = db / (db / "CURRENT").read_text().strip() / "vectors"
+    (vectors_dir / name).write_bytes(b"garbage")  # not a .npy file: numpy would raise ValueError
+    assert_one_line_error(run("query", "a ship", "--db", db, "--model", checkpoint), name, "--rebuild")
+
+
 # --- info --check -------------------------------------------------------------------------------------
 
 
@@ -169,7 +181,9 @@ def test_check_of_a_good_index(db):
 def test_check_finds_damaged_query_encoders(db):
     [encoders] = (db / "encoders").iterdir()
     text_model = encoders / "text.onnx"
-    text_model.write_bytes(text_model.read_bytes()[:1000])  # truncated, as by a full disk
+    truncated = text_model.read_bytes()[:1000]  # as by a full disk
+    text_model.unlink()  # a new file, not the session index's (hard-linked) one written in place
+    text_model.write_bytes(truncated)
     result = run("info", "--check", "--db", db)
     assert result.exit_code == EXIT_ERROR
     assert "ONNX query encoders" in result.stderr and "text.onnx" in result.stderr
