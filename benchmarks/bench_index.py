@@ -457,6 +457,18 @@ def at_equal_recall(result: dict, target: float) -> list[dict]:
     return summary
 
 
+def selectivities(text: str) -> tuple[float, ...]:
+    """--selectivities: comma-separated fractions in (0, 1], multiples of 0.001 (the bucket column's step)."""
+    try:
+        values = tuple(float(value) for value in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not 0.001 <= value <= 1 or abs(value * 1000 - round(value * 1000)) > 1e-9
+                         for value in values):
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.001,0.1,0.5 (multiples of 0.001), got {text!r}")
+    return values
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic")
@@ -479,7 +491,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rerank", default="1,4,6,8,12,16")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--selectivities", default=",".join(str(value) for value in SELECTIVITIES),
+    parser.add_argument("--selectivities", type=selectivities, default=SELECTIVITIES,
                         help="filtered search: fractions of the rows a filter keeps (multiples of 0.001)")
     parser.add_argument("--sparse-ids", action="store_true", help="ids 3, 10, 17, ... instead of 1..n")
     parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and LanceDB")
@@ -535,7 +547,7 @@ def main() -> None:
     print(result["flat"], flush=True)
     del flat
     filtered_truth = {}
-    for selectivity in (float(value) for value in args.selectivities.split(",")):
+    for selectivity in args.selectivities:
         threshold = round(selectivity * 1000)
         inside = buckets < threshold
         sub_truth = VectorIndex.create(d, "Flat")
