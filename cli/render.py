@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,8 +22,35 @@ from rich.progress import (
 from rich.table import Table
 
 # Piped output is not squeezed to 80 columns (use --json for machine-readable output).
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True)
+PIPE_WIDTH = 140
+
+
+class _StreamConsole:
+    """A rich Console made for each use, so that it sizes itself to the stream and $COLUMNS of that moment.
+
+    A console built once at import keeps the width it saw then: a test runner that swaps sys.stdout, or a
+    caller that sets COLUMNS, would not be honoured. Width: $COLUMNS when set, else the terminal's, else
+    `PIPE_WIDTH` for pipes and files.
+    """
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+
+    def _console(self) -> Console:
+        stream = sys.stderr if self._stderr else sys.stdout
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit() and int(columns) > 0:
+            width: int | None = int(columns)
+        else:
+            width = None if stream.isatty() else PIPE_WIDTH
+        return Console(file=stream, width=width)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._console(), name)
+
+
+console: Any = _StreamConsole()
+err_console: Any = _StreamConsole(stderr=True)
 
 # columns shown in the query table after rank/score/path/window, when the catalog has them
 KEY_COLUMNS = ("label", "dataset", "split")
@@ -55,7 +83,7 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[st
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as bar:
+    with Progress(*columns, console=err_console._console(), transient=False) as bar:
         tasks: dict[str, int] = {}
 
         def update(event: str, done: int, total: int) -> None:
@@ -101,7 +129,7 @@ def check_report(report: Any) -> None:
         encoders = {"ok": "ONNX query encoders ok", "absent": "no ONNX query encoders (queries load torch)"}
         console.print(f"[bold green]ok[/] {report.db} ({report.generation}): {report.tiles} tiles = "
                       f"{report.vectors} vectors, same ids; {checkpoint}; {encoders.get(report.encoders, '')}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
 
 def _tail(text: str, width: int) -> str:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+# Every CLI test sees the same wide console (cli/render.py reads COLUMNS at each print), so no assertion
+# depends on the terminal the suite runs in or on how long pytest's temp paths are.
+os.environ["COLUMNS"] = "250"
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 ARCHIVE_DIR = DATA_DIR / "archive"

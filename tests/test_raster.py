@@ -285,7 +285,9 @@ def test_one_file_of_each_shared_dataset() -> None:
     with open(SHARED_DATA / "manifest.csv", newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             first.setdefault(row["dataset"], row["path"])
-    expected_scale = {"Sen1Floods11": "db", "KOMPSAT-5-water": "amplitude"}
+    # float32 dB GeoTIFFs, uint16 amplitude GeoTIFFs; every other dataset is 8-bit JPEG/TIFF/PNG
+    expected_scale = {"Sen1Floods11": "db", "BigEarthNet-S1": "db", "C2S-MS-Floods": "db",
+                      "KOMPSAT-5-water": "amplitude"}
     for dataset, relative in first.items():
         path = SHARED_DATA / relative
         info = read_info(path)
