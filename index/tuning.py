@@ -5,12 +5,10 @@ caller, a seeded sample of the index's own vectors serves as queries; each one i
 neighbour, so it is dropped from both the approximate and the exact answer (k+1 are fetched) to
 keep the estimate honest.
 
-Cost model, in "stored vectors touched per query":
-    cost = nlist                                  (the coarse quantizer compares the query to every centroid)
-         + nprobe / nlist * n                     (codes scanned in the probed lists, lists ~equal in size)
-         + RERANK_COST * k * rerank_factor        (candidates re-scored exactly; 0 when rerank_factor is 1)
-Within one nprobe a larger rerank_factor only adds cost, and the scan term grows with nprobe, so the
-grid walk stops as soon as the scan term alone exceeds the best cost found.
+Cost: stored vectors touched per query (`cost.query_cost`: the coarse quantizer, the probed lists'
+codes, RERANK_COST per re-scored candidate). Within one nprobe a larger rerank_factor only adds cost,
+and the scan term grows with nprobe, so the grid walk stops as soon as the scan term alone exceeds the
+best cost found.
 
 A setting meets the target when its measured recall minus two standard errors (of the mean over
 the sample's queries) does: 256 queries estimate recall@10 only to about ±0.01, and a held-out
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from .cost import query_cost
 from .exact import _as_matrix, _exact_topk, _row_blocks
 from .metrics import recall_per_query
 
@@ -36,12 +35,6 @@ logger = logging.getLogger(__name__)
 
 TUNE_SEED = 4321  # seed of the sample of the index's own vectors used as queries
 TUNE_MAX_QUERIES = 256  # enough for recall@10 within ~±0.01; exact truth costs 256 x n dot products
-# One re-scored candidate (a random float32 row of the memory-mapped copy + d multiply-adds) costs ~36 PQ
-# code scans: 1M x 256, IVF4096,PQ32x8, 2 cores, batch queries: +0.35-0.40 us of wall time per query per
-# candidate (nprobe 1, rerank 4 -> 8 -> 16), +0.0088-0.0099 us per scanned code (nprobe 8 -> 32, 16 -> 32).
-# With the float16-era estimate of 4, tune() picked nprobe 1, rerank 16 (29x Flat) over nprobe 4,
-# rerank 8 (54x Flat at the same recall).
-RERANK_COST = 36.0
 # PQ indexes with subset codes: tune() also runs a seeded 10% filter through both mid-size strategies of
 # filtered search (the subset scan and the selector) and keeps the one with the higher recall. Which one
 # wins depends on the data: 1M clustered vectors, 10%: scan 0.96 vs selector 0.91; 1M real embeddings
@@ -61,7 +54,7 @@ class TuneResult:
     target_recall: float
     k: int
     queries: int  # sample size
-    cost: float  # stored vectors touched per query (see the module docstring)
+    cost: float  # stored vectors touched per query (cost.query_cost)
     met_target: bool  # False when even the most expensive setting tried fell short
     ntotal: int  # vectors in the index when tuned: re-tune once it has grown well past this
     subset_scan: bool | None = None  # filtered search scans mid-size subsets (None: not checked)
@@ -123,7 +116,7 @@ def tune_index(
     best: TuneResult | None = None
     fallback: TuneResult | None = None
     for nprobe in _nprobe_grid(nlist):
-        scan_cost = nlist + nprobe / nlist * size
+        scan_cost = query_cost(nlist, size, k, nprobe, 1)
         if best is not None and scan_cost >= best.cost:
             break
         _, candidates = index._faiss_search(xq, fetch * max(factors), index._ivf_params(nprobe), use_gpu=False)
@@ -137,7 +130,7 @@ def tune_index(
             per_query = per_query[~np.isnan(per_query)]
             recall = float(per_query.mean()) if len(per_query) else 1.0
             lower = recall - 2 * float(per_query.std()) / max(1, len(per_query)) ** 0.5
-            cost = scan_cost + (RERANK_COST * k * factor if factor > 1 else 0.0)
+            cost = query_cost(nlist, size, k, nprobe, factor)
             point = TuneResult(
                 nprobe, factor, recall, lower, target_recall, k, len(xq), cost, lower >= target_recall, size
             )

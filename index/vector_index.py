@@ -24,6 +24,7 @@ import numpy as np
 
 from . import gpu
 from .choose import training_sample_size
+from .cost import query_cost
 from .errors import UnknownIdError, VectorIndexError
 from .exact import _as_ids, _as_matrix, _exact_topk, _pad, _row_blocks
 from .storage import (
@@ -37,7 +38,6 @@ from .storage import (
     read_faiss,
     temp_path,
 )
-from .tuning import RERANK_COST
 
 if TYPE_CHECKING:
     from .tuning import TuneResult
@@ -55,7 +55,7 @@ RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantiz
 REBUILD_BLOCK = 65_536  # rows of the exact copy converted to float32 at a time when re-adding (32 MB at d=128)
 # Filtered search: a subset is searched exactly over the exact copy while it holds at most
 # max(EXACT_SUBSET_MIN, EXACT_COST_RATIO x the vectors an unfiltered query touches) rows (the cost model of
-# tuning.py). Exact search is BLAS over the subset, ~3.6 ns of wall time per row on 2 cores (1M, a
+# cost.py). Exact search is BLAS over the subset, ~3.6 ns of wall time per row on 2 cores (1M, a
 # 9,778-row subset at 28.4k queries/s): at 4x the cost of an unfiltered query (nprobe 4, rerank 8:
 # 4096 + 976 + 36 x 80 = 7,952 -> 32k rows, ~115 us) it runs at ~0.5x that query (~54 us). Larger subsets go through FAISS with an IDSelectorBatch, nprobe raised by
 # FILTER_PROBE_MARGIN / selectivity: by 1/selectivity alone, recall@10 was 0.959 at 10% and 0.853 at 5%
@@ -828,9 +828,8 @@ class VectorIndex:
         return scores, candidates
 
     def _query_cost(self, k: int, nprobe: int, rerank: int) -> float:
-        """Stored vectors an unfiltered IVF query touches (the cost model of tuning.py)."""
-        nlist = faiss.extract_index_ivf(self._index).nlist
-        return nlist + nprobe / nlist * self._size + (RERANK_COST * k * rerank if rerank > 1 else 0.0)
+        """Stored vectors an unfiltered IVF query touches (cost.query_cost)."""
+        return query_cost(faiss.extract_index_ivf(self._index).nlist, self._size, k, nprobe, rerank)
 
     def _search_index(self) -> faiss.Index:
         """The GPU copy of the index for unfiltered search when a GPU is in use and supports it, else the CPU index."""
