@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLE := examples/sample_archive
+# explicit, so that a SARSEARCH_DB set in the shell does not send the demo elsewhere
+DEMO_DB := .sarsearch
 BMP2_CHIP := $(firstword $(sort $(wildcard $(SAMPLE)/mstar_soc/BMP2/*.jpeg)))
 
 .PHONY: demo test lint bench clean
@@ -16,12 +18,12 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/sarsearch index $(SAMPLE)
-	$(BIN)/sarsearch info
-	$(BIN)/sarsearch query "T72 tank" -k 5
-	$(BIN)/sarsearch query "a cargo ship at sea" -k 5
-	$(BIN)/sarsearch query --image $(BMP2_CHIP) -k 5
-	$(BIN)/sarsearch query "armored vehicle" --where "dataset = 'MSTAR-SOC' AND label <> 'T72'" -k 5
+	$(BIN)/sarsearch index $(SAMPLE) --db $(DEMO_DB)
+	$(BIN)/sarsearch info --db $(DEMO_DB)
+	$(BIN)/sarsearch query "T72 tank" -k 5 --db $(DEMO_DB)
+	$(BIN)/sarsearch query "a cargo ship at sea" -k 5 --db $(DEMO_DB)
+	$(BIN)/sarsearch query --image $(BMP2_CHIP) -k 5 --db $(DEMO_DB)
+	$(BIN)/sarsearch query "armored vehicle" --where "dataset = 'MSTAR-SOC' AND label <> 'T72'" -k 5 --db $(DEMO_DB)
 
 test: $(BIN)/.installed
 	$(BIN)/pytest -q
@@ -33,4 +35,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_end_to_end.py
 
 clean:
-	rm -rf .sarsearch build *.egg-info
+	rm -rf $(DEMO_DB) build *.egg-info

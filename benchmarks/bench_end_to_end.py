@@ -2,6 +2,9 @@
 
     python benchmarks/bench_end_to_end.py [--archive ../shared/data] [--queries 50] [--out benchmarks/results/end_to_end.json]
 
+Defaults are paths of this checkout (benchmarks/defaults.py); the index is built in a temporary folder,
+removed at the end.
+
 One run measures, side by side on the same index:
   1. a fresh `index` of the archive (tiles/s overall and for the embedding stage alone);
   2. an immediate re-run (everything unchanged: the incremental path), in process and as a `sarsearch index`
@@ -27,6 +30,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; stated in the result
 
+from defaults import DATA, RESULTS, require_archive
+
 TEXT_QUERIES = [
     "T72 tank", "a BMP-2 infantry fighting vehicle", "a bulldozer", "an army truck", "a cargo ship at sea",
     "an oil tanker", "ships near a harbor", "land with lakes and rivers", "flooded fields", "an anti-aircraft vehicle",
@@ -40,11 +45,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", default="../shared/data")
+    parser.add_argument("--archive", default=str(DATA), help="folder to index (default: %(default)s)")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--cold-runs", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/end_to_end.json")
+    parser.add_argument("--out", default=str(RESULTS / "end_to_end.json"), help="JSON result (default: %(default)s)")
     args = parser.parse_args()
+    require_archive(args.archive, "--archive")
 
     from sarclip_search.engine import Engine
     from sarclip_search.filters import Filters
@@ -52,7 +58,9 @@ def main() -> None:
     from sarclip_search.model import DEFAULT_CHECKPOINT, git_commit, load_model
     from sarclip_search.store import IndexStore
 
-    db = Path(tempfile.mkdtemp(prefix="sarsearch-bench-")) / "db"
+    scratch = tempfile.TemporaryDirectory(prefix="sarsearch-bench-")  # ~100 MB with the ONNX encoders; removed at the end
+    db = Path(scratch.name) / "db"
+    print(f"indexing {args.archive} into {db} (twice: fresh, then unchanged) ...", file=sys.stderr, flush=True)
     model = load_model()
     store = IndexStore(db)
     first = index_archive(args.archive, store, model, model_path=str(DEFAULT_CHECKPOINT.resolve()))
@@ -113,6 +121,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    scratch.cleanup()
 
     print(f"machine: {result['machine']['cpus']} cpus, OMP_WAIT_POLICY={result['machine']['OMP_WAIT_POLICY']}, commit {result['commit'][:10]}")
     print(f"{'stage':<34}{'value':>14}")

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_index.py [--n 100000] [--d 256] [--queries 1000] [--out benchmarks/results/index_100000.json]
     python benchmarks/bench_index.py --data real --n 100000     # the shipped model's tile embeddings, expanded
-    nohup python benchmarks/bench_index.py --n 1000000 > /work/runs/bench_index_1m.log 2>&1 &   # ~40 min, 2 cores
+    mkdir -p runs && nohup python benchmarks/bench_index.py --n 1000000 > runs/bench_index_1m.log 2>&1 &   # ~40 min
 
 One run, same vectors and queries for every row:
   1. exact `Flat` (the baseline and the ground truth): build time, queries/s, single-query latency;
@@ -27,10 +27,11 @@ One run, same vectors and queries for every row:
 Vectors (--data):
   synthetic: --clusters seeded Gaussian clusters (default n/100), noise --noise times the center scale,
     L2-normalized; queries are new points from the same clusters (held out from the index).
-  real: the tile embeddings of --real-db (an index directory; default /work/runs/db-full-1ca5: the
-    5,757 tiles of ../shared/data embedded by the shipped model 1ca51a10436f, built in 86 s by
-    `sarsearch index ../shared/data --db /work/runs/db-full-1ca5`). 10% of the tiles are held out as query seeds; the index holds n
-    vectors, each a random tile of the other 90% moved a random 0-50% of the way towards one of its 10
+  real: the tile embeddings of --real-db (an index directory; default runs/corpus-db of this checkout: the
+    tiles of --archive, default ../shared/data, embedded by the shipped model; built here by
+    `sarsearch index ARCHIVE --db runs/corpus-db` when missing, ~3 min; benchmarks/defaults.py). 10% of
+    the tiles are held out as query seeds; the index holds n vectors, each a random tile of the other
+    90% moved a random 0-50% of the way towards one of its 10
     nearest tiles, plus Gaussian noise per dimension (default std: half the tiles' median nearest-
     neighbour distance / sqrt(d), so a copy stays closer to its tile than the next tile is), L2-
     normalized; queries are held-out tiles with the same noise. Cheap and bounded (no model run); it
@@ -58,11 +59,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; stated in the result
 
 import numpy as np
+from defaults import CORPUS_DB, DATA, RESULTS, corpus_index
 from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, resident_bytes
 from sarclip_search.index.vector_index import STORE_FILES, SUBSET_CODES_FILE
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
-REAL_DB = "/work/runs/db-full-1ca5"  # see the module docstring for how to build it
+REAL_DB = str(CORPUS_DB)  # built from --archive when missing (module docstring)
 REAL_NEIGHBOURS = 10  # real: expanded points lie between a tile and one of its 10 nearest tiles
 
 
@@ -127,7 +129,7 @@ def make_vectors(args) -> tuple[np.ndarray, np.ndarray, dict]:
         xb = clustered(args.n, args.d, clusters, args.noise, seed=args.seed, centers_seed=args.seed)
         xq = clustered(args.queries, args.d, clusters, args.noise, seed=args.seed + 1, centers_seed=args.seed)
         return xb, xq, {"data": "synthetic", "clusters": clusters, "noise": args.noise}
-    tiles = real_tiles(args.real_db)
+    tiles = real_tiles(corpus_index(args.real_db, args.archive))
     spacing = median_neighbour_distance(tiles)
     noise = args.real_noise if args.real_noise is not None else 0.5 * spacing / np.sqrt(tiles.shape[1])
     order = np.random.default_rng(args.seed + 3).permutation(len(tiles))
@@ -479,7 +481,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--clusters", type=int, default=None, help="synthetic: default n/100")
     parser.add_argument("--noise", type=float, default=1.0, help="synthetic: noise std relative to the centers'")
-    parser.add_argument("--real-db", default=REAL_DB, help="real: index directory whose tile vectors seed the set")
+    parser.add_argument("--real-db", default=REAL_DB,
+                        help="real: index directory whose tile vectors seed the set (default: %(default)s)")
+    parser.add_argument("--archive", default=str(DATA),
+                        help="real: the archive indexed into --real-db when that is missing (default: %(default)s)")
     parser.add_argument("--real-noise", type=float, default=None,
                         help="real: per-dimension noise std (default: half the tiles' median nearest-neighbour "
                              "distance, spread over the d dimensions)")
@@ -502,7 +507,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lance-refine", default="1,4,16", help="LanceDB refine_factor (its exact re-ranking)")
     parser.add_argument("--lance-sample-rate", type=int, default=64, help="LanceDB k-means sample per partition")
     parser.add_argument("--lance-iterations", type=int, default=10, help="LanceDB k-means iterations")
-    parser.add_argument("--out", default=None, help="default benchmarks/results/index_<data>_<n>.json")
+    parser.add_argument("--out", default=None, help=f"default {RESULTS}/index_<data>_<n>.json")
     return parser.parse_args()
 
 
@@ -516,7 +521,7 @@ def main() -> None:
     ids = np.arange(n, dtype=np.int64) * 7 + 3 if args.sparse_ids else np.arange(1, n + 1, dtype=np.int64)
     buckets = np.random.default_rng(args.seed + 2).integers(0, 1000, n)  # filter column: bucket < 1 is 0.1%
     factory = args.factory or choose_index_key(n, d, memory_budget=int(n * args.bytes_per_vector))
-    out = Path(args.out or f"benchmarks/results/index_{args.data}_{n}.json")
+    out = Path(args.out or RESULTS / f"index_{args.data}_{n}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result: dict = {
         "question": "IVF-PQ + exact re-ranking vs exact Flat, hnswlib, LanceDB: recall@10, q/s, latency, memory, "

@@ -1,8 +1,10 @@
 """Which query fusion retrieves best, and does relevance feedback help? P@10 on the labelled test split.
 
-    python benchmarks/bench_retrieval.py [--db /work/runs/db-full] [--examples 5] [--out benchmarks/results/retrieval.json]
+    python benchmarks/bench_retrieval.py [--db runs/corpus-db] [--examples 5] [--out benchmarks/results/retrieval.json]
 
-On an index of the developer corpus (read only; never written), for every class of MSTAR-SOC and
+On an index of the developer corpus (read only; never written; default runs/corpus-db of this checkout,
+built first by `sarsearch index ARCHIVE --db runs/corpus-db` from --archive, default ../shared/data,
+when missing: ~3 min; benchmarks/defaults.py), for every class of MSTAR-SOC and
 OpenSARShip in the `test` split, with the search filtered to `split = 'test'` and a hit relevant
 when its `label` is the class:
 
@@ -19,7 +21,7 @@ when its `label` is the class:
 
 Prints a table and writes a JSON result with the hardware, commit and settings.
 
-    python benchmarks/bench_retrieval.py --latency [--sizes corpus,1000000] [--cache /work/runs/bench-1m] [--rebuild]
+    python benchmarks/bench_retrieval.py --latency [--sizes corpus,1000000] [--cache runs/bench-latency] [--rebuild]
 
 `--latency` answers another question instead: how long does a warm text query take, stage by stage,
 at the corpus size and at 1M tiles? For each size (`corpus`: a copy of --db given the ONNX query
@@ -52,6 +54,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; stated in the result
 
 import numpy as np
+from defaults import CORPUS_DB, DATA, RESULTS, RUNS, corpus_index
 
 from sarclip_search.engine import Engine
 from sarclip_search.filters import Filters
@@ -550,7 +553,7 @@ def latency_by_stage(args) -> None:
         "rows": rows,
         "nprobe_sweep": sweeps,
     }
-    out = Path(args.out or "benchmarks/results/latency.json")
+    out = Path(args.out or RESULTS / "latency.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print_latency(result)
@@ -583,7 +586,10 @@ def print_latency(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default="/work/runs/db-full", help="index of the labelled corpus (read only)")
+    parser.add_argument("--db", default=str(CORPUS_DB),
+                        help="index of the labelled corpus (read only; default: %(default)s)")
+    parser.add_argument("--archive", default=str(DATA),
+                        help="the labelled corpus, indexed into --db when that is missing (default: %(default)s)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--examples", type=int, default=10, help="example tiles per class (seeded)")
     parser.add_argument("--alphas", default="0.25,0.5,0.75,0.9", help="text weights of the blend")
@@ -597,7 +603,8 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true",
                         help="measure warm query latency by stage at --sizes instead (see latency_by_stage())")
     parser.add_argument("--sizes", default=f"{CORPUS},1000000", help="--latency: 'corpus' (--db) and tile counts")
-    parser.add_argument("--cache", default="/work/runs/bench-1m", help="--latency: where the built indexes are kept")
+    parser.add_argument("--cache", default=str(RUNS / "bench-latency"),
+                        help="--latency: where the built indexes are kept (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="--latency: rebuild the cached indexes")
     parser.add_argument("--bytes-per-vector", type=int, default=BUDGET_BYTES_PER_VECTOR,
                         help="--latency: resident budget per vector for choose_index_key at scaled sizes")
@@ -609,6 +616,7 @@ def main() -> None:
     if args.latency_only is not None:
         print(json.dumps(search_latency(args.db, args.latency_only)))
         return
+    corpus_index(args.db, args.archive)
     if args.latency:
         latency_by_stage(args)
         return
@@ -657,7 +665,7 @@ def main() -> None:
         "per_class": per_class,
         "search_latency_ms_median": latency,
     }
-    out = Path(args.out or "benchmarks/results/retrieval.json")
+    out = Path(args.out or RESULTS / "retrieval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result, methods, feedback_keys)

@@ -30,6 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
+from defaults import DATA, RESULTS, require_archive
 from sarclip_search.training import data as training_data
 from sarclip_search.training.evaluate import class_text_embeddings
 from sarclip_search.training.shortcut import blank_target, swap_clutter
@@ -66,13 +67,13 @@ def accuracy(predicted: list[str], truth: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--data", default=str(DATA), help="the corpus with MSTAR-SOC (default: %(default)s)")
     parser.add_argument("--model", action="append", help="checkpoint (repeatable; default: the shipped one)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/shortcut.json")
+    parser.add_argument("--out", default=str(RESULTS / "shortcut.json"), help="JSON result (default: %(default)s)")
     args = parser.parse_args()
-    root = Path(args.data)
+    root = require_archive(args.data, "--data", manifest=True)
     checkpoints = args.model or [str(DEFAULT_CHECKPOINT)]
 
     size = load_model(checkpoints[0]).image_size
