@@ -101,7 +101,7 @@ def tune_index(
     size = index.ntotal
     if index.is_flat or size == 0:
         return TuneResult(index.nprobe, 1, 1.0, 1.0, target_recall, k, 0, float(size), True, size)
-    store, ids = index._store[:size], index._ids[:size]
+    store, ids = index.rows.store, index.rows.ids
     if queries is None:
         rng = np.random.default_rng(TUNE_SEED)
         rows = np.sort(rng.choice(size, min(max_queries, size), replace=False))
@@ -166,7 +166,7 @@ def _check_filter_strategy(
     count = max(1, round(FILTER_CHECK_SELECTIVITY * size))
     if not index._scan_applies(k, count, chosen.nprobe, chosen.rerank_factor):
         return chosen
-    members = np.sort(np.random.default_rng(TUNE_SEED + 1).choice(index._ids[:size], count, replace=False))
+    members = np.sort(np.random.default_rng(TUNE_SEED + 1).choice(index.rows.ids, count, replace=False))
     truth = _drop_own_ids(index._exact_subset(xq, fetch, members)[1], own_ids, k)
     recalls = {}
     for name, found in (

@@ -27,6 +27,7 @@ from .choose import training_sample_size
 from .cost import query_cost
 from .errors import UnknownIdError, VectorIndexError
 from .exact import _as_ids, _as_matrix, _exact_topk, _pad, _row_blocks
+from .rows import Rows, increasing
 from .storage import (
     FORMAT_VERSION,
     INFO_FILE,
@@ -84,7 +85,6 @@ POST_FILTER_MIN_SELECTIVITY = 0.3
 POST_FILTER_MARGIN = 1.0
 POST_FILTER_PROBE_EXPONENT = 1.0
 DENSE_MEMBER_BITS = 64  # _member_bits: a table over [0, largest member] while it has <= 64 slots per member
-DENSE_ID_RANGE = 2  # ids spanning <= 2x their count map to rows through a table (<= 8 B per vector)
 # Mid-size subsets of PQ indexes (up to SUBSET_SCAN_MAX_SELECTIVITY of the rows) are scanned whole: 4-bit PQ
 # codes of every row (d/4 sub-quantizers: d/8 B/vector, resident) gathered for the subset and scored by
 # FAISS's SIMD fast scan, the best SUBSET_SCAN_RERANK x k re-scored exactly. Why: when a filter leaves a
@@ -113,11 +113,6 @@ def _rerank_pool() -> ThreadPoolExecutor | None:
     if _RERANK_POOL is None and (os.cpu_count() or 1) > 1:
         _RERANK_POOL = ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="rerank")
     return _RERANK_POOL
-
-
-def _increasing(values: np.ndarray) -> bool:
-    """True when `values` is strictly increasing (sorted, no repeats): O(n), cheaper than sorting again."""
-    return len(values) < 2 or bool((values[1:] > values[:-1]).all())
 
 
 def _member_bits(members: np.ndarray) -> np.ndarray | None:
@@ -245,17 +240,10 @@ class VectorIndex:
         self._index = index  # the CPU index: the one saved
         self._gpu: gpu.GpuDevice | None = None  # made on first use when gpu.gpu_enabled(use_gpu)
         self._gpu_index: faiss.Index | None = None  # GPU copy of _index for unfiltered search
-        self._size = len(ids)
-        self._store = store  # (capacity, dim) float16 or float32 (store_dtype); rows [0, _size) are live
-        self._ids = ids  # (capacity,) int64, row i holds the id of _store[i]
-        self._sorted_ids: np.ndarray | None = None  # lazily built lookup id -> row
-        self._sorted_rows: np.ndarray | None = None  # None with _sorted_ids set: rows already in id order
-        self._id_mode: tuple[str, np.ndarray | None] | None = None  # lazily chosen id -> row map (_id_map)
+        # the exact copy, the ids and the subset codes, row-aligned, and the id -> row map
+        self.rows = Rows(store, ids, codes if subset_pq is not None else None, ids_sorted=ids_sorted)
         self._subset_pq = subset_pq  # trained with the IVF quantizer; None: no subset scan
-        self._codes = codes if subset_pq is not None else None  # (capacity, code bytes) uint8, rows as _store
-        self.subset_scan = subset_scan and self._codes is not None  # tune() decides (see _scan_applies)
-        if ids_sorted:  # a memory-mapped id array stays on disk until a lookup needs it
-            self._sorted_ids, self._sorted_rows = ids, None
+        self.subset_scan = subset_scan and self.rows.codes is not None  # tune() decides (see _scan_applies)
 
     # ---- construction
 
@@ -312,12 +300,12 @@ class VectorIndex:
     @property
     def ntotal(self) -> int:
         """Number of vectors in the index."""
-        return self._size
+        return self.rows.size
 
     @property
     def store_dtype(self) -> str:
         """dtype of the exact copy of the vectors: "float16" or "float32" (see default_store_dtype)."""
-        return self._store.dtype.name
+        return self.rows.dtype
 
     @property
     def is_flat(self) -> bool:
@@ -325,70 +313,10 @@ class VectorIndex:
         return self.factory == "Flat"
 
     def _lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """(ids ascending, their store rows); rows is None when the store is in id order (as saved).
-
-        In id order the id array itself is the lookup (no 8 B/vector argsort array on the heap; a
-        memory-mapped load keeps it on disk).
-        """
-        if self._sorted_ids is None:
-            live = self._ids[: self._size]
-            if _increasing(live):
-                self._sorted_ids, self._sorted_rows = live, None
-            else:
-                self._sorted_rows = np.argsort(live, kind="stable")
-                self._sorted_ids = live[self._sorted_rows]
-        return self._sorted_ids, self._sorted_rows
-
-    def _id_map(self) -> tuple[str, np.ndarray | None]:
-        """How `_rows_of` maps ids to store rows: ("offset", None), ("table", int32 table) or ("search", None).
-
-        Binary search of 80 re-rank candidates per query in 1M sorted ids costs ~16 us per query, as much
-        as scoring them. Ids without gaps in store order (a fresh build) map by offset (row = id - first
-        id); ids spanning at most DENSE_ID_RANGE x their count (after some removals) through a table of
-        int32 rows, 4 B per id in range, built on first use; sparser ids by binary search.
-        """
-        if self._id_mode is None:
-            sorted_ids, sorted_rows = self._lookup()
-            span = int(sorted_ids[-1]) - int(sorted_ids[0]) + 1 if len(sorted_ids) else 0
-            if not len(sorted_ids) or len(sorted_ids) >= 2**31:
-                self._id_mode = ("search", None)
-            elif span == len(sorted_ids) and sorted_rows is None:
-                self._id_mode = ("offset", None)
-            elif span <= DENSE_ID_RANGE * len(sorted_ids):
-                table = np.full(span, -1, np.int32)
-                table[sorted_ids - sorted_ids[0]] = np.arange(len(sorted_ids)) if sorted_rows is None else sorted_rows
-                self._id_mode = ("table", table)
-            else:
-                self._id_mode = ("search", None)
-        return self._id_mode
-
-    def _rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, store rows of the found ids) for validated int64 ids."""
-        sorted_ids, sorted_rows = self._lookup()
-        if not len(sorted_ids):
-            return np.zeros(len(ids), bool), np.empty(0, np.int64)
-        mode, table = self._id_map()
-        if mode != "search":
-            offset = ids - sorted_ids[0]
-            inside = (offset >= 0) & (offset <= sorted_ids[-1] - sorted_ids[0])
-            if mode == "offset":
-                return inside, offset[inside]
-            rows = np.full(len(ids), -1, np.int64)
-            rows[inside] = table[offset[inside]]
-            found = rows >= 0
-            return found, rows[found]
-        position = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-        found = sorted_ids[position] == ids
-        return found, (position[found] if sorted_rows is None else sorted_rows[position[found]])
-
-    def _ids_at(self, rows: np.ndarray) -> np.ndarray:
-        """Ids of store rows; by offset for ids without gaps (the id array is not read: it stays on disk)."""
-        if self._id_map()[0] == "offset":
-            return rows + self._lookup()[0][0]
-        return self._ids[rows]
+        """(ids ascending, their rows); rows is None when the rows are in id order (Rows.lookup)."""
+        return self.rows.lookup()
 
     def _changed(self) -> None:
-        self._sorted_ids = self._sorted_rows = self._id_mode = None
         self._gpu_index = None
 
     def _device(self) -> gpu.GpuDevice | None:
@@ -405,23 +333,23 @@ class VectorIndex:
 
     def contains(self, ids: Any) -> np.ndarray:
         """Boolean array: whether each id is in the index."""
-        return self._rows_of(_as_ids(ids))[0]
+        return self.rows.rows_of(_as_ids(ids))[0]
 
     def ids(self) -> np.ndarray:
         """All ids in the index, int64, sorted ascending."""
-        return np.array(self._lookup()[0], dtype=np.int64)
+        return np.array(self.rows.lookup()[0], dtype=np.int64)
 
     def vectors(self, ids: Any) -> np.ndarray:
         """float32 (n, dim) vectors of `ids` from the exact copy; raises UnknownIdError for an absent id."""
         ids = _as_ids(ids)
-        found, rows = self._rows_of(ids)
+        found, rows = self.rows.rows_of(ids)
         if not found.all():
             missing = ids[~found]
             raise UnknownIdError(
                 f"expected ids present in the index, {len(missing)} are not (first: {int(missing[0])}); "
                 "check contains() first or re-index"
             )
-        return np.asarray(self._store[rows], dtype=np.float32)
+        return np.asarray(self.rows.store[rows], dtype=np.float32)
 
     # ---- add / remove
 
@@ -495,7 +423,7 @@ class VectorIndex:
             device.add_ivf(self._index, xb, ids)
         else:
             self._index.add_with_ids(xb, ids)
-        self._append(ids, xb, None if self._subset_pq is None else self._subset_pq.sa_encode(xb))
+        self.rows.append(ids, xb, None if self._subset_pq is None else self._subset_pq.sa_encode(xb))
         self._changed()
 
     def needs_retraining(self, growth: float = RETRAIN_GROWTH) -> bool:
@@ -505,10 +433,10 @@ class VectorIndex:
         unevenly as the collection drifts away from it. 4x: nlist ~ 4*sqrt(n) doubles over that growth
         (choose_index_key then picks a new factory anyway), and a rebuild costs a full re-add.
         """
-        if self.is_flat or not self._size:
+        if self.is_flat or not self.ntotal:
             return False
         trained_on = self.trained_on or (self.tuning or {}).get("ntotal")
-        return bool(trained_on) and self._size >= growth * trained_on
+        return bool(trained_on) and self.ntotal >= growth * trained_on
 
     def rebuilt(self, factory: str | None = None) -> VectorIndex:
         """A new index of `factory` (default: this one's) with the same ids and vectors, trained on all of them.
@@ -521,54 +449,30 @@ class VectorIndex:
         if rebuilt.store_dtype != self.store_dtype:
             logger.info("rebuilt index keeps a %s copy (from this index's %s copy)", rebuilt.store_dtype,
                         self.store_dtype)
-        size = self._size
+        size, store, ids = self.ntotal, self.rows.store, self.rows.ids
         if size and not rebuilt.is_flat:
-            rebuilt._train(self._store[:size], total=size)
+            rebuilt._train(store, total=size)
         for start in range(0, size, REBUILD_BLOCK):
             block = slice(start, min(size, start + REBUILD_BLOCK))
-            rebuilt.add(np.array(self._ids[block]), np.asarray(self._store[block], dtype=np.float32))
+            rebuilt.add(np.array(ids[block]), np.asarray(store[block], dtype=np.float32))
         logger.info("rebuilt %s as %s (%d vectors)", self.factory, rebuilt.factory, size)
         return rebuilt
-
-    def _append(self, ids: np.ndarray, xb: np.ndarray, codes: np.ndarray | None) -> None:
-        needed = self._size + len(ids)
-        if needed > len(self._ids) or not self._store.flags.writeable:
-            capacity = max(needed, 2 * self._size, 1024)  # doubling keeps many small adds linear
-            store = np.empty((capacity, self.dim), self._store.dtype)
-            all_ids = np.empty(capacity, np.int64)
-            store[: self._size], all_ids[: self._size] = self._store[: self._size], self._ids[: self._size]
-            self._store, self._ids = store, all_ids
-            if self._codes is not None:
-                grown = np.empty((capacity, self._codes.shape[1]), np.uint8)
-                grown[: self._size] = self._codes[: self._size]
-                self._codes = grown
-        self._store[self._size : needed] = xb
-        self._ids[self._size : needed] = ids
-        if self._codes is not None:
-            self._codes[self._size : needed] = codes
-        self._size = needed
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove `ids`; unknown ids are ignored. Returns how many vectors were removed."""
         self._check_writable()
         ids = _as_ids(ids)
-        found, rows = self._rows_of(ids)
+        found, rows = self.rows.rows_of(ids)
         targets = np.unique(ids[found])
         if not len(targets):
             return 0
         removed = int(self._index.remove_ids(faiss.IDSelectorBatch(len(targets), faiss.swig_ptr(targets))))
-        keep = np.ones(self._size, bool)
-        keep[rows] = False
-        self._store = np.ascontiguousarray(self._store[: self._size][keep])
-        self._ids = np.ascontiguousarray(self._ids[: self._size][keep])
-        if self._codes is not None:
-            self._codes = np.ascontiguousarray(self._codes[: self._size][keep])
-        self._size = len(self._ids)
+        self.rows.remove(rows)
         self._changed()
-        if removed != len(targets) or self._index.ntotal != self._size:
+        if removed != len(targets) or self._index.ntotal != self.ntotal:
             raise VectorIndexError(  # internal invariant, not user input
                 f"FAISS removed {removed} of {len(targets)} ids and now holds {self._index.ntotal} vectors "
-                f"while the exact copy holds {self._size}; rebuild the index"
+                f"while the exact copy holds {self.ntotal}; rebuild the index"
             )
         return removed
 
@@ -608,7 +512,7 @@ class VectorIndex:
         rerank = rerank_factor or self.rerank_factor
         if subset is not None:
             return self._search_subset(xq, k, _as_ids(subset, "subset"), nprobe, rerank)
-        if self._size == 0:
+        if self.ntotal == 0:
             return _pad(len(xq), k)
         return self._approximate_search(xq, k, self._ivf_params(nprobe), rerank, use_gpu=True)
 
@@ -672,7 +576,7 @@ class VectorIndex:
         candidates = np.asarray(candidates, dtype=np.int64)
         num_queries, count = candidates.shape
         valid = candidates != -1
-        found, found_rows = self._rows_of(candidates[valid])
+        found, found_rows = self.rows.rows_of(candidates[valid])
         if not found.all():  # internal invariant: FAISS only returns ids we hold
             raise VectorIndexError(
                 f"FAISS returned {int((~found).sum())} ids missing from the exact copy; rebuild the index"
@@ -681,17 +585,17 @@ class VectorIndex:
         rows[valid] = found_rows
         keep = min(k, count)
         scores, ids = _pad(num_queries, k)
-        if self._store.dtype == np.float32:
+        if self.store_dtype == "float32":
             if not valid.all():  # FAISS stops at a row's first -1: move them to the end
                 rows = np.take_along_axis(rows, np.argsort(~valid, axis=1, kind="stable"), 1)
             best, best_rows = np.empty((num_queries, keep), np.float32), np.empty((num_queries, keep), np.int64)
             faiss.knn_inner_products_by_idx(
-                faiss.swig_ptr(xq), faiss.swig_ptr(self._store), faiss.swig_ptr(rows), self.dim, num_queries,
-                self._size, count, keep, faiss.swig_ptr(best), faiss.swig_ptr(best_rows), count,
+                faiss.swig_ptr(xq), faiss.swig_ptr(self.rows.store), faiss.swig_ptr(rows), self.dim, num_queries,
+                self.ntotal, count, keep, faiss.swig_ptr(best), faiss.swig_ptr(best_rows), count,
             )
             hit = best_rows >= 0
             scores[:, :keep] = np.where(hit, best, -np.inf)
-            ids[:, :keep] = np.where(hit, self._ids_at(np.maximum(best_rows, 0)), -1)
+            ids[:, :keep] = np.where(hit, self.rows.ids_at(np.maximum(best_rows, 0)), -1)
             return scores, ids
         exact = np.full(candidates.shape, -np.inf, np.float32)
         rows = np.maximum(rows, 0)
@@ -699,7 +603,7 @@ class VectorIndex:
 
         def score(start: int) -> None:
             part = slice(start, start + block)
-            xb = self._store[rows[part].reshape(-1)].astype(np.float32).reshape(-1, count, self.dim)
+            xb = self.rows.store[rows[part].reshape(-1)].astype(np.float32).reshape(-1, count, self.dim)
             exact[part] = np.matmul(xb, xq[part][:, :, None])[:, :, 0]
 
         starts = range(0, num_queries, block)
@@ -718,9 +622,9 @@ class VectorIndex:
     def _search_subset(
         self, xq: np.ndarray, k: int, subset: np.ndarray, nprobe: int | None, rerank: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        if not _increasing(subset):
+        if not increasing(subset):
             subset = np.unique(subset)
-        members = np.ascontiguousarray(subset[self._rows_of(subset)[0]])  # present in the index, ascending
+        members = np.ascontiguousarray(subset[self.rows.rows_of(subset)[0]])  # present in the index, ascending
         count = len(members)
         if count == 0:
             return _pad(len(xq), k)
@@ -730,7 +634,7 @@ class VectorIndex:
         if self.subset_scan and self._scan_applies(k, count, nprobe, rerank):
             return self._scan_subset(xq, k, members)
         nlist = faiss.extract_index_ivf(self._index).nlist
-        selectivity = count / self._size
+        selectivity = count / self.ntotal
         if selectivity >= POST_FILTER_MIN_SELECTIVITY:
             raised = min(nlist, math.ceil(nprobe / selectivity**POST_FILTER_PROBE_EXPONENT))
             scores, ids = self._post_filtered(xq, k, members, raised, rerank, selectivity)
@@ -750,25 +654,25 @@ class VectorIndex:
         ratio = EXACT_COST_RATIO if rerank > 1 else EXACT_COST_RATIO_EXACT_SCORES
         if self.is_flat or count <= max(EXACT_SUBSET_MIN, ratio * self._query_cost(k, nprobe, rerank)):
             return True
-        if rerank > 1 or _is_pq(self.factory) or count >= POST_FILTER_MIN_SELECTIVITY * self._size:
+        if rerank > 1 or _is_pq(self.factory) or count >= POST_FILTER_MIN_SELECTIVITY * self.ntotal:
             return False
         nlist = faiss.extract_index_ivf(self._index).nlist
-        return count <= EXACT_VS_SELECTOR * self._selector_probes(nprobe, count) / nlist * self._size
+        return count <= EXACT_VS_SELECTOR * self._selector_probes(nprobe, count) / nlist * self.ntotal
 
     def _scan_applies(self, k: int, count: int, nprobe: int, rerank: int) -> bool:
         """Whether a subset of `count` rows falls in the subset scan's range, were it enabled
         (`subset_scan`, chosen by tune()): not searched exactly, at most SUBSET_SCAN_MAX_SELECTIVITY of
         the rows, and the selector would not probe every list (it then scans every 8-bit code anyway)."""
-        if self._codes is None or self._exact_applies(k, count, nprobe, rerank):
+        if self.rows.codes is None or self._exact_applies(k, count, nprobe, rerank):
             return False
-        return (count <= SUBSET_SCAN_MAX_SELECTIVITY * self._size
+        return (count <= SUBSET_SCAN_MAX_SELECTIVITY * self.ntotal
                 and self._selector_probes(nprobe, count) < faiss.extract_index_ivf(self._index).nlist)
 
     def _selector_probes(self, nprobe: int, count: int) -> int:
         """Lists `_selector_search` probes for a subset of `count` rows: nprobe raised by
         FILTER_PROBE_MARGIN / selectivity, at most nlist."""
         nlist = faiss.extract_index_ivf(self._index).nlist
-        return min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN * self._size / count))
+        return min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN * self.ntotal / count))
 
     def _selector_search(
         self, xq: np.ndarray, k: int, members: np.ndarray, nprobe: int, rerank: int
@@ -782,8 +686,8 @@ class VectorIndex:
     def _scan_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best-k over `members` (ids present, ascending, at least k of them or all): their 4-bit codes
         scanned by FAISS's fast scan for SUBSET_SCAN_RERANK x k candidates, re-scored exactly."""
-        _, rows = self._rows_of(members)
-        codes = np.take(self._codes, rows, axis=0)  # 100k rows: 0.5 ms, fancy indexing 6 ms
+        _, rows = self.rows.rows_of(members)
+        codes = np.take(self.rows.codes, rows, axis=0)  # 100k rows: 0.5 ms, fancy indexing 6 ms
         flat = faiss.IndexPQ(self.dim, self._subset_pq.pq.M, 4, faiss.METRIC_INNER_PRODUCT)
         flat.pq = self._subset_pq.pq  # the trained codebooks (copied: 4-bit PQ, d x 16 floats)
         flat.is_trained = True
@@ -796,11 +700,11 @@ class VectorIndex:
 
     def _exact_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the rows of `members` (ids present in the index), read in row order."""
-        _, rows = self._rows_of(members)
-        if not _increasing(rows):  # sequential reads of the (possibly memory-mapped) store
+        _, rows = self.rows.rows_of(members)
+        if not increasing(rows):  # sequential reads of the (possibly memory-mapped) store
             order = np.argsort(rows, kind="stable")
             rows, members = rows[order], members[order]
-        return _exact_topk(xq, _row_blocks(self._store, rows, members), k)
+        return _exact_topk(xq, _row_blocks(self.rows.store, rows, members), k)
 
     def _post_filtered(
         self, xq: np.ndarray, k: int, members: np.ndarray, nprobe: int, rerank: int, selectivity: float
@@ -829,11 +733,11 @@ class VectorIndex:
 
     def _query_cost(self, k: int, nprobe: int, rerank: int) -> float:
         """Stored vectors an unfiltered IVF query touches (cost.query_cost)."""
-        return query_cost(faiss.extract_index_ivf(self._index).nlist, self._size, k, nprobe, rerank)
+        return query_cost(faiss.extract_index_ivf(self._index).nlist, self.ntotal, k, nprobe, rerank)
 
     def _search_index(self) -> faiss.Index:
         """The GPU copy of the index for unfiltered search when a GPU is in use and supports it, else the CPU index."""
-        if self._size == 0 or self.is_flat:
+        if self.ntotal == 0 or self.is_flat:
             return self._index
         device = self._device()
         if device is None:
@@ -854,13 +758,13 @@ class VectorIndex:
             "factory": self.factory,
             "dim": self.dim,
             "metric": METRIC,
-            "ntotal": self._size,
+            "ntotal": self.ntotal,
             "nprobe": self.nprobe,
             "rerank_factor": self.rerank_factor,
             "trained_on": self.trained_on,
             "store_dtype": self.store_dtype,
             **({"subset_codes": f"PQ{self._subset_pq.pq.M}x4", "subset_scan": self.subset_scan}
-               if self._codes is not None else {}),
+               if self.rows.codes is not None else {}),
             **({"tuning": self.tuning} if self.tuning is not None else {}),
             "faiss_version": faiss.__version__,
             "format_version": FORMAT_VERSION,
@@ -882,12 +786,10 @@ class VectorIndex:
         try:
             temps[INDEX_FILE] = temp_path(directory, INDEX_FILE)
             faiss.write_index(self._index, str(temps[INDEX_FILE]))
-            sorted_ids, sorted_rows = self._lookup()
-            store = self._store[: self._size] if sorted_rows is None else self._store[sorted_rows]
+            store, sorted_ids, codes = self.rows.in_id_order()
             store_file = STORE_FILES[self.store_dtype]
             arrays = [(store_file, store), (IDS_FILE, sorted_ids)]
-            if self._codes is not None:
-                codes = self._codes[: self._size] if sorted_rows is None else self._codes[sorted_rows]
+            if codes is not None:
                 arrays.append((SUBSET_CODES_FILE, codes))
                 temps[SUBSET_PQ_FILE] = temp_path(directory, SUBSET_PQ_FILE)
                 faiss.write_index(self._subset_pq, str(temps[SUBSET_PQ_FILE]))
@@ -910,7 +812,7 @@ class VectorIndex:
             for path in temps.values():
                 path.unlink(missing_ok=True)
             fsync_directory(directory)
-        logger.info("saved %d vectors (%s) to %s", self._size, self.factory, directory)
+        logger.info("saved %d vectors (%s) to %s", self.ntotal, self.factory, directory)
 
     @classmethod
     def load(

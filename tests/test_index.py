@@ -188,9 +188,8 @@ def test_rerank_with_few_candidates_pads(built, data) -> None:
 
 def _float16_twin(index: VectorIndex) -> VectorIndex:
     """The same FAISS index with a float16 copy (as saved before store_dtype existed)."""
-    size = index.ntotal
     return VectorIndex(index._index, index.dim, index.factory, index.nprobe,
-                       np.asarray(index._store[:size], np.float16), np.array(index._ids[:size]),
+                       np.asarray(index.rows.store, np.float16), np.array(index.rows.ids),
                        rerank_factor=index.rerank_factor)
 
 
@@ -232,7 +231,7 @@ def test_id_to_row_maps_agree(layout: str) -> None:
         index.remove(ids[removed])
         live[removed] = False
     expected_mode = {"contiguous": "offset", "shuffled": "table", "gaps": "table", "sparse": "search"}[layout]
-    assert index._id_map()[0] == expected_mode
+    assert index.rows.id_map()[0] == expected_mode
     probe = np.concatenate([ids, ids + 1, [0, 10**9]])
     truth = np.isin(probe, ids[live])
     np.testing.assert_array_equal(index.contains(probe), truth)
