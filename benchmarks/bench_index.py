@@ -129,7 +129,7 @@ def make_vectors(args) -> tuple[np.ndarray, np.ndarray, dict]:
         xb = clustered(args.n, args.d, clusters, args.noise, seed=args.seed, centers_seed=args.seed)
         xq = clustered(args.queries, args.d, clusters, args.noise, seed=args.seed + 1, centers_seed=args.seed)
         return xb, xq, {"data": "synthetic", "clusters": clusters, "noise": args.noise}
-    tiles = real_tiles(corpus_index(args.real_db, args.archive))
+    tiles = real_tiles(corpus_index(args.real_db, args.archive, "--real-db"))
     spacing = median_neighbour_distance(tiles)
     noise = args.real_noise if args.real_noise is not None else 0.5 * spacing / np.sqrt(tiles.shape[1])
     order = np.random.default_rng(args.seed + 3).permutation(len(tiles))

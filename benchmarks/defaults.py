@@ -28,17 +28,21 @@ def require_archive(path: str | Path, option: str, manifest: bool = False) -> Pa
     missing = "no such folder" if not folder.is_dir() else (
         "no manifest.csv in it" if manifest and not (folder / "manifest.csv").is_file() else None)
     if missing:
-        sys.exit(f"error: {option} {folder}: {missing}; pass {option} with a labelled archive (the developer "
-                 "corpus is ../shared/data next to the checkout)")
+        wanted = "a labelled archive (a folder with manifest.csv)" if manifest else "an archive folder"
+        sys.exit(f"error: {option} {folder}: {missing}; pass {option} with {wanted}; the developer corpus is "
+                 "../shared/data next to the checkout")
     return folder
 
 
-def corpus_index(db: str | Path, archive: str | Path) -> Path:
-    """Index directory `db`, first built from `archive` with `sarsearch index` if it holds no committed index."""
+def corpus_index(db: str | Path, archive: str | Path, option: str = "--db") -> Path:
+    """Index directory `db` (given as `option`), first built from `archive` with `sarsearch index` if it holds
+    no committed index."""
     db = Path(db)
     if (db / "CURRENT").is_file():
         return db
-    require_archive(archive, "--archive")
+    if not Path(archive).is_dir():
+        sys.exit(f"error: no index at {db}, and no folder --archive {archive} to build it from; build it with "
+                 f"`sarsearch index ARCHIVE --db {db}`, or pass {option} with an index of the corpus")
     print(f"no index at {db}: building it with `sarsearch index {archive} --db {db}` "
           "(the developer corpus: ~3 min on 2 cores)", file=sys.stderr, flush=True)
     command = [sys.executable, "-m", "sarclip_search", "index", str(archive), "--db", str(db), "--quiet"]

@@ -88,9 +88,10 @@ def test_corpus_index_present_is_used_as_is(tmp_path, monkeypatch):
 def test_corpus_index_missing_without_archive_is_one_line(tmp_path):
     defaults = load_defaults()
     with pytest.raises(SystemExit) as exit_info:
-        defaults.corpus_index(tmp_path / "db", tmp_path / "no-archive")
+        defaults.corpus_index(tmp_path / "db", tmp_path / "no-archive", "--real-db")
     message = str(exit_info.value.code)
     assert "--archive" in message and "no-archive" in message and "\n" not in message
+    assert f"sarsearch index ARCHIVE --db {tmp_path / 'db'}" in message and "--real-db" in message
     assert not (tmp_path / "db").exists()
 
 
