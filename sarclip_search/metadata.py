@@ -4,9 +4,16 @@ Four sources, in order of precedence (a value from an earlier source wins):
 
 1. the archive manifest, ``ARCHIVE/manifest.csv`` (one row per file, keyed by ``path``);
 2. a STAC Item sidecar next to the raster, ``<file>.json`` (e.g. ``x.tif.json``);
-3. the raster's own tags (e.g. ``TIFFTAG_DATETIME``), as read by the raster reader;
+3. the raster's own tags, as read by the raster reader;
 4. a Sentinel-1 product name in the file's path (`sentinel1_name_metadata`): acquisition start,
    instrument mode, platform and product type, for chips cut from a product that carry none of these.
+
+When the scene was acquired (`scene_times`): ``datetime`` from the manifest, else the sidecar, else a
+Sentinel-1 product name; ``start_datetime``/``end_datetime`` as a pair from the manifest, else the
+sidecar; a date without a time (``2019-09-17``) is that day (``datetime`` its midnight, the range the
+whole day). Raster tags never give it: ``TIFFTAG_DATETIME`` is when the file was written (TIFF 6.0
+"date and time of image creation"), often years after the acquisition, and is kept as
+``processing:datetime``. Unknown stays None.
 
 Where a scene is when its raster has no CRS: `scene_footprint` takes a STAC sidecar's bbox, else a
 point location from the manifest (`point_location`: ``lon``/``lat`` or ``center_lon``/``center_lat``
@@ -15,8 +22,9 @@ when the manifest gives its pixel spacing (`pixel_spacing_m`).
 
 Known keys are renamed to their STAC names (`STAC_FIELD_MAP`) so that a manifest column
 ``polarization`` and a STAC property ``sar:polarizations`` end up in the same catalog column.
-Values are kept as found (``'VV+VH (2 bands, float32 dB)'`` stays that string); only ``datetime``
-is normalized, to a naive UTC `datetime.datetime` (or None).
+Values are kept as found (``'VV+VH (2 bands, float32 dB)'`` stays that string); only times are
+normalized: ``datetime`` to a naive UTC `datetime.datetime` (or None), ``start_datetime``,
+``end_datetime`` and ``processing:datetime`` to naive UTC ISO 8601 text.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import math
 import posixpath
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 from sarclip_search.errors import MetadataError
@@ -60,14 +68,19 @@ STAC_FIELD_MAP: dict[str, str] = {
     "incidence_angle": "view:incidence_angle",
 }
 
-# Raster tags worth keeping under another name. Other `TIFFTAG_*` tags and GDAL's
-# `AREA_OR_POINT` describe the file, not the scene, and are dropped.
-RASTER_TAG_MAP: dict[str, str] = {"TIFFTAG_DATETIME": "datetime"}
+# Raster tags worth keeping under another name. `TIFFTAG_DATETIME` is when the file was written, not
+# when the scene was acquired (KOMPSAT-5 GeoTIFFs of a 2015 pass say 2020): it is the STAC processing
+# extension's `processing:datetime`, never `datetime`. Other `TIFFTAG_*` tags and GDAL's `AREA_OR_POINT`
+# describe the file, not the scene, and are dropped.
+RASTER_TAG_MAP: dict[str, str] = {"TIFFTAG_DATETIME": "processing:datetime"}
 _DROPPED_RASTER_TAGS = {"AREA_OR_POINT"}
+# Acquisition time fields (STAC common metadata), resolved together by `scene_times`.
+TIME_FIELDS = ("datetime", "start_datetime", "end_datetime")
 
 # Bump when a rule here changes what `scene_metadata` / `scene_footprint` derive from unchanged inputs:
 # it is part of `metadata_hash`, so the next `index` run refreshes every scene's metadata (no re-embedding).
-METADATA_RULES_VERSION = 1
+# 2: TIFFTAG_DATETIME is processing:datetime, not datetime; start/end_datetime; a date alone is its day.
+METADATA_RULES_VERSION = 2
 
 # Sentinel-1 product names (ESA naming): MMM_BB_TTTR_LFPP_<start>_<stop>_<orbit>_<datatake>_<id>, e.g.
 # S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0. Stripmap products name their
@@ -208,8 +221,8 @@ def sidecar_path(raster_path: Path) -> Path:
 def load_stac_sidecar(raster_path: Path) -> dict[str, object]:
     """Properties of the STAC Item next to `raster_path` (``x.tif`` -> ``x.tif.json``), or ``{}``.
 
-    Returns the Item's ``properties`` plus ``bbox`` (a tuple, when the Item has one) and
-    ``datetime`` (``properties.datetime``, falling back to ``start_datetime``).
+    Returns the Item's ``properties`` (``datetime``, ``start_datetime`` ... as written; `scene_times`
+    reads them) plus ``bbox`` (a tuple, when the Item has one).
     Malformed JSON or a document that is not a STAC Item raises MetadataError.
     """
     path = sidecar_path(raster_path)
@@ -233,7 +246,6 @@ def load_stac_sidecar(raster_path: Path) -> dict[str, object]:
         # A 3D bbox is [minx, miny, minz, maxx, maxy, maxz]; keep the 2D part.
         values = [float(v) for v in bbox]
         result["bbox"] = tuple(values) if len(values) == 4 else (values[0], values[1], values[3], values[4])
-    result["datetime"] = result.get("datetime") or result.get("start_datetime")
     return result
 
 
@@ -244,6 +256,7 @@ def parse_datetime(value: object) -> datetime | None:
     """A naive UTC datetime from a datetime, date, ISO 8601 string or TIFF ``YYYY:MM:DD HH:MM:SS``.
 
     Returns None for None / ''. Raises ValueError if the value cannot be read as a time.
+    A date alone (``2019-09-17``) is its midnight; `is_date_only` tells such values apart.
     """
     if value is None or value == "":
         return None
@@ -266,6 +279,26 @@ def parse_datetime(value: object) -> datetime | None:
     return moment
 
 
+def is_date_only(value: object) -> bool:
+    """True for a date without a time of day: a `datetime.date`, or text such as ``2019-09-17``."""
+    if isinstance(value, datetime):
+        return False
+    if isinstance(value, date):
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        date.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def iso_text(moment: datetime) -> str:
+    """A naive UTC datetime as the ISO 8601 text the catalog keeps (``2019-09-17T23:59:59.999999``)."""
+    return moment.isoformat()
+
+
 def stac_name(key: str) -> str:
     """The catalog name of a metadata key: its STAC name if known, else the key itself."""
     return STAC_FIELD_MAP.get(key.lower(), key)
@@ -278,6 +311,8 @@ def _renamed(source: Mapping[str, object]) -> dict[str, object]:
 def _tags_as_metadata(raster_tags: Mapping[str, str]) -> dict[str, object]:
     kept: dict[str, object] = {}
     for key, value in raster_tags.items():
+        if key.lower() in TIME_FIELDS:
+            continue  # a raster tag is no acquisition time (see RASTER_TAG_MAP); other sources give it
         if key in RASTER_TAG_MAP:
             kept[RASTER_TAG_MAP[key]] = value
         elif not key.startswith("TIFFTAG_") and key not in _DROPPED_RASTER_TAGS:
@@ -423,6 +458,67 @@ def scene_footprint(
     return None, None
 
 
+def _read_time(rel_path: str, field: str, value: object, where: str) -> datetime | None:
+    """`parse_datetime(value)`, or None (logged) when the value is no readable time."""
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        log.warning("%s: ignoring unreadable %s %r in the %s", rel_path, field, value, where)
+        return None
+
+
+def scene_times(
+    rel_path: str,
+    manifest_row: Mapping[str, object] | None,
+    stac: Mapping[str, object],
+    name_datetime: datetime | None = None,
+) -> dict[str, object]:
+    """When a scene was acquired: ``datetime`` (naive UTC datetime or None) and, when known,
+    ``start_datetime`` / ``end_datetime`` (naive UTC ISO text, both or neither).
+
+    ``datetime``: the first readable value of the manifest row, the STAC sidecar, then `name_datetime`
+    (a Sentinel-1 product name's start). A date alone (``2019-09-17``) counts from its midnight, so
+    ``--after 2019-09-17 --before 2019-09-18`` holds it, and, unless a range is given, makes the range
+    that whole day (``2019-09-17T00:00:00`` to ``2019-09-17T23:59:59.999999``); when the product name
+    gives a time on that very day, that time is taken instead. ``start_datetime``/``end_datetime``: the
+    first source that gives both, readable, start <= end. Raster tags are no source (`RASTER_TAG_MAP`).
+    Unreadable or incomplete values are logged and skipped; nothing known leaves ``datetime`` None.
+    """
+    sources = (("manifest", manifest_row or {}), ("STAC sidecar", stac))
+    moment: datetime | None = None
+    day_only = False
+    for where, source in sources:
+        value = _lookup(source, "datetime")
+        moment = _read_time(rel_path, "datetime", value, where)
+        if moment is not None:
+            day_only = is_date_only(value)
+            break
+    if moment is None:
+        moment = name_datetime
+    elif day_only and name_datetime is not None and name_datetime.date() == moment.date():
+        moment, day_only = name_datetime, False
+
+    times: dict[str, object] = {"datetime": moment}
+    for where, source in sources:
+        start_value, end_value = _lookup(source, "start_datetime"), _lookup(source, "end_datetime")
+        if start_value in (None, "") and end_value in (None, ""):
+            continue
+        start = _read_time(rel_path, "start_datetime", start_value, where)
+        end = _read_time(rel_path, "end_datetime", end_value, where)
+        if is_date_only(end_value) and end is not None:
+            end += timedelta(days=1, microseconds=-1)  # an end date includes its day
+        if start is None or end is None or start > end:
+            log.warning("%s: ignoring start_datetime %r / end_datetime %r in the %s (expected both, start <= end)",
+                        rel_path, start_value, end_value, where)
+            continue
+        times["start_datetime"], times["end_datetime"] = iso_text(start), iso_text(end)
+        break
+    if "start_datetime" not in times and moment is not None and day_only:
+        times["start_datetime"] = iso_text(moment)
+        times["end_datetime"] = iso_text(moment + timedelta(days=1, microseconds=-1))
+    return times
+
+
 def scene_metadata(
     rel_path: str,
     manifest_row: Mapping[str, object] | None,
@@ -433,10 +529,11 @@ def scene_metadata(
 
     Keys are renamed to STAC names via `STAC_FIELD_MAP` before merging, so a manifest
     `polarization` overrides a sidecar `sar:polarizations`. None values do not override.
-    ``path`` is `rel_path`; ``datetime`` becomes a naive UTC datetime (an unreadable one is
-    logged and dropped). A Sentinel-1 product name in the path (`sentinel1_name_metadata`) fills
-    the fields no other source gives, and the datetime when no other source gives a readable one.
-    Returns a flat dict of column -> python value.
+    ``path`` is `rel_path`. The acquisition time fields (`TIME_FIELDS`) come from `scene_times`:
+    ``datetime`` is always there (None when unknown), ``start_datetime``/``end_datetime`` when known.
+    ``processing:datetime`` (from ``TIFFTAG_DATETIME``: when the file was written) becomes ISO text
+    when readable. A Sentinel-1 product name in the path (`sentinel1_name_metadata`) fills the fields
+    no other source gives. Returns a flat dict of column -> python value.
     """
     from_name = sentinel1_name_metadata(rel_path)
     name_datetime = from_name.pop("datetime", None)
@@ -452,12 +549,13 @@ def scene_metadata(
             merged[key] = value
             spelled[key.lower()] = key
     merged["path"] = rel_path
-    if "datetime" in merged:
+    for key in [k for k in merged if k.lower() in TIME_FIELDS]:
+        del merged[key]
+    merged.update(scene_times(rel_path, manifest_row, stac, name_datetime))
+    processed = spelled.get("processing:datetime")
+    if processed is not None and merged[processed] is not None:
         try:
-            merged["datetime"] = parse_datetime(merged["datetime"])
+            merged[processed] = iso_text(parse_datetime(merged[processed]))  # type: ignore[arg-type]
         except ValueError:
-            log.warning("%s: ignoring unreadable datetime %r", rel_path, merged["datetime"])
-            merged["datetime"] = None
-    if name_datetime is not None and merged.get("datetime") is None:
-        merged["datetime"] = name_datetime
+            log.info("%s: processing:datetime %r kept as found (not a readable time)", rel_path, merged[processed])
     return merged

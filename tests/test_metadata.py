@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sarclip_search import metadata
 from sarclip_search.errors import MetadataError
 from sarclip_search.metadata import (
     METRES_PER_DEGREE,
@@ -23,6 +24,7 @@ from sarclip_search.metadata import (
     point_location,
     scene_footprint,
     scene_metadata,
+    scene_times,
     sentinel1_name_metadata,
 )
 
@@ -132,11 +134,66 @@ def test_scene_metadata_precedence() -> None:
     assert "TIFFTAG_SOFTWARE" not in merged and "polarization" not in merged
 
 
-def test_scene_metadata_tags_only_and_bad_datetime() -> None:
-    merged = scene_metadata("x.tif", None, {}, {"TIFFTAG_DATETIME": "2019:09:17 10:00:00"})
-    assert merged["datetime"] == datetime(2019, 9, 17, 10, 0)
+# --- acquisition time -------------------------------------------------------------------------------------
+
+KOMPSAT_TAGS = {"TIFFTAG_DATETIME": "2020:07:21 07:55:31", "TIFFTAG_SOFTWARE": "GDAL"}  # when the file was written
+
+
+def test_tiff_datetime_is_the_processing_time_never_the_acquisition() -> None:
+    merged = scene_metadata("k5/WTR00001_K5_NIA0184.tif", {"datetime": "2015-06-03T17:14:36Z"}, {}, KOMPSAT_TAGS)
+    assert merged["datetime"] == datetime(2015, 6, 3, 17, 14, 36)
+    assert merged["processing:datetime"] == "2020-07-21T07:55:31"
+    assert "start_datetime" not in merged and "TIFFTAG_DATETIME" not in merged
+    alone = scene_metadata("x.tif", None, {}, KOMPSAT_TAGS)  # nothing else knows: unknown, not 2020
+    assert alone["datetime"] is None and alone["processing:datetime"] == "2020-07-21T07:55:31"
+    assert scene_metadata("x.tif", None, {}, {"DATETIME": "2020-07-21T07:55:31Z"})["datetime"] is None  # no tag
+    assert scene_metadata("x.tif", None, {}, {"TIFFTAG_DATETIME": "garbage"})["processing:datetime"] == "garbage"
+
+
+def test_scene_metadata_bad_datetime() -> None:
     merged = scene_metadata("x.tif", {"datetime": "yesterday"}, {}, {})
-    assert merged["datetime"] is None
+    assert merged["datetime"] is None and "start_datetime" not in merged
+
+
+@pytest.mark.parametrize(("manifest", "stac", "expected"), [
+    ({"datetime": "2016-05-18T08:41:27Z"}, {"datetime": "2001-01-01T00:00:00Z"}, datetime(2016, 5, 18, 8, 41, 27)),
+    ({"datetime": None}, {"datetime": "2001-01-01T00:00:00Z"}, datetime(2001, 1, 1)),  # empty cell: next source
+    ({"datetime": "soon"}, {"datetime": "2001-01-01T00:00:00Z"}, datetime(2001, 1, 1)),  # unreadable: next source
+    ({"DateTime": "2016-05-18T10:41:27+02:00"}, {}, datetime(2016, 5, 18, 8, 41, 27)),  # any case; to UTC
+    ({}, {}, datetime(2015, 8, 23, 22, 12, 33)),  # only the Sentinel-1 name knows
+])
+def test_datetime_precedence(manifest: dict, stac: dict, expected: datetime) -> None:
+    assert scene_metadata(S1_FOLDER, manifest, stac, KOMPSAT_TAGS)["datetime"] == expected
+
+
+def test_a_date_alone_is_its_whole_day() -> None:
+    merged = scene_metadata("sen1floods11/images/Spain_7370579_S1Hand.tif", {"datetime": "2019-09-17"}, {}, {})
+    assert merged["datetime"] == datetime(2019, 9, 17)
+    assert (merged["start_datetime"], merged["end_datetime"]) == ("2019-09-17T00:00:00", "2019-09-17T23:59:59.999999")
+    # the product name gives the time of that day: the time wins; another day: the manifest's date stays
+    assert scene_times(S1_FOLDER, {"datetime": "2015-08-23"}, {}, datetime(2015, 8, 23, 22, 12, 33)) == {
+        "datetime": datetime(2015, 8, 23, 22, 12, 33)}
+    assert scene_times(S1_FOLDER, {"datetime": "2015-08-24"}, {}, datetime(2015, 8, 23, 22, 12, 33))["end_datetime"] \
+        == "2015-08-24T23:59:59.999999"
+
+
+@pytest.mark.parametrize(("manifest", "stac", "expected"), [
+    ({"start_datetime": "2019-01-01", "end_datetime": "2019-01-31"}, {},  # end date: to the end of that day
+     {"datetime": None, "start_datetime": "2019-01-01T00:00:00", "end_datetime": "2019-01-31T23:59:59.999999"}),
+    ({}, {"start_datetime": "2019-01-01T10:00:00Z", "end_datetime": "2019-01-01T10:00:25Z"},  # a sidecar range
+     {"datetime": None, "start_datetime": "2019-01-01T10:00:00", "end_datetime": "2019-01-01T10:00:25"}),
+    ({"start_datetime": "2019-01-01", "end_datetime": None},  # half a range: the next source's pair
+     {"start_datetime": "2018-01-01T00:00:00Z", "end_datetime": "2018-02-01T00:00:00Z"},
+     {"datetime": None, "start_datetime": "2018-01-01T00:00:00", "end_datetime": "2018-02-01T00:00:00"}),
+    ({"start_datetime": "2019-02-01", "end_datetime": "2019-01-01"}, {}, {"datetime": None}),  # reversed
+    ({"datetime": "2019-01-05", "start_datetime": "2019-01-01", "end_datetime": "2019-01-31"}, {},  # a given range
+     {"datetime": datetime(2019, 1, 5), "start_datetime": "2019-01-01T00:00:00",  # beats the day's
+      "end_datetime": "2019-01-31T23:59:59.999999"}),
+])
+def test_start_and_end_datetime(manifest: dict, stac: dict, expected: dict) -> None:
+    assert scene_times("x.tif", manifest, stac) == expected
+    merged = scene_metadata("x.tif", manifest, stac, KOMPSAT_TAGS)
+    assert {k: merged[k] for k in merged if k in expected} == expected and set(expected) <= set(merged)
 
 
 # --- time and place of chips that carry them outside the raster -------------------------------------------
@@ -166,7 +223,7 @@ def test_product_name_fills_only_what_no_other_source_gives() -> None:
     assert merged["datetime"] == datetime(2015, 8, 23, 22, 12, 33)
     assert merged["sar:instrument_mode"] == "EW" and merged["platform"] == "sentinel-1a"
     tagged = scene_metadata(S1_FOLDER, None, {}, {"TIFFTAG_DATETIME": "2019:09:17 10:00:00", "PLATFORM": "x"})
-    assert tagged["datetime"] == datetime(2019, 9, 17, 10, 0) and tagged["PLATFORM"] == "x"
+    assert tagged["datetime"] == datetime(2015, 8, 23, 22, 12, 33) and tagged["PLATFORM"] == "x"  # name, not tag
     assert "platform" not in tagged  # one column, spelled as the higher source spells it
     unreadable = scene_metadata(S1_FOLDER, {"datetime": "yesterday"}, {}, {})
     assert unreadable["datetime"] == datetime(2015, 8, 23, 22, 12, 33)  # the name still knows
@@ -231,6 +288,15 @@ def test_metadata_hash_follows_manifest_row_and_sidecar() -> None:
     assert metadata_hash(None, {}) != metadata_hash({}, {})
 
 
+def test_metadata_hash_follows_the_rules_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rules change (here: datetime no longer from TIFFTAG_DATETIME) re-labels every scene once."""
+    row = {"label": "water", "datetime": "2015-06-03T17:14:36Z"}
+    current = metadata_hash(row, {})
+    assert metadata.METADATA_RULES_VERSION >= 2
+    monkeypatch.setattr(metadata, "METADATA_RULES_VERSION", 1)
+    assert metadata_hash(row, {}) != current
+
+
 @pytest.mark.skipif(not (REAL_ARCHIVE / "manifest.csv").is_file(), reason="shared data not present")
 def test_real_opensarship_rows_get_time_and_place() -> None:
     manifest = load_manifest(REAL_ARCHIVE)
@@ -251,3 +317,24 @@ def test_real_opensarship_rows_get_time_and_place() -> None:
     others = [scene_footprint(None, 8, 8, scene_metadata(p, r, {}, {}))[1]
               for p, r in manifest.items() if r["dataset"] != "OpenSARShip"]
     assert set(others) == {None}  # no other dataset of the corpus claims a point
+
+
+@pytest.mark.skipif(not (REAL_ARCHIVE / "manifest.csv").is_file(), reason="shared data not present")
+def test_real_acquisition_times() -> None:
+    """The corpus manifest's `datetime` column, not the GeoTIFFs' TIFFTAG_DATETIME (read from the files)."""
+    from sarclip_search import raster
+
+    manifest = load_manifest(REAL_ARCHIVE)
+    kompsat = {p: r for p, r in manifest.items() if r["dataset"] == "KOMPSAT-5-water"}
+    assert kompsat
+    for path, row in kompsat.items():
+        tags = raster.read_info(REAL_ARCHIVE / path).tags
+        merged = scene_metadata(path, row, {}, tags)
+        assert merged["datetime"] == datetime(2015, 6, 3, 17, 14, 36), path
+        if "TIFFTAG_DATETIME" in tags:
+            assert merged["processing:datetime"] != merged["datetime"].isoformat()
+    [(path, row)] = [(p, r) for p, r in manifest.items() if r["dataset"] == "Sen1Floods11"]
+    merged = scene_metadata(path, row, {}, raster.read_info(REAL_ARCHIVE / path).tags)
+    assert merged["datetime"] == datetime(2019, 9, 17) and merged["end_datetime"] == "2019-09-17T23:59:59.999999"
+    undated = [p for p, r in manifest.items() if r.get("datetime") is None and "S1" not in p]
+    assert undated and all(scene_metadata(p, manifest[p], {}, {})["datetime"] is None for p in undated[:50])
