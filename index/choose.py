@@ -24,6 +24,11 @@ TRAIN_MIN_POINTS = 65_536  # PQ's sub-quantizers are 256-centroid k-means: 256 p
 TRAIN_MAX_POINTS = 2**19  # cap: 2 cores run 4096-list k-means on 262k x 256 in ~2 min (never tens)
 
 
+def is_pq(factory: str) -> bool:
+    """Whether a factory string stores PQ codes (lossy scores: re-ranked, float32 copy, subset codes)."""
+    return ",PQ" in factory or factory.startswith("PQ")
+
+
 def _nearest_power_of_two(x: float) -> int:
     """The power of two nearest to `x` on a log scale (1 for x <= 1)."""
     if x <= 1:

@@ -125,7 +125,7 @@ def tune_index(
                 found = candidates[:, :fetch]  # FAISS returns candidates best first
             else:
                 # as deep as a real query: k * factor candidates, plus the query itself when it is in the index
-                found = index._rerank(xq, candidates[:, : k * factor + fetch - k], fetch)[1]
+                found = index.rerank(xq, candidates[:, : k * factor + fetch - k], fetch)[1]
             per_query = recall_per_query(_drop_own_ids(found, own_ids, k), truth, k)
             per_query = per_query[~np.isnan(per_query)]
             recall = float(per_query.mean()) if len(per_query) else 1.0

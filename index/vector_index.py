@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +22,11 @@ import faiss
 import numpy as np
 
 from . import gpu
-from .choose import training_sample_size
+from .choose import is_pq, training_sample_size
 from .cost import query_cost
 from .errors import UnknownIdError, VectorIndexError
 from .exact import _as_ids, _as_matrix, _exact_topk, _pad, _row_blocks
+from .rerank import default_rerank_factor, exact_rerank
 from .rows import Rows, increasing
 from .storage import (
     FORMAT_VERSION,
@@ -99,20 +99,7 @@ SUBSET_SCAN_MAX_SELECTIVITY = 0.2
 SUBSET_SCAN_RERANK = 12
 SUBSET_SCAN_BLOCK = 64  # codes per fast-scan block: 63 ms per 1000 queries x 100k codes, 77 ms with 32
 SUBSET_SCAN_DIMS = 4  # dimensions per 4-bit sub-quantizer
-PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
-RERANK_BLOCK_BYTES = 1024**2  # re-ranking converts 1 MB of candidates at a time: cache-sized, faster than 32 MB
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
-
-
-_RERANK_POOL: ThreadPoolExecutor | None = None
-
-
-def _rerank_pool() -> ThreadPoolExecutor | None:
-    """Threads for re-ranking blocks of queries (one per CPU), or None on a single CPU."""
-    global _RERANK_POOL
-    if _RERANK_POOL is None and (os.cpu_count() or 1) > 1:
-        _RERANK_POOL = ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="rerank")
-    return _RERANK_POOL
 
 
 def _member_bits(members: np.ndarray) -> np.ndarray | None:
@@ -161,19 +148,10 @@ def default_nprobe(nlist: int) -> int:
     return min(nlist, max(16, min(256, nlist // 8)))
 
 
-def _is_pq(factory: str) -> bool:
-    return ",PQ" in factory or factory.startswith("PQ")
-
-
-def default_rerank_factor(factory: str) -> int:
-    """Candidates fetched per result before exact re-ranking: 8 for PQ codes (lossy scores), else 1 (none)."""
-    return PQ_RERANK_FACTOR if _is_pq(factory) else 1
-
-
 def subset_quantizer(dim: int, factory: str) -> faiss.IndexPQ | None:
     """An untrained 4-bit PQ (dim/SUBSET_SCAN_DIMS sub-quantizers, inner product) for `_scan_subset`,
     or None: only PQ indexes keep subset codes (IVF-Flat and Flat scan exact vectors as cheaply)."""
-    if not _is_pq(factory) or dim % SUBSET_SCAN_DIMS:
+    if not is_pq(factory) or dim % SUBSET_SCAN_DIMS:
         return None
     return faiss.IndexPQ(dim, dim // SUBSET_SCAN_DIMS, 4, faiss.METRIC_INNER_PRODUCT)
 
@@ -185,7 +163,7 @@ def default_store_dtype(factory: str) -> str:
     ~20 us per query; float16 rows gathered, cast and multiplied in numpy ~100 us, 65 of them the cast.
     The price is disk (1024 instead of 512 B/vector at d=256), not resident memory: the copy is mapped.
     """
-    return "float32" if _is_pq(factory) else "float16"
+    return "float32" if is_pq(factory) else "float16"
 
 
 # ---------------------------------------------------------------- the index
@@ -564,60 +542,12 @@ class VectorIndex:
         if rerank <= 1 or self.is_flat:
             return self._faiss_search(xq, k, params, use_gpu)
         _, candidates = self._faiss_search(xq, k * rerank, params, use_gpu)
-        return self._rerank(xq, candidates, k)
+        return self.rerank(xq, candidates, k)
 
-    def _rerank(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact best-k of candidate ids (q, c) (-1 = none) against the exact copy, best first.
-
-        k * rerank_factor rows per query are read: random reads of a memory-mapped copy, served from the
-        page cache once warm. A float32 copy is gathered and scored by FAISS in C++ (OpenMP over queries);
-        a float16 one in numpy, RERANK_BLOCK_BYTES of candidates at a time.
-        """
-        candidates = np.asarray(candidates, dtype=np.int64)
-        num_queries, count = candidates.shape
-        valid = candidates != -1
-        found, found_rows = self.rows.rows_of(candidates[valid])
-        if not found.all():  # internal invariant: FAISS only returns ids we hold
-            raise VectorIndexError(
-                f"FAISS returned {int((~found).sum())} ids missing from the exact copy; rebuild the index"
-            )
-        rows = np.full(candidates.shape, -1, np.int64)
-        rows[valid] = found_rows
-        keep = min(k, count)
-        scores, ids = _pad(num_queries, k)
-        if self.store_dtype == "float32":
-            if not valid.all():  # FAISS stops at a row's first -1: move them to the end
-                rows = np.take_along_axis(rows, np.argsort(~valid, axis=1, kind="stable"), 1)
-            best, best_rows = np.empty((num_queries, keep), np.float32), np.empty((num_queries, keep), np.int64)
-            faiss.knn_inner_products_by_idx(
-                faiss.swig_ptr(xq), faiss.swig_ptr(self.rows.store), faiss.swig_ptr(rows), self.dim, num_queries,
-                self.ntotal, count, keep, faiss.swig_ptr(best), faiss.swig_ptr(best_rows), count,
-            )
-            hit = best_rows >= 0
-            scores[:, :keep] = np.where(hit, best, -np.inf)
-            ids[:, :keep] = np.where(hit, self.rows.ids_at(np.maximum(best_rows, 0)), -1)
-            return scores, ids
-        exact = np.full(candidates.shape, -np.inf, np.float32)
-        rows = np.maximum(rows, 0)
-        block = max(1, RERANK_BLOCK_BYTES // max(1, count * self.dim * 4))
-
-        def score(start: int) -> None:
-            part = slice(start, start + block)
-            xb = self.rows.store[rows[part].reshape(-1)].astype(np.float32).reshape(-1, count, self.dim)
-            exact[part] = np.matmul(xb, xq[part][:, :, None])[:, :, 0]
-
-        starts = range(0, num_queries, block)
-        if len(starts) > 1 and _rerank_pool() is not None:  # numpy releases the GIL: blocks run in parallel
-            list(_rerank_pool().map(score, starts))
-        else:
-            for start in starts:
-                score(start)
-        exact[~valid] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :keep]
-        scores[:, :keep] = np.take_along_axis(exact, order, 1)
-        ids[:, :keep] = np.take_along_axis(candidates, order, 1)
-        ids[~np.isfinite(scores)] = -1
-        return scores, ids
+    def rerank(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact best-k of candidate ids (q, c) (-1 = none) for float32 queries (q, dim), best first
+        (`rerank.exact_rerank` over the exact copy)."""
+        return exact_rerank(self.rows, xq, candidates, k)
 
     def _search_subset(
         self, xq: np.ndarray, k: int, subset: np.ndarray, nprobe: int | None, rerank: int
@@ -654,7 +584,7 @@ class VectorIndex:
         ratio = EXACT_COST_RATIO if rerank > 1 else EXACT_COST_RATIO_EXACT_SCORES
         if self.is_flat or count <= max(EXACT_SUBSET_MIN, ratio * self._query_cost(k, nprobe, rerank)):
             return True
-        if rerank > 1 or _is_pq(self.factory) or count >= POST_FILTER_MIN_SELECTIVITY * self.ntotal:
+        if rerank > 1 or is_pq(self.factory) or count >= POST_FILTER_MIN_SELECTIVITY * self.ntotal:
             return False
         nlist = faiss.extract_index_ivf(self._index).nlist
         return count <= EXACT_VS_SELECTOR * self._selector_probes(nprobe, count) / nlist * self.ntotal
@@ -696,7 +626,7 @@ class VectorIndex:
         del flat, codes
         _, positions = scan.search(xq, min(len(members), k * SUBSET_SCAN_RERANK))
         candidates = np.where(positions >= 0, members[np.maximum(positions, 0)], -1)
-        return self._rerank(xq, candidates, k)
+        return self.rerank(xq, candidates, k)
 
     def _exact_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the rows of `members` (ids present in the index), read in row order."""
@@ -721,7 +651,7 @@ class VectorIndex:
         order = np.argsort(~member, axis=1, kind="stable")[:, :depth]  # members first, in FAISS's order
         candidates = np.where(np.take_along_axis(member, order, 1), np.take_along_axis(candidates, order, 1), -1)
         if rerank > 1 and not self.is_flat:
-            return self._rerank(xq, candidates, k)
+            return self.rerank(xq, candidates, k)
         scores = np.take_along_axis(scores, order, 1)[:, :k]
         candidates = candidates[:, :k]
         scores[candidates == -1] = -np.inf

@@ -205,7 +205,7 @@ def test_pq_rerank_float32_copy_agrees_with_float16_and_exact(built, data) -> No
     candidates[:, 5] = -1
     candidates[:3, 30:] = -1
     for each in (index, twin):
-        scores, found = each._rerank(xq, candidates, K)
+        scores, found = each.rerank(xq, candidates, K)
         brute = np.where(candidates >= 0, np.einsum("qd,qcd->qc", xq, xb[np.searchsorted(ids, candidates)]), -np.inf)
         best = np.take_along_axis(candidates, np.argsort(-brute, axis=1, kind="stable")[:, :K], 1)
         assert (found == best).mean() >= 0.99  # float16 rounding may swap near-ties
