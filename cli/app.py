@@ -217,7 +217,8 @@ def _write_outputs(hits: list[Any], geojson: Path | None, stac: Path | None, thu
         report = write_thumbnails(hits, thumbnails)
         quicklooks = {hit.id: path.resolve() for hit, path in zip(hits, report.paths)}
         if report.contact_sheet is not None:
-            written.append(f"{len(report.paths)} quicklooks and {report.contact_sheet}")
+            written.append(f"{len(report.paths)} quicklooks and {report.contact_sheet}"
+                           + (f" (removed {len(report.removed)} files an earlier query wrote there)" if report.removed else ""))
         for tile_id, reason in report.failed:
             render.warn(f"tile {tile_id}: no quicklook ({reason})")
     if geojson is not None:

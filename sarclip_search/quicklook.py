@@ -6,11 +6,17 @@ A quicklook is the hit's pixel window of band 1 read with `raster.read_window`, 
 stretched between its 1st and 99.5th percentile (`radiometry.to_model_input`, the model's own view),
 as 8-bit grey, scaled to fit `size` px. A tile that cannot be read (file moved or deleted since
 indexing) gets a grey placeholder and is listed in `ThumbnailReport.failed`; the others are written.
+
+The folder keeps a manifest of what the last run wrote there (`MANIFEST_NAME`: file names and their
+sha256). The next run into the same folder removes the files of that list it does not write again and
+that are still as that run left them; it never removes a file it did not write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,8 +35,13 @@ log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 128  # px, the longer side of a quicklook (the model's input size)
 SHEET_COLUMNS = 5
-CAPTION_HEIGHT = 30  # px under each tile: two lines of PIL's default font
+CAPTION_LINES = 3  # rank, score, tile id / label, date / scene name
+LINE_HEIGHT = 13  # px per caption line of PIL's default font
+CAPTION_HEIGHT = CAPTION_LINES * LINE_HEIGHT + 4  # px under each tile
+CAPTION_MARGIN = 3  # px left and right of a caption
 SHEET_NAME = "contact_sheet.png"
+MANIFEST_NAME = ".sarsearch-thumbnails.json"  # what the last run wrote into the folder (name -> sha256)
+MANIFEST_FORMAT = 1
 PLACEHOLDER_GREY = 96
 
 
@@ -41,6 +52,7 @@ class ThumbnailReport:
     paths: list[Path] = field(default_factory=list)
     contact_sheet: Path | None = None
     failed: list[tuple[int, str]] = field(default_factory=list)  # (hit id, reason)
+    removed: list[Path] = field(default_factory=list)  # files an earlier run wrote that this one did not rewrite
 
 
 def quicklook(hit: Hit, size: int = THUMBNAIL_SIZE) -> Image.Image:
@@ -68,9 +80,25 @@ def _png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def _fit(text: str, width: float, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+    """`text`, or its head and tail around "…", in at most `width` px of `font`."""
+    if font.getlength(text) <= width:
+        return text
+    head, tail = text[: (len(text) + 1) // 2], text[(len(text) + 1) // 2:]
+    while head or tail:
+        if len(head) >= len(tail):
+            head = head[:-1]
+        else:
+            tail = tail[1:]
+        if font.getlength(head + "…" + tail) <= width:
+            return head + "…" + tail
+    return "…"
+
+
 def contact_sheet(images: Sequence[Image.Image], captions: Sequence[Sequence[str]], size: int = THUMBNAIL_SIZE,
                   columns: int = SHEET_COLUMNS) -> Image.Image:
-    """A grid of `images` (each centred in a `size` px cell) with caption lines under each, row by row."""
+    """A grid of `images` (each centred in a `size` px cell) with up to `CAPTION_LINES` lines under each
+    (each fitted to the cell, long ones losing their middle), row by row."""
     if not images:
         raise ValueError("a contact sheet needs at least one image")
     columns = min(columns, len(images))
@@ -82,20 +110,81 @@ def contact_sheet(images: Sequence[Image.Image], captions: Sequence[Sequence[str
     for index, (image, lines) in enumerate(zip(images, captions)):
         left, top = (index % columns) * size, (index // columns) * cell_height
         sheet.paste(image.convert("RGB"), (left + (size - image.width) // 2, top + (size - image.height) // 2))
-        for line_number, line in enumerate(lines[:2]):
-            draw.text((left + 3, top + size + 2 + 13 * line_number), line, fill=(235, 235, 235), font=font)
+        for line_number, line in enumerate(lines[:CAPTION_LINES]):
+            text = _fit(line, size - 2 * CAPTION_MARGIN, font)
+            draw.text((left + CAPTION_MARGIN, top + size + 2 + LINE_HEIGHT * line_number), text,
+                      fill=(235, 235, 235), font=font)
     return sheet
 
 
-def _caption(rank: int, hit: Hit) -> list[str]:
+def caption(rank: int, hit: Hit) -> list[str]:
+    """The lines under a tile of the contact sheet: rank, score and tile id (what --like and --positive
+    take); label and acquisition date when known; the scene's file name without extension."""
     label = hit.metadata.get("label")
-    return [f"#{rank}  {hit.score:.3f}", str(label)[:20] if label is not None else f"tile {hit.id}"]
+    date = str(hit.metadata.get("datetime") or "")[:10]
+    second = "  ".join(part for part in (str(label) if label is not None else "", date) if part)
+    return [f"#{rank}  {hit.score:.3f}  id {hit.id}", second or "-", Path(hit.path).stem]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_manifest(folder: Path) -> dict[str, list[str]]:
+    """name -> sha256s of the files an earlier run wrote into `folder` ({} without a readable manifest).
+
+    Only plain file names count: a manifest edited to name other folders' files cannot make us delete them.
+    """
+    path = folder / MANIFEST_NAME
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        files = payload["files"]
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%s); files of earlier runs are left in place", path, exc)
+        return {}
+    if not isinstance(files, dict):
+        return {}
+    manifest: dict[str, list[str]] = {}
+    for name, digests in files.items():
+        plain = isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..", MANIFEST_NAME)
+        if plain and isinstance(digests, list) and all(isinstance(d, str) for d in digests):
+            manifest[name] = list(digests)
+    return manifest
+
+
+def _write_manifest(folder: Path, files: dict[str, list[str]]) -> None:
+    payload = {"format": MANIFEST_FORMAT, "written_by": "sarclip_search.quicklook.write_thumbnails",
+               "files": dict(sorted(files.items()))}
+    write_atomic(folder / MANIFEST_NAME, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def _remove_stale(folder: Path, earlier: dict[str, list[str]], keep: set[str]) -> list[Path]:
+    """Delete the files an earlier run wrote (same name, same sha256) that this run did not write again."""
+    removed = []
+    for name, digests in sorted(earlier.items()):
+        path = folder / name
+        if name in keep or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            if _sha256(path.read_bytes()) not in digests:
+                log.info("%s: changed since sarsearch wrote it; left in place", path)
+                continue
+            path.unlink()
+        except OSError as exc:
+            log.warning("%s: could not remove this file of an earlier run (%s)", path, exc.strerror or exc)
+            continue
+        removed.append(path)
+    return removed
 
 
 def write_thumbnails(hits: Sequence[Hit], directory: str | Path, size: int = THUMBNAIL_SIZE) -> ThumbnailReport:
     """One quicklook PNG per hit (``NNN_tileID.png``, NNN the rank) and ``contact_sheet.png`` in `directory`.
 
-    The folder is created if missing; files are written atomically. ExportError if it cannot be written.
+    The folder is created if missing; files are written atomically. What an earlier call wrote there and
+    this one does not write again is removed (see the module docstring), so the folder holds this result
+    only, besides files that were not written here. ExportError if the folder cannot be written.
     """
     folder = check_writable(directory, directory=True)
     try:
@@ -104,6 +193,7 @@ def write_thumbnails(hits: Sequence[Hit], directory: str | Path, size: int = THU
         raise ExportError(f"cannot create {printable_path(folder)} ({exc.strerror or exc}); choose a writable folder") from None
     report = ThumbnailReport()
     images = []
+    files: dict[str, bytes] = {}
     for rank, hit in enumerate(hits, start=1):
         try:
             image = quicklook(hit, size)
@@ -112,8 +202,21 @@ def write_thumbnails(hits: Sequence[Hit], directory: str | Path, size: int = THU
             report.failed.append((hit.id, str(exc)))
             image = _placeholder(size)
         images.append(image)
-        report.paths.append(write_atomic(folder / f"{rank:03d}_tile{hit.id}.png", _png_bytes(image)))
+        files[f"{rank:03d}_tile{hit.id}.png"] = _png_bytes(image)
     if images:
-        sheet = contact_sheet(images, [_caption(rank, hit) for rank, hit in enumerate(hits, start=1)], size)
-        report.contact_sheet = write_atomic(folder / SHEET_NAME, _png_bytes(sheet))
+        sheet = contact_sheet(images, [caption(rank, hit) for rank, hit in enumerate(hits, start=1)], size)
+        files[SHEET_NAME] = _png_bytes(sheet)
+    written = {name: [_sha256(data)] for name, data in files.items()}
+    earlier = _read_manifest(folder)
+    # First the union, so that a run killed half-way still knows every file either run wrote.
+    _write_manifest(folder, {name: sorted({*earlier.get(name, []), *written.get(name, [])})
+                             for name in {*earlier, *written}})
+    for name, data in files.items():
+        path = write_atomic(folder / name, data)
+        if name == SHEET_NAME:
+            report.contact_sheet = path
+        else:
+            report.paths.append(path)
+    report.removed = _remove_stale(folder, earlier, keep=set(files))
+    _write_manifest(folder, written)
     return report
