@@ -17,7 +17,6 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -69,11 +68,36 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
+ETA_AFTER_SECONDS = 3.0  # no ETA before this much of the task has run (one slow first item says little)
+
+
+def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
+    """Seconds left at the task's mean rate so far (total elapsed / items done), None while unknown.
+
+    The whole-run mean settles as the run goes on, where a short moving window swings with every slow item
+    (model loading, a commit, a large scene): rich's default estimate said 20 minutes at the start of a
+    1:40 indexing run.
+    """
+    if total > 0 and done >= total:
+        return 0.0
+    if done <= 0 or total <= 0 or elapsed < ETA_AFTER_SECONDS:
+        return None
+    return (total - done) * elapsed / done
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 @contextmanager
-def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar driven by library callbacks `(event, done, total)`."""
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[..., None]]:
+    """A rich progress bar driven by library callbacks `(event, done, total)` or, from the indexer,
+    `(event, done, total, tiles)`: then the rate is tiles/s (what the summary reports), else items/s. The
+    ETA is `eta_seconds`."""
     if quiet:
-        yield lambda event, done, total: None
+        yield lambda event, done, total, tiles=None: None
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -81,18 +105,22 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[st
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[eta]}"),
     )
     with Progress(*columns, console=err_console._console(), transient=False) as bar:
         tasks: dict[str, int] = {}
 
-        def update(event: str, done: int, total: int) -> None:
+        def update(event: str, done: int, total: int, tiles: int | None = None) -> None:
             if event not in tasks:
-                tasks[event] = bar.add_task(f"{description} ({event})", total=total, rate="")
+                tasks[event] = bar.add_task(f"{description} ({event})", total=total, rate="", eta="eta -:--")
             task = bar.tasks[tasks[event]]
             elapsed = task.elapsed or 0.0
-            rate = f"{done / elapsed:.1f}/s" if elapsed > 0 else ""
-            bar.update(tasks[event], completed=done, total=total, rate=rate)
+            rate = ""
+            if elapsed > 0:
+                rate = f"{tiles} tiles, {tiles / elapsed:.1f} tiles/s" if tiles is not None else f"{done / elapsed:.1f}/s"
+            left = eta_seconds(done, total, elapsed)
+            bar.update(tasks[event], completed=done, total=total, rate=rate,
+                       eta="eta -:--" if left is None else f"eta {_clock(left)}")
 
         yield update
 

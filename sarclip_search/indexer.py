@@ -60,8 +60,8 @@ EMBED_BATCH = 64
 # Files per committed generation: a killed run loses at most this many files' work (--commit-every).
 DEFAULT_COMMIT_EVERY = 256
 
-# progress(event, done, total): event is "scan" or "embed"
-Progress = Callable[[str, int, int], None]
+# progress(event, done, total, tiles): event "embed", files done of total, tiles read so far (the CLI's tiles/s)
+Progress = Callable[[str, int, int, int], None]
 
 
 @dataclass
@@ -371,7 +371,7 @@ def _update_generation(
         pending = _Pending()
         for done, (path, rel, stat, previous, relabel) in enumerate(todo, start=done_before + 1):
             if settings.progress is not None:
-                settings.progress("embed", done, settings.total)
+                settings.progress("embed", done - 1, settings.total, report.tiles_added)
             try:
                 stac = load_stac_sidecar(path)
                 digest = metadata_hash(settings.manifest.get(rel), stac)
@@ -405,6 +405,8 @@ def _update_generation(
             if len(pending.ids) >= EMBED_BATCH:
                 _flush(pending, vectors, sarclip, report)
         _flush(pending, vectors, sarclip, report)
+        if settings.progress is not None and todo:
+            settings.progress("embed", done_before + len(todo), settings.total, report.tiles_added)
 
     factory = settings.index_factory or choose_index_key(vectors.ntotal, vectors.dim, settings.memory_budget)
     if factory != vectors.factory or vectors.needs_retraining():  # retrain after 4x growth (RETRAIN_GROWTH)
