@@ -1,9 +1,9 @@
 """Auto-tuning: the cheapest (nprobe, rerank_factor) of an IVF index that reaches a recall target.
 
-Recall is measured against exact search over the index's own float16 copy. Without queries from the
-caller, a seeded sample of the index's own vectors serves as queries; each one is its own nearest
-neighbour, so it is dropped from both the approximate and the exact answer (k+1 are fetched) to
-keep the estimate honest.
+Recall is measured against exact search over the index's exact copy (float32 for PQ indexes, float16
+otherwise). Without queries from the caller, a seeded sample of the index's own vectors serves as
+queries; each one is its own nearest neighbour, so it is dropped from both the approximate and the
+exact answer (k+1 are fetched) to keep the estimate honest.
 
 Cost: stored vectors touched per query (`cost.query_cost`: the coarse quantizer, the probed lists'
 codes, RERANK_COST per re-scored candidate). Within one nprobe a larger rerank_factor only adds cost,
@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import faiss
 import numpy as np
 
+from . import filtered
 from .cost import query_cost
 from .exact import _as_matrix, _exact_topk, _row_blocks
+from .filtered import SearchableIndex
 from .metrics import recall_per_query
-
-if TYPE_CHECKING:
-    from .vector_index import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +81,7 @@ def _drop_own_ids(found: np.ndarray, own_ids: np.ndarray | None, k: int) -> np.n
 
 
 def tune_index(
-    index: VectorIndex,
+    index: SearchableIndex,
     queries: np.ndarray | None = None,
     *,
     target_recall: float = 0.95,
@@ -92,7 +90,8 @@ def tune_index(
 ) -> TuneResult:
     """Measure recall@k of a grid of (nprobe, rerank_factor) and return the cheapest meeting the target.
 
-    Does not change `index`; `VectorIndex.tune` stores the result as its defaults.
+    Does not change `index` (a VectorIndex, used through its public members); `VectorIndex.tune` stores
+    the result as its defaults.
     """
     if not 0 < target_recall <= 1:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
@@ -111,7 +110,7 @@ def tune_index(
     _, truth = _exact_topk(xq, _row_blocks(store, None, ids), fetch)
     truth = _drop_own_ids(truth, own_ids, k)
 
-    nlist = faiss.extract_index_ivf(index._index).nlist
+    nlist = index.nlist
     factors = RERANK_FACTORS if "PQ" in index.factory else (1,)
     best: TuneResult | None = None
     fallback: TuneResult | None = None
@@ -119,7 +118,7 @@ def tune_index(
         scan_cost = query_cost(nlist, size, k, nprobe, 1)
         if best is not None and scan_cost >= best.cost:
             break
-        _, candidates = index._faiss_search(xq, fetch * max(factors), index._ivf_params(nprobe), use_gpu=False)
+        _, candidates = index.approximate_search(xq, fetch * max(factors), nprobe=nprobe)
         for factor in factors:
             if factor == 1:
                 found = candidates[:, :fetch]  # FAISS returns candidates best first
@@ -158,20 +157,20 @@ def tune_index(
 
 
 def _check_filter_strategy(
-    index: VectorIndex, chosen: TuneResult, xq: np.ndarray, own_ids: np.ndarray | None, k: int, fetch: int
+    index: SearchableIndex, chosen: TuneResult, xq: np.ndarray, own_ids: np.ndarray | None, k: int, fetch: int
 ) -> TuneResult:
     """`chosen` plus which mid-size filtered strategy wins on a seeded FILTER_CHECK_SELECTIVITY subset of
     the index's rows (when the index has subset codes and would route that subset to the scan)."""
     size = index.ntotal
     count = max(1, round(FILTER_CHECK_SELECTIVITY * size))
-    if not index._scan_applies(k, count, chosen.nprobe, chosen.rerank_factor):
+    if not filtered.scan_applies(index, k, count, chosen.nprobe, chosen.rerank_factor):
         return chosen
     members = np.sort(np.random.default_rng(TUNE_SEED + 1).choice(index.rows.ids, count, replace=False))
-    truth = _drop_own_ids(index._exact_subset(xq, fetch, members)[1], own_ids, k)
+    truth = _drop_own_ids(filtered.exact_subset(index, xq, fetch, members)[1], own_ids, k)
     recalls = {}
     for name, found in (
-        ("scan", index._scan_subset(xq, fetch, members)[1]),
-        ("selector", index._selector_search(xq, fetch, members, chosen.nprobe, chosen.rerank_factor)[1]),
+        ("scan", filtered.scan_subset(index, xq, fetch, members)[1]),
+        ("selector", filtered.selector_search(index, xq, fetch, members, chosen.nprobe, chosen.rerank_factor)[1]),
     ):
         per_query = recall_per_query(_drop_own_ids(found, own_ids, k), truth, k)
         recalls[name] = float(np.nanmean(per_query))

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
 
-from . import gpu
+from . import filtered, gpu
 from .choose import is_pq, training_sample_size
-from .cost import query_cost
 from .errors import UnknownIdError, VectorIndexError
-from .exact import _as_ids, _as_matrix, _exact_topk, _pad, _row_blocks
+from .exact import _as_ids, _as_matrix, _pad
 from .rerank import default_rerank_factor, exact_rerank
-from .rows import Rows, increasing
+from .rows import Rows
 from .storage import (
     FORMAT_VERSION,
     INFO_FILE,
@@ -39,121 +37,25 @@ from .storage import (
     read_faiss,
     temp_path,
 )
-
-if TYPE_CHECKING:
-    from .tuning import TuneResult
+from .tuning import TuneResult, tune_index
 
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "vectors.faiss"
 STORE_FILES = {"float16": "vectors_f16.npy", "float32": "vectors_f32.npy"}  # by store_dtype (absent: float16)
 IDS_FILE = "vector_ids.npy"
-SUBSET_CODES_FILE = "subset_codes.npy"  # PQ indexes: 4-bit PQ codes of every row, in id order (_scan_subset)
+SUBSET_CODES_FILE = "subset_codes.npy"  # PQ indexes: 4-bit PQ codes of every row, in id order (filtered.scan_subset)
 SUBSET_PQ_FILE = "subset_pq.faiss"  # their trained quantizer (an IndexPQ without codes)
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
 RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantizer was trained on
 REBUILD_BLOCK = 65_536  # rows of the exact copy converted to float32 at a time when re-adding (32 MB at d=128)
-# Filtered search: a subset is searched exactly over the exact copy while it holds at most
-# max(EXACT_SUBSET_MIN, EXACT_COST_RATIO x the vectors an unfiltered query touches) rows (the cost model of
-# cost.py). Exact search is BLAS over the subset, ~3.6 ns of wall time per row on 2 cores (1M, a
-# 9,778-row subset at 28.4k queries/s): at 4x the cost of an unfiltered query (nprobe 4, rerank 8:
-# 4096 + 976 + 36 x 80 = 7,952 -> 32k rows, ~115 us) it runs at ~0.5x that query (~54 us). Larger subsets go through FAISS with an IDSelectorBatch, nprobe raised by
-# FILTER_PROBE_MARGIN / selectivity: by 1/selectivity alone, recall@10 was 0.959 at 10% and 0.853 at 5%
-# (100k, tuned nprobe 2): the filtered top-10 lies deeper in the unfiltered ranking than the probed lists.
-# At 1M (IVF4096,PQ32x8, tuned nprobe 2) a margin of 2 gave 0.894 at 10% and a margin of 4 gives 0.910 at
-# 0.25x the unfiltered queries/s: still short of 0.95 (see benchmarks/README.md).
-# Subsets of at least POST_FILTER_MIN_SELECTIVITY of the rows skip the selector (which halves FAISS's scan
-# speed): an unfiltered search for POST_FILTER_MARGIN x k*rerank/selectivity candidates, nprobe raised by
-# selectivity^-POST_FILTER_PROBE_EXPONENT, keeps the members (100k clustered, 50%: recall@10 0.9997, ~0.7x
-# the unfiltered queries/s, vs ~0.5x through the selector; exponent 1 rather than 0.5: on the real-embedding
-# set, 50%, recall 0.946 vs 0.913); queries left with fewer than k use the selector path.
-EXACT_SUBSET_MIN = 5_000
-EXACT_COST_RATIO = 4.0
-# IVF-Flat scans float32 codes as cheaply per vector as exact search does: exact only up to 2x its cost
-# (real-embedding set, 100k, IVF1024,Flat: a 10k-row subset exactly ran at 0.28x the unfiltered queries/s)
-EXACT_COST_RATIO_EXACT_SCORES = 2.0
-# ... but its selector path is slow per code (1M real embeddings, IVF4096,Flat, a 10% filter raising
-# nprobe 8 to 320 lists: 78k codes per query at 469 queries/s, ~27 ns per code with the selector, against
-# ~4 ns per row of exact search): below the post-filter range, exact also while the subset holds at most
-# EXACT_VS_SELECTOR x the codes the selector would scan. Same set: 10% went from 0.05x to 0.23-0.36x the
-# unfiltered queries/s (recall 0.963: the float16 copy ties near-duplicates); at 6x, 20% went exact too:
-# 0.08x -> 0.12x, but recall 1.000 -> 0.955, so 4x.
-EXACT_VS_SELECTOR = 4.0
-FILTER_PROBE_MARGIN = 4.0
-POST_FILTER_MIN_SELECTIVITY = 0.3
-POST_FILTER_MARGIN = 1.0
-POST_FILTER_PROBE_EXPONENT = 1.0
-DENSE_MEMBER_BITS = 64  # _member_bits: a table over [0, largest member] while it has <= 64 slots per member
-# Mid-size subsets of PQ indexes (up to SUBSET_SCAN_MAX_SELECTIVITY of the rows) are scanned whole: 4-bit PQ
-# codes of every row (d/4 sub-quantizers: d/8 B/vector, resident) gathered for the subset and scored by
-# FAISS's SIMD fast scan, the best SUBSET_SCAN_RERANK x k re-scored exactly. Why: when a filter leaves a
-# query fewer than k near neighbours, its exact filtered top-k is completed by points from anywhere (1M
-# clustered, 10%: 12% of the top-10 score below 0.3, the level of unrelated points), which no IVF probe
-# order finds: the selector path reached 0.909 at nprobe 80 (0.17x unfiltered), 0.954 at 1024 (0.05x).
-# The scan (IVF4096,PQ32x8 index, 1000 queries, 2 cores) at 10%: recall@10 0.950 / 0.960 / 0.966 at
-# 8 / 12 / 16 x k, 0.46 / 0.52 / 0.43x unfiltered; vs the selector at 15%: 0.994 at 0.39x vs 0.968 at
-# 0.22x; at 20% 1.000 at 0.28x vs 0.975 at 0.29x; at 30% the post-filter path wins (0.974 at 0.39x vs 0.20x).
-# Below ~8% the scan ranks the far points too coarsely (5%: 0.840 at 0.86x) and exact search is slower.
-SUBSET_SCAN_MAX_SELECTIVITY = 0.2
-SUBSET_SCAN_RERANK = 12
-SUBSET_SCAN_BLOCK = 64  # codes per fast-scan block: 63 ms per 1000 queries x 100k codes, 77 ms with 32
-SUBSET_SCAN_DIMS = 4  # dimensions per 4-bit sub-quantizer
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
-
-
-def _member_bits(members: np.ndarray) -> np.ndarray | None:
-    """A boolean table over [0, largest member] marking `members` (ascending, non-empty), or None when
-    the members are too sparse for one (more than DENSE_MEMBER_BITS slots per member)."""
-    top = int(members[-1])
-    if top >= DENSE_MEMBER_BITS * len(members):
-        return None
-    bits = np.zeros(top + 1, bool)
-    bits[members] = True
-    return bits
-
-
-def _members_mask(candidates: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Boolean mask of `candidates` (any shape; -1 = none) found in `members` (ascending, non-empty).
-
-    A table lookup when the members are dense enough (`_member_bits`), else binary search. (np.isin
-    picks a sort-based method for these sizes: 1 s per call at 1M ids.)
-    """
-    bits = _member_bits(members)
-    if bits is None:
-        position = np.minimum(np.searchsorted(members, candidates), len(members) - 1)
-        return (members[position] == candidates) & (candidates >= 0)
-    inside = (candidates >= 0) & (candidates < len(bits))
-    mask = np.zeros(candidates.shape, bool)
-    mask[inside] = bits[candidates[inside]]
-    return mask
-
-
-def _selector(members: np.ndarray) -> tuple[Any, np.ndarray]:
-    """A FAISS IDSelector for `members` (ascending, non-empty) and the array it points into (keep it alive).
-
-    A bitmap while the members are dense enough (`_member_bits`: at most 8 bytes of bitmap per member,
-    the size of the id array an IDSelectorBatch holds): a bit test per scanned code instead of Batch's
-    bloom filter plus hash probe. Else IDSelectorBatch. (Never IDSelectorArray: a linear scan per candidate.)
-    """
-    bits = _member_bits(members)
-    if bits is None:
-        return faiss.IDSelectorBatch(len(members), faiss.swig_ptr(members)), members
-    bitmap = np.packbits(bits, bitorder="little")  # FAISS tests bit (id & 7) of byte id >> 3
-    return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap  # n counts bytes, not bits
 
 
 def default_nprobe(nlist: int) -> int:
     """nlist/8 clamped to [16, 256], never more than nlist."""
     return min(nlist, max(16, min(256, nlist // 8)))
-
-
-def subset_quantizer(dim: int, factory: str) -> faiss.IndexPQ | None:
-    """An untrained 4-bit PQ (dim/SUBSET_SCAN_DIMS sub-quantizers, inner product) for `_scan_subset`,
-    or None: only PQ indexes keep subset codes (IVF-Flat and Flat scan exact vectors as cheaply)."""
-    if not is_pq(factory) or dim % SUBSET_SCAN_DIMS:
-        return None
-    return faiss.IndexPQ(dim, dim // SUBSET_SCAN_DIMS, 4, faiss.METRIC_INNER_PRODUCT)
 
 
 def default_store_dtype(factory: str) -> str:
@@ -204,7 +106,7 @@ class VectorIndex:
     ) -> None:
         """Low-level constructor; use `create` or `load`. `store`: float16 or float32 (default_store_dtype).
 
-        `subset_pq` and `codes` (one row of 4-bit PQ codes per store row) serve `_scan_subset`; None
+        `subset_pq` and `codes` (one row of 4-bit PQ codes per store row) serve `filtered.scan_subset`; None
         without them. `ids_sorted`: `ids` are known ascending (as saved), so they are not read to check.
         """
         self.dim = dim
@@ -221,7 +123,7 @@ class VectorIndex:
         # the exact copy, the ids and the subset codes, row-aligned, and the id -> row map
         self.rows = Rows(store, ids, codes if subset_pq is not None else None, ids_sorted=ids_sorted)
         self._subset_pq = subset_pq  # trained with the IVF quantizer; None: no subset scan
-        self.subset_scan = subset_scan and self.rows.codes is not None  # tune() decides (see _scan_applies)
+        self.subset_scan = subset_scan and self.rows.codes is not None  # tune() decides (filtered.scan_applies)
 
     # ---- construction
 
@@ -259,7 +161,7 @@ class VectorIndex:
                 f"expected factory 'Flat' or 'IVF<nlist>,...', got {factory!r}; "
                 "use a string from choose_index_key()"
             )
-        subset_pq = subset_quantizer(dim, factory)
+        subset_pq = filtered.subset_quantizer(dim, factory)
         return cls(
             index,
             dim,
@@ -289,6 +191,16 @@ class VectorIndex:
     def is_flat(self) -> bool:
         """True for exact (Flat) indexes, whose search is exhaustive."""
         return self.factory == "Flat"
+
+    @property
+    def nlist(self) -> int | None:
+        """Number of IVF lists; None for Flat."""
+        return None if self.is_flat else int(faiss.extract_index_ivf(self._index).nlist)
+
+    @property
+    def subset_pq(self) -> faiss.IndexPQ | None:
+        """The trained 4-bit PQ of the subset codes (`filtered.scan_subset`), or None without them."""
+        return self._subset_pq
 
     def _lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(ids ascending, their rows); rows is None when the rows are in id order (Rows.lookup)."""
@@ -469,11 +381,15 @@ class VectorIndex:
 
         A 1-D query is one query. Rows are padded with score -inf and id -1 when fewer than k
         candidates exist. `subset` restricts results to those ids (a metadata filter) and gives
-        min(k, |subset ∩ index|) results per query: subsets up to max(5k, 8x the vectors an
-        unfiltered query touches) rows, and any subset of a Flat index, are searched exactly over the
-        exact copy (scores within ~1e-3 for a float16 copy); subsets of >= 30% of the rows post-filter an
-        unfiltered search; others go through FAISS (on the CPU) with a selector (`_selector`) and nprobe
-        raised by FILTER_PROBE_MARGIN/selectivity; a query left with too few hits falls back to exact search.
+        min(k, |subset ∩ index|) results per query, by a strategy chosen from the subset's size
+        (`filtered.search_subset`): subsets up to max(5k, 4x the vectors an unfiltered query touches) rows
+        (2x for IVF-Flat, whose scores are exact, or while they hold at most 4x the codes its selector
+        would scan), and any subset of a Flat index, are searched exactly over the exact copy (scores
+        within ~1e-3 for a float16 copy); mid-size subsets (<= 20%) of PQ indexes whose tune() chose it
+        get the subset scan of their 4-bit codes; subsets of >= 30% of the rows post-filter an unfiltered
+        search; others go through FAISS (on the CPU) with a selector and nprobe raised by
+        FILTER_PROBE_MARGIN/selectivity. A query left with too few hits falls back to the selector, then
+        to exact search.
 
         Exact re-ranking: with rerank_factor r > 1 FAISS returns k*r candidates, which are
         re-scored exactly against the exact copy (memory-mapped when loaded with mmap=True) and
@@ -489,10 +405,10 @@ class VectorIndex:
         xq = _as_matrix(queries, self.dim, "queries")
         rerank = rerank_factor or self.rerank_factor
         if subset is not None:
-            return self._search_subset(xq, k, _as_ids(subset, "subset"), nprobe, rerank)
+            return filtered.search_subset(self, xq, k, _as_ids(subset, "subset"), nprobe, rerank)
         if self.ntotal == 0:
             return _pad(len(xq), k)
-        return self._approximate_search(xq, k, self._ivf_params(nprobe), rerank, use_gpu=True)
+        return self.approximate_search(xq, k, nprobe=nprobe, rerank_factor=rerank, use_gpu=True)
 
     def tune(
         self,
@@ -509,8 +425,6 @@ class VectorIndex:
         (`self.tuning`), is saved in index_info.json. Returns a `TuneResult`; Flat is left as is.
         Call it after the last add of a build: the best setting depends on n.
         """
-        from .tuning import tune_index  # tuning imports this module
-
         result = tune_index(self, queries, target_recall=target_recall, k=k, max_queries=max_queries)
         if not self.is_flat and result.queries:
             self.nprobe, self.rerank_factor, self.tuning = result.nprobe, result.rerank_factor, result.as_info()
@@ -535,135 +449,32 @@ class VectorIndex:
         scores[ids == -1] = -np.inf  # FAISS pads with -FLT_MAX
         return scores, ids
 
-    def _approximate_search(
-        self, xq: np.ndarray, k: int, params: Any, rerank: int, use_gpu: bool
+    def approximate_search(
+        self,
+        xq: np.ndarray,
+        k: int,
+        *,
+        nprobe: int | None = None,
+        rerank_factor: int = 1,
+        selector: Any = None,
+        use_gpu: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS search, with k*rerank candidates re-scored exactly when rerank > 1 (never for Flat)."""
-        if rerank <= 1 or self.is_flat:
+        """FAISS search of float32 queries (q, dim) as `search` validates them: k*rerank_factor candidates
+        re-scored exactly when rerank_factor > 1 (never for Flat), best first, padded with -inf / -1.
+
+        The building block of `search`, filtered search and `tune`: `nprobe` defaults to self.nprobe,
+        `selector` (a FAISS IDSelector) restricts the ids, `use_gpu` allows the GPU copy when there is one.
+        """
+        params = self._ivf_params(nprobe, selector)
+        if rerank_factor <= 1 or self.is_flat:
             return self._faiss_search(xq, k, params, use_gpu)
-        _, candidates = self._faiss_search(xq, k * rerank, params, use_gpu)
+        _, candidates = self._faiss_search(xq, k * rerank_factor, params, use_gpu)
         return self.rerank(xq, candidates, k)
 
     def rerank(self, xq: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact best-k of candidate ids (q, c) (-1 = none) for float32 queries (q, dim), best first
         (`rerank.exact_rerank` over the exact copy)."""
         return exact_rerank(self.rows, xq, candidates, k)
-
-    def _search_subset(
-        self, xq: np.ndarray, k: int, subset: np.ndarray, nprobe: int | None, rerank: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if not increasing(subset):
-            subset = np.unique(subset)
-        members = np.ascontiguousarray(subset[self.rows.rows_of(subset)[0]])  # present in the index, ascending
-        count = len(members)
-        if count == 0:
-            return _pad(len(xq), k)
-        nprobe = nprobe or self.nprobe or 1
-        if self._exact_applies(k, count, nprobe, rerank):
-            return self._exact_subset(xq, k, members)
-        if self.subset_scan and self._scan_applies(k, count, nprobe, rerank):
-            return self._scan_subset(xq, k, members)
-        nlist = faiss.extract_index_ivf(self._index).nlist
-        selectivity = count / self.ntotal
-        if selectivity >= POST_FILTER_MIN_SELECTIVITY:
-            raised = min(nlist, math.ceil(nprobe / selectivity**POST_FILTER_PROBE_EXPONENT))
-            scores, ids = self._post_filtered(xq, k, members, raised, rerank, selectivity)
-        else:
-            scores, ids = _pad(len(xq), k)
-        short = (ids != -1).sum(axis=1) < min(k, count)
-        if short.any():
-            scores[short], ids[short] = self._selector_search(xq[short], k, members, nprobe, rerank)
-            short = (ids != -1).sum(axis=1) < min(k, count)
-        if short.any():
-            logger.debug("filtered search: %d of %d queries fell back to exact search", short.sum(), len(xq))
-            scores[short], ids[short] = self._exact_subset(xq[short], k, members)
-        return scores, ids
-
-    def _exact_applies(self, k: int, count: int, nprobe: int, rerank: int) -> bool:
-        """Whether a subset of `count` rows is searched exactly (see EXACT_COST_RATIO)."""
-        ratio = EXACT_COST_RATIO if rerank > 1 else EXACT_COST_RATIO_EXACT_SCORES
-        if self.is_flat or count <= max(EXACT_SUBSET_MIN, ratio * self._query_cost(k, nprobe, rerank)):
-            return True
-        if rerank > 1 or is_pq(self.factory) or count >= POST_FILTER_MIN_SELECTIVITY * self.ntotal:
-            return False
-        nlist = faiss.extract_index_ivf(self._index).nlist
-        return count <= EXACT_VS_SELECTOR * self._selector_probes(nprobe, count) / nlist * self.ntotal
-
-    def _scan_applies(self, k: int, count: int, nprobe: int, rerank: int) -> bool:
-        """Whether a subset of `count` rows falls in the subset scan's range, were it enabled
-        (`subset_scan`, chosen by tune()): not searched exactly, at most SUBSET_SCAN_MAX_SELECTIVITY of
-        the rows, and the selector would not probe every list (it then scans every 8-bit code anyway)."""
-        if self.rows.codes is None or self._exact_applies(k, count, nprobe, rerank):
-            return False
-        return (count <= SUBSET_SCAN_MAX_SELECTIVITY * self.ntotal
-                and self._selector_probes(nprobe, count) < faiss.extract_index_ivf(self._index).nlist)
-
-    def _selector_probes(self, nprobe: int, count: int) -> int:
-        """Lists `_selector_search` probes for a subset of `count` rows: nprobe raised by
-        FILTER_PROBE_MARGIN / selectivity, at most nlist."""
-        nlist = faiss.extract_index_ivf(self._index).nlist
-        return min(nlist, math.ceil(nprobe * FILTER_PROBE_MARGIN * self.ntotal / count))
-
-    def _selector_search(
-        self, xq: np.ndarray, k: int, members: np.ndarray, nprobe: int, rerank: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS search restricted to `members` by a selector (`_selector`), nprobe raised by
-        FILTER_PROBE_MARGIN / selectivity, on the CPU; rows may come back short of k."""
-        selector, _keep_alive = _selector(members)
-        params = self._ivf_params(self._selector_probes(nprobe, len(members)), selector)
-        return self._approximate_search(xq, k, params, rerank, use_gpu=False)
-
-    def _scan_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Best-k over `members` (ids present, ascending, at least k of them or all): their 4-bit codes
-        scanned by FAISS's fast scan for SUBSET_SCAN_RERANK x k candidates, re-scored exactly."""
-        _, rows = self.rows.rows_of(members)
-        codes = np.take(self.rows.codes, rows, axis=0)  # 100k rows: 0.5 ms, fancy indexing 6 ms
-        flat = faiss.IndexPQ(self.dim, self._subset_pq.pq.M, 4, faiss.METRIC_INNER_PRODUCT)
-        flat.pq = self._subset_pq.pq  # the trained codebooks (copied: 4-bit PQ, d x 16 floats)
-        flat.is_trained = True
-        flat.add_sa_codes(codes)
-        scan = faiss.IndexPQFastScan(flat, SUBSET_SCAN_BLOCK)  # packs the codes in blocks for SIMD lookups
-        del flat, codes
-        _, positions = scan.search(xq, min(len(members), k * SUBSET_SCAN_RERANK))
-        candidates = np.where(positions >= 0, members[np.maximum(positions, 0)], -1)
-        return self.rerank(xq, candidates, k)
-
-    def _exact_subset(self, xq: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search over the rows of `members` (ids present in the index), read in row order."""
-        _, rows = self.rows.rows_of(members)
-        if not increasing(rows):  # sequential reads of the (possibly memory-mapped) store
-            order = np.argsort(rows, kind="stable")
-            rows, members = rows[order], members[order]
-        return _exact_topk(xq, _row_blocks(self.rows.store, rows, members), k)
-
-    def _post_filtered(
-        self, xq: np.ndarray, k: int, members: np.ndarray, nprobe: int, rerank: int, selectivity: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Unfiltered FAISS search for k*rerank/selectivity*margin candidates, members kept, then re-ranked.
-
-        For large subsets: no selector in FAISS's inner loop (which halves its speed) and the GPU when
-        present. Rows with fewer than k member candidates come back padded; the caller completes them.
-        """
-        depth = k * max(1, rerank)
-        fetch = math.ceil(depth / selectivity * POST_FILTER_MARGIN)
-        scores, candidates = self._faiss_search(xq, fetch, self._ivf_params(nprobe), use_gpu=True)
-        member = _members_mask(candidates, members)
-        order = np.argsort(~member, axis=1, kind="stable")[:, :depth]  # members first, in FAISS's order
-        candidates = np.where(np.take_along_axis(member, order, 1), np.take_along_axis(candidates, order, 1), -1)
-        if rerank > 1 and not self.is_flat:
-            return self.rerank(xq, candidates, k)
-        scores = np.take_along_axis(scores, order, 1)[:, :k]
-        candidates = candidates[:, :k]
-        scores[candidates == -1] = -np.inf
-        if candidates.shape[1] < k:
-            padded_scores, padded_ids = _pad(len(xq), k)
-            padded_scores[:, : candidates.shape[1]], padded_ids[:, : candidates.shape[1]] = scores, candidates
-            return padded_scores, padded_ids
-        return scores, candidates
-
-    def _query_cost(self, k: int, nprobe: int, rerank: int) -> float:
-        """Stored vectors an unfiltered IVF query touches (cost.query_cost)."""
-        return query_cost(faiss.extract_index_ivf(self._index).nlist, self.ntotal, k, nprobe, rerank)
 
     def _search_index(self) -> faiss.Index:
         """The GPU copy of the index for unfiltered search when a GPU is in use and supports it, else the CPU index."""

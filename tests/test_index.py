@@ -21,6 +21,7 @@ from sarclip_search.index import (
 )
 from sarclip_search.index import choose as choose_module
 from sarclip_search.index import exact as exact_module
+from sarclip_search.index import filtered as filtered_module
 from sarclip_search.index import tuning as tuning_module
 from sarclip_search.index import vector_index as vector_index_module
 from sarclip_search.index.errors import UnknownIdError
@@ -322,9 +323,9 @@ def test_filtered_search_matches_filtered_truth(
     built, data, monkeypatch, selectivity: float, factory: str, force_faiss: bool
 ) -> None:
     if force_faiss:  # exercise the IDSelectorBatch path, which n=20k would otherwise never reach
-        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
-        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
-        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
+        monkeypatch.setattr(filtered_module, "EXACT_SUBSET_MIN", 0)
+        monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO", 0.0)
+        monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
     ids, xb, xq = data
     subset = np.random.default_rng(7).choice(ids, max(1, int(selectivity * N)), replace=False)
     subset_with_unknown = np.concatenate([subset, [10**12, 2]])  # ids absent from the index are ignored
@@ -340,16 +341,16 @@ def test_filtered_search_matches_filtered_truth(
 
 @pytest.fixture
 def subset_scan(monkeypatch) -> list[int]:
-    """Route the 20k fixture's subsets to `_scan_subset` (no exact search for small subsets), 24 x k deep;
+    """Route the 20k fixture's subsets to `scan_subset` (no exact search for small subsets), 24 x k deep;
     returns a list that grows by one per scan."""
-    monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
-    monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
-    monkeypatch.setattr(vector_index_module, "SUBSET_SCAN_RERANK", 24)
+    monkeypatch.setattr(filtered_module, "EXACT_SUBSET_MIN", 0)
+    monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO", 0.0)
+    monkeypatch.setattr(filtered_module, "SUBSET_SCAN_RERANK", 24)
     monkeypatch.setattr(VectorIndex, "subset_scan", property(lambda self: True, lambda self, value: None),
                         raising=False)  # as if tune() had chosen the scan
     calls: list[int] = []
-    scan = VectorIndex._scan_subset
-    monkeypatch.setattr(VectorIndex, "_scan_subset", lambda self, *args: calls.append(1) or scan(self, *args))
+    scan = filtered_module.scan_subset
+    monkeypatch.setattr(filtered_module, "scan_subset", lambda *args: calls.append(1) or scan(*args))
     return calls
 
 
@@ -381,9 +382,9 @@ def test_tune_keeps_the_filtered_strategy_with_the_higher_recall(
 ) -> None:
     """tune()'s 10% check runs both mid-size strategies and keeps the one with the higher recall. (The
     fixture's queries come from other clusters: their filtered neighbours lie in many lists.)"""
-    monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
-    monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
-    monkeypatch.setattr(vector_index_module, "FILTER_PROBE_MARGIN", probe_margin)
+    monkeypatch.setattr(filtered_module, "EXACT_SUBSET_MIN", 0)
+    monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO", 0.0)
+    monkeypatch.setattr(filtered_module, "FILTER_PROBE_MARGIN", probe_margin)
     index = built["IVF64,PQ16x8"]
     chosen = tuning_module.TuneResult(1, 8, 1.0, 1.0, 0.95, K, 200, 0.0, True, N)  # nprobe 1, rerank 8
     checked = tuning_module._check_filter_strategy(index, chosen, data[2], None, K, K)
@@ -414,17 +415,18 @@ def test_ivf_flat_searches_a_subset_exactly_rather_than_scan_more_codes_with_a_s
 ) -> None:
     """IVF-Flat's selector path is slow per code: a subset smaller than EXACT_VS_SELECTOR x the codes the
     selector would scan goes exact (scores equal to brute force over the float16 copy), PQ does not."""
-    monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
-    monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
-    monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
+    monkeypatch.setattr(filtered_module, "EXACT_SUBSET_MIN", 0)
+    monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO", 0.0)
+    monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
     flat_ivf, pq = built["IVF64,Flat"], built["IVF64,PQ16x8"]
     ids, xb, xq = data
     count = N // 5  # 20%: the selector would probe 20 of 64 lists at nprobe 1 (6,250 codes x 4 >= 4,000)
-    assert flat_ivf._exact_applies(K, count, 1, 1) and not pq._exact_applies(K, count, 1, 8)
-    assert not flat_ivf._exact_applies(K, N // 2, 1, 1)  # 50%: post-filtered instead
-    monkeypatch.setattr(vector_index_module, "EXACT_VS_SELECTOR", 0.5)
-    assert not flat_ivf._exact_applies(K, count, 1, 1)
-    monkeypatch.setattr(vector_index_module, "EXACT_VS_SELECTOR", 4.0)
+    exact_applies = filtered_module.exact_applies
+    assert exact_applies(flat_ivf, K, count, 1, 1) and not exact_applies(pq, K, count, 1, 8)
+    assert not exact_applies(flat_ivf, K, N // 2, 1, 1)  # 50%: post-filtered instead
+    monkeypatch.setattr(filtered_module, "EXACT_VS_SELECTOR", 0.5)
+    assert not exact_applies(flat_ivf, K, count, 1, 1)
+    monkeypatch.setattr(filtered_module, "EXACT_VS_SELECTOR", 4.0)
     subset = ids[:count]
     scores, found = flat_ivf.search(xq, K, subset=subset, nprobe=1)
     expected_scores, expected = exact_search(xb[:count].astype(np.float16).astype(np.float32), subset, xq, K)
@@ -476,7 +478,7 @@ def test_damaged_files_are_refused_by_name(built, tmp_path: Path, name: str) -> 
 @pytest.mark.parametrize("spacing", [1, 3, 100])  # bitmap, bitmap, IDSelectorBatch
 def test_selector_selects_exactly_the_members(spacing: int) -> None:
     members = np.arange(5, 2000 * spacing, spacing, dtype=np.int64)
-    selector, keep_alive = vector_index_module._selector(members)
+    selector, keep_alive = filtered_module._selector(members)
     kind = "IDSelectorBatch" if spacing == 100 else "IDSelectorBitmap"
     assert type(selector).__name__ == kind
     probe = np.arange(0, 3 * int(members[-1]) + 100)  # ids past the largest member select nothing
@@ -495,9 +497,9 @@ def test_filtered_search_with_empty_or_unknown_subset(built, data) -> None:
 @pytest.mark.parametrize("force_faiss", [False, True])
 def test_filtered_search_subset_smaller_than_k(built, data, monkeypatch, force_faiss: bool) -> None:
     if force_faiss:
-        monkeypatch.setattr(vector_index_module, "EXACT_SUBSET_MIN", 0)
-        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO", 0.0)
-        monkeypatch.setattr(vector_index_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
+        monkeypatch.setattr(filtered_module, "EXACT_SUBSET_MIN", 0)
+        monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO", 0.0)
+        monkeypatch.setattr(filtered_module, "EXACT_COST_RATIO_EXACT_SCORES", 0.0)
     ids, _, xq = data
     subset = ids[[3, 500, 19_999]]
     scores, found = built["IVF64,Flat"].search(xq[:20], K, subset=subset)
@@ -776,5 +778,5 @@ def test_gpu_search_matches_cpu(built, data) -> None:
     xq = data[2]
     index = built["IVF64,Flat"]
     _, on_gpu = index.search(xq, K)
-    _, on_cpu = index._faiss_search(xq, K, index._ivf_params(None), use_gpu=False)
+    _, on_cpu = index.approximate_search(xq, K)
     assert recall_at_k(on_gpu, on_cpu, K) >= 0.99

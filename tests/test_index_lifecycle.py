@@ -15,8 +15,8 @@ import faiss
 import numpy as np
 import pytest
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
+from sarclip_search.index import filtered as vector_index_module  # filtered search's thresholds: filtered.py
 from sarclip_search.index import gpu as gpu_module
-from sarclip_search.index import vector_index as vector_index_module
 
 DIM = 32
 K = 10
