@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from sarclip_search.cli import render
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from sarclip_search.errors import InputError, SarclipError
 
@@ -24,15 +25,54 @@ EXIT_ERROR = 1  # a user error: bad input, missing index, mismatched model ...
 EXIT_USAGE = 2  # typer/click: unknown option, missing argument
 EXIT_PARTIAL = 3  # `index` finished but some files failed (listed); everything else was indexed
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _plain_metavars(params: list[Any]) -> list[Any]:
+    """Flags get an empty metavar (typer shows it instead of the type, ``<bool>``); arguments their name in
+    capitals (TEXT, ARCHIVE)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        elif isinstance(param, TyperArgument) and param.metavar is None:
+            param.metavar = str(param.name).upper()
+    return params
+
+
+class Group(TyperGroup):
+    """The `sarsearch` group: its --help shows no ``<bool>`` either."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
+
+class Command(TyperCommand):
+    """A typer command whose help reads like a man page: flags show no type (typer prints ``<bool>``),
+    arguments are named in capitals and the usage line shows them as ``ARCHIVE`` / ``[TEXT]`` rather
+    than typer's ``{archive}``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.display_name_raw + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
 app = typer.Typer(
+    cls=Group,
     name="sarsearch",
     help="Search SAR imagery by text, by example image and by metadata.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[
     Path | None,
@@ -77,7 +117,7 @@ def parse_size(text: str | None) -> int | None:
     return size
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def index(
     archive: Annotated[Path, typer.Argument(help="Folder of SAR images (GeoTIFF, TIFF, PNG, JPEG); a manifest.csv at its root adds metadata.")],
@@ -126,16 +166,16 @@ def index(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def query(
     text: Annotated[str | None, typer.Argument(help='What to look for, in words, e.g. "ship near harbor".')] = None,
-    image: Annotated[list[Path] | None, typer.Option("--image", help="Example image (repeatable); fused with TEXT when both are given.")] = None,
-    like: Annotated[list[int] | None, typer.Option("--like", help="More like this: the id of a tile from an earlier result (repeatable).")] = None,
-    not_text: Annotated[list[str] | None, typer.Option("--not", help="Push results away from this text (repeatable).")] = None,
-    not_image: Annotated[list[Path] | None, typer.Option("--not-image", help="Push results away from this image (repeatable).")] = None,
-    positive: Annotated[list[int] | None, typer.Option("--positive", help="Relevance feedback: id of a relevant tile (repeatable); re-ranks with a probe fitted on the marked tiles.")] = None,
-    negative: Annotated[list[int] | None, typer.Option("--negative", help="Relevance feedback: id of a tile that is not relevant (repeatable).")] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", metavar="<path>", help="Example image (repeatable); fused with TEXT when both are given.")] = None,
+    like: Annotated[list[int] | None, typer.Option("--like", metavar="<id>", help="More like this: the id of a tile from an earlier result (repeatable).")] = None,
+    not_text: Annotated[list[str] | None, typer.Option("--not", metavar="<text>", help="Push results away from this text (repeatable).")] = None,
+    not_image: Annotated[list[Path] | None, typer.Option("--not-image", metavar="<path>", help="Push results away from this image (repeatable).")] = None,
+    positive: Annotated[list[int] | None, typer.Option("--positive", metavar="<id>", help="Relevance feedback: id of a relevant tile (repeatable); re-ranks with a probe fitted on the marked tiles.")] = None,
+    negative: Annotated[list[int] | None, typer.Option("--negative", metavar="<id>", help="Relevance feedback: id of a tile that is not relevant (repeatable).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     where: Annotated[str | None, typer.Option(help="""SQL predicate over catalog columns, e.g. "label = 'T72' AND split = 'test'".""")] = None,
     label: Annotated[str | None, typer.Option(help="Only tiles with this label.")] = None,
@@ -154,6 +194,7 @@ def query(
     thumbnails: Annotated[Path | None, typer.Option("--thumbnails", help="Also write a PNG quicklook per hit and contact_sheet.png into this folder.")] = None,
     nprobe: Annotated[int | None, typer.Option(help="IVF lists to probe (approximate indexes only).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON array.")] = False,
+    columns: Annotated[str | None, typer.Option("--columns", metavar="<names>", help="Table columns, comma-separated: " + ", ".join(render.HIT_COLUMNS) + ", or any catalog column (sarsearch columns). Default: what fits the terminal.")] = None,
     db: DbOption = None,
     model: ModelOption = None,
 ) -> None:
@@ -180,17 +221,62 @@ def query(
     if thumbnails is not None:
         check_writable(thumbnails, directory=True)
     fused = {name: value for name, value in (("alpha", alpha), ("fusion", fusion)) if value is not None}
+    table_columns = _parse_columns(columns) if columns is not None else None
     with Engine.open(db, model_path=model) as engine:
+        if table_columns is not None:
+            _check_columns(table_columns, engine.catalog.columns())
         if positive:
             hits = engine.feedback(positive, negative or [], text=text, filters=filters, k=k, dedup=dedup, nprobe=nprobe)
         else:
             hits = engine.query(text, image or [], like=like or [], negative_texts=not_text or [],
                                 negative_images=not_image or [], filters=filters, k=k, dedup=dedup, nprobe=nprobe, **fused)
+        hints = [] if hits else _empty_result_hints(engine, filters)
     _write_outputs(hits, geojson, stac, thumbnails)
     if as_json:
         render.print_json([hit.to_dict() for hit in hits])
     else:
-        render.hits_table(hits, title=f"top {k} for {_describe_query(text, image, like, not_text, not_image, positive, negative)}")
+        render.hits_table(hits, title=f"top {k} for {_describe_query(text, image, like, not_text, not_image, positive, negative)}",
+                          columns=table_columns)
+    for line in hints:
+        render.hint(line)
+
+
+def _parse_columns(spec: str) -> list[str]:
+    """--columns "a,b,c" -> canonical names (aliases resolved); empty or repeated names are one-line errors."""
+    names = [render.COLUMN_ALIASES.get(part.strip().lower(), part.strip()) for part in spec.split(",")]
+    if not all(names):
+        raise InputError(f"--columns {spec!r}: give column names separated by commas, e.g. --columns rank,score,label,path")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"--columns {spec!r}: {repeated[0]} is named twice; name each column once")
+    return [name.lower() if name.lower() in render.HIT_COLUMNS else name for name in names]
+
+
+def _check_columns(names: list[str], catalog_columns: list[str]) -> None:
+    """Every --columns name is a table column or a catalog column; else one line with the closest names."""
+    from sarclip_search.filters import close_matches, filterable_columns
+
+    known = {c.lower(): c for c in catalog_columns}
+    for position, name in enumerate(names):
+        if name in render.HIT_COLUMNS:
+            continue
+        if name.lower() in known:
+            names[position] = known[name.lower()]
+            continue
+        guesses = close_matches(name, [*render.HIT_COLUMNS, *filterable_columns(catalog_columns)])
+        hint = f"did you mean {' or '.join(guesses)}? " if guesses else ""
+        raise InputError(f"--columns: no column {name!r}; {hint}valid: {', '.join(render.HIT_COLUMNS)}, "
+                         "or a catalog column (sarsearch columns)")
+
+
+def _empty_result_hints(engine: Any, filters: Any) -> list[str]:
+    """Why a filtered query came back empty: each --label/--dataset/--split/--sensor/--polarization value no
+    tile has, with the closest values."""
+    from sarclip_search.filters import unmatched_filters
+
+    catalog = engine.catalog
+    hints = unmatched_filters(filters, lambda column: [value for value, _ in catalog.values(column)], catalog.columns())
+    return [hint.message for hint in hints]
 
 
 def _check_query_inputs(images: list[Path], not_images: list[Path], positive: list[int], negative: list[int],
@@ -236,7 +322,7 @@ def _describe_query(text: str | None, images: list[Path] | None, like: list[int]
     return " + ".join(parts)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def info(
     db: DbOption = None,
@@ -265,7 +351,31 @@ def info(
         render.info_table(summary)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("columns", cls=Command)
+@user_errors
+def columns_command(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the columns as JSON.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Also list the catalog's internal columns (ids, file state, hashes, raster file tags); --where accepts them too.")] = False,
+) -> None:
+    """The catalog columns to filter on (--where, --label ...): type, tiles with a value, values with counts.
+
+    Columns with few values list every value with its tile count; others their number of values and range.
+
+    Example: sarsearch columns;  sarsearch columns --json
+    """
+    from sarclip_search.engine import Engine
+
+    with Engine.open(db) as engine:
+        infos = engine.catalog.column_info(include_internal=show_all)
+        tiles = engine.catalog.counts()["tiles"]
+    if as_json:
+        render.print_json([info.to_dict() for info in infos])
+    else:
+        render.columns_table(infos, tiles)
+
+
+@app.command(cls=Command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def train(
     ctx: typer.Context,
@@ -289,7 +399,7 @@ def train(
     render.train_summary(result)
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 @user_errors
 def evaluate(
     db: Annotated[Path | None, typer.Option("--db", help="Evaluate the vectors of this index (default: $SARSEARCH_DB or ./.sarsearch when --data is not given).", show_default=False)] = None,

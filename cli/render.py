@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -50,9 +52,6 @@ class _StreamConsole:
 
 console: Any = _StreamConsole()
 err_console: Any = _StreamConsole(stderr=True)
-
-# columns shown in the query table after rank/score/path/window, when the catalog has them
-KEY_COLUMNS = ("label", "dataset", "split")
 
 
 def error(message: str) -> None:
@@ -160,37 +159,198 @@ def check_report(report: Any) -> None:
                       highlight=False, soft_wrap=True)
 
 
-def _tail(text: str, width: int) -> str:
-    """The end of a long path (the file name matters more than the folders)."""
-    return text if len(text) <= width else "…" + text[-(width - 1):]
-
-
 # table header of the score column, by Hit.score_kind
 SCORE_HEADERS = {"cosine": "score", "rrf": "rrf", "probe": "probe"}
 
 
-def hits_table(hits: Sequence[Any], title: str) -> None:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    score_header = SCORE_HEADERS.get(hits[0].score_kind, "score") if hits else "score"
-    for name, width in (("#", 2), (score_header, 5), ("id", 4), ("path", 20), ("window", 11)):
-        table.add_column(name, no_wrap=True, min_width=width)
-    present = [c for c in KEY_COLUMNS if any(h.metadata.get(c) is not None for h in hits)]
-    for name in present:
-        table.add_column(name.removeprefix("sar:"), no_wrap=True, overflow="ellipsis", max_width=14)
-    for rank, hit in enumerate(hits, start=1):
-        window = ",".join(str(v) for v in hit.window)
-        extra = [str(hit.metadata.get(c) if hit.metadata.get(c) is not None else "") for c in present]
-        score = f"{hit.score:.4f}" if hit.score_kind == "rrf" else f"{hit.score:.3f}"  # RRF scores are ~1/60
-        table.add_row(str(rank), score, str(hit.id), _tail(hit.path, 34), window, *extra)
-    console.print(table)
+@dataclass(frozen=True)
+class HitColumn:
+    """A column of the results table: header, cell text of (rank, hit), the widest it gets (None: no cap)."""
+
+    header: str
+    cell: Callable[[int, Any], str]
+    max_width: int | None = None
+    justify: str = "left"
+
+
+def _meta(column: str) -> Callable[[int, Any], str]:
+    def cell(rank: int, hit: Any) -> str:
+        value = hit.metadata.get(column)
+        return "" if value is None else str(value)
+    return cell
+
+
+def _score(rank: int, hit: Any) -> str:
+    return f"{hit.score:.4f}" if hit.score_kind == "rrf" else f"{hit.score:.3f}"  # RRF scores are ~1/60
+
+
+def _lonlat(rank: int, hit: Any) -> str:
+    if hit.bbox is None:
+        return ""
+    minlon, minlat, maxlon, maxlat = hit.bbox
+    return f"{(minlon + maxlon) / 2:.3f},{(minlat + maxlat) / 2:.3f}"
+
+
+# `query --columns` names (besides any catalog column, shown as it is stored)
+HIT_COLUMNS: dict[str, HitColumn] = {
+    "rank": HitColumn("#", lambda rank, hit: str(rank), justify="right"),
+    "score": HitColumn("score", _score),
+    "id": HitColumn("id", lambda rank, hit: str(hit.id), justify="right"),
+    "date": HitColumn("date", lambda rank, hit: str(hit.metadata.get("datetime") or "")[:10]),
+    "dataset": HitColumn("dataset", _meta("dataset"), 22),
+    "label": HitColumn("label", _meta("label"), 20),
+    "split": HitColumn("split", _meta("split"), 8),
+    "sensor": HitColumn("sensor", _meta("sensor"), 22),
+    "pol": HitColumn("pol", _meta("sar:polarizations"), 8),
+    "band": HitColumn("band", _meta("sar:frequency_band"), 8),
+    "mode": HitColumn("mode", _meta("sar:instrument_mode"), 6),
+    "scene": HitColumn("scene", lambda rank, hit: Path(hit.path).stem, 40),
+    "path": HitColumn("path", lambda rank, hit: hit.path),
+    "window": HitColumn("window", lambda rank, hit: ",".join(str(v) for v in hit.window)),
+    "lonlat": HitColumn("lon,lat", _lonlat),
+}
+COLUMN_ALIASES = {"#": "rank", "polarization": "pol", "polarizations": "pol", "datetime": "date", "tile": "id"}
+# Shown by default, when any hit has a value; when the terminal is narrow, columns of DROP_ORDER go first
+# (left to right) until the path gets at least PATH_MIN characters.
+DEFAULT_HIT_COLUMNS = ("rank", "score", "id", "date", "dataset", "label", "split", "sensor", "pol", "path", "window")
+DROP_ORDER = ("window", "sensor", "split", "pol", "dataset", "date")
+ALWAYS_SHOWN = ("rank", "score", "id")  # even without values
+PATH_MIN = 36
+CATALOG_COLUMN_MAX = 30  # widest cell of a catalog column named in --columns
+COLUMN_GAP = 3  # a space, the column rule (blank in box.SIMPLE_HEAD) and a space
+
+
+def _cut_middle(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def shorten_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters, keeping what identifies the file.
+
+    The file name stays whole while it fits (else it loses its middle); the folders nearest to it are kept
+    whole while they fit and the rest become "…" (the archive's top folders say least, and the `dataset`
+    column names them). A nearest folder too long to keep whole keeps its head: a Sentinel-1 product
+    name starts with its mission, mode, product type and date.
+    """
+    if len(path) <= width:
+        return path
+    *folders, name = path.split("/")
+    if not folders or len(name) + 2 > width:
+        return _cut_middle(name, width)
+    room = width - len(name) - 1  # for the folders, each with its slash, and "…" for those left out
+    kept: list[str] = []
+    for position in range(len(folders) - 1, -1, -1):
+        folder = folders[position]
+        reserve = 2 if position > 0 else 0  # "…/" in front when farther folders are left out
+        if len(folder) + 1 + reserve <= room:
+            kept.insert(0, folder)
+            room -= len(folder) + 1
+            continue
+        if not kept and room - 2 >= 8:  # the nearest folder, cut after its head
+            kept.insert(0, folder[: room - 2 - 1] + "…")
+        break
+    dropped = len(kept) < len(folders)
+    return ("…/" if dropped else "") + "".join(f"{folder}/" for folder in kept) + name
+
+
+def hit_columns(names: Sequence[str] | None, hits: Sequence[Any], width: int) -> list[tuple[str, HitColumn, int]]:
+    """(name, column, width) of the results table: `names` as given, or the default columns that have values,
+    fitted to `width` characters (columns dropped in DROP_ORDER while the path would get under PATH_MIN)."""
+    chosen = list(names) if names else [
+        name for name in DEFAULT_HIT_COLUMNS
+        if name in ALWAYS_SHOWN or name == "path" or any(HIT_COLUMNS[name].cell(r, h) for r, h in enumerate(hits, 1))
+    ]
+    specs = {name: HIT_COLUMNS.get(name) or HitColumn(name.removeprefix("sar:"), _meta(name), CATALOG_COLUMN_MAX)
+             for name in chosen}
+
+    def natural(name: str) -> int:
+        spec = specs[name]
+        longest = max([len(spec.header), *(len(spec.cell(r, h)) for r, h in enumerate(hits, 1))])
+        return min(longest, spec.max_width) if spec.max_width else longest
+
+    widths = {name: natural(name) for name in chosen}
+
+    def path_room() -> int:
+        others = sum(w for n, w in widths.items() if n != "path")
+        return width - others - COLUMN_GAP * (len(widths) - 1)
+
+    if not names and "path" in widths:
+        for name in DROP_ORDER:
+            if path_room() >= min(PATH_MIN, widths["path"]):
+                break
+            widths.pop(name, None)
+    if "path" in widths:
+        widths["path"] = max(len("path"), min(widths["path"], path_room()))
+    return [(name, specs[name], widths[name]) for name in chosen if name in widths]
+
+
+def hits_table(hits: Sequence[Any], title: str, columns: Sequence[str] | None = None) -> None:
+    """The results as a table as wide as the terminal; `columns` (names of HIT_COLUMNS or catalog columns)
+    replaces the default choice."""
+    out = console._console()  # one console: its width is the terminal's now
     if not hits:
-        console.print("no tile matches the filters", style="yellow")
+        out.print(title, highlight=False)
+        out.print("no tile matches the filters", style="yellow")
+        return
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    layout = hit_columns(columns, hits, out.width)
+    score_header = SCORE_HEADERS.get(hits[0].score_kind, "score")
+    for name, spec, width in layout:
+        header = score_header if name == "score" else spec.header
+        table.add_column(header, no_wrap=True, overflow="ellipsis", width=width, justify=spec.justify)  # type: ignore[arg-type]
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(*(shorten_path(hit.path, width) if name == "path" else spec.cell(rank, hit)
+                        for name, spec, width in layout))
+    out.print(table)
+
+
+def hint(message: str) -> None:
+    """One line on stderr explaining a result (e.g. why it is empty); stdout stays the table or the JSON."""
+    err_console.print(f"[yellow]hint:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def written(outputs: Sequence[str]) -> None:
     """One line on stderr per result file written (stdout stays the table or the JSON)."""
     for output in outputs:
         err_console.print(f"[green]wrote[/] {output}", highlight=False, soft_wrap=True)
+
+
+def _literal(value: Any) -> str:
+    """A value as --where would spell it: text in single quotes, numbers bare."""
+    return "'" + value.replace("'", "''") + "'" if isinstance(value, str) else str(value)
+
+
+def _column_values(info: Any) -> str:
+    """What a column holds: every value with its tile count, else the number of values and their range."""
+    if info.values:
+        return ", ".join(f"{_literal(value)} ({count})" for value, count in info.values)
+    text = f"{info.distinct} distinct values" if info.distinct else "no values"
+    if info.minimum is not None:
+        text += f", {_literal(info.minimum)} .. {_literal(info.maximum)}"
+    return text
+
+
+def columns_table(infos: Sequence[Any], tiles: int) -> None:
+    """`sarsearch columns`: one row per filterable catalog column (name as --where takes it, type, tiles
+    with a value, values)."""
+    from sarclip_search.filters import quoted_column
+
+    table = Table(title=f"catalog columns ({tiles} tiles); use them in --where, e.g. --where \"label = 'T72'\"",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("column", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("tiles", justify="right", no_wrap=True)
+    table.add_column("values (tiles)", overflow="fold")
+    for info in infos:
+        name = quoted_column(info.name) + (" (internal)" if info.internal else "")
+        table.add_row(name, info.type, str(info.tiles), _column_values(info))
+    console.print(table, highlight=False)
 
 
 def info_table(summary: dict[str, Any]) -> None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +27,7 @@ import duckdb
 import numpy as np
 
 from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError, MetadataError
-from sarclip_search.filters import check_predicate
+from sarclip_search.filters import check_predicate, is_internal_column, unknown_column_message
 from sarclip_search.metadata import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,11 @@ RESERVED_NAMES = frozenset({"tile_id", "col_off", "row_off", "scene_width", "sce
                            | {f"scene_{name}" for name in BBOX_COLUMNS})
 SUMMARY_COLUMNS = ("dataset", "label", "split")
 QUERY_THREADS = 1  # DuckDB threads of a read-only catalog (see Catalog.__init__)
+# `column_info` lists every value (with its tile count) of a column with at most this many distinct values
+LOW_CARDINALITY = 30
+_ORDERED_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "DATE",
+                  "TIMESTAMP")
+_UNKNOWN_COLUMN = re.compile(r'Referenced column "((?:[^"]|"")+)" not found')
 
 _READ_ONLY_HINT = "open it without read_only to change it"
 
@@ -177,6 +184,28 @@ def _scene_values(scene: Mapping[str, object]) -> tuple[str, dict[str, object]]:
             raise MetadataError(f"{path}: expected bbox as (minlon, minlat, maxlon, maxlat), found {bbox!r}")
         values.update(zip(BBOX_COLUMNS, bbox))  # type: ignore[arg-type]
     return path, values
+
+
+@dataclass
+class ColumnInfo:
+    """What a `tile_view` column holds, for `sarsearch columns` (counts are tiles, as filters select tiles)."""
+
+    name: str
+    type: str  # DuckDB type, e.g. VARCHAR, BIGINT, TIMESTAMP
+    tiles: int  # tiles with a value (not NULL)
+    distinct: int  # distinct values
+    values: list[tuple[object, int]] | None = None  # (value, tiles), most frequent first: text/integer columns
+    #                                                  with at most LOW_CARDINALITY distinct values
+    minimum: object = None  # for numbers and times
+    maximum: object = None
+    internal: bool = False  # bookkeeping or a raster file tag: not offered as a filter (filters.is_internal_column)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name, "type": self.type, "tiles": self.tiles, "distinct": self.distinct,
+            "values": None if self.values is None else [{"value": v, "tiles": n} for v, n in self.values],
+            "min": self.minimum, "max": self.maximum, "internal": self.internal,
+        }
 
 
 class Catalog:
@@ -578,9 +607,12 @@ class Catalog:
             ids = np.asarray(self._con.execute(sql, args).fetchnumpy()["tile_id"], dtype=np.int64)
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0]
+            unknown = _UNKNOWN_COLUMN.search(message)
+            if unknown is not None:
+                raise FilterError(unknown_column_message(unknown.group(1).replace('""', '"'), self.columns())) from exc
             raise FilterError(
-                f"the filter could not run on the catalog ({message}); use the columns "
-                f"{', '.join(self.columns())}"
+                f"the filter could not run on the catalog ({message}); "
+                "check the columns and their types with `sarsearch columns`"
             ) from exc
         return ids if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()) else np.sort(ids)
 
@@ -627,3 +659,44 @@ class Catalog:
                 f"SELECT {quote_identifier(name)}, count(*) AS n FROM scenes GROUP BY 1 ORDER BY n DESC, 1").fetchall()
             result[name] = {("null" if value is None else str(value)): int(n) for value, n in rows}
         return result
+
+    def values(self, column: str, limit: int | None = None) -> list[tuple[object, int]]:
+        """(value, tiles) of a `tile_view` column's distinct non-NULL values, most frequent first (ties by value).
+
+        CatalogError if the catalog has no such column.
+        """
+        names = {name.lower(): name for name in self.columns()}
+        if column.lower() not in names:
+            raise CatalogError(f"the catalog has no column {column!r}; see `sarsearch columns`")
+        quoted = quote_identifier(names[column.lower()])
+        sql = (f"SELECT {quoted}, count(*) AS n FROM tile_view WHERE {quoted} IS NOT NULL "
+               f"GROUP BY 1 ORDER BY n DESC, 1" + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        return [(_json_value(value), int(n)) for value, n in self._con.execute(sql).fetchall()]
+
+    def column_info(self, include_internal: bool = False) -> list[ColumnInfo]:
+        """Every filterable `tile_view` column (all of them with `include_internal`): type, tiles with a value,
+        distinct values, min/max of numbers and times, and every value with its tile count when a column has
+        at most `LOW_CARDINALITY` distinct values. One scan of the view for the counts, one per listed column.
+        """
+        described = self._con.execute("DESCRIBE tile_view").fetchall()
+        types = {row[0]: str(row[1]) for row in described}
+        names = [name for name in types if include_internal or not is_internal_column(name)]
+        if not names:
+            return []
+        aggregates = []
+        for name in names:
+            quoted = quote_identifier(name)
+            ordered = types[name].split("(")[0] in _ORDERED_TYPES
+            aggregates += [f"count({quoted})", f"count(DISTINCT {quoted})",
+                           f"min({quoted})" if ordered else "NULL", f"max({quoted})" if ordered else "NULL"]
+        row = self._con.execute(f"SELECT {', '.join(aggregates)} FROM tile_view").fetchone()
+        infos = []
+        for position, name in enumerate(names):
+            tiles, distinct, low, high = row[4 * position: 4 * position + 4]  # type: ignore[index]
+            info = ColumnInfo(name, types[name], int(tiles), int(distinct), minimum=_json_value(low),
+                              maximum=_json_value(high), internal=is_internal_column(name))
+            continuous = types[name].split("(")[0] in ("FLOAT", "DOUBLE", "DECIMAL", "DATE", "TIMESTAMP")
+            if 0 < info.distinct <= LOW_CARDINALITY and not continuous:  # times and reals: their range says more
+                info.values = self.values(name)
+            infos.append(info)
+        return infos

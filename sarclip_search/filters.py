@@ -8,10 +8,12 @@ table function and no ``?``. Queries also run on a read-only connection, a secon
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +37,26 @@ _STATEMENT_WORDS = frozenset({
 # A parser-only connection for validating predicates: no tables, never touches a file.
 _parser: duckdb.DuckDBPyConnection | None = None
 
+# Catalog columns kept for the catalog's own bookkeeping (ids, pixel offsets, file state, hashes, the bbox
+# columns that --bbox reads). `--where` still accepts them; `sarsearch columns` and suggestions leave them out.
+INTERNAL_COLUMNS = frozenset({
+    "tile_id", "scene_id", "col_off", "row_off", "abs_path", "size_bytes", "mtime", "content_hash",
+    "metadata_hash", "footprint_source",
+    *(f"{prefix}bbox_{side}" for prefix in ("", "scene_") for side in ("minlon", "minlat", "maxlon", "maxlat")),
+})
+# Raster tags that reach the catalog (metadata.py keeps the ones it does not know) describe the file, not the
+# scene: GDAL metadata items are SCREAMING_SNAKE_CASE (OVR_RESAMPLING_ALG, AREA_OR_POINT), EXIF tags EXIF_*.
+_RASTER_TAG = re.compile(r"(?:EXIF_|TIFFTAG_|GDAL_).*|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+# Shortcut options -> (catalog column, "exact" or "contains" match), as `build_predicate` applies them.
+SHORTCUT_COLUMNS: dict[str, tuple[str, str]] = {
+    "--label": ("label", "exact"),
+    "--dataset": ("dataset", "exact"),
+    "--split": ("split", "exact"),
+    "--sensor": ("sensor", "contains"),
+    "--polarization": ("sar:polarizations", "contains"),
+}
+_SUGGESTION_CUTOFF = 0.7  # difflib similarity a "did you mean" needs ("lable" -> label, not scale)
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -49,6 +71,108 @@ class Filters:
     bbox: tuple[float, float, float, float] | None = None  # minlon,minlat,maxlon,maxlat; tiles whose bbox intersects it
     after: str | None = None  # ISO date/time; datetime >= after (inclusive)
     before: str | None = None  # ISO date/time; datetime < before (exclusive)
+
+
+def is_internal_column(name: str) -> bool:
+    """True for catalog columns that are not offered as filters (bookkeeping, raster file tags)."""
+    return name.lower() in INTERNAL_COLUMNS or bool(_RASTER_TAG.fullmatch(name))
+
+
+def filterable_columns(columns: Iterable[str]) -> list[str]:
+    """`columns` without the internal ones, in their order."""
+    return [name for name in columns if not is_internal_column(name)]
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Up to `n` of `candidates` that look like `word` (difflib, case-insensitive), best first.
+
+    A candidate with a namespace (``sar:polarizations``) also matches by its bare name (``polarization``),
+    and candidates that contain `word` (``mstar`` in ``MSTAR-SOC``) come first.
+    """
+    lowered = word.lower()
+    matcher = difflib.SequenceMatcher(None, "", lowered)  # difflib caches the second sequence
+    scored: dict[str, tuple[bool, float]] = {}
+    for candidate in dict.fromkeys(candidates):
+        best = 0.0
+        for form in {candidate.lower(), candidate.lower().rpartition(":")[2]}:
+            matcher.set_seq1(form)
+            best = max(best, matcher.ratio())
+        contains = len(lowered) > 1 and lowered in candidate.lower()
+        if best >= _SUGGESTION_CUTOFF or contains:
+            scored[candidate] = (contains, best)
+    return sorted(scored, key=lambda c: scored[c], reverse=True)[:n]
+
+
+def quoted_column(name: str) -> str:
+    """A column name as the user writes it in --where: bare when it is a plain identifier, else in quotes."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else _quote(name)
+
+
+def unknown_column_message(name: str, columns: Sequence[str]) -> str:
+    """`name` is not a catalog column: a one-line message with the closest filterable (else any) columns."""
+    offered = filterable_columns(columns)
+    suggestions = close_matches(name, offered) or close_matches(name, columns)
+    if suggestions:
+        hint = f"did you mean {' or '.join(quoted_column(s) for s in suggestions)}?"
+    else:
+        hint = f"filterable columns: {', '.join(quoted_column(c) for c in offered)}"
+    return f"the catalog has no column {_quote(name)}; {hint} (types and values: sarsearch columns)"
+
+
+@dataclass(frozen=True)
+class FilterHint:
+    """A shortcut filter whose value no tile has, with the values it may have meant."""
+
+    option: str  # --label ...
+    value: str
+    column: str
+    match: str  # "exact" or "contains"
+    suggestions: list[str] = field(default_factory=list)  # close values (difflib), best first
+    values: list[str] = field(default_factory=list)  # the column's values, most frequent first (shown when no suggestion)
+
+    @property
+    def message(self) -> str:
+        what = self.option.removeprefix("--")
+        head = (f"no tile has {what} {self.value!r}" if self.match == "exact"
+                else f"no tile has a {what} containing {self.value!r}")
+        if self.suggestions:
+            tail = f"did you mean {' or '.join(repr(s) for s in self.suggestions)}?"
+        elif self.values:
+            shown = self.values[:8]
+            tail = f"{self.column} holds {', '.join(repr(v) for v in shown)}" + (" ..." if len(self.values) > 8 else "")
+        else:
+            tail = f"no tile has a {self.column} value"
+        return f"{head}; {tail} (sarsearch columns)"
+
+
+def _words(value: str) -> list[str]:
+    """The parts of a value a 'contains' filter may have aimed at: 'Sentinel-1A (IW GRD)' -> Sentinel-1A, IW, GRD."""
+    return [w for w in re.split(r"[\s/()+,;]+", value) if len(w) > 1]
+
+
+def unmatched_filters(filters: Filters, values_of: Callable[[str], Sequence[str]], columns: Sequence[str]) -> list[FilterHint]:
+    """The shortcut filters (--label, --dataset, --split, --sensor, --polarization) whose value no tile has.
+
+    `values_of(column)` gives a column's distinct values, most frequent first (`Catalog.values`). Used to
+    explain an empty result: each hint names the closest values (difflib) or, failing that, the column's values.
+    """
+    known = {c.lower(): c for c in columns}
+    hints: list[FilterHint] = []
+    for option, (column, match) in SHORTCUT_COLUMNS.items():
+        value = getattr(filters, option.removeprefix("--"))
+        if value is None or column.lower() not in known:
+            continue
+        values = [str(v) for v in values_of(known[column.lower()]) if v is not None]
+        if match == "exact":
+            if value in values:
+                continue
+            candidates = values
+        else:
+            if any(value.lower() in v.lower() for v in values):
+                continue
+            candidates = [*values, *(w for v in values for w in _words(v))]
+        hints.append(FilterHint(option, value, known[column.lower()], match, close_matches(value, candidates), values))
+    return hints
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -176,7 +300,7 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | Non
     """The AND of all given filters as one predicate over tile_view, with its ``?`` parameters.
 
     Returns ``(None, [])`` when no filter is given. A shortcut naming a column the catalog does
-    not have raises FilterError listing the available columns; so does an invalid ``--where``.
+    not have raises FilterError listing the filterable columns; so does an invalid ``--where``.
     """
     available = list(columns)
     known = {c.lower() for c in available}
@@ -187,7 +311,7 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | Non
         if column.lower() not in known:
             raise FilterError(
                 f"{option} filters on column {column!r}, which this catalog does not have; "
-                f"available columns: {', '.join(available)}"
+                f"available columns: {', '.join(filterable_columns(available))} (sarsearch columns)"
             )
         return _quote(column)
 

@@ -250,3 +250,43 @@ def test_tile_ids_sorted_numpy_and_read_only_caches(tmp_path: Path) -> None:
             catalog.tile_ids("1=1; DROP TABLE tiles")  # checked predicates are remembered, refused ones are not
         with pytest.raises(FilterError):
             catalog.tile_ids("1=1; DROP TABLE tiles")
+
+
+def test_column_info_lists_filterable_columns_with_values_and_counts() -> None:
+    from sarclip_search.catalog import LOW_CARDINALITY
+
+    labels = ["T72", "T72", "BMP2", None]
+    with Catalog() as catalog:
+        for i, label in enumerate(labels):
+            scene = {"path": f"s{i}.tif", "label": label, "content_hash": f"h{i}", "OVR_RESAMPLING_ALG": "NEAREST",
+                     "serial": f"n{i:03d}" if i else "x", "datetime": f"2020-0{i + 1}-01T00:00:00Z", "n_objects": i}
+            catalog.add_tiles(catalog.add_scene(scene), tiles_for(i + 1))  # scene i has i + 1 tiles
+        for i in range(LOW_CARDINALITY + 1):  # one more distinct value than are listed
+            catalog.add_tiles(catalog.add_scene({"path": f"many{i}.tif", "serial": f"m{i}"}), tiles_for(1))
+        infos = {info.name: info for info in catalog.column_info()}
+        assert "content_hash" not in infos and "OVR_RESAMPLING_ALG" not in infos and "tile_id" not in infos
+        assert {"label", "datetime", "n_objects", "serial", "path", "width"} <= set(infos)
+        label = infos["label"]
+        assert label.type == "VARCHAR" and label.distinct == 2 and not label.internal
+        # tile counts: T72 on scenes 0 and 1 (1 + 2 tiles), BMP2 on scene 2 (3 tiles)
+        assert label.values == [("BMP2", 3), ("T72", 3)]  # ties by value
+        assert label.tiles == 6 and label.values == catalog.values("label")
+        assert infos["n_objects"].values == [(3, 4), (2, 3), (1, 2), (0, 1)]  # integers: listed, by count
+        when = infos["datetime"]
+        assert when.values is None and (when.minimum, when.maximum) == ("2020-01-01T00:00:00", "2020-04-01T00:00:00")
+        assert infos["serial"].distinct == 4 + LOW_CARDINALITY + 1 and infos["serial"].values is None
+        every = {info.name: info for info in catalog.column_info(include_internal=True)}
+        assert every["content_hash"].internal and every["OVR_RESAMPLING_ALG"].values == [("NEAREST", 10)]
+        assert json.loads(json.dumps([info.to_dict() for info in every.values()]))  # JSON-ready
+        with pytest.raises(CatalogError, match="no column"):
+            catalog.values("no_such_column")
+
+
+def test_unknown_where_column_suggests_a_filterable_one() -> None:
+    with Catalog() as catalog:
+        catalog.add_tiles(catalog.add_scene({"path": "a.tif", "label": "T72", "content_hash": "h"}), tiles_for(1))
+        with pytest.raises(FilterError, match=r'no column "labl"; did you mean label\?'):
+            catalog.tile_ids("labl = 'T72'")
+        with pytest.raises(FilterError, match="sarsearch columns") as raised:
+            catalog.tile_ids("label = 5")  # a type error, not a missing column
+        assert "content_hash" not in str(raised.value)

@@ -17,7 +17,7 @@ from PIL import Image
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, app
 from typer.testing import CliRunner
 
-COMMANDS = ("index", "query", "info", "train", "eval")
+COMMANDS = ("index", "query", "info", "columns", "train", "eval")
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHIP_PNG = "chips/chip_ship_0001.png"
 FIELD_PNG = "chips/chip_field_0001.png"
@@ -27,9 +27,12 @@ SHIP_BOX = (3.0, 52.2, 3.2, 52.3)
 runner = CliRunner()
 
 
-def run(*args: object):
-    """Invoke `sarsearch ARGS...`; result.stdout and result.stderr are separate (click >= 8.2)."""
-    return runner.invoke(app, [str(a) for a in args])
+def run(*args: object, columns: int | None = None):
+    """Invoke `sarsearch ARGS...`; result.stdout and result.stderr are separate (click >= 8.2).
+
+    `columns` sets the terminal width ($COLUMNS) for this call instead of the suite's 250.
+    """
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)} if columns else None)
 
 
 def error_lines(result) -> list[str]:
@@ -121,6 +124,25 @@ def test_every_command_has_help_with_an_example(command):
     assert "Example" in result.output
 
 
+@pytest.mark.parametrize("command", ("", *COMMANDS))
+def test_help_shows_types_of_values_only_and_plain_argument_names(command):
+    result = run(*([command] if command else []), "--help", columns=120)
+    assert result.exit_code == EXIT_OK, result.output
+    assert "<bool>" not in result.output  # flags take no value
+    usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+    assert "{" not in usage and "}" not in usage
+    help_line = next(line for line in result.output.splitlines() if "--help" in line)
+    assert "<" not in help_line
+    if command == "index":
+        assert "sarsearch index [OPTIONS] ARCHIVE" in usage
+        assert any("--strict" in line and "<" not in line for line in result.output.splitlines())
+    if command == "query":
+        assert "sarsearch query [OPTIONS] [TEXT]" in usage
+        options = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ --")}
+        assert "<" not in options["--dedup"] and "<" not in options["--json"]
+        assert "<path>" in options["--image"] and "<id>" in options["--like"] and "<int>" in options["--k"]
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_is_in_the_readme(command):
     text = README.read_text() if README.is_file() else ""
@@ -166,6 +188,119 @@ def test_query_table_output(cli_index, checkpoint):
     result = run("query", "a ship", "-k", 2, "--db", db, "--model", checkpoint)
     assert result.exit_code == EXIT_OK, result.output
     assert "top 2" in result.stdout and "score" in result.stdout
+
+
+def table_rows(stdout: str) -> tuple[list[str], list[str]]:
+    """(header cells, row lines) of a results table: the lines between the rule under the header and the end."""
+    lines = stdout.splitlines()
+    rule = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
+    return lines[rule - 1].split(), [line for line in lines[rule + 1:] if line.strip()]
+
+
+def test_query_table_shows_what_an_analyst_needs_using_the_width(cli_index, checkpoint):
+    db, _, _ = cli_index
+    hits = query_json(db, checkpoint, "a ship", "-k", 10)
+    result = run("query", "a ship", "-k", 10, "--db", db, "--model", checkpoint, columns=200)
+    assert result.exit_code == EXIT_OK, result.output
+    header, rows = table_rows(result.stdout)
+    assert header == ["#", "score", "id", "date", "dataset", "label", "split", "sensor", "pol", "path", "window"]
+    assert len(rows) == len(hits) and all(len(line) <= 200 for line in result.stdout.splitlines())
+    for rank, (hit, row) in enumerate(zip(hits, rows), start=1):
+        cells = row.split()
+        assert cells[:3] == [str(rank), f"{hit['score']:.3f}", str(hit["id"])]
+        assert hit["path"] in row  # whole, product folder included, at 200 columns
+        assert (hit["datetime"] or "")[:10] in row and hit["label"] in cells and hit["split"] in cells
+        assert hit["sar:polarizations"] in cells and ",".join(map(str, hit["window"])) in cells
+
+
+def test_query_table_fits_a_narrow_terminal(cli_index, checkpoint):
+    db, _, _ = cli_index
+    hits = query_json(db, checkpoint, "a ship", "-k", 10)
+    result = run("query", "a ship", "-k", 10, "--db", db, "--model", checkpoint, columns=100)
+    assert result.exit_code == EXIT_OK, result.output
+    assert all(len(line) <= 100 for line in result.stdout.splitlines())
+    header, rows = table_rows(result.stdout)
+    assert {"#", "score", "id", "date", "label", "path"} <= set(header) and "window" not in header
+    for hit, row in zip(hits, rows):
+        assert hit["path"][-10:] in row and hit["label"] in row.split()  # the file name's end survives
+
+
+def test_query_columns_option_chooses_the_columns(cli_index, checkpoint):
+    db, _, _ = cli_index
+    hits = query_json(db, checkpoint, "a ship", "-k", 4)
+    result = run("query", "a ship", "-k", 4, "--columns", "id, label,scene_width,polarization",
+                 "--db", db, "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, result.output
+    header, rows = table_rows(result.stdout)
+    assert header == ["id", "label", "scene_width", "pol"]
+    assert [row.split() for row in rows] == [
+        [str(hit["id"]), hit["label"], str(hit["scene_width"]), hit["sar:polarizations"]] for hit in hits]
+
+
+@pytest.mark.parametrize(("spec", "needles"), [
+    ("rank,lable", ("--columns", "'lable'", "did you mean label?", "valid: rank, score, id")),
+    ("rank,,id", ("--columns", "separated by commas")),
+    ("id,id", ("--columns", "id is named twice")),
+])
+def test_query_columns_option_errors(cli_index, checkpoint, spec, needles):
+    db, _, _ = cli_index
+    assert_user_error(run("query", "a ship", "--columns", spec, "--db", db, "--model", checkpoint), *needles)
+
+
+def test_empty_result_hints_at_values_that_exist(cli_index, checkpoint):
+    db, _, _ = cli_index
+    result = run("query", "a ship", "--label", "Ship", "--polarization", "XX", "--json", "--db", db, "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, result.output
+    assert json.loads(result.stdout) == []
+    assert error_lines(result) == [
+        "hint: no tile has label 'Ship'; did you mean 'ship'? (sarsearch columns)",
+        ("hint: no tile has a polarization containing 'XX'; sar:polarizations holds 'VV+VH', 'VV', 'HH' "
+         "(sarsearch columns)"),
+    ]
+    table = run("query", "a ship", "--split", "tset", "--db", db, "--model", checkpoint)
+    assert table.exit_code == EXIT_OK and "no tile matches the filters" in table.stdout
+    assert error_lines(table) == ["hint: no tile has split 'tset'; did you mean 'test'? (sarsearch columns)"]
+    combined = run("query", "a ship", "--label", "ship", "--dataset", "synthetic-K5", "--db", db, "--model", checkpoint)
+    assert combined.exit_code == EXIT_OK and "no tile matches" in combined.stdout and not error_lines(combined)
+
+
+def test_columns_command_lists_filterable_columns_with_value_counts(cli_index, checkpoint):
+    from collections import Counter
+
+    db, _, _ = cli_index
+    hits = query_json(db, checkpoint, "a ship", "-k", 10)  # every tile of the index
+    result = run("columns", "--db", db, "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    columns = {column["name"]: column for column in json.loads(result.stdout)}
+    assert {"label", "dataset", "split", "sensor", "sar:polarizations", "datetime", "path"} <= set(columns)
+    assert not {"tile_id", "scene_id", "content_hash", "metadata_hash", "mtime", "abs_path", "bbox_minlon"} & set(columns)
+    for name in ("label", "dataset", "split", "sar:polarizations"):
+        counted = Counter(hit[name] for hit in hits)
+        assert {v["value"]: v["tiles"] for v in columns[name]["values"]} == counted
+        assert columns[name]["type"] == "VARCHAR" and columns[name]["tiles"] == len(hits)
+    dates = sorted(hit["datetime"] for hit in hits if hit["datetime"])
+    assert (columns["datetime"]["min"], columns["datetime"]["max"]) == (dates[0], dates[-1])
+    every = {column["name"]: column for column in json.loads(run("columns", "--db", db, "--json", "--all").stdout)}
+    assert every["content_hash"]["internal"] and not every["label"]["internal"] and set(columns) < set(every)
+    table = run("columns", "--db", db)
+    assert table.exit_code == EXIT_OK
+    label_line = next(line for line in table.stdout.splitlines() if line.startswith("label "))
+    assert "'ship' (5)" in label_line and "'field' (5)" in label_line
+    assert '"sar:polarizations"' in table.stdout and "content_hash" not in table.stdout
+
+
+def test_where_with_an_unknown_column_suggests_one(cli_index, checkpoint):
+    db, _, _ = cli_index
+    result = run("query", "a ship", "--where", "polarization = 'VV'", "--db", db, "--model", checkpoint)
+    assert_user_error(result, 'no column "polarization"; did you mean "sar:polarizations"?', "sarsearch columns")
+    assert "content_hash" not in result.stderr
+
+
+def test_index_progress_reports_tiles_per_second(tmp_path, fixture_archive, checkpoint):
+    archive = copy_archive(fixture_archive, tmp_path / "archive", only=(SHIP_PNG, FIELD_PNG))
+    result = run("index", archive, "--db", tmp_path / "db", "--model", checkpoint)
+    assert result.exit_code == EXIT_OK, result.output
+    assert re.search(r"indexing \(embed\).* 2/2 +\d+ tiles, [\d.]+ tiles/s .* eta ", result.stderr), result.stderr
 
 
 def test_reindex_without_changes_embeds_nothing(cli_index, checkpoint):

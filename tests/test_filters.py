@@ -10,7 +10,18 @@ import pytest
 
 from sarclip_search.catalog import Catalog
 from sarclip_search.errors import FilterError
-from sarclip_search.filters import Filters, build_predicate, check_predicate, parse_bbox, parse_date
+from sarclip_search.filters import (
+    Filters,
+    build_predicate,
+    check_predicate,
+    close_matches,
+    filterable_columns,
+    is_internal_column,
+    parse_bbox,
+    parse_date,
+    unknown_column_message,
+    unmatched_filters,
+)
 
 SCENES = [
     # path, label, dataset, split, sensor, polarization, datetime, tile bbox
@@ -84,9 +95,9 @@ def test_values_are_parameters_not_sql() -> None:
     assert where == '"label" = ?' and params == ["x' OR '1'='1"]
 
 
-def test_unknown_shortcut_column_lists_columns() -> None:
-    with pytest.raises(FilterError, match="available columns: tile_id, path"):
-        build_predicate(Filters(label="T72"), ["tile_id", "path"])
+def test_unknown_shortcut_column_lists_filterable_columns() -> None:
+    with pytest.raises(FilterError, match=r"available columns: path, split \(sarsearch columns\)"):
+        build_predicate(Filters(label="T72"), ["tile_id", "path", "content_hash", "split"])
 
 
 @pytest.mark.parametrize(
@@ -148,3 +159,57 @@ def test_parse_bbox_and_date() -> None:
             parse_date(bad)
     with pytest.raises(FilterError, match="--after"):
         build_predicate(Filters(after="2021-01-01", before="2020-01-01"), ["datetime"])
+
+
+# --- which columns are offered, "did you mean", hints for values no tile has --------------------------------
+
+
+def test_internal_columns_are_not_offered() -> None:
+    internal = ["tile_id", "scene_id", "col_off", "abs_path", "mtime", "content_hash", "metadata_hash",
+                "bbox_minlon", "scene_bbox_maxlat", "OVR_RESAMPLING_ALG", "AREA_OR_POINT", "EXIF_Orientation"]
+    offered = ["label", "dataset", "split", "sensor", "sar:polarizations", "datetime", "width", "scene_width",
+               "path", "n_objects", "Label2", "crs"]
+    assert [c for c in internal + offered if is_internal_column(c)] == internal
+    assert filterable_columns(internal + offered) == offered
+
+
+@pytest.mark.parametrize(("word", "candidates", "expected"), [
+    ("T-72", ["T62", "T72", "BMP2", "ZSU234"], ["T72"]),
+    ("t72", ["BMP2", "T72"], ["T72"]),
+    ("polarization", ["platform", "sar:polarizations", "split"], ["sar:polarizations"]),
+    ("labl", ["scale", "label", "path"], ["label"]),
+    ("lable", ["scale", "label"], ["label"]),  # not scale: below the cutoff
+    ("mstar", ["HRSID", "MSTAR-SOC", "MSTAR-composite-scenes"], ["MSTAR-SOC", "MSTAR-composite-scenes"]),
+    ("XX", ["HH", "VV", "VH"], []),
+])
+def test_close_matches(word: str, candidates: list[str], expected: list[str]) -> None:
+    assert close_matches(word, candidates) == expected
+
+
+def test_unknown_column_message_suggests_only_offered_columns() -> None:
+    columns = ["tile_id", "path", "abs_path", "label", "sar:polarizations", "content_hash"]
+    message = unknown_column_message("polarization", columns)
+    assert 'did you mean "sar:polarizations"?' in message and "sarsearch columns" in message
+    nothing_close = unknown_column_message("colour", columns)
+    assert 'path, label, "sar:polarizations"' in nothing_close
+    assert "content_hash" not in nothing_close and "tile_id" not in nothing_close
+
+
+def test_unmatched_filters_name_the_closest_values(catalog_path: Path) -> None:
+    with Catalog(catalog_path, read_only=True) as catalog:
+        def values_of(column: str) -> list[str]:
+            return [value for value, _ in catalog.values(column)]
+
+        def hints(**given: str) -> dict[str, str]:
+            return {hint.option: hint.message for hint in unmatched_filters(Filters(**given), values_of, catalog.columns())}
+
+        assert hints(label="T72", dataset="MSTAR-SOC", split="test", sensor="sandia", polarization="vh") == {}
+        assert hints(label="T-72") == {"--label": "no tile has label 'T-72'; did you mean 'T72'? (sarsearch columns)"}
+        assert hints(dataset="mstar")["--dataset"].startswith("no tile has dataset 'mstar'; did you mean 'MSTAR-SOC'?")
+        assert "did you mean 'Sentinel-1A'" in hints(sensor="sentinal")["--sensor"]
+        polarization = hints(polarization="XX")["--polarization"]
+        assert polarization.startswith("no tile has a polarization containing 'XX'; sar:polarizations holds ")
+        assert "'HH'" in polarization and "'VV+VH (2 bands)'" in polarization
+        assert set(hints(label="T-72", split="tset")) == {"--label", "--split"}
+        # a value some tile has gets no hint even when the combination matches nothing
+        assert hints(label="T72", split="test") == {} and search(catalog_path, Filters(label="T72", split="test")) == []
