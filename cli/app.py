@@ -130,6 +130,7 @@ def index(
     memory_budget: Annotated[str | None, typer.Option(help="Memory budget for the FAISS index, e.g. 2G.")] = None,
     commit_every: Annotated[int, typer.Option(help="Commit every N files: a killed run loses at most N files' work and the next run resumes.")] = 256,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first failed file (exit 1) and commit nothing of this run.")] = False,
+    follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Also index symbolic links (files, folders) that lead outside ARCHIVE; by default each is listed and skipped.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Index an archive: read, tile, embed and catalog every image. Re-runs are incremental.
@@ -159,6 +160,7 @@ def index(
             memory_budget=budget,
             commit_every=commit_every,
             strict=strict,
+            follow_symlinks=follow_symlinks,
             progress=progress,
         )
     render.index_report(report)

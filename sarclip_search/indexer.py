@@ -11,7 +11,11 @@ files, so an interrupted run keeps what it committed and the next run resumes fr
 
 The model is loaded only when something must be embedded, or the index lacks the ONNX export of it
 that queries run on (`encoders.py`, written at the end of a run): a re-run over an unchanged archive
-imports no torch.
+imports no torch, and commits no generation (CURRENT stays as it is).
+
+Nothing outside the archive folder is indexed unless asked: a manifest row whose path leaves the archive
+and a symbolic link whose real path does (`raster.walk_archive`; `follow_symlinks` opts in) are listed
+in `report.failed` like unreadable files, and everything else is indexed.
 """
 
 from __future__ import annotations
@@ -77,12 +81,13 @@ class IndexReport:
     removed: int = 0
     not_in_manifest: int = 0
     tiles_added: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason): listed, not indexed
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, one line): indexed, but look at it
     seconds: float = 0.0
     embed_seconds: float = 0.0
     totals: dict[str, int] = field(default_factory=dict)
     index_factory: str = ""
+    committed: int = 0  # generations this run committed (0: nothing changed, CURRENT untouched)
 
     @property
     def tiles_per_second(self) -> float:
@@ -186,17 +191,21 @@ def index_archive(
     memory_budget: int | None = None,
     commit_every: int = DEFAULT_COMMIT_EVERY,
     strict: bool = False,
+    follow_symlinks: bool = False,
     progress: Progress | None = None,
 ) -> IndexReport:
     """Index (or update the index of) an archive folder into `store`; returns what happened.
 
-    Per-file problems (unreadable raster, bad sidecar) are collected in `report.failed` and the run goes
-    on; a bad manifest, a mismatched existing index or another writer stop it before anything changes.
+    Per-file problems (unreadable raster, bad sidecar, a manifest row whose path leaves the archive, a
+    symbolic link leading outside it unless `follow_symlinks`) are collected in `report.failed` and the
+    run goes on; a bad manifest, a mismatched existing index or another writer stop it before anything
+    changes.
 
     Changes are committed as a new generation every `commit_every` files (removals of deleted files
     land in the first one), so a killed run loses at most one batch and the next run resumes: files
     committed earlier are unchanged and skipped. With `strict`, the first failed file raises InputError
-    and the run commits nothing (one generation for the whole run).
+    and the run commits nothing (one generation for the whole run). A run that changes nothing (no file
+    new, changed, re-labelled or removed, the vector index as it should be) commits no generation.
 
     `sarclip` is the model, or a function loading it (with `model_path` the file it loads): then it is
     loaded only if something must be embedded or exported. The run ends by exporting the model's towers
@@ -214,11 +223,16 @@ def index_archive(
     report = IndexReport(archive=str(archive), db=str(store.root))
     started = time.perf_counter()
     model = _RunModel(sarclip, model_path)
-    manifest = load_manifest(archive)  # MetadataError for a bad manifest: fatal, nothing changed yet
-    if next(iter(raster.iter_rasters(archive)), None) is None:
+    skipped_rows: list[tuple[str, str]] = []  # manifest rows leaving the archive: listed, the rest indexed
+    manifest = load_manifest(archive, skipped_rows=skipped_rows)  # MetadataError for a bad manifest: fatal
+    walk = raster.walk_archive(archive, follow_symlinks=follow_symlinks)
+    if not walk.files:
         # also guards an existing index against an unmounted or emptied archive folder wiping it
+        count = len(walk.outside_links)
+        links = (f" ({count} symbolic link{'s' * (count != 1)} leading outside it not followed; "
+                 "pass --follow-symlinks to index their images)" if count else "")
         raise InputError(
-            f"{archive}: no images found (expected {', '.join(raster.IMAGE_SUFFIXES)} files); "
+            f"{archive}: no images found (expected {', '.join(raster.IMAGE_SUFFIXES)} files){links}; "
             "point to the folder that holds your SAR images"
         )
 
@@ -230,19 +244,65 @@ def index_archive(
         if current is not None and not rebuild:
             with Catalog(current.catalog_path, read_only=True) as catalog:
                 states = catalog.scene_states()
-        todo, removed = _plan(archive, manifest, states, report, strict)
+        for row, reason in skipped_rows:
+            _fail(report, row, reason, strict)
+        todo, removed = _plan(archive, walk, manifest, states, report, strict)
         settings = _Settings(model, manifest, tile_size, stride, index_factory, memory_budget, strict,
                              progress, len(todo))
-        size = max(1, len(todo)) if strict else commit_every
-        batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
-        for number, batch in enumerate(batches):
-            with store.new_generation(copy_current=not (rebuild and number == 0)) as generation:
-                _update_generation(generation, batch, removed if number == 0 else [], settings, report,
-                                   done_before=number * size)
-                _write_info(generation, model, model_path, archive_root, tile_size, stride, report)
+        # info.json records the checkpoint's path and the catalog schema: a run that changes either commits
+        info_current = current is not None and not rebuild and _info_is_current(current.read_info(), model_path)
+        if info_current and not todo and not removed and not _vectors_stale(current, settings):
+            _report_committed(report, current)  # nothing to change: no generation, CURRENT untouched
+            store.tidy()  # what a run killed after its last commit left behind
+        else:
+            size = max(1, len(todo)) if strict else commit_every
+            batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
+            for number, batch in enumerate(batches):
+                fresh = rebuild and number == 0  # a rebuild's first generation starts empty
+                try:
+                    with store.new_generation(copy_current=not fresh) as generation:
+                        changed = _update_generation(generation, batch, removed if number == 0 else [], settings,
+                                                     report, done_before=number * size)
+                        if not changed and info_current and not fresh:
+                            raise _NothingToCommit  # every file of the batch failed: the staged copy is dropped
+                        _write_info(generation, model, model_path, archive_root, tile_size, stride, report)
+                    report.committed += 1
+                    info_current = True
+                except _NothingToCommit:
+                    log.info("batch %d changed nothing; not committed", number + 1)
+            if not report.committed:
+                _report_committed(report, store.require_current())
         _ensure_encoders(store.root, model)
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _NothingToCommit(Exception):
+    """A staged generation identical to the committed one: discarded instead of committed."""
+
+
+def _info_is_current(info: dict, model_path: str | None) -> bool:
+    """Whether the committed info.json already says what this run would write (but its time and counts)."""
+    recorded = info.get("model", {}).get("checkpoint_path")
+    return recorded == model_path and info.get("catalog_schema_version") == SCHEMA_VERSION
+
+
+def _target_factory(vectors: VectorIndex, settings: _Settings) -> str:
+    return settings.index_factory or choose_index_key(vectors.ntotal, vectors.dim, settings.memory_budget)
+
+
+def _vectors_stale(generation: Generation, settings: _Settings) -> bool:
+    """Whether the committed vector index needs another factory, retraining or tuning (a commit)."""
+    vectors = VectorIndex.load(generation.vectors_path, mmap=True)
+    return (_target_factory(vectors, settings) != vectors.factory or vectors.needs_retraining()
+            or _needs_tuning(vectors))
+
+
+def _report_committed(report: IndexReport, generation: Generation) -> None:
+    """Totals of a run that committed nothing: those of the generation that stays current."""
+    info = generation.read_info()
+    report.totals = dict(info.get("counts", {}))
+    report.index_factory = str(info.get("index", {}).get("factory", ""))
 
 
 def _ensure_encoders(db_root: Path, model: _RunModel) -> None:
@@ -291,6 +351,7 @@ class _Todo(NamedTuple):
 
 def _plan(
     archive: Path,
+    walk: raster.ArchiveWalk,
     manifest: dict[str, dict[str, object]],
     states: dict[str, _State],
     report: IndexReport,
@@ -299,17 +360,30 @@ def _plan(
     """Files to (re-)embed or re-label and catalog paths to remove, from the archive and the committed catalog.
 
     A file of unchanged size and mtime is re-labelled when the hash of its manifest row and sidecar differs
-    from the catalog's; that costs reading the sidecar (if any), not the raster.
+    from the catalog's; that costs reading the sidecar (if any), not the raster. Links leading outside the
+    archive that the walk did not follow are listed (with a manifest, those it lists or lists files under),
+    and their files removed from the index if an earlier run had them.
     """
-    files = sorted(raster.iter_rasters(archive))
+    files = list(walk.files)
     report.files_seen = len(files)
     rel_paths = {path: path.relative_to(archive).as_posix() for path in files}
+    links = {link.path.relative_to(archive).as_posix(): link for link in walk.outside_links}
+
+    def behind_link(rel: str) -> str | None:  # the unfollowed link a path lies at or under
+        return next((name for name in links if rel == name or rel.startswith(name + "/")), None)
+
+    reported = set(links)
+    if manifest:
+        reported = {name for name in (behind_link(rel) for rel in manifest) if name is not None}
+    for name in sorted(reported):
+        _fail(report, name, _link_reason(links[name]), strict)
     if manifest:
         listed = [p for p in files if rel_paths[p] in manifest]
         report.not_in_manifest = len(files) - len(listed)
         files = listed
         for rel in sorted(set(manifest) - set(rel_paths.values())):
-            _fail(report, rel, "listed in manifest.csv but not found; fix the path or remove the row", strict)
+            if behind_link(rel) is None:  # else the link's line says why
+                _fail(report, rel, "listed in manifest.csv but not found; fix the path or remove the row", strict)
     wanted = {rel_paths[p] for p in files}
     removed = sorted(set(states) - wanted)  # deleted (or no longer listed) files
     todo: list[_Todo] = []
@@ -336,6 +410,15 @@ def _plan(
     return todo, removed
 
 
+def _link_reason(link: raster.OutsideLink) -> str:
+    """Why an unfollowed link is not indexed, and the fix."""
+    if link.is_dir:
+        return (f"symbolic link to a folder outside the archive ({link.target}); not entered, its images are not "
+                "indexed; pass --follow-symlinks to index them, or copy them into the archive")
+    return (f"symbolic link to a file outside the archive ({link.target}); not indexed; "
+            "pass --follow-symlinks to index it, or copy the file into the archive")
+
+
 def _reason(exc: Exception, path: Path) -> str:
     """The one-line reason a file failed, without its path (the report line starts with it)."""
     if isinstance(exc, RasterError):
@@ -357,9 +440,14 @@ def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
 def _update_generation(
     generation: Generation, todo: list[_Todo], removed: list[str], settings: _Settings, report: IndexReport,
     *, done_before: int = 0,
-) -> None:
-    """Apply one batch (removals, then new and changed files) to a staged generation and save it."""
+) -> bool:
+    """Apply one batch (removals, then new and changed files) to a staged generation and save it.
+
+    Returns whether anything changed (a scene added, removed or rewritten, the vector index rebuilt or
+    re-tuned); if not, the staged generation still holds what it was staged with.
+    """
     sarclip = settings.sarclip
+    changed = bool(removed)
     if generation.vectors_path.is_dir():
         vectors = VectorIndex.load(generation.vectors_path, expected_dim=sarclip.embed_dim)
     else:
@@ -377,11 +465,13 @@ def _update_generation(
                 digest = metadata_hash(settings.manifest.get(rel), stac)
                 content_hash = previous[2] if relabel and previous is not None else file_sha256(path)
                 if previous is not None and previous[2] == content_hash:
-                    if previous[3] == digest:
-                        report.unchanged += 1  # touched, not changed: keep the embeddings
+                    touched = previous[3] == digest  # touched, not changed: keep the embeddings, record the mtime
+                    _relabel(catalog, path, rel, stat, content_hash, stac, digest, settings, touched=touched)
+                    if touched:
+                        report.unchanged += 1
                     else:
-                        _relabel(catalog, path, rel, stat, content_hash, stac, digest, settings)
                         report.relabelled += 1
+                    changed = True
                     continue
                 info = raster.read_info(path)
                 windows, chips = _read_chips(path, info, settings, report, rel)
@@ -401,6 +491,7 @@ def _update_generation(
             pending.ids.extend(int(i) for i in tile_ids)
             pending.chips.extend(chips)
             report.indexed += 1
+            changed = True
             report.tiles_added += len(tile_ids)
             if len(pending.ids) >= EMBED_BATCH:
                 _flush(pending, vectors, sarclip, report)
@@ -408,14 +499,18 @@ def _update_generation(
         if settings.progress is not None and todo:
             settings.progress("embed", done_before + len(todo), settings.total, report.tiles_added)
 
-    factory = settings.index_factory or choose_index_key(vectors.ntotal, vectors.dim, settings.memory_budget)
+    factory = _target_factory(vectors, settings)
     if factory != vectors.factory or vectors.needs_retraining():  # retrain after 4x growth (RETRAIN_GROWTH)
         vectors = _rebuild(vectors, factory)
+        changed = True
     if _needs_tuning(vectors):
         result = vectors.tune()  # nprobe and re-rank depth for 0.95 recall@10 vs exact, saved with the index
         log.info("tuned %s: nprobe %s, rerank %s (recall %.3f)", vectors.factory, result.nprobe, result.rerank_factor,
                  result.recall)
-    vectors.save(generation.vectors_path)
+        changed = True
+    if changed or not generation.vectors_path.is_dir():
+        vectors.save(generation.vectors_path)
+    return changed
 
 
 RETUNE_GROWTH = 2.0  # re-tune an approximate index once it holds this many times the vectors it was tuned on
@@ -486,12 +581,13 @@ def _write_info(
 
 def _relabel(
     catalog: Catalog, path: Path, rel: str, stat: os.stat_result, content_hash: str, stac: dict, digest: str,
-    settings: _Settings,
+    settings: _Settings, *, touched: bool = False,
 ) -> None:
     """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes.
 
     Reads the raster's header (its tags are a metadata source), not its pixels; tile ids and vectors stay.
     Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the others take the scene's box.
+    `touched`: only the file's mtime changed; it is recorded so that the next run skips the file unhashed.
     """
     info = raster.read_info(path)
     metadata = scene_metadata(rel, settings.manifest.get(rel), stac, info.tags)
@@ -499,7 +595,7 @@ def _relabel(
     scene_id = catalog.update_scene(row)
     if row["footprint_source"] != "raster":
         catalog.set_scene_tiles_bbox(scene_id, _tile_bbox(info, None, row))
-    log.info("%s: metadata changed, re-labelled (not re-embedded)", rel)
+    log.info("%s: %s (not re-embedded)", rel, "touched, new mtime recorded" if touched else "metadata changed, re-labelled")
 
 
 def _tile_bbox(info: raster.RasterInfo, window: Window | None, row: dict) -> tuple[float, float, float, float] | None:

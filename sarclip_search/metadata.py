@@ -134,15 +134,20 @@ def _infer_column(values: list[str]) -> type:
     return str
 
 
-def load_manifest(archive_root: Path) -> dict[str, dict[str, object]]:
+def load_manifest(
+    archive_root: Path, *, skipped_rows: list[tuple[str, str]] | None = None
+) -> dict[str, dict[str, object]]:
     """Read ``ARCHIVE/manifest.csv`` if present (else ``{}``).
 
     Key: the `path` column, normalized as a POSIX path relative to the archive root. The row
     holds every other column, typed per column: int if all non-empty values parse as int,
     float likewise, else str; an empty cell is None.
 
-    Raises MetadataError (naming the manifest and the fix) for: no `path` column, a blank or
-    escaping path, a row with more cells than the header, duplicate paths. Rows whose file
+    Raises MetadataError (naming the manifest and the fix) for: no `path` column, a row with more
+    cells than the header, duplicate paths, and a blank path or one leaving the archive (absolute,
+    or ``..``). Given a `skipped_rows` list, a row of the last kind is left out instead and
+    appended to it as (``"manifest.csv row N"``, one-line reason with the fix): `index` lists it and
+    indexes every other file (a manifest with no other row is still an error). Rows whose file
     does not exist are not an error here; see `missing_paths`.
     """
     manifest_path = Path(archive_root) / MANIFEST_NAME
@@ -182,13 +187,22 @@ def load_manifest(archive_root: Path) -> dict[str, dict[str, object]]:
     types = {name: _infer_column(values) for name, values in columns.items() if name != "path"}
 
     manifest: dict[str, dict[str, object]] = {}
+    first_skipped = ""
     for row_index, raw_path in enumerate(columns["path"]):
         rel_path = normalize_rel_path(raw_path)
         if rel_path is None:
-            raise MetadataError(
-                f"{manifest_path}: row {row_index + 2} has path {raw_path!r}, expected a path relative to the "
-                "archive root inside it; fix that row"
-            )
+            if skipped_rows is None:
+                raise MetadataError(
+                    f"{manifest_path}: row {row_index + 2} has path {raw_path!r}, expected a path relative to the "
+                    "archive root inside it; fix that row"
+                )
+            problem = f"path {raw_path!r} is {'outside the archive' if raw_path.strip() else 'empty'}"
+            first_skipped = first_skipped or f"row {row_index + 2}: {problem}"
+            skipped_rows.append((
+                f"{MANIFEST_NAME} row {row_index + 2}",
+                f"{problem}, not indexed; give the file's path relative to the archive folder, inside it, or remove the row",
+            ))
+            continue
         if rel_path in manifest:
             raise MetadataError(
                 f"{manifest_path}: expected one row per file, found duplicate path {rel_path!r} "
@@ -199,6 +213,11 @@ def load_manifest(archive_root: Path) -> dict[str, dict[str, object]]:
             cell = columns[name][row_index].strip()
             row[name] = None if cell == "" else kind(cell)
         manifest[rel_path] = row
+    if skipped_rows and not manifest:  # indexing "the other files" would be indexing none, emptying the index
+        raise MetadataError(
+            f"{manifest_path}: expected paths relative to the archive root inside it, but no row has one "
+            f"({first_skipped}); fix the paths"
+        )
     log.info("read %d manifest rows from %s", len(manifest), manifest_path)
     return manifest
 

@@ -1,7 +1,7 @@
 """Raster reader: the only module that imports rasterio.
 
 Reads metadata (`read_info`), pixel windows (`read_window`) and model-ready chips (`read_chip`) from
-GeoTIFF, PNG and JPEG files, and finds rasters under a folder (`iter_rasters`). Windows are in pixels
+GeoTIFF, PNG and JPEG files, and finds rasters under a folder (`walk_archive`, `iter_rasters`). Windows are in pixels
 (`tiling.Window`); footprints are lon/lat in WGS84 (`window_bbox_lonlat`). Every failure a user can cause
 (missing, empty, corrupt, truncated, unsupported or oversized file) is a `RasterError` naming the file.
 """
@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import rasterio
@@ -31,11 +32,14 @@ from sarclip_search.tiling import Window
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
+    "ArchiveWalk",
+    "OutsideLink",
     "RasterInfo",
     "iter_rasters",
     "read_chip",
     "read_info",
     "read_window",
+    "walk_archive",
     "window_bbox_lonlat",
 ]
 
@@ -364,11 +368,79 @@ def read_chip(path: str | os.PathLike[str], window: Window | None = None, size: 
     return np.clip(chip, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def iter_rasters(root: str | os.PathLike[str]) -> Iterator[Path]:
-    """Image files under `root` with a suffix in `IMAGE_SUFFIXES` (any case), sorted by path.
+class OutsideLink(NamedTuple):
+    """A symbolic link under the archive whose target (its real path) lies outside the archive root."""
 
-    Hidden folders and files (name starting with ".") are skipped; symlinked folders are not entered,
-    so link loops cannot recur. A `root` that is itself an image file yields just that file.
+    path: Path  # the link, as found under the root
+    target: str  # the real path it leads to
+    is_dir: bool  # a folder link (its images were not looked at) or a file link
+
+
+@dataclasses.dataclass
+class ArchiveWalk:
+    """What `walk_archive` found: image files (sorted) and the links leaving the root it did not follow."""
+
+    files: list[Path]
+    outside_links: list[OutsideLink]
+
+
+def _is_within(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def walk_archive(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> ArchiveWalk:
+    """Image files under the folder `root` with a suffix in `IMAGE_SUFFIXES` (any case), sorted by path.
+
+    Hidden folders and files (name starting with ".") are skipped. Symbolic links are judged by their
+    real path: a link (to a file or a folder) that stays inside the root is followed like any path of
+    the archive; one that leads outside it is not followed but listed in `outside_links`, unless
+    `follow_symlinks`. A folder link back to a folder being walked (a loop) is never entered.
+    Files keep the path they were found under (``root/link/x.tif``), not their target's.
+
+    Raises:
+        InputError: `root` is not a folder.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise InputError(f"{base}: no such folder; give a folder of rasters")
+    real_root = os.path.realpath(base)
+    files: list[Path] = []
+    outside: list[OutsideLink] = []
+    pending: list[tuple[Path, tuple[str, ...]]] = [(base, (real_root,))]  # folder, real paths from the root down
+    while pending:
+        folder, ancestors = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as exc:  # an unreadable folder: its images cannot be listed
+            logger.warning("cannot list %s (%s); its images are not indexed", folder, exc.strerror or exc)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir()  # follows a link
+            except OSError:  # a link loop: not a folder; a file of that name fails when it is read
+                is_dir = False
+            link = entry.is_symlink()
+            if not is_dir and Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            real = os.path.realpath(path) if link else os.path.join(ancestors[-1], entry.name)
+            if link and not follow_symlinks and not _is_within(real, real_root):
+                outside.append(OutsideLink(path, real, is_dir))
+            elif not is_dir:
+                files.append(path)
+            elif real in ancestors:
+                logger.info("%s: link back to %s, a folder it is inside of; not entered (a loop)", path, real)
+            else:
+                pending.append((path, (*ancestors, real)))
+    return ArchiveWalk(sorted(files), sorted(outside))
+
+
+def iter_rasters(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> Iterator[Path]:
+    """Image files under `root` (see `walk_archive`: links leaving the root are left out), sorted by path.
+
+    A `root` that is itself an image file yields just that file.
 
     Raises:
         InputError: `root` does not exist.
@@ -378,14 +450,4 @@ def iter_rasters(root: str | os.PathLike[str]) -> Iterator[Path]:
         if base.suffix.lower() in IMAGE_SUFFIXES:
             yield base
         return
-    if not base.is_dir():
-        raise InputError(f"{base}: no such folder; give a folder of rasters")
-    found: list[Path] = []
-    for folder, dirnames, filenames in os.walk(base, followlinks=False):
-        dirnames[:] = [name for name in dirnames if not name.startswith(".")]
-        found.extend(
-            Path(folder) / name
-            for name in filenames
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
-        )
-    yield from sorted(found)
+    yield from walk_archive(base, follow_symlinks=follow_symlinks).files

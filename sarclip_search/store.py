@@ -212,6 +212,16 @@ class IndexStore:
             raise
         self._remove_old(keep=final.path.name)
 
+    def tidy(self) -> None:
+        """Remove what a writer killed after its last commit left: staged and superseded generations.
+
+        For a run that commits nothing (`new_generation` does this itself). Call inside `lock()`.
+        """
+        self._remove_stale()
+        current = self.current()
+        if current is not None:
+            self._remove_old(keep=current.path.name)
+
     def _generation_numbers(self) -> list[int]:
         numbers = []
         for path in self.root.glob(f"{GEN_PREFIX}*"):

@@ -267,7 +267,7 @@ BAD_MANIFESTS = {
     "no path column": ("file,label\na.tif,x\n", "expected a `path` column"),
     "duplicate paths": (f"path,label\n{SHIP_PNG},x\n{SHIP_PNG},y\n", "duplicate path"),
     "more cells than columns": (f"path,label\n{SHIP_PNG},x,extra\n", "cells"),
-    "path leaving the archive": ("path,label\n../outside.tif,x\n", "inside it"),
+    "no path inside the archive": ("path,label\n../outside.tif,x\n/abs/x.png,y\n", "no row has one"),
     "not UTF-8": (b"path,label\nchips/caf\xe9.png,x\n", "UTF-8"),
 }
 
