@@ -61,7 +61,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; state
 import numpy as np
 from defaults import CORPUS_DB, DATA, RESULTS, corpus_index
 from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, resident_bytes
-from sarclip_search.index.vector_index import STORE_FILES, SUBSET_CODES_FILE
+from sarclip_search.index.storage import STORE_FILES, SUBSET_CODES_FILE
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
 REAL_DB = str(CORPUS_DB)  # built from --archive when missing (module docstring)

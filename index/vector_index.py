@@ -10,9 +10,7 @@ The FAISS id of a vector is the caller's int64 catalog id (add_with_ids), never 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,32 +18,16 @@ from typing import Any
 import faiss
 import numpy as np
 
-from . import filtered, gpu
+from . import filtered, gpu, storage
 from .choose import is_pq, training_sample_size
 from .errors import UnknownIdError, VectorIndexError
 from .exact import _as_ids, _as_matrix, _pad
 from .rerank import default_rerank_factor, exact_rerank
 from .rows import Rows
-from .storage import (
-    FORMAT_VERSION,
-    INFO_FILE,
-    METRIC,
-    check_info,
-    fsync_directory,
-    fsync_file,
-    read_array,
-    read_faiss,
-    temp_path,
-)
+from .storage import FORMAT_VERSION, METRIC
 from .tuning import TuneResult, tune_index
 
 logger = logging.getLogger(__name__)
-
-INDEX_FILE = "vectors.faiss"
-STORE_FILES = {"float16": "vectors_f16.npy", "float32": "vectors_f32.npy"}  # by store_dtype (absent: float16)
-IDS_FILE = "vector_ids.npy"
-SUBSET_CODES_FILE = "subset_codes.npy"  # PQ indexes: 4-bit PQ codes of every row, in id order (filtered.scan_subset)
-SUBSET_PQ_FILE = "subset_pq.faiss"  # their trained quantizer (an IndexPQ without codes)
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
 RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantizer was trained on
@@ -515,44 +497,16 @@ class VectorIndex:
         """Write the index to `directory` (created if missing), each file atomically.
 
         Files: vectors.faiss (CPU index), the exact copy (vectors_f32.npy or vectors_f16.npy, by
-        store_dtype) and vector_ids.npy (both in id order), index_info.json. Each is written to a
+        store_dtype) and vector_ids.npy (both in id order), the subset codes of PQ indexes
+        (subset_codes.npy, subset_pq.faiss), index_info.json (see `storage`). Each is written to a
         temporary name in the same directory and fsynced; then all are os.replace()d, index_info.json
-        last. A crash before the first replace keeps the previous index intact; a crash between replaces is detected by `load` (counts disagree with
-        index_info.json). Existing files are replaced, never written in place, so a reader that mapped
-        them (or a hard link in an older generation) keeps the old contents.
+        last. A crash before the first replace keeps the previous index intact; a crash between replaces
+        is detected by `load` (counts disagree with index_info.json). Existing files are replaced, never
+        written in place, so a reader that mapped them (or a hard link in an older generation) keeps the
+        old contents.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        temps: dict[str, Path] = {}
-        try:
-            temps[INDEX_FILE] = temp_path(directory, INDEX_FILE)
-            faiss.write_index(self._index, str(temps[INDEX_FILE]))
-            store, sorted_ids, codes = self.rows.in_id_order()
-            store_file = STORE_FILES[self.store_dtype]
-            arrays = [(store_file, store), (IDS_FILE, sorted_ids)]
-            if codes is not None:
-                arrays.append((SUBSET_CODES_FILE, codes))
-                temps[SUBSET_PQ_FILE] = temp_path(directory, SUBSET_PQ_FILE)
-                faiss.write_index(self._subset_pq, str(temps[SUBSET_PQ_FILE]))
-            for name, array in arrays:
-                temps[name] = temp_path(directory, name)
-                with open(temps[name], "wb") as handle:
-                    np.save(handle, np.ascontiguousarray(array))
-            temps[INFO_FILE] = temp_path(directory, INFO_FILE)
-            temps[INFO_FILE].write_text(json.dumps(self.info(), indent=2) + "\n")
-            for path in temps.values():
-                fsync_file(path)
-            written = [name for name in temps if name != INFO_FILE] + [INFO_FILE]
-            for name in written:
-                os.replace(temps[name], directory / name)
-                del temps[name]
-            stale = set(STORE_FILES.values()) | {SUBSET_CODES_FILE, SUBSET_PQ_FILE}
-            for name in stale - set(written):  # a previous save of the other dtype, or with subset codes
-                (directory / name).unlink(missing_ok=True)
-        finally:
-            for path in temps.values():
-                path.unlink(missing_ok=True)
-            fsync_directory(directory)
+        storage.write_index(directory, self._index, self.rows, self._subset_pq, self.info())
         logger.info("saved %d vectors (%s) to %s", self.ntotal, self.factory, directory)
 
     @classmethod
@@ -571,81 +525,22 @@ class VectorIndex:
         the id array (the id -> row lookup) and, where FAISS supports it (IVF codes), the index are
         memory-mapped; the result is then read-only. `use_gpu` as in `create`.
         """
-        directory = Path(directory)
-        paths = {name: directory / name for name in (INDEX_FILE, IDS_FILE, INFO_FILE)}
-        missing = [name for name, path in paths.items() if not path.is_file()]
-        if missing:
-            raise VectorIndexError(
-                f"expected {', '.join(missing)}: no vector index at {directory}; "
-                "run `sarsearch index ARCHIVE` first"
-            )
-        try:
-            info = json.loads(paths[INFO_FILE].read_text())
-        except (OSError, ValueError) as error:
-            raise VectorIndexError(f"cannot read {paths[INFO_FILE]} ({error}); rebuild the index") from None
-        check_info(info, directory, expected_dim)
-        store_dtype = info.get("store_dtype", "float16")  # indexes saved before it was recorded: float16
-        if store_dtype not in STORE_FILES:
-            raise VectorIndexError(
-                f"unknown store_dtype {store_dtype!r} in {paths[INFO_FILE]}; "
-                "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
-            )
-        store_path = directory / STORE_FILES[store_dtype]
-        if not store_path.is_file():
-            raise VectorIndexError(
-                f"expected {store_path.name}: the vector index at {directory} is incomplete; "
-                "rebuild it with `sarsearch index ARCHIVE --rebuild`"
-            )
-        dim = int(info["dim"])
-        index = read_faiss(paths[INDEX_FILE], mmap)
-        store = read_array(store_path, mmap)
-        ids = read_array(paths[IDS_FILE], mmap)  # read-only: never grown
-        counts = {
-            "index_info.json": info["ntotal"],
-            INDEX_FILE: index.ntotal,
-            store_path.name: len(store),
-            IDS_FILE: len(ids),
-        }
-        subset_pq = codes = None
-        if info.get("subset_codes"):  # indexes saved before subset codes existed have none: no subset scan
-            codes_path, pq_path = directory / SUBSET_CODES_FILE, directory / SUBSET_PQ_FILE
-            if not (codes_path.is_file() and pq_path.is_file()):
-                raise VectorIndexError(
-                    f"expected {SUBSET_CODES_FILE} and {SUBSET_PQ_FILE}: the vector index at {directory} "
-                    "is incomplete; rebuild it with `sarsearch index ARCHIVE --rebuild`"
-                )
-            subset_pq = read_faiss(pq_path, mmap=False)  # an IndexPQ (never downcast a temporary: it is freed)
-            codes = read_array(codes_path, mmap)
-            counts[SUBSET_CODES_FILE] = len(codes)
-            if not isinstance(subset_pq, faiss.IndexPQ) or subset_pq.d != dim or codes.shape[1:] != (
-                subset_pq.code_size,
-            ):
-                raise VectorIndexError(
-                    f"{SUBSET_PQ_FILE} and {SUBSET_CODES_FILE} at {directory} do not match "
-                    f"(dim {dim}, code array of shape {codes.shape}); "
-                    "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
-                )
-        if (len(set(counts.values())) != 1 or index.d != dim or store.shape[1:] != (dim,)
-                or store.dtype.name != store_dtype):
-            raise VectorIndexError(
-                f"files of the vector index at {directory} disagree "
-                f"(counts {counts}, dim {dim}, FAISS dim {index.d}, copy {store.dtype.name} vs {store_dtype}); "
-                "a save was probably interrupted: save again or run `sarsearch index ARCHIVE`"
-            )
+        saved = storage.read_index(Path(directory), expected_dim, mmap)
+        info, factory = saved.info, str(saved.info["factory"])
         return cls(
-            index,
-            dim,
-            str(info["factory"]),
+            saved.index,
+            int(info["dim"]),
+            factory,
             info.get("nprobe"),
-            store,
-            ids.astype(np.int64, copy=False),
+            saved.store,
+            saved.ids,
             read_only=mmap,
-            rerank_factor=int(info.get("rerank_factor", default_rerank_factor(str(info["factory"])))),
+            rerank_factor=int(info.get("rerank_factor", default_rerank_factor(factory))),
             tuning=info.get("tuning"),
             trained_on=info.get("trained_on"),
             use_gpu=use_gpu,
-            subset_pq=subset_pq,
-            codes=codes,
+            subset_pq=saved.subset_pq,
+            codes=saved.codes,
             subset_scan=bool(info.get("subset_scan", False)),
             ids_sorted=True,  # save writes them in id order
         )
