@@ -108,3 +108,53 @@ def make_device(use_gpu: bool | None) -> Any:
         return None
     logger.info("FAISS uses GPU %d (of %d)", GPU_DEVICE, faiss.get_num_gpus())
     return GpuDevice()
+
+
+class Placement:
+    """Where one index's FAISS work runs: the GPU device, made on first use when `gpu_enabled(use_gpu)`,
+    and the GPU copy of the index for unfiltered search, made on first search and dropped on change."""
+
+    def __init__(self, use_gpu: bool | None) -> None:
+        self.use_gpu = use_gpu  # None: the GPU when present; False: CPU only (see gpu_enabled)
+        self._device: GpuDevice | None = None
+        self._copy: faiss.Index | None = None  # GPU copy of the CPU index
+
+    def device(self) -> GpuDevice | None:
+        """The GPU to run FAISS work on, or None for the CPU (decided once per index)."""
+        if self._device is None and gpu_enabled(self.use_gpu):
+            self._device = make_device(self.use_gpu)
+        return self._device
+
+    def train(self, index: faiss.Index, xb: np.ndarray) -> None:
+        """Train a CPU IVF index, its coarse k-means on the GPU when there is one."""
+        device = self.device()
+        if device is not None:
+            device.train_ivf(index, xb)
+        else:
+            index.train(xb)
+
+    def add_ivf(self, index: faiss.Index, xb: np.ndarray, ids: np.ndarray) -> None:
+        """Add to a trained CPU IVF index, assigning lists on the GPU where there is one that supports it."""
+        device = self.device()
+        if device is not None and unsupported_reason(index) is None:
+            device.add_ivf(index, xb, ids)
+        else:
+            index.add_with_ids(xb, ids)
+
+    def search_index(self, index: faiss.Index) -> faiss.Index:
+        """The GPU copy of a CPU IVF index for unfiltered search when a GPU is in use and supports it,
+        else `index` itself."""
+        device = self.device()
+        if device is None:
+            return index
+        if self._copy is None:
+            reason = unsupported_reason(index)
+            if reason is not None:
+                logger.debug("searching on the CPU: %s", reason)
+                return index
+            self._copy = device.copy_to_gpu(index)
+        return self._copy
+
+    def changed(self) -> None:
+        """The index changed: drop its GPU copy (the next search copies it again)."""
+        self._copy = None

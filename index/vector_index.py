@@ -98,10 +98,8 @@ class VectorIndex:
         self.tuning = tuning  # what tune() measured when it chose nprobe and rerank_factor, else None
         self.trained_on = trained_on  # vectors in the index when its IVF quantizer was trained; None for Flat
         self.read_only = read_only  # True when loaded with mmap=True
-        self.use_gpu = use_gpu  # None: the GPU when present; False: CPU only (see gpu.gpu_enabled)
         self._index = index  # the CPU index: the one saved
-        self._gpu: gpu.GpuDevice | None = None  # made on first use when gpu.gpu_enabled(use_gpu)
-        self._gpu_index: faiss.Index | None = None  # GPU copy of _index for unfiltered search
+        self._gpu = gpu.Placement(use_gpu)  # the GPU, if any, and the GPU copy of _index
         # the exact copy, the ids and the subset codes, row-aligned, and the id -> row map
         self.rows = Rows(store, ids, codes if subset_pq is not None else None, ids_sorted=ids_sorted)
         self._subset_pq = subset_pq  # trained with the IVF quantizer; None: no subset scan
@@ -188,14 +186,14 @@ class VectorIndex:
         """(ids ascending, their rows); rows is None when the rows are in id order (Rows.lookup)."""
         return self.rows.lookup()
 
-    def _changed(self) -> None:
-        self._gpu_index = None
+    @property
+    def use_gpu(self) -> bool | None:
+        """None: FAISS work goes to the GPU when present; False: CPU only (see gpu.gpu_enabled)."""
+        return self._gpu.use_gpu
 
     def _device(self) -> gpu.GpuDevice | None:
         """The GPU to run FAISS work on, or None for the CPU (decided once per index)."""
-        if self._gpu is None and gpu.gpu_enabled(self.use_gpu):
-            self._gpu = gpu.make_device(self.use_gpu)
-        return self._gpu
+        return self._gpu.device()
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -242,13 +240,9 @@ class VectorIndex:
             sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(xb), limit, replace=False))
             xb = xb[sample]
         xb = np.ascontiguousarray(xb, dtype=np.float32)
-        device = self._device()
-        logger.info("training %s on %d vectors (%s)", self.factory, len(xb), "GPU" if device else "CPU")
+        logger.info("training %s on %d vectors (%s)", self.factory, len(xb), "GPU" if self._device() else "CPU")
         try:
-            if device is not None:
-                device.train_ivf(self._index, xb)
-            else:
-                self._index.train(xb)
+            self._gpu.train(self._index, xb)
         except RuntimeError as error:
             raise VectorIndexError(
                 f"training {self.factory} on {len(xb)} vectors failed "
@@ -290,13 +284,12 @@ class VectorIndex:
             )
         if not self._index.is_trained:
             self._train(xb)
-        device = None if self.is_flat else self._device()
-        if device is not None and gpu.unsupported_reason(self._index) is None:
-            device.add_ivf(self._index, xb, ids)
-        else:
+        if self.is_flat:
             self._index.add_with_ids(xb, ids)
+        else:
+            self._gpu.add_ivf(self._index, xb, ids)
         self.rows.append(ids, xb, None if self._subset_pq is None else self._subset_pq.sa_encode(xb))
-        self._changed()
+        self._gpu.changed()
 
     def needs_retraining(self, growth: float = RETRAIN_GROWTH) -> bool:
         """True for an IVF index holding `growth` times (default 4x) the vectors its quantizer was trained on.
@@ -340,7 +333,7 @@ class VectorIndex:
             return 0
         removed = int(self._index.remove_ids(faiss.IDSelectorBatch(len(targets), faiss.swig_ptr(targets))))
         self.rows.remove(rows)
-        self._changed()
+        self._gpu.changed()
         if removed != len(targets) or self._index.ntotal != self.ntotal:
             raise VectorIndexError(  # internal invariant, not user input
                 f"FAISS removed {removed} of {len(targets)} ids and now holds {self._index.ntotal} vectors "
@@ -462,16 +455,7 @@ class VectorIndex:
         """The GPU copy of the index for unfiltered search when a GPU is in use and supports it, else the CPU index."""
         if self.ntotal == 0 or self.is_flat:
             return self._index
-        device = self._device()
-        if device is None:
-            return self._index
-        if self._gpu_index is None:
-            reason = gpu.unsupported_reason(self._index)
-            if reason is not None:
-                logger.debug("searching on the CPU: %s", reason)
-                return self._index
-            self._gpu_index = device.copy_to_gpu(self._index)
-        return self._gpu_index
+        return self._gpu.search_index(self._index)
 
     # ---- persistence
 
