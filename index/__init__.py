@@ -12,8 +12,9 @@ from .choose import choose_index_key, resident_bytes
 from .errors import UnknownIdError, VectorIndexError
 from .exact import exact_search
 from .metrics import recall_at_k
+from .storage import METRIC
 from .tuning import TuneResult
-from .vector_index import METRIC, VectorIndex
+from .vector_index import VectorIndex
 
 __all__ = [
     "METRIC",

@@ -17,5 +17,5 @@ RERANK_COST = 36.0
 
 
 def query_cost(nlist: int, n: int, k: int, nprobe: int, rerank_factor: int) -> float:
-    """Stored vectors an unfiltered query of an IVF index of `n` vectors touches (see the module docstring)."""
+    """Stored vectors an unfiltered query of an IVF index of `n` vectors touches (module docstring)."""
     return nlist + nprobe / nlist * n + (RERANK_COST * k * rerank_factor if rerank_factor > 1 else 0.0)

@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 # cost.py). Exact search is BLAS over the subset, ~3.6 ns of wall time per row on 2 cores (1M, a
 # 9,778-row subset at 28.4k queries/s): at 4x the cost of an unfiltered query (nprobe 4, rerank 8:
 # 4096 + 976 + 36 x 80 = 7,952 -> 32k rows, ~115 us) it runs at ~0.5x that query (~54 us). Larger subsets
-# go through FAISS with a selector (`_selector`), nprobe raised by FILTER_PROBE_MARGIN / selectivity: by 1/selectivity alone, recall@10 was 0.959 at 10% and 0.853 at 5%
-# (100k, tuned nprobe 2): the filtered top-10 lies deeper in the unfiltered ranking than the probed lists.
+# go through FAISS with a selector (`_selector`), nprobe raised by FILTER_PROBE_MARGIN / selectivity: by
+# 1/selectivity alone, recall@10 was 0.959 at 10% and 0.853 at 5% (100k, tuned nprobe 2): the filtered
+# top-10 lies deeper in the unfiltered ranking than the probed lists.
 # At 1M (IVF4096,PQ32x8, tuned nprobe 2) a margin of 2 gave 0.894 at 10% and a margin of 4 gives 0.910 at
 # 0.25x the unfiltered queries/s: still short of 0.95 (see benchmarks/README.md).
 # Subsets of at least POST_FILTER_MIN_SELECTIVITY of the rows skip the selector (which halves FAISS's scan

@@ -18,7 +18,7 @@ from .exact import _pad
 from .rows import Rows
 
 PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
-RERANK_BLOCK_BYTES = 1024**2  # re-ranking converts 1 MB of candidates at a time: cache-sized, faster than 32 MB
+RERANK_BLOCK_BYTES = 1024**2  # float16 re-ranking converts 1 MB of candidates at a time (faster than 32 MB)
 
 _RERANK_POOL: ThreadPoolExecutor | None = None
 

@@ -95,7 +95,8 @@ class Rows:
                 self._id_mode = ("offset", None)
             elif span <= DENSE_ID_RANGE * len(sorted_ids):
                 table = np.full(span, -1, np.int32)
-                table[sorted_ids - sorted_ids[0]] = np.arange(len(sorted_ids)) if sorted_rows is None else sorted_rows
+                rows = np.arange(len(sorted_ids)) if sorted_rows is None else sorted_rows
+                table[sorted_ids - sorted_ids[0]] = rows
                 self._id_mode = ("table", table)
             else:
                 self._id_mode = ("search", None)
@@ -127,7 +128,7 @@ class Rows:
         return self._ids[rows]
 
     def in_id_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(store, ids, codes) of the live rows sorted by id, as `save` writes them (views when already sorted)."""
+        """(store, ids, codes) of the live rows sorted by id, as `save` writes them (views if in id order)."""
         sorted_ids, sorted_rows = self.lookup()
         if sorted_rows is None:
             return self.store, sorted_ids, self.codes
@@ -139,7 +140,7 @@ class Rows:
         self._sorted_ids = self._sorted_rows = self._id_mode = None
 
     def append(self, ids: np.ndarray, xb: np.ndarray, codes: np.ndarray | None) -> None:
-        """Append rows (validated ids not present yet, float32 vectors, their codes when the rows keep codes)."""
+        """Append rows: validated ids not present yet, float32 vectors, their codes (None without codes)."""
         needed = self.size + len(ids)
         if needed > len(self._ids) or not self._store.flags.writeable:
             capacity = max(needed, 2 * self.size, 1024)  # doubling keeps many small adds linear

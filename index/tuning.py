@@ -170,7 +170,8 @@ def _check_filter_strategy(
     recalls = {}
     for name, found in (
         ("scan", filtered.scan_subset(index, xq, fetch, members)[1]),
-        ("selector", filtered.selector_search(index, xq, fetch, members, chosen.nprobe, chosen.rerank_factor)[1]),
+        ("selector",
+         filtered.selector_search(index, xq, fetch, members, chosen.nprobe, chosen.rerank_factor)[1]),
     ):
         per_query = recall_per_query(_drop_own_ids(found, own_ids, k), truth, k)
         recalls[name] = float(np.nanmean(per_query))

@@ -4,6 +4,14 @@ The copy is float32 for PQ indexes, whose candidates it re-ranks (FAISS gathers 
 in C++; numpy's float16 -> float32 cast alone cost 3x the whole float32 re-rank), and float16 for Flat
 and IVF-Flat, whose scores are already exact and which read it only for filtered subsets.
 
+`VectorIndex` ties the parts together; each lives in its own module:
+    rows.py       the exact copy, ids and subset codes, row-aligned, and the id -> row map
+    factory.py    the FAISS index a factory string makes, its defaults, its training sample
+    rerank.py     exact re-ranking of candidates against the exact copy
+    filtered.py   filtered search (four strategies), over the index's public members
+    tuning.py     tune(): nprobe and rerank_factor for a recall target, over the same public members
+    cost.py       the cost model both use; gpu.py: the GPU; storage.py: the saved files
+
 Shorthand used inside this module only: xq = queries, xb = database vectors.
 The FAISS id of a vector is the caller's int64 catalog id (add_with_ids), never the row order.
 """
@@ -11,7 +19,6 @@ The FAISS id of a vector is the caller's int64 catalog id (add_with_ids), never 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +26,9 @@ import faiss
 import numpy as np
 
 from . import filtered, gpu, storage
-from .choose import is_pq, training_sample_size
 from .errors import UnknownIdError, VectorIndexError
 from .exact import _as_ids, _as_matrix, _pad
+from .factory import default_nprobe, default_store_dtype, new_faiss_index, training_sample
 from .rerank import default_rerank_factor, exact_rerank
 from .rows import Rows
 from .storage import FORMAT_VERSION, METRIC
@@ -29,25 +36,8 @@ from .tuning import TuneResult, tune_index
 
 logger = logging.getLogger(__name__)
 
-TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
 RETRAIN_GROWTH = 4.0  # needs_retraining(): ntotal >= 4x the vectors the quantizer was trained on
 REBUILD_BLOCK = 65_536  # rows of the exact copy converted to float32 at a time when re-adding (32 MB at d=128)
-_IVF_FACTORY = re.compile(r"^IVF(\d+)")
-
-
-def default_nprobe(nlist: int) -> int:
-    """nlist/8 clamped to [16, 256], never more than nlist."""
-    return min(nlist, max(16, min(256, nlist // 8)))
-
-
-def default_store_dtype(factory: str) -> str:
-    """dtype of the exact copy: "float32" for PQ indexes (re-ranked on every query), else "float16".
-
-    1M x 256, 80 candidates per query, one core: float32 rows scored by faiss.knn_inner_products_by_idx
-    ~20 us per query; float16 rows gathered, cast and multiplied in numpy ~100 us, 65 of them the cast.
-    The price is disk (1024 instead of 512 B/vector at d=256), not resident memory: the copy is mapped.
-    """
-    return "float32" if is_pq(factory) else "float16"
 
 
 # ---------------------------------------------------------------- the index
@@ -71,39 +61,31 @@ class VectorIndex:
     def __init__(
         self,
         index: faiss.Index,
-        dim: int,
         factory: str,
-        nprobe: int | None,
-        store: np.ndarray,
-        ids: np.ndarray,
-        read_only: bool = False,
-        rerank_factor: int = 1,
-        tuning: dict[str, Any] | None = None,
-        trained_on: int | None = None,
-        use_gpu: bool | None = None,
+        rows: Rows,
+        *,
         subset_pq: faiss.IndexPQ | None = None,
-        codes: np.ndarray | None = None,
-        subset_scan: bool = False,
-        ids_sorted: bool = False,
+        read_only: bool = False,
+        use_gpu: bool | None = None,
     ) -> None:
-        """Low-level constructor; use `create` or `load`. `store`: float16 or float32 (default_store_dtype).
+        """Low-level constructor; use `create` or `load`. The search settings start at the factory's
+        defaults (`load` then sets the saved ones).
 
-        `subset_pq` and `codes` (one row of 4-bit PQ codes per store row) serve `filtered.scan_subset`; None
-        without them. `ids_sorted`: `ids` are known ascending (as saved), so they are not read to check.
+        `index`: the CPU FAISS index holding `rows`' ids. `subset_pq`: the trained 4-bit PQ of the rows'
+        subset codes (`filtered.scan_subset`), None without codes. `read_only`: loaded with mmap=True.
         """
-        self.dim = dim
         self.factory = factory
-        self.nprobe = nprobe  # IVF lists probed per query by default; None for Flat
-        self.rerank_factor = rerank_factor  # FAISS fetches k*rerank_factor, re-scored exactly; 1 = off
-        self.tuning = tuning  # what tune() measured when it chose nprobe and rerank_factor, else None
-        self.trained_on = trained_on  # vectors in the index when its IVF quantizer was trained; None for Flat
-        self.read_only = read_only  # True when loaded with mmap=True
+        self.rows = rows  # the exact copy, the ids and the subset codes, row-aligned, and the id -> row map
+        self.dim = rows.dim
+        self.read_only = read_only
         self._index = index  # the CPU index: the one saved
-        self._gpu = gpu.Placement(use_gpu)  # the GPU, if any, and the GPU copy of _index
-        # the exact copy, the ids and the subset codes, row-aligned, and the id -> row map
-        self.rows = Rows(store, ids, codes if subset_pq is not None else None, ids_sorted=ids_sorted)
         self._subset_pq = subset_pq  # trained with the IVF quantizer; None: no subset scan
-        self.subset_scan = subset_scan and self.rows.codes is not None  # tune() decides (filtered.scan_applies)
+        self._gpu = gpu.Placement(use_gpu)  # the GPU, if any, and the GPU copy of _index
+        self.nprobe = None if self.is_flat else default_nprobe(self.nlist)  # IVF lists probed per query
+        self.rerank_factor = default_rerank_factor(factory)  # k*rerank_factor candidates re-scored; 1 = off
+        self.tuning: dict[str, Any] | None = None  # what tune() measured when it chose the two above
+        self.trained_on: int | None = None  # vectors in the index when its IVF quantizer was trained
+        self.subset_scan = False  # filtered search scans mid-size subsets: tune() decides (filtered.py)
 
     # ---- construction
 
@@ -117,43 +99,12 @@ class VectorIndex:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         factory = factory.strip()
-        match = _IVF_FACTORY.match(factory)
-        if factory == "Flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-            nprobe = None
-        elif match:
-            try:
-                index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-            except RuntimeError as error:
-                raise VectorIndexError(
-                    f"FAISS cannot build factory {factory!r} for dimension {dim} "
-                    f"({str(error).strip().splitlines()[-1]}); "
-                    "use a string from choose_index_key()"
-                ) from None
-            # IVF-PQ trains polysemous codes by default: 5-10x the training time, only used by
-            # polysemous search, which we never enable
-            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-            if getattr(ivf, "do_polysemous_training", False):
-                ivf.do_polysemous_training = False
-            nprobe = default_nprobe(int(match.group(1)))
-        else:
-            raise VectorIndexError(
-                f"expected factory 'Flat' or 'IVF<nlist>,...', got {factory!r}; "
-                "use a string from choose_index_key()"
-            )
+        index = new_faiss_index(dim, factory)
         subset_pq = filtered.subset_quantizer(dim, factory)
-        return cls(
-            index,
-            dim,
-            factory,
-            nprobe,
-            np.empty((0, dim), np.dtype(default_store_dtype(factory))),
-            np.empty(0, np.int64),
-            rerank_factor=default_rerank_factor(factory),
-            use_gpu=use_gpu,
-            subset_pq=subset_pq,
-            codes=None if subset_pq is None else np.empty((0, subset_pq.code_size), np.uint8),
-        )
+        store = np.empty((0, dim), np.dtype(default_store_dtype(factory)))
+        codes = None if subset_pq is None else np.empty((0, subset_pq.code_size), np.uint8)
+        rows = Rows(store, np.empty(0, np.int64), codes)
+        return cls(index, factory, rows, subset_pq=subset_pq, use_gpu=use_gpu)
 
     # ---- bookkeeping
 
@@ -228,19 +179,16 @@ class VectorIndex:
 
         `total` is the collection size recorded as `trained_on` (default len(xb)).
         """
-        nlist = faiss.extract_index_ivf(self._index).nlist
+        nlist = self.nlist
         if len(xb) < nlist:
             raise VectorIndexError(
                 f"{self.factory} needs at least {nlist} vectors in its first add to train, got {len(xb)}; "
                 "use factory 'Flat' for small collections (see choose_index_key)"
             )
         total = total or len(xb)
-        limit = training_sample_size(len(xb), nlist)
-        if len(xb) > limit:
-            sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(xb), limit, replace=False))
-            xb = xb[sample]
-        xb = np.ascontiguousarray(xb, dtype=np.float32)
-        logger.info("training %s on %d vectors (%s)", self.factory, len(xb), "GPU" if self._device() else "CPU")
+        xb = training_sample(xb, nlist)
+        device = "GPU" if self._device() else "CPU"
+        logger.info("training %s on %d vectors (%s)", self.factory, len(xb), device)
         try:
             self._gpu.train(self._index, xb)
         except RuntimeError as error:
@@ -511,20 +459,10 @@ class VectorIndex:
         """
         saved = storage.read_index(Path(directory), expected_dim, mmap)
         info, factory = saved.info, str(saved.info["factory"])
-        return cls(
-            saved.index,
-            int(info["dim"]),
-            factory,
-            info.get("nprobe"),
-            saved.store,
-            saved.ids,
-            read_only=mmap,
-            rerank_factor=int(info.get("rerank_factor", default_rerank_factor(factory))),
-            tuning=info.get("tuning"),
-            trained_on=info.get("trained_on"),
-            use_gpu=use_gpu,
-            subset_pq=saved.subset_pq,
-            codes=saved.codes,
-            subset_scan=bool(info.get("subset_scan", False)),
-            ids_sorted=True,  # save writes them in id order
-        )
+        rows = Rows(saved.store, saved.ids, saved.codes, ids_sorted=True)  # save writes them in id order
+        loaded = cls(saved.index, factory, rows, subset_pq=saved.subset_pq, read_only=mmap, use_gpu=use_gpu)
+        loaded.nprobe = info.get("nprobe")
+        loaded.rerank_factor = int(info.get("rerank_factor", loaded.rerank_factor))  # absent: the default
+        loaded.tuning, loaded.trained_on = info.get("tuning"), info.get("trained_on")
+        loaded.subset_scan = bool(info.get("subset_scan", False)) and rows.codes is not None
+        return loaded

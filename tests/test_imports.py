@@ -109,10 +109,11 @@ def test_no_import_cycle_in_the_package():
 
 def test_the_graph_sees_the_package_imports():
     graph = import_graph(package_modules(PACKAGE_DIRS))
-    assert {"sarclip_search.index.filtered", "sarclip_search.index.cost"} <= graph["sarclip_search.index.tuning"]
-    assert "sarclip_search.index.tuning" in graph["sarclip_search.index.vector_index"]
-    assert "sarclip_search.index" in graph["sarclip_search.engine"]  # from sarclip_search.index import VectorIndex
-    assert "sarclip_search.index.errors" in graph["sarclip_search.engine"]
+    index = "sarclip_search.index"
+    assert {f"{index}.filtered", f"{index}.cost"} <= graph[f"{index}.tuning"]  # relative imports
+    assert f"{index}.tuning" in graph[f"{index}.vector_index"]
+    assert index in graph["sarclip_search.engine"]  # from sarclip_search.index import VectorIndex
+    assert f"{index}.errors" in graph["sarclip_search.engine"]  # from sarclip_search.index.errors import ...
 
 
 def test_cycles_are_found_through_type_checking_and_from_imports(tmp_path: Path):

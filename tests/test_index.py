@@ -25,6 +25,7 @@ from sarclip_search.index import filtered as filtered_module
 from sarclip_search.index import tuning as tuning_module
 from sarclip_search.index import vector_index as vector_index_module
 from sarclip_search.index.errors import UnknownIdError
+from sarclip_search.index.rows import Rows
 
 DIM = 64
 N = 20_000
@@ -189,9 +190,10 @@ def test_rerank_with_few_candidates_pads(built, data) -> None:
 
 def _float16_twin(index: VectorIndex) -> VectorIndex:
     """The same FAISS index with a float16 copy (as saved before store_dtype existed)."""
-    return VectorIndex(index._index, index.dim, index.factory, index.nprobe,
-                       np.asarray(index.rows.store, np.float16), np.array(index.rows.ids),
-                       rerank_factor=index.rerank_factor)
+    twin = VectorIndex(index._index, index.factory,
+                       Rows(np.asarray(index.rows.store, np.float16), np.array(index.rows.ids)))
+    twin.nprobe, twin.rerank_factor = index.nprobe, index.rerank_factor
+    return twin
 
 
 def test_pq_rerank_float32_copy_agrees_with_float16_and_exact(built, data) -> None:

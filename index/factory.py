@@ -1,0 +1,71 @@
+"""What a factory string makes: the empty FAISS index (`new_faiss_index`), its default nprobe, the dtype
+of its exact copy (`default_store_dtype`) and the seeded sample it trains on (`training_sample`).
+Which factory to use is `choose.py`'s question.
+"""
+
+from __future__ import annotations
+
+import re
+
+import faiss
+import numpy as np
+
+from .choose import is_pq, training_sample_size
+from .errors import VectorIndexError
+
+TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
+_IVF_FACTORY = re.compile(r"^IVF(\d+)")
+
+
+def default_nprobe(nlist: int) -> int:
+    """nlist/8 clamped to [16, 256], never more than nlist."""
+    return min(nlist, max(16, min(256, nlist // 8)))
+
+
+def default_store_dtype(factory: str) -> str:
+    """dtype of the exact copy: "float32" for PQ indexes (re-ranked on every query), else "float16".
+
+    1M x 256, 80 candidates per query, one core: float32 rows scored by faiss.knn_inner_products_by_idx
+    ~20 us per query; float16 rows gathered, cast and multiplied in numpy ~100 us, 65 of them the cast.
+    The price is disk (1024 instead of 512 B/vector at d=256), not resident memory: the copy is mapped.
+    """
+    return "float32" if is_pq(factory) else "float16"
+
+
+def new_faiss_index(dim: int, factory: str) -> faiss.Index:
+    """An empty FAISS index (inner product) for "Flat" or an IVF factory string such as "IVF1024,PQ32x8".
+
+    Flat is an IndexIDMap2 over IndexFlatIP (ids of the caller's choosing); IVF-PQ does without
+    polysemous training. Raises VectorIndexError for other strings and ones FAISS cannot build.
+    """
+    if factory == "Flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if not _IVF_FACTORY.match(factory):
+        raise VectorIndexError(
+            f"expected factory 'Flat' or 'IVF<nlist>,...', got {factory!r}; "
+            "use a string from choose_index_key()"
+        )
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise VectorIndexError(
+            f"FAISS cannot build factory {factory!r} for dimension {dim} "
+            f"({str(error).strip().splitlines()[-1]}); "
+            "use a string from choose_index_key()"
+        ) from None
+    # IVF-PQ trains polysemous codes by default: 5-10x the training time, only used by
+    # polysemous search, which we never enable
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    if getattr(ivf, "do_polysemous_training", False):
+        ivf.do_polysemous_training = False
+    return index
+
+
+def training_sample(xb: np.ndarray, nlist: int) -> np.ndarray:
+    """The rows of `xb` (float32 or float16) an index of `nlist` lists trains on, as contiguous float32:
+    a seeded sample of `training_sample_size` rows (all of them when there are no more)."""
+    limit = training_sample_size(len(xb), nlist)
+    if len(xb) > limit:
+        sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(xb), limit, replace=False))
+        xb = xb[sample]
+    return np.ascontiguousarray(xb, dtype=np.float32)
