@@ -19,7 +19,7 @@ ROW_BLOCK = 32_768  # exact search converts this many float16 rows to float32 at
 # ---------------------------------------------------------------- input checks
 
 
-def _as_ids(ids: Any, name: str = "ids") -> np.ndarray:
+def as_ids(ids: Any, name: str = "ids") -> np.ndarray:
     """Validate ids as a 1-D array of non-negative integers; return int64 (-1 is the padding id)."""
     array = np.asarray(ids)
     if array.ndim == 0:
@@ -34,7 +34,7 @@ def _as_ids(ids: Any, name: str = "ids") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _as_matrix(vectors: Any, dim: int, name: str) -> np.ndarray:
+def as_matrix(vectors: Any, dim: int, name: str) -> np.ndarray:
     """Validate a (n, dim) float matrix (a 1-D vector is one row); return contiguous float32."""
     array = np.asarray(vectors)
     if array.ndim == 1:
@@ -57,18 +57,19 @@ def _as_matrix(vectors: Any, dim: int, name: str) -> np.ndarray:
 # ---------------------------------------------------------------- exact search
 
 
-def _pad(num_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def empty_results(num_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of `num_queries` rows of k results, all padding: score -inf, id -1."""
     return np.full((num_queries, k), -np.inf, dtype=np.float32), np.full((num_queries, k), -1, dtype=np.int64)
 
 
-def _exact_topk(
+def exact_topk(
     xq: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best-k inner products of xq against a stream of (xb float32 block, ids block), best first.
 
     Per block, faiss.knn picks the block's best k rows, whose ids are then merged with the running best.
     """
-    best_scores, best_ids = _pad(xq.shape[0], k)
+    best_scores, best_ids = empty_results(xq.shape[0], k)
     for xb, block_ids in blocks:
         block_ids = np.asarray(block_ids)
         if not len(block_ids):
@@ -88,7 +89,7 @@ def _exact_topk(
     return best_scores, best_ids
 
 
-def _row_blocks(
+def row_blocks(
     store: np.ndarray, rows: np.ndarray | None, ids: np.ndarray
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (float32 vectors, ids) in blocks of ROW_BLOCK rows, from all of `store` or the given rows."""
@@ -115,5 +116,5 @@ def exact_search(
     ids = np.asarray(ids, dtype=np.int64)
     if ids.shape != (vectors.shape[0],):
         raise ValueError(f"expected one id per vector ({vectors.shape[0]}), got ids of shape {ids.shape}")
-    xq = _as_matrix(queries, vectors.shape[1], "queries")
-    return _exact_topk(xq, _row_blocks(vectors, None, ids), k)
+    xq = as_matrix(queries, vectors.shape[1], "queries")
+    return exact_topk(xq, row_blocks(vectors, None, ids), k)

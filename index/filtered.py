@@ -24,7 +24,7 @@ import numpy as np
 
 from .choose import is_pq
 from .cost import query_cost
-from .exact import _exact_topk, _pad, _row_blocks
+from .exact import empty_results, exact_topk, row_blocks
 from .rows import Rows, increasing
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def search_subset(
     members = np.ascontiguousarray(subset[index.rows.rows_of(subset)[0]])  # present in the index, ascending
     count = len(members)
     if count == 0:
-        return _pad(len(xq), k)
+        return empty_results(len(xq), k)
     nprobe = nprobe or index.nprobe or 1
     if exact_applies(index, k, count, nprobe, rerank):
         return exact_subset(index, xq, k, members)
@@ -178,7 +178,7 @@ def search_subset(
         raised = min(index.nlist, math.ceil(nprobe / selectivity**POST_FILTER_PROBE_EXPONENT))
         scores, ids = post_filtered(index, xq, k, members, raised, rerank, selectivity)
     else:
-        scores, ids = _pad(len(xq), k)
+        scores, ids = empty_results(len(xq), k)
     short = (ids != -1).sum(axis=1) < min(k, count)
     if short.any():
         scores[short], ids[short] = selector_search(index, xq[short], k, members, nprobe, rerank)
@@ -229,7 +229,7 @@ def exact_subset(
     if not increasing(rows):  # sequential reads of the (possibly memory-mapped) store
         order = np.argsort(rows, kind="stable")
         rows, members = rows[order], members[order]
-    return _exact_topk(xq, _row_blocks(index.rows.store, rows, members), k)
+    return exact_topk(xq, row_blocks(index.rows.store, rows, members), k)
 
 
 def scan_subset(
@@ -272,7 +272,7 @@ def post_filtered(
     candidates = candidates[:, :k]
     scores[candidates == -1] = -np.inf
     if candidates.shape[1] < k:
-        padded_scores, padded_ids = _pad(len(xq), k)
+        padded_scores, padded_ids = empty_results(len(xq), k)
         padded_scores[:, : candidates.shape[1]], padded_ids[:, : candidates.shape[1]] = scores, candidates
         return padded_scores, padded_ids
     return scores, candidates

@@ -14,7 +14,7 @@ import numpy as np
 
 from .choose import is_pq
 from .errors import VectorIndexError
-from .exact import _pad
+from .exact import empty_results
 from .rows import Rows
 
 PQ_RERANK_FACTOR = 8  # PQ indexes fetch 8k candidates and re-score them exactly (tune() refines it)
@@ -55,7 +55,7 @@ def exact_rerank(rows: Rows, xq: np.ndarray, candidates: np.ndarray, k: int) -> 
     candidate_rows = np.full(candidates.shape, -1, np.int64)
     candidate_rows[valid] = found_rows
     keep = min(k, count)
-    scores, ids = _pad(num_queries, k)
+    scores, ids = empty_results(num_queries, k)
     if rows.dtype == "float32":
         if not valid.all():  # FAISS stops at a row's first -1: move them to the end
             candidate_rows = np.take_along_axis(candidate_rows, np.argsort(~valid, axis=1, kind="stable"), 1)

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import filtered
 from .cost import query_cost
-from .exact import _as_matrix, _exact_topk, _row_blocks
+from .exact import as_matrix, exact_topk, row_blocks
 from .filtered import SearchableIndex
 from .metrics import recall_per_query
 
@@ -106,8 +106,8 @@ def tune_index(
         rows = np.sort(rng.choice(size, min(max_queries, size), replace=False))
         xq, own_ids, fetch = np.asarray(store[rows], dtype=np.float32), ids[rows], k + 1
     else:
-        xq, own_ids, fetch = _as_matrix(queries, index.dim, "queries")[:max_queries], None, k
-    _, truth = _exact_topk(xq, _row_blocks(store, None, ids), fetch)
+        xq, own_ids, fetch = as_matrix(queries, index.dim, "queries")[:max_queries], None, k
+    _, truth = exact_topk(xq, row_blocks(store, None, ids), fetch)
     truth = _drop_own_ids(truth, own_ids, k)
 
     nlist = index.nlist

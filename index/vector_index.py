@@ -27,7 +27,7 @@ import numpy as np
 
 from . import filtered, gpu, storage
 from .errors import UnknownIdError, VectorIndexError
-from .exact import _as_ids, _as_matrix, _pad
+from .exact import as_ids, as_matrix, empty_results
 from .factory import default_nprobe, default_store_dtype, new_faiss_index, training_sample
 from .rerank import default_rerank_factor, exact_rerank
 from .rows import Rows
@@ -154,7 +154,7 @@ class VectorIndex:
 
     def contains(self, ids: Any) -> np.ndarray:
         """Boolean array: whether each id is in the index."""
-        return self.rows.rows_of(_as_ids(ids))[0]
+        return self.rows.rows_of(as_ids(ids))[0]
 
     def ids(self) -> np.ndarray:
         """All ids in the index, int64, sorted ascending."""
@@ -162,7 +162,7 @@ class VectorIndex:
 
     def vectors(self, ids: Any) -> np.ndarray:
         """float32 (n, dim) vectors of `ids` from the exact copy; raises UnknownIdError for an absent id."""
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         found, rows = self.rows.rows_of(ids)
         if not found.all():
             missing = ids[~found]
@@ -209,8 +209,8 @@ class VectorIndex:
         A duplicate id (within the batch or already present) raises ValueError and adds nothing.
         """
         self._check_writable()
-        ids = _as_ids(ids)
-        xb = _as_matrix(vectors, self.dim, "vectors")
+        ids = as_ids(ids)
+        xb = as_matrix(vectors, self.dim, "vectors")
         if len(ids) != len(xb):
             raise ValueError(f"expected one id per vector ({len(xb)} vectors), got {len(ids)} ids")
         if not len(ids):
@@ -274,7 +274,7 @@ class VectorIndex:
     def remove(self, ids: np.ndarray) -> int:
         """Remove `ids`; unknown ids are ignored. Returns how many vectors were removed."""
         self._check_writable()
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         found, rows = self.rows.rows_of(ids)
         targets = np.unique(ids[found])
         if not len(targets):
@@ -325,12 +325,12 @@ class VectorIndex:
             raise ValueError(f"nprobe must be >= 1, got {nprobe}")
         if rerank_factor is not None and rerank_factor < 1:
             raise ValueError(f"rerank_factor must be >= 1 (1 = no re-ranking), got {rerank_factor}")
-        xq = _as_matrix(queries, self.dim, "queries")
+        xq = as_matrix(queries, self.dim, "queries")
         rerank = rerank_factor or self.rerank_factor
         if subset is not None:
-            return filtered.search_subset(self, xq, k, _as_ids(subset, "subset"), nprobe, rerank)
+            return filtered.search_subset(self, xq, k, as_ids(subset, "subset"), nprobe, rerank)
         if self.ntotal == 0:
-            return _pad(len(xq), k)
+            return empty_results(len(xq), k)
         return self.approximate_search(xq, k, nprobe=nprobe, rerank_factor=rerank, use_gpu=True)
 
     def tune(
