@@ -54,6 +54,19 @@ def as_matrix(vectors: Any, dim: int, name: str) -> np.ndarray:
     return array
 
 
+def as_batch(ids: Any, vectors: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a batch to add: (ids int64 as `as_ids`, vectors float32 as `as_matrix`), one id per
+    vector, no id twice."""
+    ids = as_ids(ids)
+    xb = as_matrix(vectors, dim, "vectors")
+    if len(ids) != len(xb):
+        raise ValueError(f"expected one id per vector ({len(xb)} vectors), got {len(ids)} ids")
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) != len(ids):
+        raise ValueError(f"ids must be unique, id {int(unique[counts > 1][0])} repeats within the batch")
+    return ids, xb
+
+
 # ---------------------------------------------------------------- exact search
 
 

@@ -1,10 +1,11 @@
 """What a factory string makes: the empty FAISS index (`new_faiss_index`), its default nprobe, the dtype
-of its exact copy (`default_store_dtype`) and the seeded sample it trains on (`training_sample`).
+of its exact copy (`default_store_dtype`), and its training on a seeded sample (`train`).
 Which factory to use is `choose.py`'s question.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 import faiss
@@ -12,6 +13,9 @@ import numpy as np
 
 from .choose import is_pq, training_sample_size
 from .errors import VectorIndexError
+from .gpu import Placement
+
+logger = logging.getLogger(__name__)
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
 _IVF_FACTORY = re.compile(r"^IVF(\d+)")
@@ -69,3 +73,28 @@ def training_sample(xb: np.ndarray, nlist: int) -> np.ndarray:
         sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(xb), limit, replace=False))
         xb = xb[sample]
     return np.ascontiguousarray(xb, dtype=np.float32)
+
+
+def train(
+    index: faiss.Index, factory: str, xb: np.ndarray, placement: Placement, subset_pq: faiss.IndexPQ | None
+) -> None:
+    """Train an IVF index of `factory` (and the subset codes' PQ) on a seeded sample of `xb` (rows: float32
+    or float16), its coarse k-means on the GPU of `placement` when there is one."""
+    nlist = faiss.extract_index_ivf(index).nlist
+    if len(xb) < nlist:
+        raise VectorIndexError(
+            f"{factory} needs at least {nlist} vectors in its first add to train, got {len(xb)}; "
+            "use factory 'Flat' for small collections (see choose_index_key)"
+        )
+    xb = training_sample(xb, nlist)
+    logger.info("training %s on %d vectors (%s)", factory, len(xb), "GPU" if placement.device() else "CPU")
+    try:
+        placement.train(index, xb)
+    except RuntimeError as error:
+        raise VectorIndexError(
+            f"training {factory} on {len(xb)} vectors failed "
+            f"({str(error).strip().splitlines()[-1]}); "
+            "add more vectors in the first batch or use factory 'Flat'"
+        ) from None
+    if subset_pq is not None:  # on the CPU: 16 centroids per sub-quantizer, ~1 s on 65k x 256
+        subset_pq.train(xb)

@@ -27,8 +27,8 @@ import numpy as np
 
 from . import filtered, gpu, storage
 from .errors import UnknownIdError, VectorIndexError
-from .exact import as_ids, as_matrix, empty_results
-from .factory import default_nprobe, default_store_dtype, new_faiss_index, training_sample
+from .exact import as_batch, as_ids, as_matrix, empty_results
+from .factory import default_nprobe, default_store_dtype, new_faiss_index, train
 from .rerank import default_rerank_factor, exact_rerank
 from .rows import Rows
 from .storage import FORMAT_VERSION, METRIC
@@ -48,9 +48,9 @@ class VectorIndex:
 
     The exact copy (float32 for PQ, float16 otherwise: `default_store_dtype`) serves exact search over
     filtered subsets, `vectors()` and exact re-ranking of PQ candidates (`rerank_factor`); loaded with
-    mmap=True it stays on disk. IDs are int64 catalog ids
-    given by the caller (add_with_ids semantics; never row order). `save` writes the copy and the ids
-    in id order, so the saved id array is its own id -> row lookup (binary search), memory-mapped too.
+    mmap=True it stays on disk. IDs are int64 catalog ids given by the caller (add_with_ids semantics;
+    never row order). `save` writes the copy and the ids in id order, so the saved id array is its own
+    id -> row lookup (`Rows.id_map`), memory-mapped too.
     Create with `VectorIndex.create(dim, factory)` or `VectorIndex.load(directory)`; after the last
     add of a build, `tune()` picks nprobe and rerank_factor for a recall target and `save()` records
     them. Once the index has grown `RETRAIN_GROWTH` times past what its quantizer was trained on
@@ -175,31 +175,9 @@ class VectorIndex:
     # ---- add / remove
 
     def _train(self, xb: np.ndarray, total: int | None = None) -> None:
-        """Train the IVF quantizer (and PQ) on a seeded sample of `xb` (rows: float32 or float16).
-
-        `total` is the collection size recorded as `trained_on` (default len(xb)).
-        """
-        nlist = self.nlist
-        if len(xb) < nlist:
-            raise VectorIndexError(
-                f"{self.factory} needs at least {nlist} vectors in its first add to train, got {len(xb)}; "
-                "use factory 'Flat' for small collections (see choose_index_key)"
-            )
-        total = total or len(xb)
-        xb = training_sample(xb, nlist)
-        device = "GPU" if self._device() else "CPU"
-        logger.info("training %s on %d vectors (%s)", self.factory, len(xb), device)
-        try:
-            self._gpu.train(self._index, xb)
-        except RuntimeError as error:
-            raise VectorIndexError(
-                f"training {self.factory} on {len(xb)} vectors failed "
-                f"({str(error).strip().splitlines()[-1]}); "
-                "add more vectors in the first batch or use factory 'Flat'"
-            ) from None
-        if self._subset_pq is not None:  # on the CPU: 16 centroids per sub-quantizer, ~1 s on 65k x 256
-            self._subset_pq.train(xb)
-        self.trained_on = total
+        """Train on a seeded sample of `xb` (`factory.train`); `total` (default: len(xb)) is `trained_on`."""
+        train(self._index, self.factory, xb, self._gpu, self._subset_pq)
+        self.trained_on = total or len(xb)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add `vectors` (n, dim) float32 under `ids` (n,) int64.
@@ -209,15 +187,9 @@ class VectorIndex:
         A duplicate id (within the batch or already present) raises ValueError and adds nothing.
         """
         self._check_writable()
-        ids = as_ids(ids)
-        xb = as_matrix(vectors, self.dim, "vectors")
-        if len(ids) != len(xb):
-            raise ValueError(f"expected one id per vector ({len(xb)} vectors), got {len(ids)} ids")
+        ids, xb = as_batch(ids, vectors, self.dim)
         if not len(ids):
             return
-        unique, counts = np.unique(ids, return_counts=True)
-        if len(unique) != len(ids):
-            raise ValueError(f"ids must be unique, id {int(unique[counts > 1][0])} repeats within the batch")
         present = self.contains(ids)
         if present.any():
             raise ValueError(
@@ -225,11 +197,8 @@ class VectorIndex:
             )
         norms = np.linalg.norm(xb, axis=1)
         if np.abs(norms - 1).max() > 1e-2:
-            logger.warning(
-                "vectors are not L2-normalized (norms %.3g..%.3g); scores are not cosine similarities",
-                norms.min(),
-                norms.max(),
-            )
+            logger.warning("vectors are not L2-normalized (norms %.3g..%.3g); scores are not cosine "
+                           "similarities", norms.min(), norms.max())
         if not self._index.is_trained:
             self._train(xb)
         if self.is_flat:
@@ -305,14 +274,10 @@ class VectorIndex:
         A 1-D query is one query. Rows are padded with score -inf and id -1 when fewer than k
         candidates exist. `subset` restricts results to those ids (a metadata filter) and gives
         min(k, |subset ∩ index|) results per query, by a strategy chosen from the subset's size
-        (`filtered.search_subset`): subsets up to max(5k, 4x the vectors an unfiltered query touches) rows
-        (2x for IVF-Flat, whose scores are exact, or while they hold at most 4x the codes its selector
-        would scan), and any subset of a Flat index, are searched exactly over the exact copy (scores
-        within ~1e-3 for a float16 copy); mid-size subsets (<= 20%) of PQ indexes whose tune() chose it
-        get the subset scan of their 4-bit codes; subsets of >= 30% of the rows post-filter an unfiltered
-        search; others go through FAISS (on the CPU) with a selector and nprobe raised by
-        FILTER_PROBE_MARGIN/selectivity. A query left with too few hits falls back to the selector, then
-        to exact search.
+        (`filtered.search_subset`): exact search over the exact copy up to max(5k, 4x the vectors an
+        unfiltered query touches) rows (2x for IVF-Flat) and for Flat, the subset scan of 4-bit codes for
+        mid-size subsets of PQ indexes whose tune() chose it, post-filtering from 30% of the rows, else
+        FAISS with a selector; a query left short of hits falls back to the selector, then to exact search.
 
         Exact re-ranking: with rerank_factor r > 1 FAISS returns k*r candidates, which are
         re-scored exactly against the exact copy (memory-mapped when loaded with mmap=True) and
@@ -373,14 +338,8 @@ class VectorIndex:
         return scores, ids
 
     def approximate_search(
-        self,
-        xq: np.ndarray,
-        k: int,
-        *,
-        nprobe: int | None = None,
-        rerank_factor: int = 1,
-        selector: Any = None,
-        use_gpu: bool = False,
+        self, xq: np.ndarray, k: int, *, nprobe: int | None = None, rerank_factor: int = 1,
+        selector: Any = None, use_gpu: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search of float32 queries (q, dim) as `search` validates them: k*rerank_factor candidates
         re-scored exactly when rerank_factor > 1 (never for Flat), best first, padded with -inf / -1.
@@ -426,16 +385,12 @@ class VectorIndex:
         }
 
     def save(self, directory: str | Path) -> None:
-        """Write the index to `directory` (created if missing), each file atomically.
+        """Write the index to `directory` (created if missing), each file atomically (`storage.write_index`).
 
         Files: vectors.faiss (CPU index), the exact copy (vectors_f32.npy or vectors_f16.npy, by
         store_dtype) and vector_ids.npy (both in id order), the subset codes of PQ indexes
-        (subset_codes.npy, subset_pq.faiss), index_info.json (see `storage`). Each is written to a
-        temporary name in the same directory and fsynced; then all are os.replace()d, index_info.json
-        last. A crash before the first replace keeps the previous index intact; a crash between replaces
-        is detected by `load` (counts disagree with index_info.json). Existing files are replaced, never
-        written in place, so a reader that mapped them (or a hard link in an older generation) keeps the
-        old contents.
+        (subset_codes.npy, subset_pq.faiss), index_info.json last. A crash keeps the previous index or is
+        detected by `load`; a reader that mapped the old files keeps their contents.
         """
         directory = Path(directory)
         storage.write_index(directory, self._index, self.rows, self._subset_pq, self.info())
