@@ -172,7 +172,7 @@ def index(
 @user_errors
 def query(
     text: Annotated[str | None, typer.Argument(help='What to look for, in words, e.g. "ship near harbor".')] = None,
-    image: Annotated[list[Path] | None, typer.Option("--image", metavar="<path>", help="Example image (repeatable); fused with TEXT when both are given.")] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", metavar="<path>", help="Example image (repeatable), read as the index read its archive: a larger one is cut into its tiles, a hit scoring its best match to any; fused with TEXT when both are given.")] = None,
     like: Annotated[list[int] | None, typer.Option("--like", metavar="<id>", help="More like this: the id of a tile from an earlier result (repeatable).")] = None,
     not_text: Annotated[list[str] | None, typer.Option("--not", metavar="<text>", help="Push results away from this text (repeatable).")] = None,
     not_image: Annotated[list[Path] | None, typer.Option("--not-image", metavar="<path>", help="Push results away from this image (repeatable).")] = None,

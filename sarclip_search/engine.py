@@ -20,12 +20,12 @@ import numpy as np
 
 from sarclip_search.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
 from sarclip_search.encoders import Encoder, load_onnx_encoder
-from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError
-from sarclip_search.feedback import CANDIDATES_PER_PART, fit_probe
+from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError, UnreadableRasterError
+from sarclip_search.feedback import CANDIDATES_PER_PART, fit_probe, fit_probe_with_text
 from sarclip_search.filters import Filters, build_predicate
 from sarclip_search.fusion import (
     FUSION_METHODS,
-    blend,
+    blend_tiles,
     mean_direction,
     part_weights,
     push_away,
@@ -48,6 +48,8 @@ DEFAULT_ALPHA = 0.75
 RRF_DEPTH = 100
 # --dedup first fetches this many candidates per wanted result, and 4x more while too few survive.
 DEDUP_OVERFETCH = 4
+# A query image is cut with the index's tiling; one of more tiles than this is refused (cropping it is the fix).
+MAX_QUERY_TILES = 1024
 # Relevance feedback: this many random tiles (seeded) are added to the negatives the analyst marked.
 BACKGROUND_NEGATIVES = 64
 BACKGROUND_SEED = 0
@@ -100,6 +102,17 @@ def _check_k(k: int, nprobe: int | None = None) -> None:
     if nprobe is not None and nprobe < 1:
         raise InputError(f"--nprobe must be >= 1 (IVF lists probed per query), got {nprobe}; "
                          "leave it out to use the index's tuned value")
+
+
+def given_text(text: str | None) -> str | None:
+    """`text`, or None when it is empty or only whitespace: a blank text is no text query."""
+    return text if text is not None and text.strip() else None
+
+
+def _check_negative_texts(texts: Sequence[str]) -> None:
+    for text in texts:
+        if given_text(text) is None:
+            raise InputError(f"--not {text!r}: blank text; give the words to push results away from, or leave --not out")
 
 
 def windows_overlap(a: Hit, b: Hit) -> bool:
@@ -225,11 +238,41 @@ class Engine:
     def embed_text(self, text: str) -> np.ndarray:
         return self.encoder.encode_texts([text])[0]
 
-    def embed_image_file(self, path: str | Path) -> np.ndarray:
-        from sarclip_search import raster
+    def embed_image_tiles(self, path: str | Path, option: str = "--image") -> np.ndarray:
+        """Unit embeddings (t, d) of a query image's tiles, read as `sarsearch index` read the archive.
 
-        chip = raster.read_chip(path, size=self.encoder.image_size)
-        return self.encoder.encode_images(chip[None])[0]
+        The image is cut with the index's tiling (`info["tiling"]`: tile size and stride) and each tile
+        read by the indexer's own reader and radiometry (`raster.read_tile_chips`): an image no larger than
+        a tile is one chip (t = 1), a scene of the archive gives back the embeddings of its own tiles.
+        InputError naming `option` and the file when it is no readable image, or has more than
+        `MAX_QUERY_TILES` tiles.
+        """
+        from sarclip_search import raster
+        from sarclip_search.tiling import tile_windows
+
+        tiling = self.info["tiling"]
+        size, stride = int(tiling["size"]), tiling.get("stride")
+        try:
+            info = raster.read_info(path)
+            count = len(tile_windows(info.width, info.height, size, stride))
+            if count > MAX_QUERY_TILES:
+                raise InputError(
+                    f"{option} {path}: {info.width} x {info.height} px is {count} tiles at this index's tiling "
+                    f"({size} px, stride {stride}), more than the {MAX_QUERY_TILES} a query reads; crop the area "
+                    "you are looking for (e.g. gdal_translate -srcwin) and query with that"
+                )
+            _, chips = raster.read_tile_chips(path, size, stride, size=self.encoder.image_size, info=info)
+        except UnreadableRasterError as exc:
+            raise InputError(
+                f"{option} {exc.path}: not a readable image (GeoTIFF, TIFF, PNG or JPEG); give an image file"
+            ) from exc
+        if len(chips) > 1:
+            log.info("%s: %d tiles of %d px at stride %s", path, len(chips), size, stride)
+        return l2_normalize(self.encoder.encode_images(np.stack(chips)))
+
+    def embed_image_file(self, path: str | Path, option: str = "--image") -> np.ndarray:
+        """One unit embedding (d,) of an image file: the mean direction of its tiles (`embed_image_tiles`)."""
+        return mean_direction(self.embed_image_tiles(path, option))
 
     # --- query ------------------------------------------------------------------------------------
 
@@ -275,13 +318,17 @@ class Engine:
 
         Several positive parts are fused by `fusion` (see `sarclip_search.fusion`): "blend" searches
         ``alpha·text + (1-alpha)·mean(examples)`` once (scores: cosine), "rrf" searches each part and
-        merges the rankings (scores: RRF). Negative texts and images push the query away. With
+        merges the rankings (scores: RRF). An image larger than a tile is cut with the index's tiling
+        (`embed_image_tiles`) and each tile searched, a hit scoring its best match (`search_vectors`), so
+        an indexed scene finds its own tiles first. Negative texts and images push the query away. With
         filters, only matching tiles are ranked; `exclude` ids never come back; `dedup` keeps the best
         of overlapping tiles of one scene and still returns k hits when k distinct ones exist.
         """
         _check_k(k, nprobe)
+        text = given_text(text)
         if not text and not images and not like:
             raise InputError("give a text query, --image PATH, --like ID, or a combination")
+        _check_negative_texts(negative_texts)
         if not 0.0 <= alpha <= 1.0:
             raise InputError(f"--alpha must be in [0, 1], got {alpha}")
         if fusion not in FUSION_METHODS:
@@ -291,16 +338,19 @@ class Engine:
         if subset is not None and len(subset) == 0:
             return []
         text_vector = self.embed_text(text) if text else None
-        examples = [self.embed_image_file(p) for p in images] + list(like_vectors)
-        negatives = [self.embed_text(t) for t in negative_texts] + [self.embed_image_file(p) for p in negative_images]
-        parts = ([text_vector] if text_vector is not None else []) + examples
-        if fusion == "blend" or len(parts) == 1:
-            vector = blend(text_vector, examples, alpha, negatives)
+        # every example is a set of unit vectors: one for a stored tile or an image no larger than a tile,
+        # one per tile for a larger image (searched tile by tile, a hit scoring its best match: docs/query.md)
+        examples = [self.embed_image_tiles(p) for p in images] + [vector[None] for vector in like_vectors]
+        negatives = ([self.embed_text(t) for t in negative_texts]
+                     + [self.embed_image_file(p, "--not-image") for p in negative_images])
+        if fusion == "blend" or (text_vector is not None) + len(examples) == 1:
+            vectors = blend_tiles(text_vector, examples, alpha, negatives)
 
             def fetch(depth: int) -> list[Hit]:
-                return self.search_vector(vector, k=depth, subset=subset, nprobe=nprobe)
+                return self.search_vectors(vectors, k=depth, subset=subset, nprobe=nprobe)
         else:
-            queries = [push_away(part, negatives) for part in parts]
+            queries = [push_away(text_vector, negatives)[None]] if text_vector is not None else []
+            queries += [np.stack([push_away(tile, negatives) for tile in example]) for example in examples]
             weights = part_weights(text_vector is not None, len(examples), alpha)
 
             def fetch(depth: int) -> list[Hit]:
@@ -322,12 +372,15 @@ class Engine:
     ) -> list[Hit]:
         """Re-rank with a linear probe fitted on tiles marked relevant (`positive`) and not (`negative`).
 
-        Candidates are the `CANDIDATES_PER_PART` nearest tiles to the positives' centroid and, with a
-        text, to the text; the probe (`feedback.fit_probe`, scores: its logit) orders them. The probe's
-        negatives are the marked ones plus `BACKGROUND_NEGATIVES` random tiles of the filtered set. Marked
-        ids are left out of the results unless `include_marked`. Unknown ids raise InputError naming the id.
+        The probe's negatives are the marked ones plus `BACKGROUND_NEGATIVES` random tiles of the filtered
+        set. With a text, the text is the probe's prior (`feedback.fit_probe_with_text`): the marks move
+        the text query rather than replace it. Candidates are the `CANDIDATES_PER_PART` best tiles by the
+        probe's weights (an inner-product search ranks as its logit does), by the positives' centroid and
+        by the text; the probe's logit orders them (scores: the logit). Marked ids are left out of the
+        results unless `include_marked`. Unknown ids raise InputError naming the id; a blank text is none.
         """
         _check_k(k, nprobe)
+        text = given_text(text)
         if not positive:
             raise InputError("relevance feedback needs at least one --positive ID (a tile id from an earlier result)")
         both = sorted(set(map(int, positive)) & set(map(int, negative)))
@@ -341,8 +394,14 @@ class Engine:
         # Random tiles join the marked negatives: without them the probe only learns what sets the positives
         # apart from a few hard negatives and ranks unrelated tiles high (P@10 0.81 vs 1.00 on MSTAR test).
         background = self._background(subset, exclude=[*positive, *negative])
-        probe = fit_probe(positives, np.vstack([negatives, background]))
-        queries = [mean_direction(positives)] + ([self.embed_text(text)] if text else [])
+        contrast = np.vstack([negatives, background])
+        text_vector = self.embed_text(text) if text else None
+        if text_vector is None:
+            probe = fit_probe(positives, contrast)
+        else:  # the text only adding candidates left it without effect: the probe ranked them alone
+            probe = fit_probe_with_text(positives, contrast, text_vector, background)
+        queries = [probe.weights.astype(np.float32), mean_direction(positives)]
+        queries += [text_vector] if text_vector is not None else []
 
         def fetch(depth: int) -> list[Hit]:
             pool: dict[int, Hit] = {}
@@ -359,11 +418,11 @@ class Engine:
 
     def _fuse_rankings(self, queries: Sequence[np.ndarray], weights: Sequence[float], depth: int,
                        subset: np.ndarray | None, nprobe: int | None) -> list[Hit]:
-        """Best `depth` tiles by reciprocal rank fusion of one ranking per query vector."""
+        """Best `depth` tiles by reciprocal rank fusion of one ranking per query part ((m, d) vectors each)."""
         found: dict[int, Hit] = {}
         rankings = []
         for query in queries:
-            hits = self.search_vector(query, k=max(depth, RRF_DEPTH), subset=subset, nprobe=nprobe)
+            hits = self.search_vectors(query, k=max(depth, RRF_DEPTH), subset=subset, nprobe=nprobe)
             rankings.append([hit.id for hit in hits])
             for hit in hits:
                 found.setdefault(hit.id, hit)
@@ -405,6 +464,25 @@ class Engine:
         query = l2_normalize(vector)[None]
         scores, ids = self.vectors.search(query, k, subset=subset, nprobe=nprobe)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        rows = {int(r["tile_id"]): r for r in self.catalog.fetch_tiles([i for i, _ in found])}
+        return [_hit(i, s, rows[i]) for i, s in found if i in rows]
+
+    def search_vectors(self, vectors: np.ndarray, *, k: int = 10, subset: np.ndarray | None = None,
+                       nprobe: int | None = None) -> list[Hit]:
+        """Best-k tiles for a set of query embeddings (m, d), a tile scoring its best cosine to any of them.
+
+        Each vector is searched k deep (one batched search), so the merged top k is exact: a tile whose
+        best match is vector i and that is in the top k of the merge is in vector i's own top k.
+        """
+        vectors = np.atleast_2d(vectors)
+        if len(vectors) == 1:
+            return self.search_vector(vectors[0], k=k, subset=subset, nprobe=nprobe)
+        scores, ids = self.vectors.search(l2_normalize(vectors), k, subset=subset, nprobe=nprobe)
+        best: dict[int, float] = {}
+        for tile_id, score in zip(ids.ravel().tolist(), scores.ravel().tolist()):
+            if tile_id >= 0 and score > best.get(tile_id, -np.inf):
+                best[tile_id] = score
+        found = sorted(best.items(), key=lambda pair: -pair[1])[:k]
         rows = {int(r["tile_id"]): r for r in self.catalog.fetch_tiles([i for i, _ in found])}
         return [_hit(i, s, rows[i]) for i, s in found if i in rows]
 

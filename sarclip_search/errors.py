@@ -34,6 +34,10 @@ class RasterError(InputError):
         super().__init__(f"{self.path}: {message}")
 
 
+class UnreadableRasterError(RasterError):
+    """A file that is not a decodable image: empty, truncated, corrupt, or not an image format at all."""
+
+
 class NoValidPixelsError(RasterError):
     """A raster (or window of it) whose pixels are all NaN, nodata or infinite: nothing to embed."""
 

@@ -11,6 +11,9 @@ parts (`--not TEXT`, `--not-image PATH`). Two ways to combine them:
   it the same way) and the rankings are merged by weighted reciprocal rank fusion (Cormack et al.
   2009): ``score(d) = sum_i w_i / (RRF_K + rank_i(d))`` with ranks from 1, ``w_text = alpha`` and the
   examples sharing ``1 - alpha``. A part's ranking only contributes to the documents it retrieved.
+
+An example image larger than a tile is a set of tile vectors: blend makes one query vector per tile
+(`blend_tiles`), rrf ranks the image by its tiles' merged search; either way a hit scores its best match.
 """
 
 from __future__ import annotations
@@ -69,6 +72,22 @@ def blend(
     else:
         positive = alpha * unit(text) + (1.0 - alpha) * mean_direction(examples)
     return push_away(positive, negatives, negative_weight)
+
+
+def blend_tiles(text: np.ndarray | None, examples: Sequence[np.ndarray], alpha: float,
+                negatives: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Query vectors (n, d) of a blend whose examples are sets of vectors (m_j, d): an image's tiles.
+
+    Examples of one vector (a stored tile, an image no larger than a tile) blend as in `blend`: one
+    query vector. When some examples have several tiles, every one of their tiles gives one query
+    vector, `blend` of the text, the one-vector examples and that tile; a search scores a hit by its
+    best cosine over these vectors (`Engine.search_vectors`), so a hit matches the text and some tile.
+    """
+    single = [np.asarray(example)[0] for example in examples if len(example) == 1]
+    tiles = [tile for example in examples if len(example) > 1 for tile in np.asarray(example)]
+    if not tiles:
+        return blend(text, single, alpha, negatives)[None]
+    return np.stack([blend(text, [*single, tile], alpha, negatives) for tile in tiles])
 
 
 def part_weights(has_text: bool, n_examples: int, alpha: float) -> list[float]:

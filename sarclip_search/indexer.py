@@ -39,7 +39,6 @@ from sarclip_search.errors import (
     MetadataError,
     MissingDependencyError,
     ModelError,
-    NoValidPixelsError,
     RasterError,
     printable_path,
 )
@@ -52,7 +51,7 @@ from sarclip_search.metadata import (
     scene_metadata,
 )
 from sarclip_search.store import Generation, IndexStore, file_sha256, make_info, write_json_atomic
-from sarclip_search.tiling import Window, tile_windows
+from sarclip_search.tiling import Window
 
 if TYPE_CHECKING:
     from sarclip_search.model import SarClip
@@ -530,20 +529,8 @@ def _read_chips(
 
     NoValidPixelsError when no tile has a valid pixel. A constant image is indexed with a warning.
     """
-    windows = tile_windows(info.width, info.height, settings.tile_size, settings.stride)
-    if len(windows) == 1:
-        chips = [raster.read_chip(path, None, size=settings.sarclip.image_size)]
-    else:
-        kept = []
-        for window in windows:
-            try:
-                kept.append((window, raster.read_chip(path, window, size=settings.sarclip.image_size)))
-            except NoValidPixelsError:
-                log.info("%s: window %s has no valid pixels; not indexed", rel, window.as_list())
-        if not kept:
-            raise NoValidPixelsError(path, "no valid pixels in any tile (all NaN, nodata or infinite); "
-                                           "check the nodata value or re-export the band")
-        windows, chips = [w for w, _ in kept], [c for _, c in kept]
+    windows, chips = raster.read_tile_chips(path, settings.tile_size, settings.stride,
+                                            size=settings.sarclip.image_size, info=info)
     if all(float(chip.max()) == float(chip.min()) for chip in chips):
         reason = "constant image (every valid pixel has the same value); indexed, but it has no texture to search by"
         report.warnings.append((rel, reason))

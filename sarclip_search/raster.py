@@ -26,8 +26,14 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from sarclip_search import radiometry
-from sarclip_search.errors import InputError, NoValidPixelsError, RasterError
-from sarclip_search.tiling import Window
+from sarclip_search.errors import (
+    InputError,
+    NoValidPixelsError,
+    RasterError,
+    UnreadableRasterError,
+    printable_path,
+)
+from sarclip_search.tiling import Window, tile_windows
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,6 +44,7 @@ __all__ = [
     "iter_rasters",
     "read_chip",
     "read_info",
+    "read_tile_chips",
     "read_window",
     "walk_archive",
     "window_bbox_lonlat",
@@ -57,6 +64,7 @@ _SCALE_SAMPLE_SIZE = 256
 _READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 _FIX_CORRUPT = "re-download or remove the file"
+_NO_VALID_PIXELS_FIX = "(all NaN, nodata or infinite); check the nodata value or re-export the band"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,14 +101,14 @@ def _open(path: Path) -> Iterator[rasterio.io.DatasetReader]:
             path, "file name is not valid UTF-8 (GDAL cannot open it); rename the file, e.g. with convmv -t utf8"
         ) from None
     if path.stat().st_size == 0:
-        raise RasterError(path, f"empty file (0 bytes); {_FIX_CORRUPT}")
+        raise UnreadableRasterError(path, f"empty file (0 bytes); {_FIX_CORRUPT}")
     try:
         with warnings.catch_warnings():
             # Plain PNG/JPEG chips carry no georeferencing; that is expected, not worth a warning.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path)
     except _READ_ERRORS as error:
-        raise RasterError(
+        raise UnreadableRasterError(
             path, f"not a readable raster (truncated or not an image: {_first_line(error)}); {_FIX_CORRUPT}"
         ) from error
     with dataset:
@@ -116,7 +124,7 @@ def _open(path: Path) -> Iterator[rasterio.io.DatasetReader]:
             )
         if dataset.driver == "PNG" and not _has_png_trailer(path):
             # GDAL decodes a truncated PNG without any error; the IEND chunk closes every complete file.
-            raise RasterError(path, f"truncated PNG (no IEND chunk at the end); {_FIX_CORRUPT}")
+            raise UnreadableRasterError(path, f"truncated PNG (no IEND chunk at the end); {_FIX_CORRUPT}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             yield dataset
@@ -147,7 +155,7 @@ def _read(
     try:
         data = dataset.read(indexes, window=window, masked=True)
     except _READ_ERRORS as error:
-        raise RasterError(
+        raise UnreadableRasterError(
             path, f"pixel data cannot be read (truncated or corrupt: {_first_line(error)}); {_FIX_CORRUPT}"
         ) from error
     mask = np.ma.getmaskarray(data)
@@ -346,18 +354,65 @@ def read_chip(path: str | os.PathLike[str], window: Window | None = None, size: 
             match every query equally badly, so it is refused rather than embedded).
         ValueError: `size` is not positive or `window` is not inside the raster.
     """
-    if size <= 0:
-        raise ValueError(f"chip size must be a positive number of pixels, got {size}")
+    _check_chip_size(size)
     file = Path(path)
     with _open(file) as dataset:
         info = _info(dataset, file, path)
         values = _read(dataset, file, [1], _rasterio_window(dataset, window))
     if not np.isfinite(values).any():
         where = "the image" if window is None else f"window {window.as_list()}"
-        raise NoValidPixelsError(
-            path, f"no valid pixels in {where} (all NaN, nodata or infinite); check the nodata value or re-export the band"
-        )
-    chip = radiometry.to_model_input(values, info.scale)
+        raise NoValidPixelsError(path, f"no valid pixels in {where} {_NO_VALID_PIXELS_FIX}")
+    return _to_chip(values, info.scale, size)
+
+
+def read_tile_chips(
+    path: str | os.PathLike[str],
+    tile_size: int,
+    stride: int | None = None,
+    size: int = 128,
+    info: RasterInfo | None = None,
+) -> tuple[list[Window], list[np.ndarray]]:
+    """The tiles of a raster as `sarsearch index` embeds them: windows and one model chip per window.
+
+    The windows are `tiling.tile_windows(width, height, tile_size, stride)`; each chip is what
+    `read_chip(path, window)` returns (band 1, the raster's scale to dB, stretched per tile, resized
+    to `size`), read through one open dataset. An image with both sides <= `tile_size` is one window,
+    read whole. Windows without any valid pixel (nodata edges of a scene) are dropped. The indexer
+    embeds these chips and the engine cuts a query image with them, so both see the same pixels.
+    `info` (from `read_info`) spares reading the raster's header and scale sample again.
+
+    Raises:
+        RasterError: as `read_window`.
+        NoValidPixelsError: no window has a valid pixel.
+        ValueError: `size`, `tile_size` or `stride` is not positive.
+    """
+    _check_chip_size(size)
+    file = Path(path)
+    with _open(file) as dataset:
+        scale = info.scale if info is not None else _info(dataset, file, path).scale
+        windows = tile_windows(dataset.width, dataset.height, tile_size, stride)
+        kept: list[tuple[Window, np.ndarray]] = []
+        for window in windows:
+            whole = window if len(windows) > 1 else None
+            values = _read(dataset, file, [1], _rasterio_window(dataset, whole))
+            if np.isfinite(values).any():
+                kept.append((window, _to_chip(values, scale, size)))
+            else:
+                logger.info("%s: window %s has no valid pixels; left out", printable_path(path), window.as_list())
+    if not kept:
+        where = "the image" if len(windows) == 1 else "any tile"
+        raise NoValidPixelsError(path, f"no valid pixels in {where} {_NO_VALID_PIXELS_FIX}")
+    return [window for window, _ in kept], [chip for _, chip in kept]
+
+
+def _check_chip_size(size: int) -> None:
+    if size <= 0:
+        raise ValueError(f"chip size must be a positive number of pixels, got {size}")
+
+
+def _to_chip(values: np.ndarray, scale: str, size: int) -> np.ndarray:
+    """(1, h, w) pixel values of `scale` with some valid pixel -> (size, size) float32 chip in [0, 1]."""
+    chip = radiometry.to_model_input(values, scale)
     if chip.shape != (size, size):
         from PIL import Image
 

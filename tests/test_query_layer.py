@@ -16,9 +16,11 @@ import pytest
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_USAGE, app
 from typer.testing import CliRunner
 
+from sarclip_search import engine as engine_module
+from sarclip_search import feedback as feedback_module
 from sarclip_search.engine import DEFAULT_ALPHA, Engine, Hit, dedup_hits, windows_overlap
 from sarclip_search.errors import InputError
-from sarclip_search.feedback import fit_probe
+from sarclip_search.feedback import fit_probe, text_prior
 from sarclip_search.filters import Filters
 from sarclip_search.fusion import blend, part_weights, push_away, reciprocal_rank_fusion, unit
 from sarclip_search.indexer import index_archive
@@ -189,6 +191,53 @@ def test_feedback_pulls_the_marked_class_up(engine, rows, wanted, other):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def test_feedback_with_a_text_ranks_by_the_text_too(engine, rows, monkeypatch):
+    """Issue 12 item 6: the text only added candidates, so feedback with a text ranked as without it."""
+    ships, fields = ids_by_label(rows, "ship"), ids_by_label(rows, "field")
+    plain = engine.feedback(ships[:1], fields[:1], k=len(rows))
+    target = plain[-1].id  # the tile the marks like least
+    monkeypatch.setattr(engine, "embed_text", lambda text: engine.vectors.vectors([target])[0])
+    steered = engine.feedback(ships[:1], fields[:1], text="that tile", k=len(rows))
+
+    def rank(hits: list[Hit]) -> int:
+        return [h.id for h in hits].index(target)
+
+    assert {h.id for h in steered} == {h.id for h in plain}
+    assert rank(steered) < rank(plain) // 2, ([h.id for h in plain], [h.id for h in steered])
+    assert [h.score for h in steered] == sorted((h.score for h in steered), reverse=True)
+    marked = engine.feedback(ships[:1], fields[:1], text="that tile", k=len(rows), include_marked=True)
+    score = {h.id: h.score for h in marked}
+    assert score[ships[0]] > score[fields[0]]  # the marks still count
+
+
+@pytest.mark.parametrize("text", [None, "a ship"])
+def test_feedback_head_does_not_depend_on_how_deep_it_looks(engine, rows, monkeypatch, text):
+    """The k best by the probe, however few candidates are taken around the centroid and the text."""
+    ships, fields = ids_by_label(rows, "ship"), ids_by_label(rows, "field")
+    monkeypatch.setattr(engine, "embed_text", lambda words: engine.vectors.vectors([fields[-1]])[0])
+    everything = engine.feedback(ships[:2], fields[:1], text=text, k=len(rows))
+    monkeypatch.setattr(engine_module, "CANDIDATES_PER_PART", 1)
+    for k in (1, 2, 3):
+        assert [h.id for h in engine.feedback(ships[:2], fields[:1], text=text, k=k)] == [h.id for h in everything[:k]]
+
+
+def test_probe_prior(monkeypatch):
+    rng = np.random.default_rng(3)
+    positives, negatives = unit(rng.normal(size=(3, 16))), unit(rng.normal(size=(20, 16)))
+    plain = fit_probe(positives, negatives)
+    np.testing.assert_allclose(fit_probe(positives, negatives, prior=np.zeros(16)).weights, plain.weights)
+    direction = unit(rng.normal(size=16))
+    held = fit_probe(positives, negatives, l2=1e4, prior=5.0 * direction)  # a strong pull keeps w at the prior
+    np.testing.assert_allclose(held.weights, 5.0 * direction, atol=1e-3)
+    prior = text_prior(3.0 * direction, plain, negatives)  # the text's norm does not matter
+    np.testing.assert_allclose(unit(prior), direction, atol=1e-6)
+    assert np.std(negatives @ prior) == pytest.approx(np.std(negatives @ plain.weights))
+    monkeypatch.setattr(feedback_module, "TEXT_PRIOR_WEIGHT", 0.5)
+    assert np.std(negatives @ text_prior(direction, plain, negatives)) == pytest.approx(np.std(negatives @ prior) / 2)
+    assert np.linalg.norm(text_prior(direction, plain, negatives[:1])) == pytest.approx(
+        0.5 * np.linalg.norm(plain.weights))  # no spread to measure on one tile: |w|
+
+
 def test_feedback_errors_name_the_id(engine, rows):
     some = min(rows)
     with pytest.raises(InputError, match="--positive 424242"):
@@ -205,6 +254,31 @@ def test_feedback_respects_filters(engine, rows):
     positive = ids_by_label(rows, "ship")[:1]
     hits = engine.feedback(positive, k=10, filters=Filters(split="test"))
     assert hits and all(h.metadata["split"] == "test" for h in hits)
+
+
+# --- blank texts (issue 12 item 7) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_blank_text_is_no_text(engine, rows, blank):
+    with pytest.raises(InputError, match="^give a text query"):
+        engine.query(blank, k=3)
+    anchor = min(rows)
+    assert engine.query(blank, like=[anchor], k=3) == engine.query(like=[anchor], k=3)
+    assert engine.feedback([anchor], text=blank, k=3) == engine.feedback([anchor], k=3)
+    with pytest.raises(InputError, match=r"^--not .*blank text.*leave --not out"):
+        engine.query(like=[anchor], negative_texts=["harbor", blank], k=3)
+
+
+def test_cli_blank_text_is_the_empty_text_error(indexed_db, rows):
+    db, _, checkpoint = indexed_db
+    empty = run("query", "", "--db", db, "--model", checkpoint)
+    blank = run("query", "   ", "--db", db, "--model", checkpoint)
+    assert_one_line_error(empty, EXIT_ERROR, "give a text query")
+    assert_one_line_error(blank, EXIT_ERROR, "give a text query")
+    assert blank.stderr == empty.stderr
+    assert_one_line_error(run("query", "--like", min(rows), "--not", "  ", "--db", db, "--model", checkpoint),
+                          EXIT_ERROR, "--not", "blank text")
 
 
 # --- dedup ------------------------------------------------------------------------------------------------

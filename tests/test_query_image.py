@@ -1,0 +1,180 @@
+"""Query images read as the archive was (issue 12, item 5) and query-image errors (item 14).
+
+An image larger than a tile is cut with the index's tiling and read by the indexer's reader
+(`raster.read_tile_chips`); its tiles are searched one by one and a hit scores its best cosine to any
+of them, so an indexed scene used as `--image` returns its own tiles first. The fixture archive is
+indexed here with 64 px tiles at stride 32: the 160 x 96 scene `BIG_SCENE` is 8 overlapping tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import BIG_SCENE
+from rasterio.transform import Affine
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
+from typer.testing import CliRunner
+
+from sarclip_search import engine as engine_module
+from sarclip_search import raster
+from sarclip_search.engine import Engine
+from sarclip_search.errors import InputError, NoValidPixelsError, UnreadableRasterError
+from sarclip_search.fusion import reciprocal_rank_fusion
+from sarclip_search.indexer import index_archive
+from sarclip_search.store import IndexStore
+from sarclip_search.tiling import tile_windows
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def small_tiles(tmp_path_factory, fixture_archive, checkpoint, sarclip):
+    """(engine, archive, db): the fixture archive indexed with 64 px tiles at stride 32."""
+    root = tmp_path_factory.mktemp("small-tiles")
+    archive = root / "archive"
+    shutil.copytree(fixture_archive, archive)
+    index_archive(archive, IndexStore(root / "db"), sarclip, model_path=str(checkpoint), tile_size=64, stride=32)
+    with Engine.open(root / "db") as opened:
+        yield opened, archive, root / "db"
+
+
+def scene_tiles(engine: Engine, path: str) -> list[dict]:
+    rows = engine.catalog.fetch_tiles(engine.vectors.ids())
+    return sorted((r for r in rows if r["path"] == path), key=lambda r: (r["row_off"], r["col_off"]))
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == EXIT_ERROR, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    return lines[0]
+
+
+# --- the read path is the indexer's ---------------------------------------------------------------------------
+
+
+def test_read_tile_chips_cuts_like_the_index_and_reads_like_read_chip(fixture_archive):
+    path = fixture_archive / BIG_SCENE
+    info = raster.read_info(path)
+    windows, chips = raster.read_tile_chips(path, 64, 32, size=128)
+    assert windows == tile_windows(info.width, info.height, 64, 32) and len(windows) == 8
+    for window, chip in zip(windows, chips):
+        np.testing.assert_array_equal(chip, raster.read_chip(path, window, size=128))
+    (whole,), (chip,) = raster.read_tile_chips(path, 256, size=128)  # no larger than a tile: read whole
+    assert whole.as_list() == [0, 0, info.width, info.height]
+    np.testing.assert_array_equal(chip, raster.read_chip(path, size=128))
+
+
+def test_read_tile_chips_drops_windows_without_valid_pixels(tmp_path):
+    values = np.random.default_rng(0).gamma(1.0, 0.05, size=(64, 128)).astype(np.float32)
+    values[:, 64:] = np.nan  # the right tile is nodata
+    path = tmp_path / "half.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=128, height=64, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=Affine(1e-4, 0.0, 10.0, 0.0, -1e-4, 50.0)) as dst:
+        dst.write(values, 1)
+    windows, chips = raster.read_tile_chips(path, 64, size=32)
+    assert [w.as_list() for w in windows] == [[0, 0, 64, 64]] and chips[0].shape == (32, 32)
+    values[:] = np.nan
+    with rasterio.open(path, "r+") as dst:
+        dst.write(values, 1)
+    with pytest.raises(NoValidPixelsError, match="no valid pixels in any tile"):
+        raster.read_tile_chips(path, 64, size=32)
+
+
+def test_query_image_tiles_are_the_indexed_tiles(small_tiles):
+    engine, archive, _ = small_tiles
+    stored = engine.vectors.vectors([int(r["tile_id"]) for r in scene_tiles(engine, BIG_SCENE)])
+    query = engine.embed_image_tiles(archive / BIG_SCENE)
+    assert query.shape == stored.shape == (8, engine.vectors.dim)
+    cosines = np.sum(query * stored, axis=1) / np.linalg.norm(stored, axis=1)
+    assert cosines.min() > 0.999  # same windows, same reader and radiometry, same model
+
+
+# --- an indexed scene used as --image finds itself first ------------------------------------------------------
+
+
+def test_indexed_scene_as_query_image_returns_its_own_tiles_first(small_tiles):
+    engine, archive, _ = small_tiles
+    own = {int(r["tile_id"]) for r in scene_tiles(engine, BIG_SCENE)}
+    hits = engine.query(images=[archive / BIG_SCENE], k=len(own) + 2)
+    assert {h.id for h in hits[: len(own)]} == own  # all 8 tiles, before any other
+    assert min(h.score for h in hits[: len(own)]) > 0.999
+    assert hits[len(own)].path != BIG_SCENE and hits[len(own)].score < hits[len(own) - 1].score
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_every_indexed_image_finds_itself_first(small_tiles):
+    engine, archive, _ = small_tiles
+    for path in sorted({r["path"] for r in engine.catalog.fetch_tiles(engine.vectors.ids())}):
+        n = len(scene_tiles(engine, path))
+        hits = engine.query(images=[archive / path], k=n)
+        assert all(h.path == path for h in hits), (path, [h.path for h in hits])
+
+
+def test_scene_image_in_blend_and_rrf(small_tiles, monkeypatch):
+    engine, archive, _ = small_tiles
+    scene = archive / BIG_SCENE
+    own = {int(r["tile_id"]) for r in scene_tiles(engine, BIG_SCENE)}
+    only_image = [h.id for h in engine.query(images=[scene], k=8)]
+    text = engine.vectors.vectors([min(own)])[0]  # a "text" that is one of the scene's tiles
+    monkeypatch.setattr(engine, "embed_text", lambda words: text)
+    assert [h.id for h in engine.query("x", images=[scene], k=8, alpha=0.0)] == only_image
+    blended = engine.query("x", images=[scene], k=3, alpha=0.5)
+    assert blended[0].id == min(own) and blended[0].score > 0.999  # matches the text and one of the tiles
+    other = min(set(map(int, engine.vectors.ids())) - own)
+    fused = engine.query(images=[scene], like=[other], fusion="rrf", k=5)
+    n = engine.vectors.ntotal  # the image's ranking is its tiles' searches merged by best cosine
+    rankings = [[h.id for h in engine.query(images=[scene], k=n)], [h.id for h in engine.query(like=[other], k=n)]]
+    expected = reciprocal_rank_fusion(rankings, [0.5, 0.5])[:5]
+    assert [(h.id, h.score_kind) for h in fused] == [(i, "rrf") for i, _ in expected]
+    assert [h.score for h in fused] == pytest.approx([score for _, score in expected])
+
+
+def test_scene_as_negative_image_pushes_its_tiles_down(small_tiles):
+    engine, archive, _ = small_tiles
+    anchor = int(scene_tiles(engine, BIG_SCENE)[0]["tile_id"])
+    plain = engine.query(like=[anchor], k=engine.vectors.ntotal)
+    other_scene = next(h for h in plain if h.path != BIG_SCENE)
+    pushed = engine.query(like=[anchor], negative_images=[archive / BIG_SCENE], k=engine.vectors.ntotal)
+    assert next(h.score for h in pushed if h.id == other_scene.id) != other_scene.score
+    assert next(h.score for h in pushed if h.id == anchor) < 1.0
+
+
+def test_query_image_with_too_many_tiles_is_refused(small_tiles, monkeypatch):
+    engine, archive, _ = small_tiles
+    monkeypatch.setattr(engine_module, "MAX_QUERY_TILES", 4)
+    with pytest.raises(InputError, match=r"--image .*8 tiles at this index's tiling \(64 px, stride 32\).*crop"):
+        engine.query(images=[archive / BIG_SCENE], k=1)
+
+
+# --- a file that is no image (item 14) -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"meeting notes, not pixels\n", b""])
+def test_non_image_query_file_is_a_query_error(small_tiles, tmp_path, content):
+    engine, _, _ = small_tiles
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(content)
+    with pytest.raises(UnreadableRasterError):
+        raster.read_info(notes)
+    for option, kwargs in (("--image", {"images": [notes]}), ("--not-image", {"like": [1], "negative_images": [notes]})):
+        with pytest.raises(InputError) as caught:
+            engine.query(k=1, **kwargs)
+        message = str(caught.value)
+        assert message == f"{option} {notes}: not a readable image (GeoTIFF, TIFF, PNG or JPEG); give an image file"
+
+
+def test_cli_non_image_and_scene_image(small_tiles, tmp_path):
+    _, archive, db = small_tiles
+    notes = tmp_path / "notes.txt"
+    notes.write_text("meeting notes\n")
+    line = one_line_error(runner.invoke(app, ["query", "--image", str(notes), "--db", str(db)]))
+    assert f"--image {notes}: not a readable image" in line and "re-download" not in line
+    result = runner.invoke(app, ["query", "--image", str(archive / BIG_SCENE), "-k", "8", "--json", "--db", str(db)])
+    assert result.exit_code == EXIT_OK, (result.output, result.exception)
+    assert {h["path"] for h in json.loads(result.stdout)} == {BIG_SCENE}
