@@ -16,7 +16,7 @@ MIN_PQ_BYTES = 8  # below 8 bytes per vector PQ recall collapses for d >= 64
 LARGE_N = 1_000_000  # nlist grows as 4*sqrt(n) up to here, 8*sqrt(n) beyond
 
 ID_BYTES = 8  # int64 id per vector in the FAISS inverted lists (VectorIndex's own id array: see resident_bytes)
-SUBSET_CODE_DIMS = 8  # PQ indexes keep 4-bit subset codes, one byte per 8 dimensions (VectorIndex._scan_subset)
+SUBSET_CODE_DIMS = 8  # PQ indexes keep 4-bit subset codes, one byte per 8 dimensions (filtered.scan_subset)
 FLAT_MAP_BYTES = 40  # IndexIDMap2's reverse map (hash map id -> position), Flat only
 
 TRAIN_POINTS_PER_LIST = 64  # k-means sample per IVF list: enough for centroids, 4x fewer than FAISS's 256
@@ -69,7 +69,7 @@ def resident_bytes(n: int, d: int, key: str) -> int:
     * ``IVF{nlist},Flat``: n * (4d codes + 8 FAISS id) + nlist * 4d centroids
     * ``IVF{nlist},PQ{m}x8``: n * (m codes + 8 FAISS id + d/8 subset codes) + nlist * 4d centroids
       + 256 * 4d PQ centroids (m sub-quantizers x 256 x d/m floats); the subset codes are 4-bit PQ
-      codes of every vector that filtered search scans (VectorIndex._scan_subset)
+      codes of every vector that filtered search scans (filtered.scan_subset)
 
     Not counted: the exact copy (4d bytes per vector for PQ, 2d otherwise), read k*rerank_factor rows
     per query from a memory-mapped file; and VectorIndex's id array (memory-mapped, saved in id order),

@@ -125,7 +125,7 @@ def _member_bits(members: np.ndarray) -> np.ndarray | None:
     return bits
 
 
-def members_mask(candidates: np.ndarray, members: np.ndarray) -> np.ndarray:
+def _members_mask(candidates: np.ndarray, members: np.ndarray) -> np.ndarray:
     """Boolean mask of `candidates` (any shape; -1 = none) found in `members` (ascending, non-empty).
 
     A table lookup when the members are dense enough (`_member_bits`), else binary search. (np.isin
@@ -263,7 +263,7 @@ def post_filtered(
     depth = k * max(1, rerank)
     fetch = math.ceil(depth / selectivity * POST_FILTER_MARGIN)
     scores, candidates = index.approximate_search(xq, fetch, nprobe=nprobe, use_gpu=True)
-    member = members_mask(candidates, members)
+    member = _members_mask(candidates, members)
     order = np.argsort(~member, axis=1, kind="stable")[:, :depth]  # members first, in FAISS's order
     candidates = np.where(np.take_along_axis(member, order, 1), np.take_along_axis(candidates, order, 1), -1)
     if rerank > 1 and not index.is_flat:
