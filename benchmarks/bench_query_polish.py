@@ -1,7 +1,7 @@
 """Two checks of the query layer on an index of the developer corpus (read only; never written).
 
-    python benchmarks/bench_query_polish.py scenes   [--db /work/runs/corpus-db] [--data ../shared/data]
-    python benchmarks/bench_query_polish.py feedback [--db /work/runs/corpus-db] [--weights 0,0.25,0.5,1]
+    python benchmarks/bench_query_polish.py scenes   [--db runs/corpus-db] [--data ../shared/data]
+    python benchmarks/bench_query_polish.py feedback [--db runs/corpus-db] [--weights 0,0.25,0.5,1]
 
 `scenes`: does an indexed scene used as `--image` find itself first? For every scene of the index cut
 into several tiles, the scene's file is the query image (`Engine.query(images=[file], k=n)`, n = its tile
@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads
 
 import numpy as np
 
+from defaults import CORPUS_DB, DATA, RESULTS, corpus_index
 from sarclip_search import feedback
 from sarclip_search.engine import Engine
 from sarclip_search.filters import Filters
@@ -39,7 +40,7 @@ from sarclip_search.fusion import mean_direction
 
 DATASETS = ("MSTAR-SOC", "OpenSARShip")
 DEPTH = 100
-# (text, positive ids, negative ids) on /work/runs/corpus-db: 12 and 40 are HRSID/BigEarthNet tiles (the
+# (text, positive ids, negative ids) on runs/corpus-db: 12 and 40 are HRSID/BigEarthNet tiles (the
 # issue's command), 4779/4755/4621 T72 chips.
 DISAGREEING = (("T72 tank", [12, 40], [7]), ("a ship at sea", [4779, 4755], [4621]), ("T72 tank", [4779, 4755], [4621]))
 
@@ -123,13 +124,13 @@ def feedback_sweep(engine: Engine, weights: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("check", choices=("scenes", "feedback"))
-    parser.add_argument("--db", default="/work/runs/corpus-db")
-    parser.add_argument("--data", default="../shared/data", help="the archive the index was built from (scenes)")
+    parser.add_argument("--db", default=str(CORPUS_DB), help="index of the corpus (built from --data when missing)")
+    parser.add_argument("--data", default=str(DATA), help="the archive the index was built from (scenes)")
     parser.add_argument("--weights", default="0,0.25,0.5,1", help="text prior weights to compare (feedback)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     started = time.perf_counter()
-    with Engine.open(args.db) as engine:
+    with Engine.open(corpus_index(args.db, args.data)) as engine:
         if args.check == "scenes":
             found = scenes(engine, Path(args.data))
         else:
@@ -137,7 +138,7 @@ def main() -> None:
         tiling = engine.info.get("tiling")
     result = {"check": args.check, "db": args.db, "tiling": tiling, "seconds": round(time.perf_counter() - started, 1),
               "result": found}
-    out = Path(args.out or f"benchmarks/results/query_polish_{args.check}.json")
+    out = Path(args.out or RESULTS / f"query_polish_{args.check}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(found, indent=1))
