@@ -56,10 +56,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; state
 import numpy as np
 from defaults import CORPUS_DB, DATA, RESULTS, RUNS, corpus_index
 
-from sarclip_search.engine import Engine
-from sarclip_search.filters import Filters
-from sarclip_search.store import IndexStore, write_json_atomic
-from sarclip_search.vectors import l2_normalize
+from sarclip_search.query.engine import Engine
+from sarclip_search.store.filters import Filters
+from sarclip_search.store.layout import IndexStore, write_json_atomic
+from sarclip_search.model.vectors import l2_normalize
 
 DATASETS = ("MSTAR-SOC", "OpenSARShip")
 K = 10
@@ -208,7 +208,7 @@ def load_average() -> list[float]:
 
 def ensure_encoders(root: Path, model: dict, donors: Sequence[Path]) -> str:
     """Give index directory `root` the ONNX query encoders of its checkpoint: copied from a donor, else exported."""
-    from sarclip_search.encoders import encoder_dir, has_valid_encoders
+    from sarclip_search.model.encoders import encoder_dir, has_valid_encoders
 
     sha = model["checkpoint_sha256"]
     if has_valid_encoders(root, sha):
@@ -217,8 +217,8 @@ def ensure_encoders(root: Path, model: dict, donors: Sequence[Path]) -> str:
         if donor != root and has_valid_encoders(donor, sha):
             shutil.copytree(encoder_dir(donor, sha), encoder_dir(root, sha))
             return f"copied from {donor}"
-    from sarclip_search.encoder_export import export_encoders
-    from sarclip_search.model import load_model
+    from sarclip_search.model.encoder_export import export_encoders
+    from sarclip_search.model.sarclip import load_model
 
     export_encoders(load_model(model["checkpoint_path"]), root)  # torch, once per cache
     return "exported"
@@ -286,7 +286,7 @@ def bulk_catalog(catalog, source_catalog: Path, scenes, tiles) -> None:
     1M tiles), so its DuckDB connection copies the source's dynamic columns and rows and inserts the
     pyarrow tables directly. Ids continue from the source's; the id counters are set through `set_meta`.
     """
-    from sarclip_search.catalog import quote_identifier
+    from sarclip_search.store.catalog import quote_identifier
 
     con = catalog._con
     con.execute(f"ATTACH '{source_catalog}' AS source (READ_ONLY)")
@@ -341,8 +341,8 @@ def build_scaled(source: Path, root: Path, n: int, bytes_per_vector: int, seed: 
     """
     from sarclip_search.index import VectorIndex, choose_index_key
 
-    from sarclip_search.catalog import SCHEMA_VERSION, Catalog
-    from sarclip_search.store import make_info
+    from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
+    from sarclip_search.store.layout import make_info
 
     started = time.perf_counter()
     timings = {}
@@ -477,7 +477,7 @@ def nprobe_sweep(engine: Engine, texts: Sequence[str], k: int) -> list[dict]:
 
 def latency_by_stage(args) -> None:
     """Warm query latency by stage at the corpus size and at the scaled sizes, side by side."""
-    from sarclip_search.model import git_commit
+    from sarclip_search.model.sarclip import git_commit
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -623,7 +623,7 @@ def main() -> None:
 
     from sarclip_search.training.captions import class_prompts
 
-    from sarclip_search.model import git_commit
+    from sarclip_search.model.sarclip import git_commit
 
     alphas = [float(a) for a in args.alphas.split(",")]
     rrf_alphas = [float(a) for a in args.rrf_alphas.split(",")]

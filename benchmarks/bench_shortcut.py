@@ -35,8 +35,8 @@ from sarclip_search.training import data as training_data
 from sarclip_search.training.evaluate import class_text_embeddings
 from sarclip_search.training.shortcut import blank_target, swap_clutter
 
-from sarclip_search.metadata import load_manifest
-from sarclip_search.model import DEFAULT_CHECKPOINT, git_commit, load_model
+from sarclip_search.ingest.metadata import load_manifest
+from sarclip_search.model.sarclip import DEFAULT_CHECKPOINT, git_commit, load_model
 
 DATASET = "MSTAR-SOC"
 

@@ -137,12 +137,12 @@ def index(
 
     Example: sarsearch index ./archive
     """
-    from sarclip_search.checkpoints import DEFAULT_CHECKPOINT
-    from sarclip_search.indexer import index_archive
-    from sarclip_search.store import IndexStore
+    from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
+    from sarclip_search.ingest.indexer import index_archive
+    from sarclip_search.store.layout import IndexStore
 
     def load_sarclip():  # called only when something must be embedded: an unchanged archive needs no torch
-        from sarclip_search.model import load_model
+        from sarclip_search.model.sarclip import load_model
 
         return load_model(model)
 
@@ -205,9 +205,9 @@ def query(
     Examples: sarsearch query "T72 tank" --split test;  sarsearch query "ship" --image a.tif --not "harbor";
     sarsearch query --like 4692 --dedup --geojson hits.geojson;  sarsearch query --positive 12 --positive 40 --negative 7
     """
-    from sarclip_search.engine import Engine
-    from sarclip_search.export import check_writable
-    from sarclip_search.filters import Filters, parse_bbox, parse_date
+    from sarclip_search.query.engine import Engine
+    from sarclip_search.query.export import check_writable
+    from sarclip_search.store.filters import Filters, parse_bbox, parse_date
 
     for value in (after, before):  # malformed dates are reported before the index is opened
         if value is not None:
@@ -256,7 +256,7 @@ def _parse_columns(spec: str) -> list[str]:
 
 def _check_columns(names: list[str], catalog_columns: list[str]) -> None:
     """Every --columns name is a table column or a catalog column; else one line with the closest names."""
-    from sarclip_search.filters import close_matches, filterable_columns
+    from sarclip_search.store.filters import close_matches, filterable_columns
 
     known = {c.lower(): c for c in catalog_columns}
     for position, name in enumerate(names):
@@ -274,7 +274,7 @@ def _check_columns(names: list[str], catalog_columns: list[str]) -> None:
 def _empty_result_hints(engine: Any, filters: Any) -> list[str]:
     """Why a filtered query came back empty: each --label/--dataset/--split/--sensor/--polarization value no
     tile has, with the closest values."""
-    from sarclip_search.filters import unmatched_filters
+    from sarclip_search.store.filters import unmatched_filters
 
     catalog = engine.catalog
     hints = unmatched_filters(filters, lambda column: [value for value, _ in catalog.values(column)], catalog.columns())
@@ -296,8 +296,8 @@ def _check_query_inputs(images: list[Path], not_images: list[Path], positive: li
 
 def _write_outputs(hits: list[Any], geojson: Path | None, stac: Path | None, thumbnails: Path | None) -> None:
     """Write the requested result files (thumbnails first, so the STAC items can link them)."""
-    from sarclip_search.export import write_geojson, write_stac
-    from sarclip_search.quicklook import write_thumbnails
+    from sarclip_search.query.export import write_geojson, write_stac
+    from sarclip_search.query.quicklook import write_thumbnails
 
     written: list[str] = []
     quicklooks: dict[int, Path] = {}
@@ -335,10 +335,10 @@ def info(
 
     Example: sarsearch info;  sarsearch info --check
     """
-    from sarclip_search.engine import Engine
+    from sarclip_search.query.engine import Engine
 
     if check:
-        from sarclip_search.check import check_index
+        from sarclip_search.store.check import check_index
 
         report = check_index(db)
         render.check_report(report)
@@ -366,7 +366,7 @@ def columns_command(
 
     Example: sarsearch columns;  sarsearch columns --json
     """
-    from sarclip_search.engine import Engine
+    from sarclip_search.query.engine import Engine
 
     with Engine.open(db) as engine:
         infos = engine.catalog.column_info(include_internal=show_all)
@@ -419,19 +419,19 @@ def evaluate(
     from sarclip_search.cli import render_eval
     from sarclip_search.training import evaluate as evaluation
 
-    from sarclip_search.store import resolve_db
+    from sarclip_search.store.layout import resolve_db
 
     if db is not None and data is not None:
         raise InputError("give --db DIR (an index) or --data ROOT (a labelled archive), not both")
     if data is not None:
-        from sarclip_search.model import load_model
+        from sarclip_search.model.sarclip import load_model
 
         if not (data / "manifest.csv").is_file():
             raise InputError(f"{data}: no manifest.csv with labels; pass --data PATH to a labelled archive")
         with render.progress_bar("embedding", quiet) as progress:
             report = evaluation.evaluate_manifest(load_model(model), data, split, progress)
     else:
-        from sarclip_search.engine import Engine
+        from sarclip_search.query.engine import Engine
 
         if db is None and not resolve_db(None).exists():
             raise InputError(f"no index at {resolve_db(None)}; pass --db DIR for an indexed archive "

@@ -339,7 +339,7 @@ def _column_values(info: Any) -> str:
 def columns_table(infos: Sequence[Any], tiles: int) -> None:
     """`sarsearch columns`: one row per filterable catalog column (name as --where takes it, type, tiles
     with a value, values)."""
-    from sarclip_search.filters import quoted_column
+    from sarclip_search.store.filters import quoted_column
 
     table = Table(title=f"catalog columns ({tiles} tiles); use them in --where, e.g. --where \"label = 'T72'\"",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)

@@ -41,9 +41,12 @@ def fixture_archive() -> Path:
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained SARCLIP checkpoint (ImageNet image tower, frozen MiniLM text tower), built once (~4 s)."""
-    from sarclip_search.model import new_model, save_checkpoint
+    import torch
+
+    from sarclip_search.model.sarclip import new_model, save_checkpoint
 
     path = tmp_path_factory.mktemp("model") / "untrained.pt"
+    torch.manual_seed(0)  # the untrained heads are random: the same embeddings in every test session
     save_checkpoint(new_model(), path, run_config={"test": True})
     return path
 
@@ -51,7 +54,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sarclip(checkpoint: Path):
     """The `checkpoint` loaded as the indexer and engine load it (checkpoint_sha256 set)."""
-    from sarclip_search.model import load_model
+    from sarclip_search.model.sarclip import load_model
 
     return load_model(checkpoint)
 
@@ -64,8 +67,8 @@ def indexed_db(tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, 
     """
     import shutil
 
-    from sarclip_search.indexer import index_archive
-    from sarclip_search.store import IndexStore
+    from sarclip_search.ingest.indexer import index_archive
+    from sarclip_search.store.layout import IndexStore
 
     root = tmp_path_factory.mktemp("indexed")
     archive = root / "archive"
@@ -83,7 +86,7 @@ BIG_SCENE = "sentinel1/S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_0
 @pytest.fixture(scope="module")
 def engine(indexed_db):
     """The engine over `indexed_db` (one tile per image: tile size 256 > every image)."""
-    from sarclip_search.engine import Engine
+    from sarclip_search.query.engine import Engine
 
     db, _, _ = indexed_db
     with Engine.open(db) as opened:

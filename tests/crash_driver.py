@@ -67,7 +67,7 @@ def run_to_end(argv: list[str], log_path: Path) -> tuple[int, float]:
 
 def snapshot(db: Path) -> dict[str, object]:
     """The committed state: scene paths, tile windows per path and vectors per (path, window)."""
-    from sarclip_search.engine import Engine
+    from sarclip_search.query.engine import Engine
 
     with Engine.open(db) as engine:
         ids = engine.catalog.tile_ids()
@@ -79,9 +79,9 @@ def snapshot(db: Path) -> dict[str, object]:
 
 def check_committed(db: Path, rng: random.Random) -> int:
     """Assert the committed state is consistent and queryable; return its scene count (0: none yet)."""
-    from sarclip_search.check import check_index
-    from sarclip_search.engine import Engine
-    from sarclip_search.store import IndexStore
+    from sarclip_search.store.check import check_index
+    from sarclip_search.query.engine import Engine
+    from sarclip_search.store.layout import IndexStore
 
     if IndexStore(db).current() is None:
         return 0  # killed before the first commit: there is nothing, as before the run
@@ -116,13 +116,13 @@ def main() -> None:
     torch.set_num_threads(1)
     from sarclip_search.cli import app as _cli  # noqa: F401  (import before forking)
 
-    import sarclip_search.model as model_module
+    import sarclip_search.model.sarclip as model_module
 
     sarclip = model_module.load_model(args.checkpoint)
     model_module.load_model = lambda *_, **__: sarclip  # the child CLI reuses the loaded model
     # Export the ONNX encoders once here: forked children then hard-link this export instead of spending
     # seconds re-exporting in every run, which would leave few kills landing while a generation is written.
-    from sarclip_search.encoder_export import export_encoders
+    from sarclip_search.model.encoder_export import export_encoders
 
     export_encoders(sarclip, args.workdir / "warm-export")
     rng = random.Random(args.seed)

@@ -36,7 +36,7 @@ def assert_one_line_error(result, *needles: str) -> str:
 
 @pytest.fixture
 def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
-    monkeypatch.setattr("sarclip_search.model.load_model", lambda *_, **__: sarclip)
+    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
     return sarclip
 
 

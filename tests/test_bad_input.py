@@ -35,7 +35,7 @@ GOOD = (SHIP_PNG, K5_NOCRS, S1_FIRST)
 @pytest.fixture
 def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
     """The CLI's load_model answers with the session model (same checkpoint, same hash)."""
-    monkeypatch.setattr("sarclip_search.model.load_model", lambda *_, **__: sarclip)
+    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
     return sarclip
 
 
@@ -58,7 +58,7 @@ def good_archive(fixture_archive: Path, target: Path) -> Path:
 
 def scenes(db: Path) -> dict[str, dict]:
     """path -> catalog row of every indexed tile's scene."""
-    from sarclip_search.engine import Engine
+    from sarclip_search.query.engine import Engine
 
     with Engine.open(db) as engine:
         return {row["path"]: row for row in engine.catalog.fetch_tiles(engine.catalog.tile_ids())}
@@ -230,8 +230,8 @@ def test_odd_but_valid_rasters_are_indexed(tmp_path, fixture_archive, checkpoint
     assert rows[S1_FIRST]["crs"] == "EPSG:32631"
     assert rows["chips/same ship again.png"]["content_hash"] == rows[SHIP_PNG]["content_hash"]
     # the CRS-less scene is never returned by a bbox filter, the georeferenced one is
-    from sarclip_search.engine import Engine
-    from sarclip_search.filters import Filters
+    from sarclip_search.query.engine import Engine
+    from sarclip_search.store.filters import Filters
 
     with Engine.open(db) as engine:
         bbox = tuple(rows[S1_FIRST][f"bbox_{k}"] for k in ("minlon", "minlat", "maxlon", "maxlat"))
@@ -314,8 +314,8 @@ def test_strict_stops_at_the_first_failure_and_commits_nothing(tmp_path, fixture
 
 
 def test_commit_every_writes_one_generation_per_batch(tmp_path, fixture_archive, checkpoint, sarclip):
-    from sarclip_search.indexer import index_archive
-    from sarclip_search.store import IndexStore
+    from sarclip_search.ingest.indexer import index_archive
+    from sarclip_search.store.layout import IndexStore
 
     archive = good_archive(fixture_archive, tmp_path / "archive")
     store = IndexStore(tmp_path / "db")
@@ -333,7 +333,7 @@ def test_commit_every_must_be_positive(tmp_path, fixture_archive, checkpoint, fa
 
 def test_unreadable_file_message_without_root(tmp_path, fixture_archive, checkpoint, fast_model, monkeypatch):
     """The chmod 000 case as a non-root user sees it, simulated (the suite usually runs as root)."""
-    from sarclip_search import indexer
+    from sarclip_search.ingest import indexer
 
     real_sha256 = indexer.file_sha256
 

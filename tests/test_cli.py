@@ -95,7 +95,7 @@ def other_checkpoint(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path)
     """A second checkpoint of the same architecture with different image weights (hence another sha256)."""
     import torch
 
-    from sarclip_search.model import load_model, save_checkpoint
+    from sarclip_search.model.sarclip import load_model, save_checkpoint
 
     model = load_model(checkpoint)
     with torch.no_grad():

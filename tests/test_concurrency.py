@@ -23,7 +23,7 @@ READER = r"""
 import json, sys, time
 from pathlib import Path
 import numpy as np
-from sarclip_search.engine import Engine
+from sarclip_search.query.engine import Engine
 
 db, stop = Path(sys.argv[1]), Path(sys.argv[2])
 query = np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32)
@@ -52,8 +52,8 @@ print(json.dumps({"opens": opens, "seen": seen, "problems": problems}))
 def test_query_during_index_sees_whole_generations_and_a_second_writer_is_refused(
     tmp_path, fixture_archive, checkpoint, sarclip, monkeypatch
 ):
-    from sarclip_search.indexer import index_archive
-    from sarclip_search.store import IndexStore
+    from sarclip_search.ingest.indexer import index_archive
+    from sarclip_search.store.layout import IndexStore
 
     archive = grown_archive(fixture_archive, tmp_path / "archive", copies=10)
     manifest = (archive / "manifest.csv").read_text().splitlines()
@@ -77,7 +77,7 @@ def test_query_during_index_sees_whole_generations_and_a_second_writer_is_refuse
     started = time.perf_counter()
     writer.start()
     time.sleep(0.5)
-    monkeypatch.setattr("sarclip_search.model.load_model", lambda *_, **__: sarclip)
+    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
     second = CliRunner().invoke(app, ["index", str(archive), "--db", str(store.root), "--model", str(checkpoint), "--quiet"])
     writer.join(timeout=120)
     write_seconds = time.perf_counter() - started

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sarclip_search import raster
-from sarclip_search.encoders import ENCODERS_DIR, MANIFEST_FILE, TEXT_FILE, OnnxEncoder, encoder_dir
-from sarclip_search.engine import Engine
+from sarclip_search.ingest import raster
+from sarclip_search.model.encoders import ENCODERS_DIR, MANIFEST_FILE, TEXT_FILE, OnnxEncoder, encoder_dir
+from sarclip_search.query.engine import Engine
 from sarclip_search.errors import ArtifactMismatchError
-from sarclip_search.indexer import index_archive
-from sarclip_search.store import IndexStore
-from sarclip_search.vectors import l2_normalize
+from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.store.layout import IndexStore
+from sarclip_search.model.vectors import l2_normalize
 
 pytest.importorskip("onnxruntime")
 
@@ -125,7 +125,7 @@ def test_query_path_does_not_import_torch(indexed_db):
 def test_engine_falls_back_to_torch_without_an_export(indexed_db, tmp_path, sarclip, caplog):
     db = copy_db(indexed_db, tmp_path)
     shutil.rmtree(db / ENCODERS_DIR)
-    with Engine.open(db) as engine, caplog.at_level("INFO", logger="sarclip_search.encoders"):
+    with Engine.open(db) as engine, caplog.at_level("INFO", logger="sarclip_search.model.encoders"):
         hits = engine.query("T72 tank", k=3)
         assert type(engine.encoder).__name__ == "SarClip" and len(hits) == 3
     assert "queries use the torch model" in caplog.text

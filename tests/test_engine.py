@@ -9,11 +9,11 @@ import pytest
 from conftest import BIG_SCENE
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 
-from sarclip_search.engine import Engine
+from sarclip_search.query.engine import Engine
 from sarclip_search.errors import InputError
-from sarclip_search.filters import Filters
-from sarclip_search.indexer import index_archive
-from sarclip_search.store import IndexStore
+from sarclip_search.store.filters import Filters
+from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.store.layout import IndexStore
 
 NO_CRS_SCENE = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"
 

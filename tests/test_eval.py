@@ -205,12 +205,12 @@ def test_no_paraphrase_is_a_generated_caption_or_prompt() -> None:
 @pytest.fixture
 def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
     """load_model answers with the session model (same checkpoint, same hash): no 6 s reload per run."""
-    monkeypatch.setattr("sarclip_search.model.load_model", lambda *_, **__: sarclip)
+    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
     return sarclip
 
 
 def test_db_and_data_sources_agree_on_the_fixture(indexed_db, sarclip) -> None:
-    from sarclip_search.engine import Engine
+    from sarclip_search.query.engine import Engine
 
     db, archive, checkpoint = indexed_db
     from_data = manifest_embeddings(sarclip, archive, "train")

@@ -23,8 +23,8 @@ from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
 from stac_offline import validate_offline
 from typer.testing import CliRunner
 
-from sarclip_search.engine import Engine
-from sarclip_search.export import (
+from sarclip_search.query.engine import Engine
+from sarclip_search.query.export import (
     EARLIEST_SAR_TIME,
     EXTENSIONS,
     GEOTIFF,
@@ -38,7 +38,7 @@ from sarclip_search.export import (
     write_geojson,
     write_stac,
 )
-from sarclip_search.quicklook import CAPTION_HEIGHT, SHEET_NAME, THUMBNAIL_SIZE, write_thumbnails
+from sarclip_search.query.quicklook import CAPTION_HEIGHT, SHEET_NAME, THUMBNAIL_SIZE, write_thumbnails
 
 runner = CliRunner()
 S1_WITH_SIDECAR = "sentinel1/S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sarclip_search.catalog import Catalog
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.errors import FilterError
-from sarclip_search.filters import (
+from sarclip_search.store.filters import (
     Filters,
     build_predicate,
     check_predicate,

@@ -112,8 +112,8 @@ def test_the_graph_sees_the_package_imports():
     index = "sarclip_search.index"
     assert {f"{index}.filtered", f"{index}.cost"} <= graph[f"{index}.tuning"]  # relative imports
     assert f"{index}.tuning" in graph[f"{index}.vector_index"]
-    assert index in graph["sarclip_search.engine"]  # from sarclip_search.index import VectorIndex
-    assert f"{index}.errors" in graph["sarclip_search.engine"]  # from sarclip_search.index.errors import ...
+    assert index in graph["sarclip_search.query.engine"]  # from sarclip_search.index import VectorIndex
+    assert f"{index}.errors" in graph["sarclip_search.query.engine"]  # from sarclip_search.index.errors import ...
 
 
 def test_cycles_are_found_through_type_checking_and_from_imports(tmp_path: Path):

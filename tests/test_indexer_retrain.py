@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 
-from sarclip_search import indexer
-from sarclip_search.store import Generation
+from sarclip_search.ingest import indexer
+from sarclip_search.store.layout import Generation
 
 DIM = 32
 

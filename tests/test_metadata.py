@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sarclip_search import metadata
+from sarclip_search.ingest import metadata
 from sarclip_search.errors import MetadataError
-from sarclip_search.metadata import (
+from sarclip_search.ingest.metadata import (
     METRES_PER_DEGREE,
     STAC_FIELD_MAP,
     load_manifest,
@@ -322,7 +322,7 @@ def test_real_opensarship_rows_get_time_and_place() -> None:
 @pytest.mark.skipif(not (REAL_ARCHIVE / "manifest.csv").is_file(), reason="shared data not present")
 def test_real_acquisition_times() -> None:
     """The corpus manifest's `datetime` column, not the GeoTIFFs' TIFFTAG_DATETIME (read from the files)."""
-    from sarclip_search import raster
+    from sarclip_search.ingest import raster
 
     manifest = load_manifest(REAL_ARCHIVE)
     kompsat = {p: r for p, r in manifest.items() if r["dataset"] == "KOMPSAT-5-water"}

@@ -19,14 +19,14 @@ from rasterio.transform import Affine
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
 from typer.testing import CliRunner
 
-from sarclip_search import engine as engine_module
-from sarclip_search import raster
-from sarclip_search.engine import Engine
+from sarclip_search.query import engine as engine_module
+from sarclip_search.ingest import raster
+from sarclip_search.query.engine import Engine
 from sarclip_search.errors import InputError, NoValidPixelsError, UnreadableRasterError
-from sarclip_search.fusion import reciprocal_rank_fusion
-from sarclip_search.indexer import index_archive
-from sarclip_search.store import IndexStore
-from sarclip_search.tiling import tile_windows
+from sarclip_search.query.fusion import reciprocal_rank_fusion
+from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.store.layout import IndexStore
+from sarclip_search.ingest.tiling import tile_windows
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sarclip_search.radiometry import SCALES, detect_scale, normalize_db, to_db, to_model_input
+from sarclip_search.ingest.radiometry import SCALES, detect_scale, normalize_db, to_db, to_model_input
 
 
 def test_scales_are_the_documented_four() -> None:

@@ -13,9 +13,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from sarclip_search import raster
+from sarclip_search.ingest import raster
 from sarclip_search.errors import InputError, RasterError
-from sarclip_search.raster import (
+from sarclip_search.ingest.raster import (
     IMAGE_SUFFIXES,
     iter_rasters,
     read_chip,
@@ -23,7 +23,7 @@ from sarclip_search.raster import (
     read_window,
     window_bbox_lonlat,
 )
-from sarclip_search.tiling import Window, tile_windows
+from sarclip_search.ingest.tiling import Window, tile_windows
 
 SHARED_DATA = Path("/work/shared/data")
 MAKE_FIXTURES = Path(__file__).resolve().parent / "data" / "make_fixtures.py"

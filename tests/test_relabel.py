@@ -16,11 +16,11 @@ import pytest
 from sarclip_search.cli.app import EXIT_OK, app
 from sarclip_search.index import VectorIndex
 
-from sarclip_search.catalog import SCHEMA_VERSION, Catalog
-from sarclip_search.engine import Engine
-from sarclip_search.filters import Filters, build_predicate
-from sarclip_search.indexer import index_archive
-from sarclip_search.store import IndexStore, write_json_atomic
+from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.query.engine import Engine
+from sarclip_search.store.filters import Filters, build_predicate
+from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.store.layout import IndexStore, write_json_atomic
 
 # an OpenSARShip-like chip: no CRS, no time inside; its folder is the Sentinel-1 product it was cut from
 SHIP_PNG = "S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0/chip_ship_0001.png"
@@ -222,7 +222,7 @@ def test_cli_reports_relabelled_files(archive_db, checkpoint):
 
 
 def test_placed_chip_filters_and_exports(archive_db, tmp_path):
-    from sarclip_search.export import write_geojson, write_stac
+    from sarclip_search.query.export import write_geojson, write_stac
 
     _, db = archive_db
     with Engine.open(db) as engine:

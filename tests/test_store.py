@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from sarclip_search.index import VectorIndex
 
-from sarclip_search.engine import Engine
+from sarclip_search.query.engine import Engine
 from sarclip_search.errors import ArtifactMismatchError, IndexNotFoundError, LockedError
-from sarclip_search.indexer import index_archive
-from sarclip_search.store import CURRENT_FILE, INFO_FORMAT_VERSION, LOCK_FILE, IndexStore
+from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.store.layout import CURRENT_FILE, INFO_FORMAT_VERSION, LOCK_FILE, IndexStore
 
 
 def generation_dirs(db: Path) -> list[str]:

@@ -12,10 +12,10 @@ from PIL import Image
 from sarclip_search.cli.app import EXIT_OK, app
 from typer.testing import CliRunner
 
-from sarclip_search import quicklook
-from sarclip_search.engine import Engine
+from sarclip_search.query import quicklook
+from sarclip_search.query.engine import Engine
 from sarclip_search.errors import ExportError
-from sarclip_search.quicklook import (
+from sarclip_search.query.quicklook import (
     CAPTION_HEIGHT,
     LINE_HEIGHT,
     MANIFEST_NAME,

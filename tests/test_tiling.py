@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sarclip_search.tiling import Window, axis_offsets, tile_windows
+from sarclip_search.ingest.tiling import Window, axis_offsets, tile_windows
 
 
 def test_small_image_is_one_whole_window() -> None:

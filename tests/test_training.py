@@ -12,7 +12,7 @@ from sarclip_search.training.data import SYNTHETIC_CLASSES, center_crop, synthet
 from sarclip_search.training.train import TrainConfig, get_lr, train
 
 from sarclip_search.errors import InputError, ModelError
-from sarclip_search.model import LOCKED_TEXT_PREFIX, load_model, read_checkpoint, save_checkpoint
+from sarclip_search.model.sarclip import LOCKED_TEXT_PREFIX, load_model, read_checkpoint, save_checkpoint
 
 T72 = {"path": "mstar/T72/HB03333.png", "dataset": "MSTAR-SOC", "label": "T72", "target_kind": "main battle tank"}
 T72_OTHER = {**T72, "path": "mstar/T72/HB03334.png"}

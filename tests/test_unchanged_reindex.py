@@ -16,8 +16,8 @@ import pytest
 from sarclip_search.cli.app import EXIT_OK, EXIT_PARTIAL
 from test_bad_input import GOOD, SHIP_PNG, good_archive, index, scenes
 
-from sarclip_search.indexer import index_archive
-from sarclip_search.store import IndexStore
+from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.store.layout import IndexStore
 
 
 class ModelLoaded(Exception):
@@ -31,7 +31,7 @@ def no_model():
 @pytest.fixture
 def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
     """The CLI's load_model answers with the session model (same checkpoint, same hash)."""
-    monkeypatch.setattr("sarclip_search.model.load_model", lambda *_, **__: sarclip)
+    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
     return sarclip
 
 
@@ -124,7 +124,7 @@ def test_unchanged_run_still_exports_missing_encoders_and_tidies(indexed, checkp
     """Encoders live outside generations: a no-change run exports them when missing (loading the model
     for that only), and removes what a run killed after its last commit left (a staged and an old
     generation)."""
-    from sarclip_search import encoder_export
+    from sarclip_search.model import encoder_export
 
     archive, db = indexed
     current, _ = generations(db)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from sarclip_search.training.captions import caption_key, count_objects, make_captions
 
-from sarclip_search import raster
-from sarclip_search.metadata import load_manifest
-from sarclip_search.tiling import Window, tile_windows
+from sarclip_search.ingest import raster
+from sarclip_search.ingest.metadata import load_manifest
+from sarclip_search.ingest.tiling import Window, tile_windows
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ SYNTHETIC_CLASSES = ("ship", "field", "river", "city")
 
 def synthetic_chip(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A speckled (1-look intensity) scene of one kind, returned as model input in [0, 1]."""
-    from sarclip_search.radiometry import to_model_input
+    from sarclip_search.ingest.radiometry import to_model_input
 
     yy, xx = np.mgrid[0:size, 0:size] / size
     if kind == "ship":  # dark sea, one bright compact target

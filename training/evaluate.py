@@ -32,7 +32,7 @@ from sarclip_search.training.captions import class_prompts
 from sarclip_search.training.paraphrases import PARAPHRASES
 
 from sarclip_search.errors import InputError
-from sarclip_search.metadata import load_manifest
+from sarclip_search.ingest.metadata import load_manifest
 
 log = logging.getLogger(__name__)
 

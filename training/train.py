@@ -30,7 +30,7 @@ from sarclip_search.training.evaluate import zero_shot_accuracy
 from sarclip_search.training.shortcut import swap_clutter
 
 from sarclip_search.errors import InputError
-from sarclip_search.model import DEFAULT_MODEL, SarClip, load_weights, new_model, normalize, save_checkpoint
+from sarclip_search.model.sarclip import DEFAULT_MODEL, SarClip, load_weights, new_model, normalize, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class TrainConfig:
     """Run settings. Every field has a default; a JSON config file and `--key=value` overrides set them."""
 
-    model: str = DEFAULT_MODEL  # registered architecture (sarclip_search/configs/*.json)
+    model: str = DEFAULT_MODEL  # registered architecture (sarclip_search/model/configs/*.json)
     data: str = "../shared/data"  # archive root holding manifest.csv
     splits: tuple[str, ...] = ("train",)  # manifest splits to train on
     eval_split: str = "val"  # split for the end-of-run zero-shot check ("" to skip)

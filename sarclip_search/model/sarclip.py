@@ -1,6 +1,6 @@
 """SARCLIP models: an open_clip registry of our JSON configs, checkpoints, and the encoders.
 
-Architectures are plain open_clip model configs in `sarclip_search/configs/*.json`, registered with
+Architectures are plain open_clip model configs in `sarclip_search/model/configs/*.json`, registered with
 `open_clip.add_model_config`. Two placeholders keep them machine-independent:
 
 - a text tower `hf_model_name` of the form ``pkg:<python package>`` names a pip-installed package that
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from sarclip_search.checkpoints import DEFAULT_CHECKPOINT
-from sarclip_search.encoders import IMAGE_MEAN, IMAGE_STD, standardize_chips  # noqa: F401  (re-exported)
+from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
+from sarclip_search.model.encoders import IMAGE_MEAN, IMAGE_STD, standardize_chips  # noqa: F401  (re-exported)
 from sarclip_search.errors import ArtifactMismatchError, ModelError
-from sarclip_search.store import file_sha256
-from sarclip_search.vectors import l2_normalize
+from sarclip_search.store.layout import file_sha256
+from sarclip_search.model.vectors import l2_normalize
 
 # Offline by construction: transformers / huggingface_hub must never try the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

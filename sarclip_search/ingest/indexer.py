@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sarclip_search import raster
-from sarclip_search.catalog import SCHEMA_VERSION, Catalog
-from sarclip_search.encoders import has_valid_encoders
+from sarclip_search.ingest import raster
+from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.model.encoders import has_valid_encoders
 from sarclip_search.errors import (
     ArtifactMismatchError,
     InputError,
@@ -43,18 +43,18 @@ from sarclip_search.errors import (
     printable_path,
 )
 from sarclip_search.index import VectorIndex, choose_index_key
-from sarclip_search.metadata import (
+from sarclip_search.ingest.metadata import (
     load_manifest,
     load_stac_sidecar,
     metadata_hash,
     scene_footprint,
     scene_metadata,
 )
-from sarclip_search.store import Generation, IndexStore, file_sha256, make_info, write_json_atomic
-from sarclip_search.tiling import Window
+from sarclip_search.store.layout import Generation, IndexStore, file_sha256, make_info, write_json_atomic
+from sarclip_search.ingest.tiling import Window
 
 if TYPE_CHECKING:
-    from sarclip_search.model import SarClip
+    from sarclip_search.model.sarclip import SarClip
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def _ensure_encoders(db_root: Path, model: _RunModel) -> None:
     if has_valid_encoders(db_root, model.checkpoint_sha256):
         return
     try:
-        from sarclip_search.encoder_export import export_encoders
+        from sarclip_search.model.encoder_export import export_encoders
 
         export_encoders(model.get(), db_root)
     except (MissingDependencyError, ModelError) as exc:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sarclip_search.encoders import (
+from sarclip_search.model.encoders import (
     ENCODER_FILES,
     ENCODER_FORMAT,
     ENCODER_FORMAT_VERSION,
@@ -37,7 +37,7 @@ from sarclip_search.encoders import (
     standardize_chips,
 )
 from sarclip_search.errors import MissingDependencyError, ModelError
-from sarclip_search.model import SarClip
+from sarclip_search.model.sarclip import SarClip
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from sarclip_search.errors import FilterError
-from sarclip_search.metadata import parse_datetime
+from sarclip_search.ingest.metadata import parse_datetime
 
 WHERE_EXAMPLE = "\"label = 'T72' AND split = 'test'\""
 BBOX_EXAMPLE = "--bbox 5.9,45.8,10.5,47.8 (minlon,minlat,maxlon,maxlat in degrees)"

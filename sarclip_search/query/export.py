@@ -39,9 +39,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sarclip_search.engine import Hit
+from sarclip_search.query.engine import Hit
 from sarclip_search.errors import ExportError, printable_path
-from sarclip_search.metadata import parse_datetime
+from sarclip_search.ingest.metadata import parse_datetime
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Importing torch, torchvision and open_clip and building the model costs ~6 s per process on a small
 CPU, more than the rest of a `sarsearch query`. `sarsearch index` therefore exports the model it
-embedded with (`sarclip_search.encoder_export`) into the index directory, and `Engine` serves queries
+embedded with (`sarclip_search.model.encoder_export`) into the index directory, and `Engine` serves queries
 from it with onnxruntime and the Rust `tokenizers` library:
 
     <db>/encoders/<checkpoint_sha256[:16]>/
@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sarclip_search.errors import ArtifactMismatchError
-from sarclip_search.vectors import l2_normalize
+from sarclip_search.model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 

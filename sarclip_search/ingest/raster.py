@@ -25,7 +25,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from sarclip_search import radiometry
+from sarclip_search.ingest import radiometry
 from sarclip_search.errors import (
     InputError,
     NoValidPixelsError,
@@ -33,7 +33,7 @@ from sarclip_search.errors import (
     UnreadableRasterError,
     printable_path,
 )
-from sarclip_search.tiling import Window, tile_windows
+from sarclip_search.ingest.tiling import Window, tile_windows
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sarclip_search import radiometry, raster
-from sarclip_search.engine import Hit
+from sarclip_search.ingest import radiometry
+from sarclip_search.ingest import raster
+from sarclip_search.query.engine import Hit
 from sarclip_search.errors import RasterError, printable_path
-from sarclip_search.export import ExportError, check_writable, write_atomic
-from sarclip_search.tiling import Window
+from sarclip_search.query.export import ExportError, check_writable, write_atomic
+from sarclip_search.ingest.tiling import Window
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def _read_manifest(folder: Path) -> dict[str, list[str]]:
 
 
 def _write_manifest(folder: Path, files: dict[str, list[str]]) -> None:
-    payload = {"format": MANIFEST_FORMAT, "written_by": "sarclip_search.quicklook.write_thumbnails",
+    payload = {"format": MANIFEST_FORMAT, "written_by": "sarclip_search.query.quicklook.write_thumbnails",
                "files": dict(sorted(files.items()))}
     write_atomic(folder / MANIFEST_NAME, (json.dumps(payload, indent=2) + "\n").encode())
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sarclip_search.vectors import l2_normalize
+from sarclip_search.model.vectors import l2_normalize
 
 FUSION_METHODS = ("blend", "rrf")
 # Rocchio's gamma: how hard negatives push. 0.5 moves the query clearly away from a negative example

@@ -27,8 +27,8 @@ import duckdb
 import numpy as np
 
 from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError, MetadataError
-from sarclip_search.filters import check_predicate, is_internal_column, unknown_column_message
-from sarclip_search.metadata import parse_datetime
+from sarclip_search.store.filters import check_predicate, is_internal_column, unknown_column_message
+from sarclip_search.ingest.metadata import parse_datetime
 
 log = logging.getLogger(__name__)
 

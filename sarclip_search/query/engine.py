@@ -18,12 +18,12 @@ from typing import Any, Self
 
 import numpy as np
 
-from sarclip_search.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
-from sarclip_search.encoders import Encoder, load_onnx_encoder
+from sarclip_search.store.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
+from sarclip_search.model.encoders import Encoder, load_onnx_encoder
 from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError, UnreadableRasterError
-from sarclip_search.feedback import CANDIDATES_PER_PART, fit_probe, fit_probe_with_text
-from sarclip_search.filters import Filters, build_predicate
-from sarclip_search.fusion import (
+from sarclip_search.query.feedback import CANDIDATES_PER_PART, fit_probe, fit_probe_with_text
+from sarclip_search.store.filters import Filters, build_predicate
+from sarclip_search.query.fusion import (
     FUSION_METHODS,
     blend_tiles,
     mean_direction,
@@ -33,8 +33,8 @@ from sarclip_search.fusion import (
 )
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
-from sarclip_search.store import Generation, IndexStore, file_sha256
-from sarclip_search.vectors import l2_normalize
+from sarclip_search.store.layout import Generation, IndexStore, file_sha256
+from sarclip_search.model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class Engine:
     def model(self):  # -> SarClip; imported lazily (torch)
         """The SARCLIP torch model the index was built with; refuses any other. Queries use `encoder`."""
         if self._model is None:
-            from sarclip_search.model import load_model
+            from sarclip_search.model.sarclip import load_model
 
             model = load_model(self._checkpoint_path)
             self._check_checkpoint(model.checkpoint_sha256)
@@ -247,8 +247,8 @@ class Engine:
         InputError naming `option` and the file when it is no readable image, or has more than
         `MAX_QUERY_TILES` tiles.
         """
-        from sarclip_search import raster
-        from sarclip_search.tiling import tile_windows
+        from sarclip_search.ingest import raster
+        from sarclip_search.ingest.tiling import tile_windows
 
         tiling = self.info["tiling"]
         size, stride = int(tiling["size"]), tiling.get("stride")
@@ -316,7 +316,7 @@ class Engine:
     ) -> list[Hit]:
         """Best-k tiles for a text, example images, stored tiles (`like` ids), or any mix of them.
 
-        Several positive parts are fused by `fusion` (see `sarclip_search.fusion`): "blend" searches
+        Several positive parts are fused by `fusion` (see `sarclip_search.query.fusion`): "blend" searches
         ``alpha·text + (1-alpha)·mean(examples)`` once (scores: cosine), "rrf" searches each part and
         merges the rankings (scores: RRF). An image larger than a tile is cut with the index's tiling
         (`embed_image_tiles`) and each tile searched, a hit scoring its best match (`search_vectors`), so

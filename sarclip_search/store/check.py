@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sarclip_search.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
-from sarclip_search.encoders import encoder_dir, read_manifest
+from sarclip_search.store.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
+from sarclip_search.model.encoders import encoder_dir, read_manifest
 from sarclip_search.errors import ArtifactMismatchError, SarclipError
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
-from sarclip_search.store import IndexStore
+from sarclip_search.store.layout import IndexStore
 
 log = logging.getLogger(__name__)
 

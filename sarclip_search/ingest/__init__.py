@@ -1,0 +1,1 @@
+"""Archive → catalog rows + vectors: raster reading, radiometry, tiling, metadata, the indexer."""

@@ -1,0 +1,1 @@
+"""Queries over a committed index: the engine, fusion, relevance feedback and result files."""
