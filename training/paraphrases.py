@@ -1,6 +1,6 @@
 """Paraphrase queries for the robustness check of `sarsearch eval`.
 
-Each query is a text no caption template or class prompt produces verbatim (tests/test_eval.py
+Each query is a text no caption template or class prompt produces verbatim (tests/training/test_eval.py
 enumerates `captions.make_captions` and `captions.class_prompts` to check it), paired with the labels
 an image must carry to count as a correct hit. The score is text→image precision@10 over the
 labelled images of the evaluated split; a query whose labels have no image in the split is skipped.

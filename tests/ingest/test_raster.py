@@ -26,7 +26,7 @@ from sarclip_search.ingest.raster import (
 from sarclip_search.ingest.tiling import Window, tile_windows
 
 SHARED_DATA = Path("/work/shared/data")
-MAKE_FIXTURES = Path(__file__).resolve().parent / "data" / "make_fixtures.py"
+MAKE_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "make_fixtures.py"
 
 
 def load_make_fixtures() -> ModuleType:

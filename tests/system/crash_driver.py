@@ -1,8 +1,8 @@
 """Kill `sarsearch index` with SIGKILL at random moments and check the index after every kill.
 
-Run by tests/test_crash.py as a subprocess:
+Run by tests/system/test_crash.py as a subprocess:
 
-    python tests/crash_driver.py ARCHIVE WORKDIR CHECKPOINT --kills 20 --seed 0 --commit-every 2
+    python tests/system/crash_driver.py ARCHIVE WORKDIR CHECKPOINT --kills 20 --seed 0 --commit-every 2
 
 Why a driver and not `python -m sarclip_search index` per kill: a cold start costs ~8 s on 2 cores
 (imports, then 5-6 s to load the model), so 20 cold kills would take minutes. The driver imports

@@ -18,7 +18,7 @@ from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, app
 from typer.testing import CliRunner
 
 COMMANDS = ("index", "query", "info", "columns", "train", "eval")
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SHIP_PNG = "chips/chip_ship_0001.png"
 FIELD_PNG = "chips/chip_field_0001.png"
 # The EPSG:32631 ship scenes off the Dutch coast; this box holds two of the four (the 20210113 and 20210125 ones).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = {  # setuptools package-dir (pyproject.toml)
     "sarclip_search": ROOT / "sarclip_search",
     "sarclip_search.index": ROOT / "index",

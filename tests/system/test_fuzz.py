@@ -7,7 +7,7 @@
 - filters: any string given as --where is refused with FilterError or is a predicate that runs on a
   read-only catalog, which stays byte-identical.
 
-Default run: `FUZZ_EXAMPLES` cases per property. `pytest -m slow tests/test_fuzz.py` runs
+Default run: `FUZZ_EXAMPLES` cases per property. `pytest -m slow tests/system/test_fuzz.py` runs
 `SLOW_EXAMPLES` per property (see docs/reliability.md for the figures).
 """
 
@@ -34,7 +34,7 @@ from sarclip_search.ingest.tiling import tile_windows
 FUZZ_EXAMPLES = 40
 SLOW_EXAMPLES = 1000
 
-ARCHIVE = Path(__file__).resolve().parent / "data" / "archive"
+ARCHIVE = Path(__file__).resolve().parents[1] / "data" / "archive"
 VALID_TIF = ARCHIVE / "sentinel1" / "S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"
 VALID_PNG = ARCHIVE / "chips" / "chip_ship_0001.png"
 SCRATCH = Path(tempfile.mkdtemp(prefix="sarclip-fuzz-"))

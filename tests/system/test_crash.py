@@ -1,6 +1,6 @@
 """Crash safety: `sarsearch index` killed with SIGKILL at random moments never loses committed work.
 
-tests/crash_driver.py does the killing (see its docstring for why it forks a warm process rather than
+tests/system/crash_driver.py does the killing (see its docstring for why it forks a warm process rather than
 cold-starting `python -m sarclip_search index` for each kill); this test builds a 20-file archive,
 runs the driver, and checks `sarsearch info --check` on the resumed index.
 """
