@@ -5,9 +5,11 @@ from __future__ import annotations
 import ast
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import faiss
+import helpers
 import numpy as np
 import pytest
 from sarclip_search.index import (
@@ -32,19 +34,8 @@ N = 20_000
 K = 10
 
 
-def clustered(
-    n: int, d: int = DIM, *, clusters: int = 100, seed: int = 0, centers_seed: int | None = None
-) -> np.ndarray:
-    """Seeded L2-normalized Gaussian clusters: the structure IVF and PQ rely on.
-
-    The cluster centers come from `seed` too unless `centers_seed` is given: `centers_seed=0` draws new
-    points around the centers of `clustered(n, seed=0)` (held-out queries from the same distribution).
-    """
-    rng = np.random.default_rng(seed)
-    centers_rng = rng if centers_seed is None else np.random.default_rng(centers_seed)
-    centers = centers_rng.standard_normal((clusters, d)).astype(np.float32)
-    x = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+# 100 clusters whose centers come from the seed; `centers_seed=0` draws around the centers of `clustered(n)`
+clustered = partial(helpers.clustered, d=DIM)
 
 
 @pytest.fixture(scope="module")

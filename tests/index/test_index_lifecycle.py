@@ -8,10 +8,12 @@ selection and that every GPU branch gives the CPU path's results. Real-GPU tests
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 import faiss
+import helpers
 import numpy as np
 import pytest
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
@@ -22,12 +24,8 @@ DIM = 32
 K = 10
 
 
-def clustered(n: int, *, seed: int, clusters: int = 40) -> np.ndarray:
-    """Seeded L2-normalized Gaussian clusters (centers shared by every seed, so queries match the data)."""
-    centers = np.random.default_rng(0).standard_normal((clusters, DIM)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    x = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+# 40 clusters whose centers every seed shares, so queries match the data
+clustered = partial(helpers.clustered, d=DIM, clusters=40, centers_seed=0)
 
 
 def recall_vs_exact(index: VectorIndex, ids: np.ndarray, xb: np.ndarray, xq: np.ndarray) -> float:
