@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 
+# The fix for an index this version cannot use as it is (another format, schema or checkpoint, damaged or
+# missing files): every such message ends with it. index/errors.py keeps its own copy, as index/ imports
+# nothing of the core.
+REBUILD = "rebuild with `sarsearch index ARCHIVE --rebuild`"
+
 
 def printable_path(path: object) -> str:
     """`path` as printable UTF-8: bytes of a non-UTF-8 file name appear as escapes (caf\\xe9.tif)."""

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from sarclip_search.ingest import raster
-from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search._fs import file_sha256
+from sarclip_search.store.artifacts import check_writer
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.model.encoders import has_valid_encoders
 from sarclip_search.errors import (
-    ArtifactMismatchError,
     InputError,
     MetadataError,
     MissingDependencyError,
@@ -50,7 +51,8 @@ from sarclip_search.ingest.metadata import (
     scene_footprint,
     scene_metadata,
 )
-from sarclip_search.store.layout import Generation, IndexStore, file_sha256, make_info, write_json_atomic
+from sarclip_search.store.layout import Generation, IndexStore, make_info, write_json_atomic
+from sarclip_search.store.schema import BBOX_COLUMNS, SCHEMA_VERSION
 from sarclip_search.ingest.tiling import Window
 
 if TYPE_CHECKING:
@@ -157,24 +159,10 @@ class _RunModel:
 
 def _check_compatible(info: dict, sarclip: _RunModel, archive_root: str, tile_size: int, stride: int) -> None:
     model = info.get("model", {})
-    same = model.get("checkpoint_sha256") == sarclip.checkpoint_sha256
-    if same:  # the same checkpoint file: the index's identity is this model's, no need to load it
+    if model.get("checkpoint_sha256") == sarclip.checkpoint_sha256:
+        # the same checkpoint file: the index's identity is this model's, no need to load it
         sarclip.recorded = {k: model.get(k) for k in ("model_name", "checkpoint_sha256", "embed_dim")}
-    if not same or model.get("embed_dim") != sarclip.embed_dim:
-        raise ArtifactMismatchError(
-            f"the index was built with model {model.get('model_name')} ({str(model.get('checkpoint_sha256'))[:12]}), "
-            f"not with {sarclip.name} ({sarclip.checkpoint_sha256[:12]}); re-run with --rebuild to re-embed everything"
-        )
-    if info.get("archive_root") != archive_root:
-        raise InputError(
-            f"this index holds the archive {info.get('archive_root')}, not {archive_root}; "
-            "use another --db for a second archive, or --rebuild to replace it"
-        )
-    if info.get("tiling") != {"size": tile_size, "stride": stride}:
-        raise InputError(
-            f"this index was tiled with {info.get('tiling')}, not size={tile_size} stride={stride}; "
-            "use the same options, or --rebuild"
-        )
+    check_writer(info, sarclip, archive_root, tile_size, stride)
 
 
 def index_archive(
@@ -594,7 +582,7 @@ def _tile_bbox(info: raster.RasterInfo, window: Window | None, row: dict) -> tup
         return raster.window_bbox_lonlat(info, window)
     if row["footprint_source"] is None:
         return None
-    return (row["bbox_minlon"], row["bbox_minlat"], row["bbox_maxlon"], row["bbox_maxlat"])
+    return tuple(row[name] for name in BBOX_COLUMNS)  # type: ignore[return-value]
 
 
 def _scene_row(
@@ -614,10 +602,7 @@ def _scene_row(
         "dtype": info.dtype,
         "scale": info.scale,
         "crs": info.crs,
-        "bbox_minlon": bounds[0],
-        "bbox_minlat": bounds[1],
-        "bbox_maxlon": bounds[2],
-        "bbox_maxlat": bounds[3],
+        **dict(zip(BBOX_COLUMNS, bounds)),
         "footprint_source": footprint_source,
         "metadata_hash": digest,
     }

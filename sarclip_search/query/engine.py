@@ -18,7 +18,9 @@ from typing import Any, Self
 
 import numpy as np
 
-from sarclip_search.store.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
+from sarclip_search._fs import file_sha256
+from sarclip_search.store.artifacts import check_query_checkpoint, check_recorded_schema
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.model.encoders import Encoder, load_onnx_encoder
 from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError, UnreadableRasterError
 from sarclip_search.query.feedback import CANDIDATES_PER_PART, fit_probe, fit_probe_with_text
@@ -33,7 +35,8 @@ from sarclip_search.query.fusion import (
 )
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
-from sarclip_search.store.layout import Generation, IndexStore, file_sha256
+from sarclip_search.store.layout import Generation, IndexStore
+from sarclip_search.store.schema import BBOX_COLUMNS
 from sarclip_search.model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ class Hit:
 
 
 def _hit(tile_id: int, score: float, row: dict[str, Any]) -> Hit:
-    bbox_values = [row.get(f"bbox_{k}") for k in ("minlon", "minlat", "maxlon", "maxlat")]
+    bbox_values = [row.get(name) for name in BBOX_COLUMNS]
     bbox = tuple(float(v) for v in bbox_values) if all(v is not None for v in bbox_values) else None
     metadata = {k: v for k, v in row.items() if not k.startswith("bbox_")}
     return Hit(
@@ -166,11 +169,7 @@ class Engine:
     @classmethod
     def _open_generation(cls, generation: Generation, model_path: str | Path | None) -> Engine:
         info = generation.read_info()
-        if info.get("catalog_schema_version") not in READABLE_SCHEMA_VERSIONS:
-            raise ArtifactMismatchError(
-                f"{generation.path}: catalog schema v{info.get('catalog_schema_version')}, this version reads "
-                f"v{SCHEMA_VERSION}; rebuild with `sarsearch index ARCHIVE --rebuild`"
-            )
+        check_recorded_schema(info, generation.path)
         catalog = Catalog(generation.catalog_path, read_only=True)
         try:
             vectors = VectorIndex.load(generation.vectors_path, expected_dim=info["embedding"]["dim"], mmap=True)
@@ -227,13 +226,7 @@ class Engine:
         return self._model_path or self.info["model"].get("checkpoint_path")
 
     def _check_checkpoint(self, sha256: str) -> None:
-        recorded = self.info["model"].get("checkpoint_sha256")
-        if sha256 != recorded:
-            raise ArtifactMismatchError(
-                f"the index at {self.generation.path.parent} was built with checkpoint {str(recorded)[:12]}, but "
-                f"{self._checkpoint_path or 'the default model'} is {sha256[:12]}; "
-                "pass the right --model or re-index with --rebuild"
-            )
+        check_query_checkpoint(self.info, sha256, self.generation.path.parent, self._checkpoint_path)
 
     def embed_text(self, text: str) -> np.ndarray:
         return self.encoder.encode_texts([text])[0]

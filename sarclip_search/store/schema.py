@@ -1,0 +1,111 @@
+"""The catalog's schema, written once: its version, tables, columns, the view filters run against,
+how a column name is quoted and how a time becomes the catalog's TIMESTAMP.
+
+`Catalog` (catalog.py) creates and upgrades it; filters, the indexer, the engine and the exports take
+the column names from here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+
+SCHEMA_VERSION = 2  # v2: scenes.metadata_hash and scenes.footprint_source
+# Older schemas this version still reads (queries) and upgrades when it opens them writable (`index`):
+# v1 lacks the two v2 columns; they are added empty, and the next `index` run fills them by re-labelling
+# every scene once (raster headers read, nothing re-embedded).
+READABLE_SCHEMA_VERSIONS = (1, SCHEMA_VERSION)
+V2_SCENE_COLUMNS = ("metadata_hash", "footprint_source")  # what the v1 -> v2 upgrade adds (VARCHAR)
+
+# A footprint, of a scene and of a tile: WGS84 degrees, minlon, minlat, maxlon, maxlat.
+BBOX_COLUMNS = ("bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat")
+# Scene columns that tiles have too; tile_view shows the scene's as scene_<name> (scene_width, scene_bbox_minlon ...).
+SCENE_COLUMNS_RENAMED_IN_VIEW = ("width", "height", *BBOX_COLUMNS)
+SCENE_BBOX_COLUMNS = tuple(f"scene_{name}" for name in BBOX_COLUMNS)
+
+# The fixed columns of `scenes` and their DuckDB types. Scene metadata beyond them (manifest columns, STAC
+# properties) becomes dynamic columns, added by `Catalog.add_scene` with a type inferred from the value.
+FIXED_SCENE_COLUMNS: dict[str, str] = {
+    "scene_id": "BIGINT",
+    "path": "VARCHAR",  # POSIX path relative to the archive root
+    "abs_path": "VARCHAR",
+    "size_bytes": "BIGINT",
+    "mtime": "DOUBLE",  # seconds since the epoch
+    "content_hash": "VARCHAR",
+    "width": "INTEGER",  # pixels
+    "height": "INTEGER",  # pixels
+    "band_count": "INTEGER",
+    "dtype": "VARCHAR",
+    "scale": "VARCHAR",  # linear power / amplitude / dB
+    "crs": "VARCHAR",
+    **dict.fromkeys(BBOX_COLUMNS, "DOUBLE"),
+    "datetime": "TIMESTAMP",  # acquisition time, UTC
+    "metadata_hash": "VARCHAR",  # metadata.metadata_hash of the manifest row + sidecar (re-labelling)
+    "footprint_source": "VARCHAR",  # where the bbox comes from: raster, stac, manifest_point (or NULL)
+}
+TILE_COLUMNS: dict[str, str] = {
+    "tile_id": "BIGINT",  # the FAISS id
+    "scene_id": "BIGINT",
+    "col_off": "INTEGER", "row_off": "INTEGER", "width": "INTEGER", "height": "INTEGER",  # pixel window in the scene
+    **dict.fromkeys(BBOX_COLUMNS, "DOUBLE"),
+}
+_CONSTRAINTS = {("scenes", "scene_id"): "PRIMARY KEY", ("scenes", "path"): "UNIQUE", ("tiles", "tile_id"): "PRIMARY KEY"}
+# Names a scene column may not take, because tile_view already uses them for tile columns.
+RESERVED_NAMES = frozenset({"tile_id", "col_off", "row_off"} | {f"scene_{name}" for name in SCENE_COLUMNS_RENAMED_IN_VIEW})
+
+
+def quote_identifier(name: str) -> str:
+    """A name as a DuckDB identifier: double-quoted, with ``"`` doubled (any text is safe)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _create_table(table: str, columns: dict[str, str]) -> str:
+    parts = [" ".join(filter(None, (quote_identifier(name), sql_type, _CONSTRAINTS.get((table, name)))))
+             for name, sql_type in columns.items()]
+    return f"CREATE TABLE {table} ({', '.join(parts)});"
+
+
+# The whole schema of a new catalog (dynamic scene columns are added with ALTER TABLE).
+SCHEMA_DDL = "\n".join([
+    "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);",
+    _create_table("scenes", FIXED_SCENE_COLUMNS),
+    _create_table("tiles", TILE_COLUMNS),
+])
+
+# tile_view: every tile with every column of its scene. Tile columns win; the scene's columns of the same
+# name are exposed as scene_<name>. `s.*` is expanded at query time, so dynamic columns appear without a rebuild.
+TILE_VIEW_DDL = f"""
+CREATE OR REPLACE VIEW tile_view AS
+SELECT t.*,
+       {', '.join(f's.{name} AS scene_{name}' for name in SCENE_COLUMNS_RENAMED_IN_VIEW)},
+       s.* EXCLUDE (scene_id, {', '.join(SCENE_COLUMNS_RENAMED_IN_VIEW)})
+FROM tiles t JOIN scenes s USING (scene_id)
+"""
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """A naive UTC datetime (what the catalog's TIMESTAMP holds) from a datetime, date, ISO 8601 string or
+    TIFF ``YYYY:MM:DD HH:MM:SS``.
+
+    Returns None for None / ''. Raises ValueError if the value cannot be read as a time.
+    A date alone (``2019-09-17``) is its midnight; `metadata.is_date_only` tells such values apart.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        text = value.strip()
+        tiff = re.fullmatch(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}:\d{2}:\d{2})", text)
+        if tiff:
+            text = f"{tiff[1]}-{tiff[2]}-{tiff[3]}T{tiff[4]}"
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"not a time: {value!r}")  # noqa: TRY004 - callers catch ValueError for any unreadable time
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
