@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from helpers import DATA_DIR, load_make_fixtures
 
 # Every CLI test sees the same wide console (cli/render.py reads COLUMNS at each print), so no assertion
 # depends on the terminal the suite runs in or on how long pytest's temp paths are.
 os.environ["COLUMNS"] = "250"
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 ARCHIVE_DIR = DATA_DIR / "archive"
-
-
-def _load_make_fixtures() -> ModuleType:
-    """Import tests/data/make_fixtures.py as a module (tests/data is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_fixtures", DATA_DIR / "make_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
 def fixture_archive() -> Path:
     """Path of the tiny committed SAR archive (tests/data/archive), regenerated if it is missing."""
     if not (ARCHIVE_DIR / "manifest.csv").is_file():
-        _load_make_fixtures().write_archive(ARCHIVE_DIR)
+        load_make_fixtures().write_archive(ARCHIVE_DIR)
     return ARCHIVE_DIR
 
 
@@ -59,6 +47,13 @@ def sarclip(checkpoint: Path):
     return load_model(checkpoint)
 
 
+@pytest.fixture
+def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
+    """The CLI's load_model answers with the session model (same checkpoint, same hash): no ~6 s load per run."""
+    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
+    return sarclip
+
+
 @pytest.fixture(scope="session")
 def indexed_db(tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, checkpoint: Path, sarclip) -> tuple[Path, Path, Path]:
     """(db, archive copy, checkpoint): a copy of the fixture archive indexed with `checkpoint`.
@@ -77,10 +72,6 @@ def indexed_db(tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, 
     report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint))
     assert report.indexed == 10 and not report.failed, report
     return db, archive, checkpoint
-
-
-# the 160 x 96 Sentinel-1 fixture scene (several tiles when indexed with 64 px tiles)
-BIG_SCENE = "sentinel1/S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_043758_2091_tiny.tif"
 
 
 @pytest.fixture(scope="module")

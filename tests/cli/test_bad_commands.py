@@ -8,48 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
-from typer.testing import CliRunner
-
-runner = CliRunner()
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == EXIT_ERROR, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), lines
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
-@pytest.fixture
-def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
-    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
-    return sarclip
+from helpers import assert_user_error, copy_index, run
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK
 
 
 @pytest.fixture
 def db(indexed_db, tmp_path) -> Path:
-    """A private copy of the session index (tests here may tamper with it). The 100 MB of ONNX encoders are
-    hard-linked, not copied (a copy each made a run write 4.5 GB): exports are never modified in place
-    (encoder_export), and a test that damages one replaces the file."""
-    source, _, _ = indexed_db
-    shutil.copytree(source, tmp_path / "db", ignore=shutil.ignore_patterns("encoders"))
-    if (source / "encoders").is_dir():
-        shutil.copytree(source / "encoders", tmp_path / "db" / "encoders", copy_function=os.link)
-    return tmp_path / "db"
+    """A private copy of the session index (tests here may tamper with it; a test that damages an encoder
+    replaces the file, as the encoders are hard-linked)."""
+    return copy_index(indexed_db[0], tmp_path / "db")
 
 
 def catalog_digest(db: Path) -> str:
@@ -78,7 +50,7 @@ def test_where_that_is_not_a_predicate_is_refused_and_changes_nothing(where, db,
     out = tmp_path / "leak.csv"
     before = catalog_digest(db)
     result = run("query", "a ship", "--where", where.format(out=out), "--db", db, "--model", checkpoint)
-    assert_one_line_error(result, "--where")
+    assert_user_error(result, "--where")
     assert catalog_digest(db) == before
     assert not out.exists()
 
@@ -101,7 +73,7 @@ def test_where_that_is_not_a_predicate_is_refused_and_changes_nothing(where, db,
     ],
 )
 def test_bad_query_option_is_one_line(args, needle, db, checkpoint, fast_model):
-    assert_one_line_error(run("query", "a ship", *args, "--db", db, "--model", checkpoint), needle)
+    assert_user_error(run("query", "a ship", *args, "--db", db, "--model", checkpoint), needle)
 
 
 @pytest.mark.parametrize("budget", ["0", "-1G", "abc", "nanM", "infG"])
@@ -109,7 +81,7 @@ def test_bad_memory_budget_is_one_line(budget, tmp_path, checkpoint):
     archive = tmp_path / "archive"
     archive.mkdir()
     result = run("index", archive, "--db", tmp_path / "db", "--memory-budget", budget, "--model", checkpoint)
-    assert_one_line_error(result, "--memory-budget", "positive size")
+    assert_user_error(result, "--memory-budget", "positive size")
     assert not (tmp_path / "db").exists()
 
 
@@ -117,11 +89,11 @@ def test_bad_memory_budget_is_one_line(budget, tmp_path, checkpoint):
 def test_query_image_that_is_not_an_image(content, db, checkpoint, tmp_path, fast_model):
     image = tmp_path / "query.png"
     image.write_bytes(content)
-    assert_one_line_error(run("query", "--image", image, "--db", db, "--model", checkpoint), "query.png")
+    assert_user_error(run("query", "--image", image, "--db", db, "--model", checkpoint), "query.png")
 
 
 def test_query_without_text_or_image(db, checkpoint, fast_model):
-    assert_one_line_error(run("query", "--db", db, "--model", checkpoint), "give a text query")
+    assert_user_error(run("query", "--db", db, "--model", checkpoint), "give a text query")
 
 
 # --- the index directory --------------------------------------------------------------------------------
@@ -143,29 +115,29 @@ def _edit_info(db: Path, **changes: object) -> None:
 def test_index_of_another_version_is_refused(command, changes, needle, db, checkpoint, fast_model):
     _edit_info(db, **changes)
     args = (*command, checkpoint) if command[-1] == "--model" else command
-    assert_one_line_error(run(*args, "--db", db), needle, "--rebuild")
+    assert_user_error(run(*args, "--db", db), needle, "--rebuild")
 
 
 @pytest.mark.parametrize("command", [("info",), ("info", "--check"), ("query", "a ship")])
 def test_missing_index_directory(command, tmp_path, checkpoint):
-    assert_one_line_error(run(*command, "--db", tmp_path / "nowhere"), "no index at")
+    assert_user_error(run(*command, "--db", tmp_path / "nowhere"), "no index at")
 
 
 def test_current_pointing_at_a_missing_generation(db):
     (db / "CURRENT").write_text("gen-999999\n")
-    assert_one_line_error(run("info", "--db", db), "gen-999999", "--rebuild")
+    assert_user_error(run("info", "--db", db), "gen-999999", "--rebuild")
 
 
 def test_vectors_of_another_dimension_are_refused(db, checkpoint, fast_model):
     _edit_info(db, embedding={"dim": 7, "metric": "inner_product", "normalized": "l2", "dtype": "float32"})
-    assert_one_line_error(run("query", "a ship", "--db", db, "--model", checkpoint), "dim")
+    assert_user_error(run("query", "a ship", "--db", db, "--model", checkpoint), "dim")
 
 
 @pytest.mark.parametrize("name", ["vector_ids.npy", "vectors_f16.npy"])
 def test_a_damaged_vector_array_is_one_line(db, checkpoint, fast_model, name):
     vectors_dir = db / (db / "CURRENT").read_text().strip() / "vectors"
     (vectors_dir / name).write_bytes(b"garbage")  # not a .npy file: numpy would raise ValueError
-    assert_one_line_error(run("query", "a ship", "--db", db, "--model", checkpoint), name, "--rebuild")
+    assert_user_error(run("query", "a ship", "--db", db, "--model", checkpoint), name, "--rebuild")
 
 
 # --- info --check -------------------------------------------------------------------------------------
@@ -246,8 +218,8 @@ def test_index_of_a_folder_without_images_is_refused_and_changes_nothing(db, che
     (empty / "notes.txt").write_text("not an image")
     before = catalog_digest(db)
     result = run("index", empty, "--db", db, "--model", checkpoint, "--quiet")
-    assert_one_line_error(result, "no images found", str(empty))
+    assert_user_error(result, "no images found", str(empty))
     assert catalog_digest(db) == before  # an existing index is not wiped by an empty or unmounted folder
     fresh = tmp_path / "fresh-db"
-    assert_one_line_error(run("index", empty, "--db", fresh, "--model", checkpoint, "--quiet"), "no images found")
+    assert_user_error(run("index", empty, "--db", fresh, "--model", checkpoint, "--quiet"), "no images found")
     assert not (fresh / "CURRENT").exists()

@@ -8,47 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FIELD_PNG, SHIP_PNG, assert_user_error, copy_archive, error_lines, run
 from PIL import Image
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, app
-from typer.testing import CliRunner
+from sarclip_search.cli.app import EXIT_OK, EXIT_PARTIAL
 
 COMMANDS = ("index", "query", "info", "columns", "train", "eval")
 README = Path(__file__).resolve().parents[2] / "README.md"
-SHIP_PNG = "chips/chip_ship_0001.png"
-FIELD_PNG = "chips/chip_field_0001.png"
 # The EPSG:32631 ship scenes off the Dutch coast; this box holds two of the four (the 20210113 and 20210125 ones).
 SHIP_BOX = (3.0, 52.2, 3.2, 52.3)
-
-runner = CliRunner()
-
-
-def run(*args: object, columns: int | None = None):
-    """Invoke `sarsearch ARGS...`; result.stdout and result.stderr are separate (click >= 8.2).
-
-    `columns` sets the terminal width ($COLUMNS) for this call instead of the suite's 250.
-    """
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)} if columns else None)
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.strip()]
-
-
-def assert_user_error(result, *needles: str) -> None:
-    """Exit 1, exactly one non-blank line on stderr naming the problem, no traceback anywhere."""
-    assert result.exit_code == EXIT_ERROR, (result.exit_code, result.output, result.exception)
-    lines = error_lines(result)
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error:"), lines
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
 
 def report_counts(result) -> dict[str, int]:
     """The numbers of the `index` report line 'files: N embedded, N unchanged, N removed, N failed'."""
@@ -67,17 +38,6 @@ def query_json(db: Path, checkpoint: Path, *args: object) -> list[dict]:
     result = run("query", *args, "--json", "--db", db, "--model", checkpoint)
     assert result.exit_code == EXIT_OK, (result.output, result.exception)
     return json.loads(result.stdout)
-
-
-def copy_archive(source: Path, target: Path, only: tuple[str, ...] | None = None) -> Path:
-    """A copy of the archive (mtimes kept); with `only`, just those files and no manifest."""
-    if only is None:
-        shutil.copytree(source, target)
-        return target
-    for rel in only:
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / rel, target / rel)
-    return target
 
 
 @pytest.fixture(scope="module")

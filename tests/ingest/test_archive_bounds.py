@@ -13,22 +13,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import FIELD_PNG, GOOD, SHIP_PNG, good_archive, index, scenes
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
-from test_bad_input import GOOD, SHIP_PNG, good_archive, index, scenes
 
 from sarclip_search.ingest import raster
 from sarclip_search.errors import InputError
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
-
-FIELD_PNG = "chips/chip_field_0001.png"
-
-
-@pytest.fixture
-def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
-    """The CLI's load_model answers with the session model (same checkpoint, same hash)."""
-    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
-    return sarclip
 
 
 @pytest.fixture

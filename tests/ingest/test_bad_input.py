@@ -20,48 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from helpers import GOOD, S1_FIRST, SHIP_PNG, good_archive, index, scenes
 from rasterio.transform import from_origin
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, app
-from typer.testing import CliRunner
-
-runner = CliRunner()
-
-SHIP_PNG = "chips/chip_ship_0001.png"
-K5_NOCRS = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"
-S1_FIRST = "sentinel1/S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"
-GOOD = (SHIP_PNG, K5_NOCRS, S1_FIRST)
-
-
-@pytest.fixture
-def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
-    """The CLI's load_model answers with the session model (same checkpoint, same hash)."""
-    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
-    return sarclip
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def index(archive: Path, db: Path, checkpoint: Path, *extra: object):
-    return run("index", archive, "--db", db, "--model", checkpoint, "--quiet", *extra)
-
-
-def good_archive(fixture_archive: Path, target: Path) -> Path:
-    """Three good images (PNG chip, uint16 without CRS, float32 Sentinel-1 with CRS and sidecar), no manifest."""
-    for rel in GOOD:
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(fixture_archive / rel, target / rel)
-    shutil.copy2(fixture_archive / (S1_FIRST + ".json"), target / (S1_FIRST + ".json"))
-    return target
-
-
-def scenes(db: Path) -> dict[str, dict]:
-    """path -> catalog row of every indexed tile's scene."""
-    from sarclip_search.query.engine import Engine
-
-    with Engine.open(db) as engine:
-        return {row["path"]: row for row in engine.catalog.fetch_tiles(engine.catalog.tile_ids())}
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 
 
 def write_tif(path: Path, data: np.ndarray, *, dtype: str | None = None, crs: str | None = "EPSG:32631",

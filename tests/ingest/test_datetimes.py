@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from helpers import link_encoders, reindex
 from stac_offline import validate_offline
 
 from sarclip_search.ingest import metadata
@@ -36,14 +37,6 @@ MANIFEST = (
 TAG_TIME = "2021-01-13T05:45:11"  # the fixture GeoTIFF's TIFFTAG_DATETIME
 
 
-class ModelLoaded(Exception):
-    pass
-
-
-def no_model():
-    raise ModelLoaded("the model was loaded, but nothing needed embedding")
-
-
 def build(tmp_path: Path, fixture_archive: Path, indexed_db, sarclip, checkpoint) -> tuple[Path, Path]:
     archive = tmp_path / "archive"
     for rel, source in ((KOMPSAT_LIKE, f"sentinel1/{S1_TIF}"), (UNDATED, f"sentinel1/{S1_TIF}"),
@@ -52,7 +45,7 @@ def build(tmp_path: Path, fixture_archive: Path, indexed_db, sarclip, checkpoint
         shutil.copy2(fixture_archive / source, archive / rel)
     (archive / "manifest.csv").write_text(MANIFEST)
     db = tmp_path / "db"
-    shutil.copytree(indexed_db[0] / "encoders", db / "encoders")  # no ONNX export in this test
+    link_encoders(indexed_db[0], db)  # no ONNX export in this test
     report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint))
     assert (report.indexed, report.failed) == (3, [])
     return archive, db
@@ -115,11 +108,11 @@ def test_index_of_older_rules_is_relabelled_without_re_embedding(tmp_path, fixtu
         vectors_before = engine.vectors.vectors(ids_before)
         assert paths_between(engine, "2021-01-01", "2021-02-01") == [UNDATED]
 
-    report = index_archive(archive, IndexStore(db), no_model, model_path=str(checkpoint))
+    report = reindex(archive, db, checkpoint)
     assert (report.relabelled, report.indexed, report.tiles_added, report.failed) == (3, 0, 0, [])
     with Engine.open(db) as engine:
         ids = np.sort(engine.vectors.ids())
         assert np.array_equal(ids, ids_before) and np.array_equal(engine.vectors.vectors(ids), vectors_before)
         assert paths_between(engine, "2021-01-01", "2021-02-01") == []
         assert paths_between(engine, "2015-06-01", "2015-06-05") == [KOMPSAT_LIKE]
-    assert index_archive(archive, IndexStore(db), no_model, model_path=str(checkpoint)).unchanged == 3
+    assert reindex(archive, db, checkpoint).unchanged == 3

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from helpers import load_make_fixtures
 
 from sarclip_search.ingest import raster
 from sarclip_search.errors import InputError, RasterError
@@ -26,16 +24,6 @@ from sarclip_search.ingest.raster import (
 from sarclip_search.ingest.tiling import Window, tile_windows
 
 SHARED_DATA = Path("/work/shared/data")
-MAKE_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "make_fixtures.py"
-
-
-def load_make_fixtures() -> ModuleType:
-    """Import tests/data/make_fixtures.py (tests/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_fixtures", MAKE_FIXTURES)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def manifest_rows(archive: Path) -> list[dict[str, str]]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from sarclip_search.cli.app import EXIT_OK, app
+from helpers import index, link_encoders, reindex
+from sarclip_search.cli.app import EXIT_OK
 from sarclip_search.index import VectorIndex
 
 from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
@@ -36,14 +37,6 @@ MANIFEST = (
 NEAR_SHIP = (118.0, 38.8, 118.1, 38.9)
 
 
-class ModelLoaded(Exception):
-    pass
-
-
-def no_model():
-    raise ModelLoaded("the model was loaded, but nothing needed embedding")
-
-
 @pytest.fixture
 def archive_db(tmp_path, fixture_archive, indexed_db, checkpoint, sarclip) -> tuple[Path, Path]:
     """(archive, db): three files with a manifest, indexed (the ONNX encoders copied from `indexed_db`)."""
@@ -56,14 +49,10 @@ def archive_db(tmp_path, fixture_archive, indexed_db, checkpoint, sarclip) -> tu
         shutil.copy2(fixture_archive / "sentinel1" / name, archive / name)
     (archive / "manifest.csv").write_text(MANIFEST)
     db = tmp_path / "db"
-    shutil.copytree(indexed_db[0] / "encoders", db / "encoders")  # so no run here exports (loads) the model
+    link_encoders(indexed_db[0], db)  # so no run here exports (loads) the model
     report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint))
     assert (report.indexed, report.relabelled, report.failed) == (3, 0, [])
     return archive, db
-
-
-def reindex(archive: Path, db: Path, checkpoint: Path, **options):
-    return index_archive(archive, IndexStore(db), no_model, model_path=str(checkpoint), **options)
 
 
 def edit_manifest(archive: Path, old: str, new: str) -> None:
@@ -212,11 +201,9 @@ def test_v1_index_is_read_and_upgraded_by_relabelling(archive_db, checkpoint):
 
 
 def test_cli_reports_relabelled_files(archive_db, checkpoint):
-    from typer.testing import CliRunner
-
     archive, db = archive_db
     edit_manifest(archive, f"{FIELD_PNG},field,", f"{FIELD_PNG},flooded_field,")
-    result = CliRunner().invoke(app, ["index", str(archive), "--db", str(db), "--model", str(checkpoint), "--quiet"])
+    result = index(archive, db, checkpoint)
     assert result.exit_code == EXIT_OK, result.output
     assert "files: 0 embedded, 2 unchanged, 0 removed, 0 failed, 1 re-labelled" in result.stderr
 

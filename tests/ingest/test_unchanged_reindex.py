@@ -13,26 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import GOOD, SHIP_PNG, good_archive, index, link_encoders, reindex, scenes
 from sarclip_search.cli.app import EXIT_OK, EXIT_PARTIAL
-from test_bad_input import GOOD, SHIP_PNG, good_archive, index, scenes
 
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
-
-
-class ModelLoaded(Exception):
-    pass
-
-
-def no_model():
-    raise ModelLoaded("the model was loaded, but nothing needed embedding")
-
-
-@pytest.fixture
-def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
-    """The CLI's load_model answers with the session model (same checkpoint, same hash)."""
-    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
-    return sarclip
 
 
 @pytest.fixture
@@ -40,7 +25,7 @@ def indexed(tmp_path, fixture_archive, indexed_db, checkpoint, sarclip) -> tuple
     """(archive, db): the three good files indexed; the ONNX encoders hard-linked from `indexed_db`."""
     archive = good_archive(fixture_archive, tmp_path / "archive")
     db = tmp_path / "db"
-    shutil.copytree(indexed_db[0] / "encoders", db / "encoders", copy_function=os.link)
+    link_encoders(indexed_db[0], db)
     report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint))
     assert (report.indexed, report.committed, report.failed) == (3, 1, [])
     return archive, db
@@ -49,10 +34,6 @@ def indexed(tmp_path, fixture_archive, indexed_db, checkpoint, sarclip) -> tuple
 def generations(db: Path) -> tuple[str, list[str]]:
     """(CURRENT, the names of every gen-* entry)."""
     return (db / "CURRENT").read_text(), sorted(p.name for p in db.glob("gen-*"))
-
-
-def reindex(archive: Path, db: Path, checkpoint: Path, **options):
-    return index_archive(archive, IndexStore(db), no_model, model_path=str(checkpoint), **options)
 
 
 def test_unchanged_archive_commits_nothing(indexed, checkpoint):

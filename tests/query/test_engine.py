@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import BIG_SCENE
+from helpers import BIG_SCENE
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 
 from sarclip_search.query.engine import Engine

@@ -14,10 +14,9 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
-from conftest import BIG_SCENE
+from helpers import BIG_SCENE, assert_user_error, run
 from rasterio.transform import Affine
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
-from typer.testing import CliRunner
+from sarclip_search.cli.app import EXIT_OK
 
 from sarclip_search.query import engine as engine_module
 from sarclip_search.ingest import raster
@@ -27,9 +26,6 @@ from sarclip_search.query.fusion import reciprocal_rank_fusion
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
 from sarclip_search.ingest.tiling import tile_windows
-
-runner = CliRunner()
-
 
 @pytest.fixture(scope="module")
 def small_tiles(tmp_path_factory, fixture_archive, checkpoint, sarclip):
@@ -45,14 +41,6 @@ def small_tiles(tmp_path_factory, fixture_archive, checkpoint, sarclip):
 def scene_tiles(engine: Engine, path: str) -> list[dict]:
     rows = engine.catalog.fetch_tiles(engine.vectors.ids())
     return sorted((r for r in rows if r["path"] == path), key=lambda r: (r["row_off"], r["col_off"]))
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == EXIT_ERROR, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), lines
-    return lines[0]
 
 
 # --- the read path is the indexer's ---------------------------------------------------------------------------
@@ -173,8 +161,8 @@ def test_cli_non_image_and_scene_image(small_tiles, tmp_path):
     _, archive, db = small_tiles
     notes = tmp_path / "notes.txt"
     notes.write_text("meeting notes\n")
-    line = one_line_error(runner.invoke(app, ["query", "--image", str(notes), "--db", str(db)]))
+    line = assert_user_error(run("query", "--image", notes, "--db", db))
     assert f"--image {notes}: not a readable image" in line and "re-download" not in line
-    result = runner.invoke(app, ["query", "--image", str(archive / BIG_SCENE), "-k", "8", "--json", "--db", str(db)])
+    result = run("query", "--image", archive / BIG_SCENE, "-k", 8, "--json", "--db", db)
     assert result.exit_code == EXIT_OK, (result.output, result.exception)
     assert {h["path"] for h in json.loads(result.stdout)} == {BIG_SCENE}

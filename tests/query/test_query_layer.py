@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_USAGE, app
-from typer.testing import CliRunner
+from helpers import BIG_SCENE, assert_user_error, run
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 
 from sarclip_search.query import engine as engine_module
 from sarclip_search.query import feedback as feedback_module
@@ -22,12 +22,10 @@ from sarclip_search.query.engine import DEFAULT_ALPHA, Engine, Hit, dedup_hits, 
 from sarclip_search.errors import InputError
 from sarclip_search.query.feedback import fit_probe, text_prior
 from sarclip_search.store.filters import Filters
-from sarclip_search.query.fusion import blend, part_weights, push_away, reciprocal_rank_fusion, unit
+from sarclip_search.query.fusion import blend, mean_direction, part_weights, push_away, reciprocal_rank_fusion
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
-
-runner = CliRunner()
-from conftest import BIG_SCENE
+from sarclip_search.model.vectors import l2_normalize
 
 
 @pytest.fixture(scope="module")
@@ -49,38 +47,49 @@ def ids_by_label(rows: dict[int, dict], label: str) -> list[int]:
     return sorted(i for i, r in rows.items() if r["label"] == label)
 
 
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
 def assert_one_line_error(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in result.output
+    """Exit `code`, no traceback; for exit 1 also one `error:` line on stderr holding every needle."""
     if code == EXIT_ERROR:
-        assert len(lines) == 1 and lines[0].startswith("error:"), lines
-        for needle in needles:
-            assert needle in lines[0], (needle, lines[0])
+        assert_user_error(result, *needles)
+        return
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
 
 
 # --- fusion math ------------------------------------------------------------------------------------------
 
 
-def test_blend_weights_normalized_parts():
-    text, image = np.array([3.0, 0.0, 0.0]), np.array([0.0, 0.5, 0.0])  # different norms on purpose
+def unit_not_fixed(dim: int) -> np.ndarray:
+    """A seeded unit vector that `l2_normalize` would change again (in its last bits): a part normalized twice
+    differs from it, so tests can tell that a part is used as it came."""
+    rng = np.random.default_rng(0)
+    while True:
+        vector = l2_normalize(rng.normal(size=dim))
+        if not np.array_equal(l2_normalize(vector), vector):
+            return vector
+
+
+def test_blend_weights_unit_parts():
+    text, image, other = np.eye(3, dtype=np.float32)
     fused = blend(text, [image], alpha=0.75)
-    expected = np.array([0.75, 0.25, 0.0]) / np.hypot(0.75, 0.25)
-    np.testing.assert_allclose(fused, expected, atol=1e-6)
-    np.testing.assert_allclose(blend(10 * text, [100 * image], alpha=0.75), fused, atol=1e-6)  # norms do not weigh
-    np.testing.assert_allclose(blend(text, [], alpha=0.1), [1, 0, 0], atol=1e-6)  # one part: alpha unused
-    np.testing.assert_allclose(blend(None, [image, 7 * image], alpha=0.9), [0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(fused, np.array([0.75, 0.25, 0.0]) / np.hypot(0.75, 0.25), atol=1e-6)
+    np.testing.assert_allclose(blend(None, [image, other], alpha=0.9), [0, 2 ** -0.5, 2 ** -0.5], atol=1e-6)
     with pytest.raises(ValueError):
         blend(text, [image], alpha=1.5)
 
 
+def test_a_part_alone_is_not_normalized_again():
+    part = unit_not_fixed(64)
+    assert np.array_equal(blend(part, [], alpha=0.1), part)  # one part: alpha unused, the vector as it came
+    assert np.array_equal(blend(None, [part], alpha=0.9), part)
+    assert np.array_equal(mean_direction([part]), part) and np.array_equal(push_away(part, []), part)
+    pushed = push_away(part, [np.eye(64, dtype=np.float32)[0]])
+    assert np.array_equal(pushed, l2_normalize(part - 0.5 * np.eye(64, dtype=np.float32)[0]))  # normalized once
+
+
 def test_negatives_move_the_query_away():
     rng = np.random.default_rng(0)
-    query, negative = unit(rng.normal(size=64)), unit(rng.normal(size=64))
+    query, negative = l2_normalize(rng.normal(size=64)), l2_normalize(rng.normal(size=64))
     pushed = push_away(query, [negative])
     assert np.linalg.norm(pushed) == pytest.approx(1.0, abs=1e-6)
     assert pushed @ negative < query @ negative - 0.2  # clearly further from the negative
@@ -128,14 +137,15 @@ def test_rrf_fuses_the_parts_rankings(engine, rows):
 
 
 def test_text_query_with_negative_text_changes_the_query(engine, monkeypatch):
-    texts = {"ship": unit(np.r_[1.0, 1.0, np.zeros(engine.vectors.dim - 2)]),
-             "field": unit(np.r_[0.0, 1.0, np.zeros(engine.vectors.dim - 2)])}
+    texts = {"ship": l2_normalize(np.r_[1.0, 1.0, np.zeros(engine.vectors.dim - 2)]),
+             "field": l2_normalize(np.r_[0.0, 1.0, np.zeros(engine.vectors.dim - 2)])}
     searched = []
     monkeypatch.setattr(engine, "embed_text", lambda text: texts[text])
-    monkeypatch.setattr(engine, "search_vector", lambda vector, **kw: searched.append(vector) or [])
+    monkeypatch.setattr(engine.vectors, "search", lambda queries, k, **kw: searched.append(queries) or (
+        np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1)))
     engine.query("ship", negative_texts=["field"], k=1)
-    np.testing.assert_allclose(searched[0], push_away(texts["ship"], [texts["field"]]), atol=1e-6)
-    assert searched[0] @ texts["field"] < texts["ship"] @ texts["field"]
+    assert np.array_equal(searched[0][0], push_away(texts["ship"], [texts["field"]]))
+    assert searched[0][0] @ texts["field"] < texts["ship"] @ texts["field"]
 
 
 def test_negative_image_pushes_results_away(engine, rows, indexed_db):
@@ -167,13 +177,13 @@ def test_query_input_errors(engine, bad, message):
 
 def test_probe_separates_synthetic_classes():
     rng = np.random.default_rng(1)
-    centre = unit(rng.normal(size=32))
-    positives = unit(centre + 0.3 * rng.normal(size=(5, 32)))
-    negatives = unit(-centre + 0.3 * rng.normal(size=(5, 32)))
+    centre = l2_normalize(rng.normal(size=32))
+    positives = l2_normalize(centre + 0.3 * rng.normal(size=(5, 32)))
+    negatives = l2_normalize(-centre + 0.3 * rng.normal(size=(5, 32)))
     probe = fit_probe(positives, negatives)
     assert (probe.decision(positives) > 0).all() and (probe.decision(negatives) < 0).all()
-    held_out = unit(centre + 0.3 * rng.normal(size=(20, 32)))
-    assert (probe.decision(held_out) > probe.decision(unit(-centre + 0.3 * rng.normal(size=(20, 32))))).mean() > 0.9
+    held_out = l2_normalize(centre + 0.3 * rng.normal(size=(20, 32)))
+    assert (probe.decision(held_out) > probe.decision(l2_normalize(-centre + 0.3 * rng.normal(size=(20, 32))))).mean() > 0.9
     with pytest.raises(ValueError):
         fit_probe(positives, np.empty((0, 32)))
 
@@ -224,14 +234,14 @@ def test_feedback_head_does_not_depend_on_how_deep_it_looks(engine, rows, monkey
 
 def test_probe_prior(monkeypatch):
     rng = np.random.default_rng(3)
-    positives, negatives = unit(rng.normal(size=(3, 16))), unit(rng.normal(size=(20, 16)))
+    positives, negatives = l2_normalize(rng.normal(size=(3, 16))), l2_normalize(rng.normal(size=(20, 16)))
     plain = fit_probe(positives, negatives)
     np.testing.assert_allclose(fit_probe(positives, negatives, prior=np.zeros(16)).weights, plain.weights)
-    direction = unit(rng.normal(size=16))
+    direction = l2_normalize(rng.normal(size=16))
     held = fit_probe(positives, negatives, l2=1e4, prior=5.0 * direction)  # a strong pull keeps w at the prior
     np.testing.assert_allclose(held.weights, 5.0 * direction, atol=1e-3)
     prior = text_prior(3.0 * direction, plain, negatives)  # the text's norm does not matter
-    np.testing.assert_allclose(unit(prior), direction, atol=1e-6)
+    np.testing.assert_allclose(l2_normalize(prior), direction, atol=1e-6)
     assert np.std(negatives @ prior) == pytest.approx(np.std(negatives @ plain.weights))
     monkeypatch.setattr(feedback_module, "TEXT_PRIOR_WEIGHT", 0.5)
     assert np.std(negatives @ text_prior(direction, plain, negatives)) == pytest.approx(np.std(negatives @ prior) / 2)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import copy_index
 from sarclip_search.index import VectorIndex
 
 from sarclip_search.query.engine import Engine
@@ -38,10 +39,7 @@ def snapshot(db: Path) -> tuple[str, dict, list[tuple[int, float]]]:
 @pytest.fixture
 def db_copy(indexed_db, tmp_path) -> Path:
     """A private copy of the indexed fixture's index directory (queries only: its archive root is elsewhere)."""
-    db, _, _ = indexed_db
-    target = tmp_path / "db"
-    shutil.copytree(db, target)
-    return target
+    return copy_index(indexed_db[0], tmp_path / "db")
 
 
 @pytest.fixture

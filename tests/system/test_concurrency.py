@@ -15,8 +15,8 @@ import sys
 import threading
 import time
 
+from helpers import grown_archive
 from sarclip_search.cli.app import EXIT_ERROR, app
-from test_crash import grown_archive
 from typer.testing import CliRunner
 
 READER = r"""

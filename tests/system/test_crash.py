@@ -7,37 +7,18 @@ runs the driver, and checks `sarsearch info --check` on the resumed index.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import grown_archive
 from sarclip_search.cli.app import EXIT_OK, app
 from typer.testing import CliRunner
 
 DRIVER = Path(__file__).resolve().parent / "crash_driver.py"
-
-
-def grown_archive(source: Path, target: Path, copies: int) -> Path:
-    """The fixture archive plus `copies` renamed Sentinel-1 scenes (with manifest rows)."""
-    shutil.copytree(source, target)
-    with open(target / "manifest.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    scenes = [row for row in rows if row["path"].startswith("sentinel1/")]
-    for number in range(copies):
-        row = dict(scenes[number % len(scenes)])
-        name = f"sentinel1/copy{number:02d}_{Path(row['path']).name}"
-        shutil.copy2(target / row["path"], target / name)
-        rows.append({**row, "path": name})
-    with open(target / "manifest.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return target
 
 
 def run_driver(tmp_path: Path, fixture_archive: Path, checkpoint: Path, kills: int, seed: int, copies: int) -> dict:

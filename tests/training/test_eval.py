@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_user_error, run
 from PIL import Image
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
+from sarclip_search.cli.app import EXIT_OK
 from sarclip_search.training import captions
 from sarclip_search.training.evaluate import (
     average_precision,
@@ -27,23 +28,6 @@ from sarclip_search.training.evaluate import (
     zero_shot_metrics,
 )
 from sarclip_search.training.paraphrases import PARAPHRASES
-from typer.testing import CliRunner
-
-runner = CliRunner()
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *needles: str) -> None:
-    assert result.exit_code == EXIT_ERROR, (result.exit_code, result.output, result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), lines
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
 
 # --- ranking metrics ------------------------------------------------------------------------------
 
@@ -200,13 +184,6 @@ def test_no_paraphrase_is_a_generated_caption_or_prompt() -> None:
 
 
 # --- the CLI and the two sources on the fixture ---------------------------------------------------
-
-
-@pytest.fixture
-def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
-    """load_model answers with the session model (same checkpoint, same hash): no 6 s reload per run."""
-    monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
-    return sarclip
 
 
 def test_db_and_data_sources_agree_on_the_fixture(indexed_db, sarclip) -> None:
