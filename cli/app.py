@@ -209,12 +209,11 @@ def query(
     from sarclip_search.query.export import check_writable
     from sarclip_search.store.filters import Filters, parse_bbox, parse_date
 
-    for value in (after, before):  # malformed dates are reported before the index is opened
-        if value is not None:
-            parse_date(value)
+    # dates and --bbox are parsed once, here, before the index is opened; they reach the SQL as they are
+    after_time, before_time = (parse_date(value) if value is not None else None for value in (after, before))
     filters = Filters(
         where=where, label=label, dataset=dataset, split=split, sensor=sensor, polarization=polarization,
-        bbox=parse_bbox(bbox) if bbox is not None else None, after=after, before=before,
+        bbox=parse_bbox(bbox) if bbox is not None else None, after=after_time, before=before_time,
     )
     _check_query_inputs(image or [], not_image or [], positive or [], negative or [], like or [], not_text or [])
     for path in (geojson, stac):
@@ -446,6 +445,32 @@ def evaluate(
         render.print_json(report)
     else:
         render_eval.eval_report(report)
+
+
+@app.command(cls=Command)
+@user_errors
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback (127.0.0.1, ::1, localhost) needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    token: Annotated[str | None, typer.Option(envvar="SARSEARCH_TOKEN", show_default=False, help="Secret every request must carry (Authorization: Bearer, or a cookie set by opening /?token=SECRET once); also $SARSEARCH_TOKEN.")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
+) -> None:
+    """Serve the index over HTTP: a STAC item-search API with similarity search, and the web page. Ctrl-C stops it.
+
+    The index is read only; generations that `sarsearch index` commits meanwhile are picked up. API: docs/server.md.
+
+    Example: sarsearch serve --db runs/corpus-db, then open http://127.0.0.1:8765/
+    """
+    from sarclip_search.server.serve import serve as run_server
+
+    def ready(url: str, generation: str) -> None:
+        first = f"{url}?token=…" if token else url
+        render.err_console.print(f"[green]serving[/] {db or 'the index'} ({generation}) at {first}  (Ctrl-C stops)",
+                                 highlight=False, soft_wrap=True)
+
+    run_server(db, host, port, token, access_log=access_log, on_ready=ready)
+    render.err_console.print("stopped", highlight=False)
 
 
 def main() -> None:

@@ -1,0 +1,61 @@
+"""Hits as STAC Items of the API, built by `query.export.stac_item` (the same fields as `sarsearch query --stac`).
+
+What the API changes on export's Item: `id` is the tile id (what `like`, `positive` and `/items/{id}`
+take), `collection` the dataset, `score`/`score_kind` plain properties (null for a metadata-only search),
+the archive-relative `path`, and links and a thumbnail asset pointing at this server. The `data` asset
+(the scene file's absolute path on the server) is left out: no server path leaves the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sarclip_search.query.engine import Engine, Hit
+from sarclip_search.query.export import stac_item
+
+THUMBNAIL_MEDIA_TYPE = "image/png"
+
+
+def hits_by_id(engine: Engine, ids: Sequence[int]) -> list[Hit]:
+    """Hits (score 0, kind "none") of tile ids in the given order, from the catalog; unknown ids left out."""
+    hits = []
+    for row in engine.catalog.fetch_tiles([int(i) for i in ids]):
+        sides = [row.get(f"bbox_{side}") for side in ("minlon", "minlat", "maxlon", "maxlat")]
+        hits.append(Hit(
+            id=int(row["tile_id"]), score=0.0, path=str(row.get("path")), scene_id=int(row["scene_id"]),
+            window=(int(row["col_off"]), int(row["row_off"]), int(row["width"]), int(row["height"])),
+            bbox=tuple(float(v) for v in sides) if all(v is not None for v in sides) else None,  # type: ignore[arg-type]
+            metadata={k: v for k, v in row.items() if not k.startswith("bbox_")}, score_kind="none"))
+    return hits
+
+
+def item_links(hit: Hit) -> list[dict[str, Any]]:
+    return [
+        {"rel": "self", "href": f"/items/{hit.id}", "type": "application/geo+json"},
+        {"rel": "thumbnail", "href": f"/items/{hit.id}/thumbnail.png", "type": THUMBNAIL_MEDIA_TYPE},
+        {"rel": "scene", "href": f"/scenes/{hit.scene_id}/quicklook.png?outline={hit.id}", "type": THUMBNAIL_MEDIA_TYPE,
+         "title": "the tile's scene, the tile outlined"},
+    ]
+
+
+def item(hit: Hit, rank: int, *, scored: bool = True) -> dict[str, Any]:
+    """The API's STAC Item of a hit (see the module docstring); `scored` False for metadata-only results."""
+    document = stac_item(hit, rank).to_dict(transform_hrefs=False)
+    document["id"] = str(hit.id)
+    dataset = hit.metadata.get("dataset")
+    if dataset is not None:
+        document["collection"] = str(dataset)
+    properties = document["properties"]
+    if not scored:
+        for key in ("sarsearch:score", "sarsearch:score_kind", "sarsearch:rank"):
+            properties.pop(key, None)
+    properties.update({
+        "score": round(hit.score, 6) if scored else None,
+        "score_kind": hit.score_kind if scored else None,
+        "path": hit.path,
+    })
+    document["links"] = item_links(hit)
+    document["assets"] = {"thumbnail": {"href": f"/items/{hit.id}/thumbnail.png", "type": THUMBNAIL_MEDIA_TYPE,
+                                        "roles": ["thumbnail"], "title": "quicklook of the tile"}}
+    return document
