@@ -1,4 +1,4 @@
-"""Bad input per command, and `sarsearch info --check` (issue 6).
+"""Bad input per command, and `sarsearch info --check`.
 
 Every bad option, query or index directory is one `error:` line on stderr, exit 1, no traceback, and
 leaves the catalog byte-for-byte unchanged. `info --check` finds tampered indexes and says how to repair.

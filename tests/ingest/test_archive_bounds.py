@@ -1,4 +1,4 @@
-"""Nothing outside the archive folder is indexed unless asked (issue 12, items 8 and 9).
+"""Nothing outside the archive folder is indexed unless asked.
 
 A manifest row whose path leaves the archive (``../x.png``, an absolute path) and a symbolic link whose
 real path leaves it (to a file or a folder) are each listed on one `warning:` line and skipped; every
@@ -40,7 +40,7 @@ def write_manifest(archive: Path, *paths: str) -> None:
     (archive / "manifest.csv").write_text("path,label\n" + "".join(f"{p},x\n" for p in paths))
 
 
-# --- item 8: manifest rows leaving the archive ------------------------------------------------------------
+# --- manifest rows leaving the archive --------------------------------------------------------------------
 
 
 def test_manifest_rows_outside_the_archive_are_listed_and_the_rest_indexed(tmp_path, fixture_archive, checkpoint,
@@ -97,7 +97,7 @@ def test_manifest_rows_outside_through_the_library(tmp_path, fixture_archive, sa
     assert not (tmp_path / "db2" / "CURRENT").exists()
 
 
-# --- item 9: symbolic links leading outside the archive --------------------------------------------------
+# --- symbolic links leading outside the archive ----------------------------------------------------------
 
 
 def linked_archive(tmp_path: Path, fixture_archive: Path, outside: Path) -> Path:

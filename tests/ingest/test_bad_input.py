@@ -1,4 +1,4 @@
-"""Bad input never crashes `sarsearch` or costs data (issue 6): per file, per manifest, per command.
+"""Bad input never crashes `sarsearch` or costs data: per file, per manifest, per command.
 
 Per file: an archive of three good images plus one bad case goes through `sarsearch index`. A refused
 file is listed on one `warning:` line (its name and what is wrong), everything else is indexed, and the

@@ -1,5 +1,5 @@
 """Acquisition times end to end: manifest `datetime` column -> catalog -> --after/--before -> STAC, and the
-re-labelling of an index built under older metadata rules (issue 12, item 4).
+re-labelling of an index built under older metadata rules.
 
 The archive: a GeoTIFF whose only time inside is TIFFTAG_DATETIME (2021-01-01, when the file was written)
 and whose manifest row says 2015-06-03T17:14:36Z (like the corpus' KOMPSAT-5 scenes), the same file with

@@ -1,4 +1,4 @@
-"""A re-run of `index` over an unchanged archive commits nothing (issue 12, item 14).
+"""A re-run of `index` over an unchanged archive commits nothing.
 
 CURRENT and the generation folders stay as they are, the run still reports "0 embedded, N unchanged",
 loads no model, and still writes what lives outside generations (the ONNX query encoders). A run whose

@@ -1,4 +1,4 @@
-"""Result files of a query (issue 5): GeoJSON footprints, a STAC ItemCollection, quicklook PNGs, atomic writes.
+"""Result files of a query: GeoJSON footprints, a STAC ItemCollection, quicklook PNGs, atomic writes.
 
 Hits come from the indexed fixture archive: Sentinel-1 GeoTIFFs with a CRS and a STAC sidecar (footprints,
 sar:/sat: fields, datetimes), PNG chips and a KOMPSAT-5 GeoTIFF without CRS (no footprint, no datetime).

@@ -1,4 +1,4 @@
-"""Readers during a write see one committed generation, whole; a second writer is refused (issue 6).
+"""Readers during a write see one committed generation, whole; a second writer is refused.
 
 A reader process opens the index over and over (`Engine.open`, as `sarsearch query` does) while this
 process indexes 10 more files committing after every file. Each time it checks that the catalog and the

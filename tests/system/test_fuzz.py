@@ -1,4 +1,4 @@
-"""Property-based fuzzing (hypothesis) of everything that reads user data (issue 6).
+"""Property-based fuzzing (hypothesis) of everything that reads user data.
 
 - raster reader: random bytes and randomly mutated valid GeoTIFF/PNG files either read or raise
   RasterError, never another exception;
