@@ -30,17 +30,18 @@ normalized: ``datetime`` to a naive UTC `datetime.datetime` (or None), ``start_d
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
 import posixpath
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from sarclip_search._fs import bytes_sha256
 from sarclip_search.errors import MetadataError
+from sarclip_search.store.schema import parse_datetime  # times as the catalog keeps them: naive UTC
 
 log = logging.getLogger(__name__)
 
@@ -271,33 +272,6 @@ def load_stac_sidecar(raster_path: Path) -> dict[str, object]:
 # ---------------------------------------------------------------------------- merging
 
 
-def parse_datetime(value: object) -> datetime | None:
-    """A naive UTC datetime from a datetime, date, ISO 8601 string or TIFF ``YYYY:MM:DD HH:MM:SS``.
-
-    Returns None for None / ''. Raises ValueError if the value cannot be read as a time.
-    A date alone (``2019-09-17``) is its midnight; `is_date_only` tells such values apart.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        text = value.strip()
-        tiff = re.fullmatch(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}:\d{2}:\d{2})", text)
-        if tiff:
-            text = f"{tiff[1]}-{tiff[2]}-{tiff[3]}T{tiff[4]}"
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        moment = datetime.fromisoformat(text)
-    else:
-        raise ValueError(f"not a time: {value!r}")  # noqa: TRY004 - callers catch ValueError for any unreadable time
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
-
-
 def is_date_only(value: object) -> bool:
     """True for a date without a time of day: a `datetime.date`, or text such as ``2019-09-17``."""
     if isinstance(value, datetime):
@@ -373,7 +347,7 @@ def metadata_hash(manifest_row: Mapping[str, object] | None, stac: Mapping[str, 
     payload = {"rules": METADATA_RULES_VERSION, "manifest": dict(manifest_row) if manifest_row is not None else None,
                "stac": dict(stac)}
     text = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return bytes_sha256(text.encode("utf-8"))
 
 
 def _lookup(metadata: Mapping[str, object], key: str) -> object:

@@ -30,8 +30,8 @@ import numpy as np
 
 from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
 from sarclip_search.model.encoders import IMAGE_MEAN, IMAGE_STD, standardize_chips  # noqa: F401  (re-exported)
+from sarclip_search._fs import atomic_file, file_sha256
 from sarclip_search.errors import ArtifactMismatchError, ModelError
-from sarclip_search.store.layout import file_sha256
 from sarclip_search.model.vectors import l2_normalize
 
 # Offline by construction: transformers / huggingface_hub must never try the network.
@@ -293,11 +293,8 @@ def save_checkpoint(
         "commit": git_commit(),
         "versions": {"torch": str(torch.__version__), "open_clip": _package_version("open_clip_torch")},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path, unique=False) as temporary:
+        torch.save(payload, temporary)
     return file_sha256(path)
 
 

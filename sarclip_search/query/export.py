@@ -33,15 +33,15 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sarclip_search.query.engine import Hit
+from sarclip_search import _fs
 from sarclip_search.errors import ExportError, printable_path
-from sarclip_search.ingest.metadata import parse_datetime
+from sarclip_search.query.engine import Hit
+from sarclip_search.store.schema import SCENE_BBOX_COLUMNS, parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,8 @@ EARLIEST_SAR_TIME = datetime(1951, 1, 1, tzinfo=UTC)
 # (the file is the data asset, the tile is in sarsearch:window).
 _NOT_PROPERTIES = frozenset({
     "id", "tile_id", "scene_id", "path", "abs_path", "size_bytes", "mtime", "content_hash", "col_off",
-    "row_off", "width", "height", "scene_width", "scene_height", "scene_bbox_minlon", "scene_bbox_minlat",
-    "scene_bbox_maxlon", "scene_bbox_maxlat", "bbox", "window", "score", "score_kind", "datetime",
-    "start_datetime", "end_datetime", "geometry", "metadata_hash",
+    "row_off", "width", "height", "scene_width", "scene_height", *SCENE_BBOX_COLUMNS, "bbox", "window", "score",
+    "score_kind", "datetime", "start_datetime", "end_datetime", "geometry", "metadata_hash",
 })
 _POLARIZATION = re.compile(r"\b(HH|HV|VH|VV)\b", re.IGNORECASE)
 # Asset media types by file suffix; a TIFF is a GeoTIFF when the catalog found a CRS in it.
@@ -96,24 +95,14 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and a rename: all or nothing.
-
-    Creates the missing folders of `path` first.
+    """Write a result file all or nothing (`_fs.write_atomic`, readable by all), creating the missing
+    folders of `path` first; ExportError naming the path when it cannot be written.
     """
     target = Path(path)
-    temporary = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(temporary, target)
+        _fs.write_atomic(target, data)
     except OSError as exc:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
         raise ExportError(f"cannot write {printable_path(target)} ({exc.strerror or exc}); choose a writable path") from None
     log.info("wrote %s (%d bytes)", target, len(data))
     return target

@@ -14,7 +14,6 @@ that are still as that run left them; it never removes a file it did not write.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sarclip_search.ingest import radiometry
 from sarclip_search.ingest import raster
 from sarclip_search.query.engine import Hit
+from sarclip_search._fs import bytes_sha256, file_sha256
 from sarclip_search.errors import RasterError, printable_path
 from sarclip_search.query.export import ExportError, check_writable, write_atomic
 from sarclip_search.ingest.tiling import Window
@@ -127,10 +127,6 @@ def caption(rank: int, hit: Hit) -> list[str]:
     return [f"#{rank}  {hit.score:.3f}  id {hit.id}", second or "-", Path(hit.path).stem]
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _read_manifest(folder: Path) -> dict[str, list[str]]:
     """name -> sha256s of the files an earlier run wrote into `folder` ({} without a readable manifest).
 
@@ -169,7 +165,7 @@ def _remove_stale(folder: Path, earlier: dict[str, list[str]], keep: set[str]) -
         if name in keep or path.is_symlink() or not path.is_file():
             continue
         try:
-            if _sha256(path.read_bytes()) not in digests:
+            if file_sha256(path) not in digests:
                 log.info("%s: changed since sarsearch wrote it; left in place", path)
                 continue
             path.unlink()
@@ -207,7 +203,7 @@ def write_thumbnails(hits: Sequence[Hit], directory: str | Path, size: int = THU
     if images:
         sheet = contact_sheet(images, [caption(rank, hit) for rank, hit in enumerate(hits, start=1)], size)
         files[SHEET_NAME] = _png_bytes(sheet)
-    written = {name: [_sha256(data)] for name, data in files.items()}
+    written = {name: [bytes_sha256(data)] for name, data in files.items()}
     earlier = _read_manifest(folder)
     # First the union, so that a run killed half-way still knows every file either run wrote.
     _write_manifest(folder, {name: sorted({*earlier.get(name, []), *written.get(name, [])})

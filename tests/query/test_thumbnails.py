@@ -12,6 +12,7 @@ from PIL import Image
 from sarclip_search.cli.app import EXIT_OK, app
 from typer.testing import CliRunner
 
+from sarclip_search._fs import bytes_sha256
 from sarclip_search.query import quicklook
 from sarclip_search.query.engine import Engine
 from sarclip_search.errors import ExportError
@@ -87,7 +88,7 @@ def test_files_changed_or_never_written_by_a_run_are_kept(hits, tmp_path):
     outside = tmp_path / "outside.png"
     outside.write_bytes(b"not ours")
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
-    manifest["files"]["../outside.png"] = [quicklook._sha256(b"not ours")]  # a tampered manifest
+    manifest["files"]["../outside.png"] = [bytes_sha256(b"not ours")]  # a tampered manifest
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
     report = write_thumbnails(hits[6:7], folder)
     assert edited.read_bytes() == b"edited by hand" and outside.read_bytes() == b"not ours"
