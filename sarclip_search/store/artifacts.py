@@ -37,10 +37,7 @@ def check_info_format(info: dict[str, Any], path: Path) -> None:
 
 
 def check_catalog_schema(found: str | None, where: object) -> int:
-    """The schema version a catalog's meta table records (`found`, None without a meta table), if this
-    version reads it."""
-    if found is None:
-        raise ArtifactMismatchError(f"{where} is a DuckDB file but not a sarclip-search catalog (no meta table); {REBUILD}")
+    """The schema version a catalog's meta table records (`found`), if this version reads it."""
     if found not in {str(version) for version in READABLE_SCHEMA_VERSIONS}:
         raise ArtifactMismatchError(
             f"catalog {where} has schema version {found}, this sarclip-search expects {SCHEMA_VERSION}; {REBUILD}"

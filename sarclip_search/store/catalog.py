@@ -26,72 +26,25 @@ from typing import Self
 import duckdb
 import numpy as np
 
-from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError, MetadataError
+from sarclip_search.errors import REBUILD, ArtifactMismatchError, CatalogError, FilterError, MetadataError
+from sarclip_search.store.artifacts import check_catalog_schema
 from sarclip_search.store.filters import check_predicate, is_internal_column, unknown_column_message
-from sarclip_search.ingest.metadata import parse_datetime
+from sarclip_search.store.schema import (  # noqa: F401  (SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS re-exported)
+    BBOX_COLUMNS,
+    FIXED_SCENE_COLUMNS,
+    READABLE_SCHEMA_VERSIONS,
+    RESERVED_NAMES,
+    SCHEMA_DDL,
+    SCHEMA_VERSION,
+    TILE_COLUMNS,
+    TILE_VIEW_DDL,
+    V2_SCENE_COLUMNS,
+    parse_datetime,
+    quote_identifier,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # v2: scenes.metadata_hash and scenes.footprint_source
-# Older schemas this version still reads (queries) and upgrades when it opens them writable (`index`):
-# v1 lacks the two v2 columns; they are added empty, and the next `index` run fills them by re-labelling
-# every scene once (raster headers read, nothing re-embedded).
-READABLE_SCHEMA_VERSIONS = (1, SCHEMA_VERSION)
-
-# The whole schema. Dynamic scene columns are added with ALTER TABLE by `add_scene`.
-SCHEMA_DDL = """
-CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE scenes (
-    scene_id BIGINT PRIMARY KEY,
-    path VARCHAR UNIQUE,            -- POSIX path relative to the archive root
-    abs_path VARCHAR,
-    size_bytes BIGINT,
-    mtime DOUBLE,                   -- seconds since the epoch
-    content_hash VARCHAR,
-    width INT,                      -- pixels
-    height INT,                     -- pixels
-    band_count INT,
-    dtype VARCHAR,
-    scale VARCHAR,                  -- linear power / amplitude / dB
-    crs VARCHAR,
-    bbox_minlon DOUBLE, bbox_minlat DOUBLE, bbox_maxlon DOUBLE, bbox_maxlat DOUBLE,  -- WGS84 degrees
-    datetime TIMESTAMP,             -- acquisition time, UTC
-    metadata_hash VARCHAR,          -- metadata.metadata_hash of the manifest row + sidecar (re-labelling)
-    footprint_source VARCHAR        -- where the bbox comes from: raster, stac, manifest_point (or NULL)
-);
-CREATE TABLE tiles (
-    tile_id BIGINT PRIMARY KEY,     -- the FAISS id
-    scene_id BIGINT,
-    col_off INT, row_off INT, width INT, height INT,  -- pixel window in the scene
-    bbox_minlon DOUBLE, bbox_minlat DOUBLE, bbox_maxlon DOUBLE, bbox_maxlat DOUBLE   -- WGS84 degrees
-);
-"""
-
-# tile_view: tile columns win; the scene's size and bbox are exposed as scene_width/height and
-# scene_bbox_*. `s.*` is expanded at query time, so dynamic columns appear without a rebuild.
-TILE_VIEW_DDL = """
-CREATE OR REPLACE VIEW tile_view AS
-SELECT t.*,
-       s.width AS scene_width, s.height AS scene_height,
-       s.bbox_minlon AS scene_bbox_minlon, s.bbox_minlat AS scene_bbox_minlat,
-       s.bbox_maxlon AS scene_bbox_maxlon, s.bbox_maxlat AS scene_bbox_maxlat,
-       s.* EXCLUDE (scene_id, width, height, bbox_minlon, bbox_minlat, bbox_maxlon, bbox_maxlat)
-FROM tiles t JOIN scenes s USING (scene_id)
-"""
-
-FIXED_SCENE_COLUMNS: dict[str, str] = {
-    "scene_id": "BIGINT", "path": "VARCHAR", "abs_path": "VARCHAR", "size_bytes": "BIGINT",
-    "mtime": "DOUBLE", "content_hash": "VARCHAR", "width": "INTEGER", "height": "INTEGER",
-    "band_count": "INTEGER", "dtype": "VARCHAR", "scale": "VARCHAR", "crs": "VARCHAR",
-    "bbox_minlon": "DOUBLE", "bbox_minlat": "DOUBLE", "bbox_maxlon": "DOUBLE", "bbox_maxlat": "DOUBLE",
-    "datetime": "TIMESTAMP", "metadata_hash": "VARCHAR", "footprint_source": "VARCHAR",
-}
-TILE_COLUMNS = ("tile_id", "scene_id", "col_off", "row_off", "width", "height",
-                "bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat")
-BBOX_COLUMNS = ("bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat")
-# Names a scene column may not take, because tile_view already uses them for tile columns.
-RESERVED_NAMES = frozenset({"tile_id", "col_off", "row_off", "scene_width", "scene_height"}
-                           | {f"scene_{name}" for name in BBOX_COLUMNS})
 SUMMARY_COLUMNS = ("dataset", "label", "split")
 QUERY_THREADS = 1  # DuckDB threads of a read-only catalog (see Catalog.__init__)
 # `column_info` lists every value (with its tile count) of a column with at most this many distinct values
@@ -103,8 +56,8 @@ _UNKNOWN_COLUMN = re.compile(r'Referenced column "((?:[^"]|"")+)" not found')
 _READ_ONLY_HINT = "open it without read_only to change it"
 
 
-def quote_identifier(name: str) -> str:
-    """A column name as a DuckDB identifier: double-quoted, with ``"`` doubled.
+def new_column_identifier(name: str) -> str:
+    """A metadata key that is to become a scene column, as a quoted identifier (`schema.quote_identifier`).
 
     Raises MetadataError for names that cannot be columns (empty, too long, control characters).
     """
@@ -112,7 +65,7 @@ def quote_identifier(name: str) -> str:
         raise MetadataError(
             f"expected a column name of 1-255 printable characters, found {name!r}; rename that metadata field"
         )
-    return '"' + name.replace('"', '""') + '"'
+    return quote_identifier(name)
 
 
 def sql_type_of(value: object) -> str:
@@ -257,10 +210,7 @@ class Catalog:
         where = self.path or "memory"
         if "meta" not in tables:
             if tables:
-                raise ArtifactMismatchError(
-                    f"{where} is a DuckDB file but not a sarclip-search catalog (no meta table); "
-                    "rebuild it with `sarsearch index --rebuild`"
-                )
+                raise ArtifactMismatchError(f"{where} is a DuckDB file but not a sarclip-search catalog (no meta table); {REBUILD}")
             if self.read_only:
                 raise CatalogError(f"expected a catalog at {where}, found an empty database; build it with `sarsearch index`")
             with self.transaction():
@@ -270,21 +220,14 @@ class Catalog:
                     ["schema_version", str(SCHEMA_VERSION)], ["next_scene_id", "1"], ["next_tile_id", "1"]])
             log.info("created catalog schema v%d in %s", SCHEMA_VERSION, where)
             return
-        found = self.get_meta("schema_version")
-        if found in {str(v) for v in READABLE_SCHEMA_VERSIONS} - {str(SCHEMA_VERSION)}:
-            if not self.read_only:
-                self._upgrade_schema(int(found))  # type: ignore[arg-type]
-            return
-        if found != str(SCHEMA_VERSION):
-            raise ArtifactMismatchError(
-                f"catalog {where} has schema version {found}, this sarclip-search expects {SCHEMA_VERSION}; "
-                "rebuild it with `sarsearch index --rebuild`"
-            )
+        found = check_catalog_schema(self.get_meta("schema_version"), where)
+        if found != SCHEMA_VERSION and not self.read_only:
+            self._upgrade_schema(found)
 
     def _upgrade_schema(self, found: int) -> None:
         """Bring an older catalog (see READABLE_SCHEMA_VERSIONS) to SCHEMA_VERSION, in one transaction."""
         with self.transaction():
-            for name in ("metadata_hash", "footprint_source"):  # v1 -> v2
+            for name in V2_SCENE_COLUMNS:  # v1 -> v2
                 self._con.execute(f"ALTER TABLE scenes ADD COLUMN IF NOT EXISTS {name} VARCHAR")
             self._con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
         self._scene_types = None
@@ -394,7 +337,7 @@ class Catalog:
             if key.lower() in RESERVED_NAMES:
                 raise MetadataError(f"metadata field {key!r} clashes with a tile column of the catalog; rename it")
             sql_type = sql_type_of(value)
-            self._con.execute(f"ALTER TABLE scenes ADD COLUMN {quote_identifier(key)} {sql_type}")
+            self._con.execute(f"ALTER TABLE scenes ADD COLUMN {new_column_identifier(key)} {sql_type}")
             types[key] = sql_type
             log.debug("added scene column %r %s", key, sql_type)
             return key, sql_type
@@ -512,8 +455,8 @@ class Catalog:
             raise CatalogError(f"expected a tile bbox as (minlon, minlat, maxlon, maxlat) or None, found {bbox!r}")
         values = [None if v is None else float(v) for v in (bbox if bbox is not None else (None,) * 4)]
         with self.transaction():
-            self._con.execute("UPDATE tiles SET bbox_minlon = ?, bbox_minlat = ?, bbox_maxlon = ?, bbox_maxlat = ? "
-                              "WHERE scene_id = ?", [*values, int(scene_id)])
+            assignments = ", ".join(f"{name} = ?" for name in BBOX_COLUMNS)
+            self._con.execute(f"UPDATE tiles SET {assignments} WHERE scene_id = ?", [*values, int(scene_id)])
 
     def add_tiles(self, scene_id: int, tiles: Sequence[Mapping[str, object]]) -> np.ndarray:
         """Insert the tiles of one scene; returns their new tile ids (int64, in input order).
@@ -524,7 +467,7 @@ class Catalog:
         self._require_writable("add tiles")
         if not tiles:
             return np.empty(0, dtype=np.int64)
-        columns: dict[str, list[object]] = {name: [] for name in TILE_COLUMNS[2:]}
+        columns: dict[str, list[object]] = {name: [] for name in list(TILE_COLUMNS)[2:]}
         for tile in tiles:
             try:
                 for name in ("col_off", "row_off", "width", "height"):

@@ -8,29 +8,27 @@ Checks one committed generation of an index directory without loading the model 
 - the ONNX query encoders, when present: made from that checkpoint, files complete (absent is not a
   problem: queries then load the torch model).
 
-Each problem is one line naming what disagrees; the repair is `sarsearch index ARCHIVE --rebuild`.
+Each problem is one line naming what disagrees and the fix (`errors.REBUILD`); the compatibility checks
+are those of `artifacts.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sarclip_search.store.catalog import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Catalog
+from sarclip_search.store.artifacts import check_recorded_checkpoint, check_recorded_schema
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.model.encoders import encoder_dir, read_manifest
-from sarclip_search.errors import ArtifactMismatchError, SarclipError
+from sarclip_search.errors import REBUILD, ArtifactMismatchError, SarclipError
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.store.layout import IndexStore
 
 log = logging.getLogger(__name__)
-
-REPAIR = "repair with `sarsearch index ARCHIVE --rebuild`"
-
 
 @dataclass
 class CheckReport:
@@ -47,11 +45,6 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _describe(ids: np.ndarray, limit: int = 5) -> str:
@@ -73,9 +66,10 @@ def check_index(db: str | Path | None = None) -> CheckReport:
     except SarclipError as exc:
         problems.append(f"{exc}")
         return report
-    if info.get("catalog_schema_version") not in READABLE_SCHEMA_VERSIONS:
-        problems.append(f"info.json records catalog schema v{info.get('catalog_schema_version')}, "
-                        f"this version reads v{SCHEMA_VERSION}; {REPAIR}")
+    try:
+        check_recorded_schema(info, generation.info_path)
+    except ArtifactMismatchError as exc:
+        problems.append(f"{exc}")
     try:
         with Catalog(generation.catalog_path, read_only=True) as catalog:
             tile_ids = catalog.tile_ids()
@@ -92,37 +86,33 @@ def check_index(db: str | Path | None = None) -> CheckReport:
     vector_ids = np.sort(vectors.ids())
     report.tiles, report.vectors = len(tile_ids), len(vector_ids)
     if len(np.unique(vector_ids)) != len(vector_ids):
-        problems.append(f"the vector index holds duplicate ids; {REPAIR}")
+        problems.append(f"the vector index holds duplicate ids; {REBUILD}")
     only_catalog = np.setdiff1d(tile_ids, vector_ids)
     only_vectors = np.setdiff1d(vector_ids, tile_ids)
     if len(only_catalog):
-        problems.append(f"tiles in the catalog without a vector: {_describe(only_catalog)}; {REPAIR}")
+        problems.append(f"tiles in the catalog without a vector: {_describe(only_catalog)}; {REBUILD}")
     if len(only_vectors):
-        problems.append(f"vectors without a catalog tile: {_describe(only_vectors)}; {REPAIR}")
+        problems.append(f"vectors without a catalog tile: {_describe(only_vectors)}; {REBUILD}")
     if orphans:
-        problems.append(f"{orphans} catalog tiles belong to no scene; {REPAIR}")
+        problems.append(f"{orphans} catalog tiles belong to no scene; {REBUILD}")
     recorded = info.get("counts", {})
     found = {**counts, "vectors": len(vector_ids)}
     for key, value in found.items():
         if recorded.get(key) != value:
-            problems.append(f"info.json records {recorded.get(key)} {key}, the index holds {value}; {REPAIR}")
+            problems.append(f"info.json records {recorded.get(key)} {key}, the index holds {value}; {REBUILD}")
     dim = info.get("embedding", {}).get("dim")
     if dim != vectors.dim:
-        problems.append(f"info.json records embedding dim {dim}, the vectors have {vectors.dim}; {REPAIR}")
+        problems.append(f"info.json records embedding dim {dim}, the vectors have {vectors.dim}; {REBUILD}")
     model = info.get("model", {})
     if model.get("embed_dim") not in (None, vectors.dim):
-        problems.append(f"the model embeds in {model.get('embed_dim')} dims, the vectors have {vectors.dim}; {REPAIR}")
-    checkpoint = model.get("checkpoint_path")
-    if checkpoint and Path(checkpoint).is_file():
+        problems.append(f"the model embeds in {model.get('embed_dim')} dims, the vectors have {vectors.dim}; {REBUILD}")
+    try:
+        report.checkpoint_checked = check_recorded_checkpoint(info)
+    except ArtifactMismatchError as exc:
         report.checkpoint_checked = True
-        digest = _sha256(Path(checkpoint))
-        if digest != model.get("checkpoint_sha256"):
-            problems.append(
-                f"the checkpoint {checkpoint} changed since indexing (sha256 {digest[:12]}, index built with "
-                f"{str(model.get('checkpoint_sha256'))[:12]}); restore it, or re-embed with --rebuild"
-            )
-    elif checkpoint:
-        log.info("checkpoint %s not found; its hash is not checked", checkpoint)
+        problems.append(f"{exc}")
+    if not report.checkpoint_checked and model.get("checkpoint_path"):
+        log.info("checkpoint %s not found; its hash is not checked", model.get("checkpoint_path"))
     encoders = encoder_dir(store.root, str(model.get("checkpoint_sha256") or ""))
     if encoders.is_dir():
         try:

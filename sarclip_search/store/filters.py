@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from sarclip_search.errors import FilterError
-from sarclip_search.ingest.metadata import parse_datetime
+from sarclip_search.store.schema import BBOX_COLUMNS, SCENE_BBOX_COLUMNS, parse_datetime, quote_identifier
 
 WHERE_EXAMPLE = "\"label = 'T72' AND split = 'test'\""
 BBOX_EXAMPLE = "--bbox 5.9,45.8,10.5,47.8 (minlon,minlat,maxlon,maxlat in degrees)"
@@ -42,7 +42,7 @@ _parser: duckdb.DuckDBPyConnection | None = None
 INTERNAL_COLUMNS = frozenset({
     "tile_id", "scene_id", "col_off", "row_off", "abs_path", "size_bytes", "mtime", "content_hash",
     "metadata_hash", "footprint_source",
-    *(f"{prefix}bbox_{side}" for prefix in ("", "scene_") for side in ("minlon", "minlat", "maxlon", "maxlat")),
+    *BBOX_COLUMNS, *SCENE_BBOX_COLUMNS,
 })
 # Raster tags that reach the catalog (metadata.py keeps the ones it does not know) describe the file, not the
 # scene: GDAL metadata items are SCREAMING_SNAKE_CASE (OVR_RESAMPLING_ALG, AREA_OR_POINT), EXIF tags EXIF_*.
@@ -105,7 +105,7 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
 
 def quoted_column(name: str) -> str:
     """A column name as the user writes it in --where: bare when it is a plain identifier, else in quotes."""
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else _quote(name)
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else quote_identifier(name)
 
 
 def unknown_column_message(name: str, columns: Sequence[str]) -> str:
@@ -116,7 +116,7 @@ def unknown_column_message(name: str, columns: Sequence[str]) -> str:
         hint = f"did you mean {' or '.join(quoted_column(s) for s in suggestions)}?"
     else:
         hint = f"filterable columns: {', '.join(quoted_column(c) for c in offered)}"
-    return f"the catalog has no column {_quote(name)}; {hint} (types and values: sarsearch columns)"
+    return f"the catalog has no column {quote_identifier(name)}; {hint} (types and values: sarsearch columns)"
 
 
 @dataclass(frozen=True)
@@ -201,10 +201,6 @@ def parse_date(text: str) -> datetime:
     if moment is None:
         raise FilterError(f"expected a date as YYYY-MM-DD or ISO 8601, e.g. {DATE_EXAMPLE}; got {text!r}")
     return moment
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _reject_where(where: str, reason: str) -> FilterError:
@@ -313,7 +309,7 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | Non
                 f"{option} filters on column {column!r}, which this catalog does not have; "
                 f"available columns: {', '.join(filterable_columns(available))} (sarsearch columns)"
             )
-        return _quote(column)
+        return quote_identifier(column)
 
     if filters.where is not None and filters.where.strip():
         check_predicate(filters.where)
@@ -333,10 +329,9 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | Non
             params.append(value)
     if filters.bbox is not None:
         minlon, minlat, maxlon, maxlat = parse_bbox(",".join(str(v) for v in filters.bbox))
-        for column in ("bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat"):
-            need(column, "--bbox")
+        col_minlon, col_minlat, col_maxlon, col_maxlat = (need(column, "--bbox") for column in BBOX_COLUMNS)
         # Two boxes intersect iff each starts before the other ends (tiles without bbox: NULL -> excluded).
-        clauses.append('("bbox_minlon" <= ? AND "bbox_maxlon" >= ? AND "bbox_minlat" <= ? AND "bbox_maxlat" >= ?)')
+        clauses.append(f"({col_minlon} <= ? AND {col_maxlon} >= ? AND {col_minlat} <= ? AND {col_maxlat} >= ?)")
         params.extend([maxlon, minlon, maxlat, minlat])
     after = parse_date(filters.after) if filters.after is not None else None
     before = parse_date(filters.before) if filters.before is not None else None

@@ -19,7 +19,6 @@ a write. Older generations are removed after the switch.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -33,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from sarclip_search import __version__
-from sarclip_search.errors import ArtifactMismatchError, IndexNotFoundError, LockedError
+from sarclip_search._fs import fsync_dir, fsync_files, write_atomic
+from sarclip_search.errors import REBUILD, IndexNotFoundError, LockedError
+from sarclip_search.store.artifacts import INFO_FORMAT, INFO_FORMAT_VERSION, check_info_format
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = ".sarsearch"
 DB_ENV = "SARSEARCH_DB"
-INFO_FORMAT = "sarsearch-index"
-INFO_FORMAT_VERSION = 1
 CATALOG_FILE = "catalog.duckdb"
 VECTORS_DIR = "vectors"
 INFO_FILE = "info.json"
@@ -56,32 +55,9 @@ def resolve_db(db: str | Path | None) -> Path:
     return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file, fsync it, and rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (checkpoints, archive files), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Write JSON (info.json, sorted keys) all or nothing over `path` (`_fs.atomic_file`)."""
+    write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode(), unique=False)
 
 
 @dataclass(frozen=True)
@@ -110,12 +86,8 @@ class Generation:
         try:
             info = json.loads(self.info_path.read_text())
         except (OSError, ValueError) as exc:
-            raise IndexNotFoundError(f"{self.info_path}: unreadable ({exc}); rebuild with `sarsearch index --rebuild`") from exc
-        if info.get("format") != INFO_FORMAT or info.get("format_version") != INFO_FORMAT_VERSION:
-            raise ArtifactMismatchError(
-                f"{self.info_path}: index format {info.get('format')} v{info.get('format_version')}, this version "
-                f"reads {INFO_FORMAT} v{INFO_FORMAT_VERSION}; rebuild with `sarsearch index ARCHIVE --rebuild`"
-            )
+            raise IndexNotFoundError(f"{self.info_path}: unreadable ({exc}); {REBUILD}") from exc
+        check_info_format(info, self.info_path)
         return info
 
 
@@ -135,9 +107,7 @@ class IndexStore:
             # A writer may have committed and removed `name` since we read the pointer: follow it again.
             newer = pointer.read_text().strip()
             if newer == name:
-                raise IndexNotFoundError(
-                    f"{pointer} names {name}, which is missing; rebuild with `sarsearch index ARCHIVE --rebuild`"
-                )
+                raise IndexNotFoundError(f"{pointer} names {name}, which is missing; {REBUILD}")
             name = newer
         return Generation(self.root / name)
 
@@ -193,19 +163,11 @@ class IndexStore:
                     shutil.copytree(current.vectors_path, staging.vectors_path)
             yield staging
             final = Generation(self.root / f"{GEN_PREFIX}{number:06d}")
-            for path in staging.path.rglob("*"):
-                if path.is_file():
-                    with open(path, "rb") as handle:
-                        os.fsync(handle.fileno())
+            fsync_files(staging.path)
             os.replace(staging.path, final.path)
-            _fsync_dir(self.root)
-            tmp_pointer = self.root / f".{CURRENT_FILE}.tmp"
-            with open(tmp_pointer, "w") as handle:
-                handle.write(final.path.name + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_pointer, self.root / CURRENT_FILE)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
+            write_atomic(self.root / CURRENT_FILE, (final.path.name + "\n").encode(), unique=False)
+            fsync_dir(self.root)
             log.info("committed %s", final.path)
         except BaseException:
             shutil.rmtree(staging.path, ignore_errors=True)
