@@ -2,6 +2,9 @@
 
 `index/`, `training/` and `cli/` are the subpackages sarclip_search.index, .training and .cli
 (setuptools package-dir); no generic top-level `index`, `training` or `cli` module may be installed.
+
+Inside the core too (`CORE_IMPORTS`): ingest and query use store and model; store and model use neither
+ingest nor query, and model does not use store; errors.py and _fs.py use nothing of sarclip_search.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ def modules(layer: str) -> list[Path]:
 def imported_modules(path: Path, package: str) -> set[str]:
     """Absolute names of every module `path` imports (relative imports resolved against its package)."""
     module_package = ".".join([package, *path.relative_to(LAYERS[_layer_of(package)]).parent.parts])
+    return _imported_names(path, module_package)
+
+
+def _imported_names(path: Path, module_package: str) -> set[str]:
+    """Absolute names `path` imports, relative imports resolved against `module_package` (its package)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -100,6 +108,70 @@ def test_the_import_checker_sees_relative_and_absolute_imports(tmp_path):
     assert "sarclip_search.index.vector_index" in names and "os" in names
     names = imported_modules(LAYERS["cli"] / "app.py", "sarclip_search.cli")
     assert "sarclip_search.training.train" in names  # lazily imported inside a command: still seen
+
+
+# Inside the core: what each part may import of sarclip_search (besides itself and the package root, for
+# __version__). query also reads query images the way ingest reads the archive (ingest.raster, tiling).
+# store/check.py reads the ONNX export's manifest (model.encoders); model never reads store.
+CORE_IMPORTS = {
+    "errors": set(),
+    "_fs": set(),
+    "model": {"errors", "_fs"},
+    "store": {"model", "index", "errors", "_fs"},
+    "ingest": {"store", "model", "index", "errors", "_fs"},
+    "query": {"ingest", "store", "model", "index", "errors", "_fs"},
+}
+
+
+def _core_part(name: str, core: Path) -> str | None:
+    """The part of the core (a folder or module of sarclip_search, or index/training/cli) `name` lies in."""
+    parts = name.split(".")
+    if parts[0] != "sarclip_search" or len(parts) < 2:
+        return None
+    part = parts[1]
+    if part in ("index", "training", "cli") or (core / part).is_dir() or (core / f"{part}.py").is_file():
+        return part
+    return None  # a name of the package root (`from sarclip_search import __version__`)
+
+
+def core_violations(core: Path) -> list[str]:
+    """Imports of a core part (`CORE_IMPORTS`) that its row does not allow, under the folder `core`."""
+    found = []
+    for part, allowed in CORE_IMPORTS.items():
+        paths = sorted((core / part).rglob("*.py")) if (core / part).is_dir() else [core / f"{part}.py"]
+        for path in paths:
+            if not path.is_file():
+                continue
+            package = ".".join(["sarclip_search", *path.relative_to(core).parent.parts])
+            for name in sorted(_imported_names(path, package)):
+                target = _core_part(name, core)
+                if target is not None and target != part and target not in allowed:
+                    found.append(f"{path.relative_to(core.parent)} imports {name}")
+    return found
+
+
+def test_core_parts_import_downwards_only():
+    assert not core_violations(LAYERS["core"])
+
+
+def test_the_core_checker_finds_an_upward_import(tmp_path):
+    core = tmp_path / "sarclip_search"
+    (core / "model").mkdir(parents=True)
+    (core / "store").mkdir()
+    (core / "_fs.py").write_text("import os\n")
+    (core / "model" / "sarclip.py").write_text(
+        "from sarclip_search._fs import file_sha256\n"
+        "from sarclip_search import __version__\n"
+        "def f():\n    from ..store.layout import IndexStore\n"  # relative, inside a function: still seen
+    )
+    (core / "store" / "catalog.py").write_text("from sarclip_search.ingest.metadata import parse_datetime\n")
+    (core / "ingest").mkdir()
+    assert core_violations(core) == [
+        "sarclip_search/model/sarclip.py imports sarclip_search.store.layout",
+        "sarclip_search/model/sarclip.py imports sarclip_search.store.layout.IndexStore",
+        "sarclip_search/store/catalog.py imports sarclip_search.ingest.metadata",
+        "sarclip_search/store/catalog.py imports sarclip_search.ingest.metadata.parse_datetime",
+    ]
 
 
 def test_query_path_does_not_import_training():
