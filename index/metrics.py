@@ -25,7 +25,9 @@ def recall_per_query(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> n
 
 
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
-    """Mean over queries of |approx[:k] ∩ exact[:k]| / |exact[:k]|, ignoring padding ids (-1).
+    """Mean over queries of |approx[:k] ∩ exact[:k]| / |exact[:k]|, ignoring padding ids (-1): the recall of
+    approximate search against exact search (not `training.evaluate.hit_rate_at_k`, the R@K of labelled
+    retrieval, where one relevant item in the top k is enough).
 
     The denominator is the number of valid exact ids in the first k (k in the usual case), so a
     query with fewer than k true results (a small filtered subset) can still score 1.0.

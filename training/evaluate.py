@@ -4,7 +4,11 @@ Two sources of image embeddings give the same report (docs/evaluation.md defines
 
 - `evaluate_manifest(sarclip, root, split)`: embed the split's labelled images of a manifest with the model;
 - `evaluate_index(engine, split)`: the vectors an index already stores, with the catalog's labels; only
-  the class texts are embedded, by the model the index was built with.
+  the class texts are embedded, by the model the index was built with. It evaluates that model, not the
+  index: the index's own quality (approximate vs exact search) is `sarclip_search.index.recall_at_k`,
+  measured by `index` when it tunes (index/tuning.py). It lives here, not in the core, because the class
+  texts are the training captions' prompt ensembles (`captions.class_prompts`) and the paraphrase queries
+  are training data (`paraphrases.py`); the core imports no training code.
 
 A *labelled image* is an image of the split that is one whole tile (not cut into tiles: a scene's label
 does not describe each of its tiles) and has a label. Retrieval relevance is label-level: an image is
@@ -78,8 +82,13 @@ def first_relevant_rank(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return np.where(relevant.any(axis=1), rank, scores.shape[1] + 1)
 
 
-def recall_at_k(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
-    """Fraction of queries with a relevant item in their top k, for each k (queries with none are left out)."""
+def hit_rate_at_k(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
+    """Fraction of queries with a relevant item in their top k, for each k (queries with none are left out).
+
+    The R@K of cross-modal retrieval papers (CLIP, SARCLIP, GeoRSCLIP): one hit is enough. Not
+    `sarclip_search.index.recall_at_k`, the recall of approximate search (the share of the exact k nearest
+    neighbours it returns).
+    """
     relevant = _as_bool(relevant, np.asarray(scores))
     has_relevant = relevant.any(axis=1)
     if not has_relevant.any():
@@ -173,8 +182,8 @@ def retrieval_metrics(image_vectors: np.ndarray, labels: Sequence[str], class_ve
     class_array = np.asarray(class_labels)
     text_scores = np.asarray(class_vectors, np.float64) @ np.asarray(image_vectors, np.float64).T  # (C, N)
     text_relevant = class_array[:, None] == labels_array[None, :]
-    t2i = recall_at_k(text_scores, text_relevant, CURVE_KS)
-    i2t = recall_at_k(text_scores.T, text_relevant.T, CURVE_KS)
+    t2i = hit_rate_at_k(text_scores, text_relevant, CURVE_KS)
+    i2t = hit_rate_at_k(text_scores.T, text_relevant.T, CURVE_KS)
     report: dict[str, Any] = {
         "text_to_image": {**{f"R@{k}": round(t2i[k], 4) for k in RECALL_KS},
                           "mAP": round(float(np.nanmean(average_precision(text_scores, text_relevant))), 4),
@@ -188,7 +197,7 @@ def retrieval_metrics(image_vectors: np.ndarray, labels: Sequence[str], class_ve
     if len(labels_array) > 1:
         scores, relevant = image_to_image_scores(image_vectors, labels)
         answerable = relevant.any(axis=1)
-        i2i = recall_at_k(scores, relevant, CURVE_KS)
+        i2i = hit_rate_at_k(scores, relevant, CURVE_KS)
         precision = precision_at_k(scores[answerable], relevant[answerable], PRECISION_K)
         report["image_to_image"] = {"R@1": round(i2i[1], 4),
                                     "P@10": round(float(precision.mean()), 4) if answerable.any() else None,

@@ -19,11 +19,11 @@ from sarclip_search.training import captions
 from sarclip_search.training.evaluate import (
     average_precision,
     first_relevant_rank,
+    hit_rate_at_k,
     image_to_image_scores,
     index_embeddings,
     manifest_embeddings,
     precision_at_k,
-    recall_at_k,
     retrieval_metrics,
     zero_shot_metrics,
 )
@@ -46,13 +46,13 @@ def test_first_relevant_rank_puts_ties_against_the_query() -> None:
     assert first_relevant_rank(SCORES[:1], np.zeros((1, 4), bool)).tolist() == [5]
 
 
-def test_recall_at_k_leaves_out_queries_without_relevant_items() -> None:
-    assert recall_at_k(SCORES, RELEVANT, (1, 2, 3)) == {1: 0.0, 2: 0.0, 3: 1.0}
+def test_hit_rate_at_k_leaves_out_queries_without_relevant_items() -> None:
+    assert hit_rate_at_k(SCORES, RELEVANT, (1, 2, 3)) == {1: 0.0, 2: 0.0, 3: 1.0}
     relevant = RELEVANT.copy()
     relevant[1] = False
     scores = SCORES.copy()
     scores[0, 1] = 0.95  # q0 now ranks its relevant item first; q1 has nothing relevant and is left out
-    assert recall_at_k(scores, relevant, (1,)) == {1: 1.0}
+    assert hit_rate_at_k(scores, relevant, (1,)) == {1: 1.0}
 
 
 def test_precision_and_average_precision_by_hand() -> None:
