@@ -121,6 +121,18 @@ def test_flat_search_equals_exact_search(built, data) -> None:
     assert (np.diff(scores, axis=1) <= 0).all()  # best first
 
 
+def test_flat_index_matches_exact_search(engine):
+    """The same on the fixture archive's real embeddings, as the engine loads them from an index directory."""
+    ids = engine.vectors.ids()
+    vectors = engine.vectors.vectors(ids)
+    flat = VectorIndex.create(vectors.shape[1], "Flat")
+    flat.add(ids, vectors)
+    k = 5
+    _, approx = flat.search(vectors, k)
+    _, exact = exact_search(vectors, ids, vectors, k)
+    assert recall_at_k(approx, exact, k) == 1.0
+
+
 @pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "IVF64,PQ16x8"])
 def test_own_vector_found_first(built, data, factory: str) -> None:
     ids, xb, _ = data

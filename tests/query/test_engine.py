@@ -1,13 +1,11 @@
-"""The query engine on the indexed fixture archive: self-retrieval, image queries, hits, filters, FAISS vs exact."""
+"""The query engine on the indexed fixture archive: self-retrieval, image queries, hits, filters."""
 
 from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 from helpers import BIG_SCENE
-from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 
 from sarclip_search.query.engine import Engine
 from sarclip_search.errors import InputError
@@ -160,43 +158,3 @@ def test_filter_matching_nothing_returns_no_hits(engine):
 
 def test_no_filters_means_no_subset(engine):
     assert engine.filter_ids(None) is None and engine.filter_ids(Filters()) is None
-
-
-# --- FAISS against exact search ------------------------------------------------------------------------------
-
-
-def test_flat_index_matches_exact_search(engine):
-    ids = engine.vectors.ids()
-    vectors = engine.vectors.vectors(ids)
-    flat = VectorIndex.create(vectors.shape[1], "Flat")
-    flat.add(ids, vectors)
-    k = 5
-    _, approx = flat.search(vectors, k)
-    _, exact = exact_search(vectors, ids, vectors, k)
-    assert recall_at_k(approx, exact, k) == 1.0
-
-
-def test_ivf_index_built_by_the_indexer_matches_exact_search(indexed_db, engine, sarclip, tmp_path):
-    db, archive, checkpoint = indexed_db
-    ivf_db = tmp_path / "db"
-    shutil.copytree(db, ivf_db)
-    # unchanged archive: nothing is re-embedded, the same vectors move into an IVF index
-    report = index_archive(archive, IndexStore(ivf_db), sarclip, model_path=str(checkpoint), index_factory="IVF4,Flat")
-    assert (report.indexed, report.unchanged, report.index_factory) == (0, 10, "IVF4,Flat")
-    with Engine.open(ivf_db) as ivf:
-        assert ivf.info["index"]["factory"] == "IVF4,Flat"
-        # the indexer tuned the approximate index on its own vectors and saved what it chose
-        assert ivf.vectors.tuning is not None and ivf.vectors.tuning["ntotal"] == 10
-        assert ivf.vectors.tuning["recall"] >= 0.95
-        ids = engine.vectors.ids()
-        queries = engine.vectors.vectors(ids)
-        np.testing.assert_allclose(ivf.vectors.vectors(ids), queries)
-        k = 5
-        _, exact = exact_search(queries, ids, queries, k)
-        _, approx = ivf.vectors.search(queries, k, nprobe=4)  # all 4 lists: exhaustive
-        assert recall_at_k(approx, exact, k) == 1.0
-        for tile_id, vector in zip(ids, queries):
-            assert ivf.search_vector(vector, k=1)[0].id == tile_id
-        subset = ivf.filter_ids(Filters(label="ship"))
-        hits = ivf.search_vector(queries[0], k=10, subset=subset)
-        assert len(hits) == len(subset) == 5
