@@ -9,7 +9,7 @@ from sarclip_search._fs import file_sha256
 from sarclip_search.model.sarclip import read_checkpoint
 
 CARD = DEFAULT_CHECKPOINT.with_suffix(".json")
-MAX_BYTES = 25 * 1024 * 1024  # the SARCLIP issue's budget for the shipped checkpoint
+MAX_BYTES = 25 * 1024 * 1024  # the size budget of the shipped checkpoint
 
 
 def test_card_names_the_shipped_file():

@@ -1,4 +1,4 @@
-"""Quicklooks and the contact sheet of `query --thumbnails` (issue 12, item 11): captions that say which
+"""Quicklooks and the contact sheet of `query --thumbnails`: captions that say which
 tile it is (the id --like/--positive take, the scene), and a folder that holds only the latest result."""
 
 from __future__ import annotations
