@@ -7,6 +7,10 @@ expected, what was found and what to do.
 
 from __future__ import annotations
 
+# The fix for a saved index this version cannot use as it is: the same text as `sarclip_search.errors.REBUILD`
+# (tests/system/test_layering.py checks), kept here because index/ imports nothing else of sarclip_search.
+REBUILD = "rebuild with `sarsearch index ARCHIVE --rebuild`"
+
 
 class VectorIndexError(Exception):
     """A vector index that is missing, inconsistent, or used with incompatible input."""

@@ -11,7 +11,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .errors import VectorIndexError
+from .errors import REBUILD, VectorIndexError
 
 ROW_BLOCK = 32_768  # exact search converts this many float16 rows to float32 at a time (32 MB at d=256)
 
@@ -44,7 +44,7 @@ def as_matrix(vectors: Any, dim: int, name: str) -> np.ndarray:
     if array.shape[1] != dim:
         raise VectorIndexError(
             f"{name} have dimension {array.shape[1]} but the index expects {dim}; "
-            "use embeddings from the model the index was built with, or rebuild the index"
+            f"use embeddings from the model the index was built with, or {REBUILD}"
         )
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{name} must be float32, got dtype {array.dtype}")

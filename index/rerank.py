@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 
 from .choose import is_pq
-from .errors import VectorIndexError
+from .errors import REBUILD, VectorIndexError
 from .exact import empty_results
 from .rows import Rows
 
@@ -50,7 +50,7 @@ def exact_rerank(rows: Rows, xq: np.ndarray, candidates: np.ndarray, k: int) -> 
     found, found_rows = rows.rows_of(candidates[valid])
     if not found.all():  # internal invariant: FAISS only returns ids we hold
         raise VectorIndexError(
-            f"FAISS returned {int((~found).sum())} ids missing from the exact copy; rebuild the index"
+            f"FAISS returned {int((~found).sum())} ids missing from the exact copy; {REBUILD}"
         )
     candidate_rows = np.full(candidates.shape, -1, np.int64)
     candidate_rows[valid] = found_rows

@@ -1,6 +1,9 @@
 """Files of a saved VectorIndex: what `save` writes (atomically: temporary files, fsync, rename) and
 what `load` reads back and checks.
 
+`write_index` is the package's one atomic save. It does not use the core's `sarclip_search._fs` because
+index/ imports nothing else of sarclip_search (tests/system/test_layering.py); `_fs` is the core's only copy.
+
 A saved index is a directory of
     vectors.faiss       the FAISS index (always the CPU form)
     vectors_f32.npy     the exact copy in id order: float32 for PQ indexes, else vectors_f16.npy (float16;
@@ -23,7 +26,7 @@ from typing import Any, NamedTuple
 import faiss
 import numpy as np
 
-from .errors import VectorIndexError
+from .errors import REBUILD, VectorIndexError
 from .rows import Rows
 
 logger = logging.getLogger(__name__)
@@ -80,23 +83,21 @@ def check_info(info: dict[str, Any], directory: Path, expected_dim: int | None) 
     absent = [key for key in ("factory", "dim", "metric", "ntotal", "format_version") if key not in info]
     if absent:
         raise VectorIndexError(
-            f"expected keys {absent} in {directory / INFO_FILE}, they are missing; rebuild the index"
+            f"expected keys {absent} in {directory / INFO_FILE}, they are missing; {REBUILD}"
         )
     if info.get("format_version") != FORMAT_VERSION:
         raise VectorIndexError(
             f"expected index format_version {FORMAT_VERSION} at {directory}, "
-            f"found {info.get('format_version')}; "
-            "rebuild the index with this version (`sarsearch index ARCHIVE`)"
+            f"found {info.get('format_version')}; {REBUILD}"
         )
     if info.get("metric") != METRIC:
         raise VectorIndexError(
-            f"expected metric {METRIC!r} at {directory}, found {info.get('metric')!r}; rebuild the index"
+            f"expected metric {METRIC!r} at {directory}, found {info.get('metric')!r}; {REBUILD}"
         )
     if expected_dim is not None and info.get("dim") != expected_dim:
         raise VectorIndexError(
             f"expected dimension {expected_dim} (the model's), "
-            f"the index at {directory} has {info.get('dim')}; "
-            "rebuild the index with this model (`sarsearch index ARCHIVE`)"
+            f"the index at {directory} has {info.get('dim')}; {REBUILD}"
         )
 
 
@@ -110,7 +111,7 @@ def read_array(path: Path, mmap: bool) -> np.ndarray:
     except (ValueError, EOFError):  # numpy's own text would suggest unpickling it
         reason = "not a NumPy array file: corrupt or truncated"
     raise VectorIndexError(
-        f"cannot read {path} ({reason}); rebuild the index with `sarsearch index ARCHIVE --rebuild`"
+        f"cannot read {path} ({reason}); {REBUILD}"
     )
 
 
@@ -125,8 +126,7 @@ def read_faiss(path: Path, mmap: bool) -> faiss.Index:
         return faiss.read_index(str(path))
     except RuntimeError as error:
         raise VectorIndexError(
-            f"cannot read FAISS index {path} ({str(error).strip().splitlines()[-1]}); "
-            "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
+            f"cannot read FAISS index {path} ({str(error).strip().splitlines()[-1]}); {REBUILD}"
         ) from None
 
 
@@ -190,19 +190,17 @@ def read_index(directory: Path, expected_dim: int | None, mmap: bool) -> SavedIn
     try:
         info = json.loads(paths[INFO_FILE].read_text())
     except (OSError, ValueError) as error:
-        raise VectorIndexError(f"cannot read {paths[INFO_FILE]} ({error}); rebuild the index") from None
+        raise VectorIndexError(f"cannot read {paths[INFO_FILE]} ({error}); {REBUILD}") from None
     check_info(info, directory, expected_dim)
     store_dtype = info.get("store_dtype", "float16")  # indexes saved before it was recorded: float16
     if store_dtype not in STORE_FILES:
         raise VectorIndexError(
-            f"unknown store_dtype {store_dtype!r} in {paths[INFO_FILE]}; "
-            "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
+            f"unknown store_dtype {store_dtype!r} in {paths[INFO_FILE]}; {REBUILD}"
         )
     store_path = directory / STORE_FILES[store_dtype]
     if not store_path.is_file():
         raise VectorIndexError(
-            f"expected {store_path.name}: the vector index at {directory} is incomplete; "
-            "rebuild it with `sarsearch index ARCHIVE --rebuild`"
+            f"expected {store_path.name}: the vector index at {directory} is incomplete; {REBUILD}"
         )
     dim = int(info["dim"])
     index = read_faiss(paths[INDEX_FILE], mmap)
@@ -220,7 +218,7 @@ def read_index(directory: Path, expected_dim: int | None, mmap: bool) -> SavedIn
         if not (codes_path.is_file() and pq_path.is_file()):
             raise VectorIndexError(
                 f"expected {SUBSET_CODES_FILE} and {SUBSET_PQ_FILE}: the vector index at {directory} "
-                "is incomplete; rebuild it with `sarsearch index ARCHIVE --rebuild`"
+                f"is incomplete; {REBUILD}"
             )
         subset_pq = read_faiss(pq_path, mmap=False)  # an IndexPQ (never downcast a temporary: it is freed)
         codes = read_array(codes_path, mmap)
@@ -230,8 +228,7 @@ def read_index(directory: Path, expected_dim: int | None, mmap: bool) -> SavedIn
         ):
             raise VectorIndexError(
                 f"{SUBSET_PQ_FILE} and {SUBSET_CODES_FILE} at {directory} do not match "
-                f"(dim {dim}, code array of shape {codes.shape}); "
-                "rebuild the index with `sarsearch index ARCHIVE --rebuild`"
+                f"(dim {dim}, code array of shape {codes.shape}); {REBUILD}"
             )
     if (len(set(counts.values())) != 1 or index.d != dim or store.shape[1:] != (dim,)
             or store.dtype.name != store_dtype):

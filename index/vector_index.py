@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 
 from . import filtered, gpu, storage
-from .errors import UnknownIdError, VectorIndexError
+from .errors import REBUILD, UnknownIdError, VectorIndexError
 from .exact import as_batch, as_ids, as_matrix, empty_results
 from .factory import default_nprobe, default_store_dtype, new_faiss_index, train
 from .rerank import default_rerank_factor, exact_rerank
@@ -254,7 +254,7 @@ class VectorIndex:
         if removed != len(targets) or self._index.ntotal != self.ntotal:
             raise VectorIndexError(  # internal invariant, not user input
                 f"FAISS removed {removed} of {len(targets)} ids and now holds {self._index.ntotal} vectors "
-                f"while the exact copy holds {self.ntotal}; rebuild the index"
+                f"while the exact copy holds {self.ntotal}; {REBUILD}"
             )
         return removed
 

@@ -93,6 +93,14 @@ def test_index_imports_nothing_else_of_sarclip_search():
     )
 
 
+def test_index_keeps_the_same_rebuild_hint_as_the_core():
+    """index/ cannot import sarclip_search.errors, so it has its own copy of the hint: the same text."""
+    from sarclip_search.errors import REBUILD
+    from sarclip_search.index.errors import REBUILD as INDEX_REBUILD
+
+    assert INDEX_REBUILD == REBUILD and "--rebuild" in REBUILD
+
+
 def test_core_does_not_import_training_or_cli():
     assert not _violations(
         "core", lambda n: _within(n, "sarclip_search.training") or _within(n, "sarclip_search.cli")
