@@ -15,13 +15,13 @@ from itertools import pairwise
 
 import pystac
 import pytest
+from helpers import run
 from PIL import Image
 from pystac.errors import STACValidationError
 from pystac.extensions.sar import SarExtension
 from pystac.extensions.sat import SatExtension
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, app
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK
 from stac_offline import validate_offline
-from typer.testing import CliRunner
 
 from sarclip_search.query.engine import Engine
 from sarclip_search.query.export import (
@@ -40,17 +40,8 @@ from sarclip_search.query.export import (
 )
 from sarclip_search.query.quicklook import CAPTION_HEIGHT, SHEET_NAME, THUMBNAIL_SIZE, write_thumbnails
 
-runner = CliRunner()
 S1_WITH_SIDECAR = "sentinel1/S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"
 NO_CRS = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"
-
-
-@pytest.fixture(scope="module")
-def hits(indexed_db):
-    """All 10 tiles of the fixture archive as ranked hits."""
-    db, _, _ = indexed_db
-    with Engine.open(db) as engine:
-        return engine.query(like=[int(engine.vectors.ids()[0])], k=10)
 
 
 def by_path(hits, path):
@@ -293,9 +284,8 @@ def test_cli_writes_all_outputs(indexed_db, tmp_path):
     db, _, checkpoint = indexed_db
     with Engine.open(db) as engine:
         first = int(engine.vectors.ids()[0])
-    result = runner.invoke(app, [str(a) for a in (
-        "query", "--like", first, "-k", 4, "--json", "--db", db, "--model", checkpoint,
-        "--geojson", tmp_path / "hits.geojson", "--stac", tmp_path / "hits.json", "--thumbnails", tmp_path / "th")])
+    result = run("query", "--like", first, "-k", 4, "--json", "--db", db, "--model", checkpoint,
+                 "--geojson", tmp_path / "hits.geojson", "--stac", tmp_path / "hits.json", "--thumbnails", tmp_path / "th")
     assert result.exit_code == EXIT_OK, (result.output, result.exception)
     assert len(json.loads(result.stdout)) == 4  # stdout stays pure JSON; "wrote ..." lines go to stderr
     assert len(json.loads((tmp_path / "hits.geojson").read_text())["features"]) == 4
@@ -310,7 +300,7 @@ def test_cli_unwritable_output_is_one_line_before_the_query(indexed_db, tmp_path
     db, _, checkpoint = indexed_db
     (tmp_path / "file").write_text("")
     target = tmp_path / "file" if option == "--thumbnails" else tmp_path / "file" / "out.json"
-    result = runner.invoke(app, ["query", "--like", "1", "--db", str(db), "--model", str(checkpoint), option, str(target)])
+    result = run("query", "--like", 1, "--db", db, "--model", checkpoint, option, target)
     assert result.exit_code == EXIT_ERROR, (result.output, result.exception)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and str(target) in lines[0]
@@ -320,7 +310,6 @@ def test_cli_unwritable_output_is_one_line_before_the_query(indexed_db, tmp_path
 def test_cli_creates_a_missing_output_folder(indexed_db, tmp_path, option):
     db, _, checkpoint = indexed_db
     target = tmp_path / "new" / "folder" / ("thumbs" if option == "--thumbnails" else "out.json")
-    result = runner.invoke(app, ["query", "--like", "1", "-k", "2", "--db", str(db), "--model", str(checkpoint),
-                                 option, str(target)])
+    result = run("query", "--like", 1, "-k", 2, "--db", db, "--model", checkpoint, option, target)
     assert result.exit_code == EXIT_OK, (result.output, result.exception)
     assert target.is_dir() if option == "--thumbnails" else len(json.loads(target.read_text())["features"]) == 2

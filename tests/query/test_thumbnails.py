@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run
 from PIL import Image
-from sarclip_search.cli.app import EXIT_OK, app
-from typer.testing import CliRunner
+from sarclip_search.cli.app import EXIT_OK
 
 from sarclip_search._fs import bytes_sha256
 from sarclip_search.query import quicklook
-from sarclip_search.query.engine import Engine
 from sarclip_search.errors import ExportError
 from sarclip_search.query.quicklook import (
     CAPTION_HEIGHT,
@@ -26,17 +25,6 @@ from sarclip_search.query.quicklook import (
     contact_sheet,
     write_thumbnails,
 )
-
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def hits(indexed_db):
-    """All 10 tiles of the fixture archive as ranked hits."""
-    db, _, _ = indexed_db
-    with Engine.open(db) as engine:
-        return engine.query(like=[int(engine.vectors.ids()[0])], k=10)
-
 
 def names(folder: Path) -> set[str]:
     return {path.name for path in folder.iterdir()}
@@ -122,8 +110,7 @@ def test_cli_thumbnails_twice_into_one_folder(indexed_db, tmp_path):
     folder = tmp_path / "th"
 
     def query(k: int):
-        result = runner.invoke(app, ["query", "a ship", "-k", str(k), "--json", "--db", str(db), "--model",
-                                     str(checkpoint), "--thumbnails", str(folder)])
+        result = run("query", "a ship", "-k", k, "--json", "--db", db, "--model", checkpoint, "--thumbnails", folder)
         assert result.exit_code == EXIT_OK, result.output
         return json.loads(result.stdout), result.stderr
 
