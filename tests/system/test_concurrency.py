@@ -15,9 +15,8 @@ import sys
 import threading
 import time
 
-from helpers import grown_archive
-from sarclip_search.cli.app import EXIT_ERROR, app
-from typer.testing import CliRunner
+from helpers import grown_archive, index
+from sarclip_search.cli.app import EXIT_ERROR
 
 READER = r"""
 import json, sys, time
@@ -78,7 +77,7 @@ def test_query_during_index_sees_whole_generations_and_a_second_writer_is_refuse
     writer.start()
     time.sleep(0.5)
     monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
-    second = CliRunner().invoke(app, ["index", str(archive), "--db", str(store.root), "--model", str(checkpoint), "--quiet"])
+    second = index(archive, store.root, checkpoint)
     writer.join(timeout=120)
     write_seconds = time.perf_counter() - started
     stop.touch()

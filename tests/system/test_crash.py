@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import grown_archive
-from sarclip_search.cli.app import EXIT_OK, app
-from typer.testing import CliRunner
+from helpers import grown_archive, run
+from sarclip_search.cli.app import EXIT_OK
 
 DRIVER = Path(__file__).resolve().parent / "crash_driver.py"
 
@@ -36,7 +35,7 @@ def run_driver(tmp_path: Path, fixture_archive: Path, checkpoint: Path, kills: i
     assert figures["scenes"] == 10 + copies and figures["tiles"] == 10 + copies
     assert figures["max_vector_difference"] < 1e-3
 
-    result = CliRunner().invoke(app, ["info", "--check", "--db", str(tmp_path / "db")])
+    result = run("info", "--check", "--db", tmp_path / "db")
     assert result.exit_code == EXIT_OK, result.output
     assert "ok" in result.stdout and "same ids" in result.stdout
     return figures
