@@ -3,7 +3,7 @@
 Import it as `helpers` (`from helpers import clustered`), like `stac_offline`: tests/ has no __init__.py, so
 pytest (import mode "prepend") puts tests/ on sys.path when it loads tests/conftest.py, before any test module
 below it. It imports no sarclip_search module at module level (functions import the CLI or the engine when
-called), so the tests of the vector index stay free of the model and the CLI.
+called), so importing it loads neither the model nor the CLI.
 """
 
 from __future__ import annotations
