@@ -4,7 +4,7 @@ import { ApiError, follow, getJSON, linkOf, postImage, postJSON } from "./api.js
 import { Detail } from "./detail.js";
 import { download, toCSV, toGeoJSON, toSTAC } from "./exports.js";
 import { Filters } from "./filters.js";
-import { Grid } from "./grid.js";
+import { Grid, thumb } from "./grid.js";
 import { isPlaced, thumbnailOf, tileId } from "./items.js";
 import { ResultsMap } from "./map.js";
 import { emptyState, hasFilters, hasQuery, searchBody, searchQuery, stateFromURL, stateToURL } from "./state.js";
@@ -64,7 +64,7 @@ async function request(signal) {
     // relevance feedback: the "more like this" examples count as marked relevant too
     const positive = [...new Set([...state.positive, ...state.like])].map(Number);
     const { like, not, ...rest } = body;
-    return postJSON("/feedback", { ...rest, positive }, signal);
+    return postJSON("/feedback", { ...rest, positive, negative: state.negative.map(Number) }, signal);
   }
   if (state.image) return postImage("/search", state.image, body, signal);
   return getJSON("/search", searchQuery(state, filters.names), signal);
@@ -204,7 +204,9 @@ function renderQueryBar() {
   const tray = [];
   for (const [kind, ids] of [["up", state.positive], ["down", state.negative]]) {
     for (const id of ids) {
-      const node = chip(`${kind === "up" ? "👍" : "👎"} #${id}`, "click × to unmark", () => mark(id, kind), thumbnailOf(id));
+      const node = chip(`#${id}`, `marked ${kind === "up" ? "relevant" : "not relevant"}; × unmarks it`,
+        () => mark(id, kind), thumbnailOf(id));
+      node.prepend(thumb(kind === "down"));
       node.classList.add(`mark-${kind}`);
       node.dataset.id = id;
       tray.push(node);
@@ -214,7 +216,7 @@ function renderQueryBar() {
   const marked = state.positive.length + state.negative.length;
   $("#feedback-bar").hidden = !marked;
   $("#feedback-hint").textContent = marked && !state.positive.length
-    ? "Mark at least one 👍 to re-rank; 👎 alone does not." : "";
+    ? "Mark at least one tile relevant (thumb up) to re-rank; thumbs down alone do not." : "";
   $("#query-bar").hidden = !(chips.length || marked || hasFilters(state));
 }
 
@@ -254,13 +256,20 @@ function open(item) {
   const id = tileId(item);
   grid.select(id);
   if (!map.select(id)) map.fit();
+  $("#detail-empty").hidden = true;
+  if (window.matchMedia("(max-width: 900px)").matches) $("#detail").scrollIntoView({ behavior: "smooth" });
 }
 
-function hover(id) {
-  for (const key of [...grid.tiles.keys()]) grid.highlight(key, false);
-  for (const key of [...map.layers.keys()]) map.highlight(key, false);
+// hover links the grid and the map; a tile hovered on the map is scrolled into view in the grid
+let hovered = null;
+function hover(id, from = "grid") {
+  if (hovered !== null) {
+    grid.highlight(hovered, false);
+    map.highlight(hovered, false);
+  }
+  hovered = id;
   if (id !== null) {
-    grid.highlight(id, true);
+    grid.highlight(id, true, from === "map");
     map.highlight(id, true);
   }
 }
@@ -377,9 +386,14 @@ function showBbox() {
 }
 
 async function start() {
+  if (window.matchMedia("(max-width: 900px)").matches) $("#filters-details").open = false; // fold on phones
   const handlers = { onOpen: open, onLike: like, onMark: mark, onHover: hover };
   grid = new Grid($("#grid"), handlers);
-  detail = new Detail($("#detail"), { ...handlers, onClose: () => { grid.select(null); map.select(null); } });
+  detail = new Detail($("#detail"), { ...handlers, onClose: () => {
+    grid.select(null);
+    map.select(null);
+    $("#detail-empty").hidden = false;
+  } });
   map = new ResultsMap($("#map"), handlers);
   map.loadOutlines("/static/vendor/world-atlas/countries-110m.json").catch(showError);
   filters = new Filters($("#filters"), (chosen) => {

@@ -2,7 +2,7 @@
 // split, a date range; the map area (bbox) is set by the map's button and shown here.
 import { FILTER_FIELDS } from "./state.js";
 
-const TITLES = { label: "Label", sensor: "Sensor", polarization: "Polarization", split: "Split" };
+const TITLES = { label: "Label", sensor: "Sensor", polarization: "Polarization (contains)", split: "Split" };
 const COLLECTION_NAMES = ["dataset", "collection", "collections"];
 
 const el = (tag, props = {}, ...children) => {
@@ -17,6 +17,17 @@ function valuesOf(schema) {
   const values = schema.enum || (schema.items && schema.items.enum) || Object.keys(counts);
   return values.map((v) => [String(v), counts[v] ?? null])
     .sort((a, b) => (b[1] ?? 0) - (a[1] ?? 0) || a[0].localeCompare(b[0]));
+}
+
+// polarization values as single channels ("VV+VH" counts for VV and for VH): the API's filter is "contains"
+function single(values) {
+  const counts = new Map();
+  for (const [value, count] of values) {
+    for (const part of value.split(/[+,/\s]+/).filter(Boolean)) {
+      counts.set(part, count === null || counts.get(part) === null ? null : (counts.get(part) || 0) + count);
+    }
+  }
+  return [...counts].sort((a, b) => (b[1] ?? 0) - (a[1] ?? 0) || a[0].localeCompare(b[0]));
 }
 
 const withCount = (value, count) => (count === null ? value : `${value} (${count})`);
@@ -41,12 +52,12 @@ export class Filters {
       }
       this.form.append(box);
     }
-    for (const [key, candidates] of Object.entries(FILTER_FIELDS)) {
-      const name = candidates.find((n) => n in this.properties);
+    for (const [key, columns] of Object.entries(FILTER_FIELDS)) {
+      const name = columns.find((column) => column in this.properties);
       if (!name) continue;
       this.names[key] = name;
       const schema = this.properties[name];
-      const values = valuesOf(schema);
+      const values = key === "polarization" ? single(valuesOf(schema)) : valuesOf(schema);
       let control;
       if (values.length) {
         control = el("select", { name: key, id: `filter-${key}` }, el("option", { value: "", textContent: "any" }));
@@ -55,7 +66,7 @@ export class Filters {
         control = el("input", { type: "text", name: key, id: `filter-${key}`, placeholder: "any" });
       }
       this.form.append(el("label", { className: "field", htmlFor: `filter-${key}` },
-        el("span", { textContent: schema.title || TITLES[key] }), control));
+        el("span", { textContent: TITLES[key] }), control));
     }
     // the date range is STAC's datetime parameter, always there
     const from = el("input", { type: "date", name: "date-from", id: "filter-date-from" });

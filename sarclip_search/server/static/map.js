@@ -3,9 +3,9 @@
 import { isPlaced, label, thumbnailHref, tileId } from "./items.js";
 
 const L = window.L;
-const STYLE = { color: "#d9480f", weight: 2, fillOpacity: 0.08, className: "footprint" };
-const HOVER = { color: "#1971c2", weight: 4, fillOpacity: 0.25 };
-const SELECTED = { color: "#7048e8", weight: 4, fillOpacity: 0.2 };
+const STYLE = { color: "#d9480f", weight: 2, fillOpacity: 0.04, className: "footprint" };
+const HOVER = { color: "#1971c2", weight: 4, fillOpacity: 0.15 };
+const SELECTED = { color: "#7048e8", weight: 4, fillOpacity: 0.04 };
 
 export class ResultsMap {
   constructor(root, handlers) {
@@ -13,10 +13,16 @@ export class ResultsMap {
     this.map = L.map(root, { worldCopyJump: true, minZoom: 1, maxZoom: 18, zoomSnap: 0.5 }).setView([20, 0], 1);
     this.map.attributionControl.setPrefix(false);
     this.map.attributionControl.addAttribution("Outlines: Natural Earth");
+    // the outlines get a pane of their own below the overlay pane: the thumbnails laid in the footprints
+    // (images of the overlay pane) would otherwise sit under the land fill of the overlay pane's SVG
+    this.map.createPane("outlines").style.zIndex = 350;
     this.outlines = L.layerGroup().addTo(this.map);
     this.images = L.layerGroup().addTo(this.map);
     this.footprints = L.featureGroup().addTo(this.map);
+    this.dots = L.layerGroup().addTo(this.map);
     this.layers = new Map(); // tile id -> polygon layer
+    this.dotOf = new Map(); // tile id -> the dot marking a footprint too small to see at this zoom
+    this.map.on("zoomend", () => this.updateDots());
     this.selected = null;
   }
 
@@ -26,13 +32,15 @@ export class ResultsMap {
     const topology = await response.json();
     const countries = window.topojson.feature(topology, topology.objects.countries);
     L.geoJSON(countries, {
-      interactive: false,
+      interactive: false, pane: "outlines", renderer: L.svg({ pane: "outlines" }),
       style: { color: "#868e96", weight: 0.6, fillColor: "#f1f3f5", fillOpacity: 1, className: "country" },
     }).addTo(this.outlines);
   }
 
   clear() {
     this.footprints.clearLayers();
+    this.dots.clearLayers();
+    this.dotOf.clear();
     this.images.clearLayers();
     this.layers.clear();
     this.selected = null;
@@ -47,7 +55,7 @@ export class ResultsMap {
       if (this.layers.has(id)) continue;
       const layer = L.geoJSON(item.geometry, { style: () => ({ ...STYLE }) }).getLayers()[0];
       layer.bindTooltip(`#${id} ${label(item)}`, { sticky: true });
-      layer.on("mouseover", () => this.handlers.onHover(id));
+      layer.on("mouseover", () => this.handlers.onHover(id, "map"));
       layer.on("mouseout", () => this.handlers.onHover(null));
       layer.on("click", () => this.handlers.onOpen(item));
       this.footprints.addLayer(layer);
@@ -58,9 +66,30 @@ export class ResultsMap {
           { opacity: 0.85, interactive: false, className: "footprint-image" }).addTo(this.images);
       }
       this.layers.set(id, layer);
+      const dot = L.circleMarker(layer.getBounds().getCenter(),
+        { radius: 5, color: STYLE.color, weight: 2, fillOpacity: 0.6, className: "footprint-dot" });
+      dot.bindTooltip(`#${id} ${label(item)}`);
+      dot.on("mouseover", () => this.handlers.onHover(id, "map"));
+      dot.on("mouseout", () => this.handlers.onHover(null));
+      dot.on("click", () => this.handlers.onOpen(item));
+      this.dotOf.set(id, dot);
       placed += 1;
     }
+    this.updateDots();
     return placed;
+  }
+
+  // a footprint smaller than a few pixels at this zoom is shown as a dot as well
+  updateDots() {
+    for (const [id, layer] of this.layers) {
+      const bounds = layer.getBounds();
+      const a = this.map.latLngToLayerPoint(bounds.getSouthWest());
+      const b = this.map.latLngToLayerPoint(bounds.getNorthEast());
+      const small = Math.max(Math.abs(a.x - b.x), Math.abs(a.y - b.y)) < 8;
+      const dot = this.dotOf.get(id);
+      if (small && !this.dots.hasLayer(dot)) this.dots.addLayer(dot);
+      if (!small && this.dots.hasLayer(dot)) this.dots.removeLayer(dot);
+    }
   }
 
   fit() {
@@ -71,7 +100,9 @@ export class ResultsMap {
   highlight(id, on) {
     const layer = this.layers.get(id);
     if (!layer) return;
-    layer.setStyle(on ? HOVER : id === this.selected ? SELECTED : STYLE);
+    const style = on ? HOVER : id === this.selected ? SELECTED : STYLE;
+    layer.setStyle(style);
+    this.dotOf.get(id)?.setStyle({ color: style.color });
     if (on) layer.bringToFront();
   }
 

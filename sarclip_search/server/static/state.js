@@ -4,14 +4,15 @@
 //   /?q=ship+near+harbor&like=12,40&positive=3&negative=7&not=land&collections=HRSID
 //    &label=T72&sensor=...&polarization=VV&datetime=2015-01-01/..&bbox=minx,miny,maxx,maxy&limit=20
 
-// filter keys of the URL and the queryable names they may stand for (the first one /queryables has wins)
+// filter keys of the URL = the API's shortcut parameters, and the catalog columns (in /queryables) whose values
+// they offer, the first one there wins. One value goes as the shortcut; several as a CQL2 IN filter on the column.
 export const FILTER_FIELDS = {
   label: ["label"],
-  sensor: ["sensor", "platform", "constellation"],
-  polarization: ["sar:polarizations", "polarization", "polarizations"],
+  sensor: ["sensor"],
+  polarization: ["polarization", "sar:polarizations"], // the API's shortcut: "contains", e.g. VV
   split: ["split"],
 };
-export const DEFAULT_LIMIT = 20;
+export const DEFAULT_LIMIT = 10; // the API's default page size
 
 export function emptyState() {
   return {
@@ -72,12 +73,13 @@ export function hasFilters(state) {
     || Object.values(state.filters).some((v) => v && v.length));
 }
 
-// CQL2 text of the filter fields, with each URL key mapped to the queryable it names (`names`: key -> name)
+// CQL2 text of the filter fields given several values (one value goes as the API's shortcut parameter of the
+// same name), with each URL key mapped to the queryable it names (`names`: key -> name)
 export function cql2(state, names) {
   const quote = (value) => `'${String(value).replace(/'/g, "''")}'`;
   const parts = [];
   for (const [key, values] of Object.entries(state.filters)) {
-    if (!values || !values.length) continue;
+    if (!values || values.length < 2) continue;
     const name = names[key] || key;
     const ident = /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : `"${name}"`;
     parts.push(values.length === 1 ? `${ident} = ${quote(values[0])}`
@@ -86,17 +88,17 @@ export function cql2(state, names) {
   return parts.join(" AND ");
 }
 
-// The STAC + similarity parameters of a search, as the JSON body of POST /search or /feedback.
+// The STAC + similarity parameters of a search, as the JSON body of POST /search (feedback marks are added
+// by the caller: the API takes them only with at least one positive, and then without like, not or image).
 export function searchBody(state, names) {
   const body = { limit: state.limit };
   if (state.q.trim()) body.q = state.q.trim();
   if (state.like.length) body.like = state.like.map(Number);
   if (state.not.length) body.not = state.not;
-  if (state.positive.length) body.positive = state.positive.map(Number);
-  if (state.negative.length) body.negative = state.negative.map(Number);
   if (state.collections.length) body.collections = state.collections;
   if (state.datetime) body.datetime = state.datetime;
   if (state.bbox) body.bbox = state.bbox;
+  for (const [key, values] of Object.entries(state.filters)) if (values && values.length === 1) body[key] = values[0];
   const filter = cql2(state, names);
   if (filter) {
     body.filter = filter;
