@@ -28,7 +28,7 @@ import numpy as np
 
 from sarclip_search.errors import REBUILD, ArtifactMismatchError, CatalogError, FilterError, MetadataError
 from sarclip_search.store.artifacts import check_catalog_schema
-from sarclip_search.store.filters import check_predicate, is_internal_column, unknown_column_message
+from sarclip_search.store.filters import Predicate, check_predicate, is_internal_column, unknown_column_message
 from sarclip_search.store.schema import (  # noqa: F401  (SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS re-exported)
     BBOX_COLUMNS,
     FIXED_SCENE_COLUMNS,
@@ -530,19 +530,23 @@ class Catalog:
             self._view_columns = names
         return list(names)
 
-    def tile_ids(self, where: str | None = None, params: Sequence[object] | None = None) -> np.ndarray:
+    def tile_ids(self, where: str | Predicate | None = None, params: Sequence[object] | None = None) -> np.ndarray:
         """Sorted int64 ids of the tiles matching a SQL predicate over `tile_view` (all if None).
 
-        The predicate comes from `filters.build_predicate`; it is checked again here, and a
-        DuckDB error (unknown column, type mismatch) becomes a FilterError listing the columns.
+        A `filters.Predicate` (what `filters.build_predicate` returns, its --where checked there) runs as
+        it is; predicate text is checked here first. A DuckDB error (unknown column, type mismatch)
+        becomes a FilterError listing the columns.
         The ids come back as one numpy column and are sorted in numpy when DuckDB's (parallel) scan
         did not return them in order: 1M tiles, 50% matching, that is ~40 ms where `ORDER BY` and a
         Python tuple per row took ~500 ms (benchmarks/bench_retrieval.py --latency).
         """
+        checked = isinstance(where, Predicate)
+        if checked:
+            where, params = where
         if where is None:
             sql, args = "SELECT tile_id FROM tiles", []
         else:
-            if where not in self._checked_predicates:
+            if not checked and where not in self._checked_predicates:
                 check_predicate(where, allow_parameters=True)
                 self._checked_predicates.add(where)  # the same predicate text comes back with every query
             sql, args = f"SELECT tile_id FROM tile_view WHERE ({where})", list(params or [])

@@ -4,6 +4,11 @@ Shortcut filters (`--label`, `--bbox`, `--after` ...) become SQL with ``?`` para
 values never enter the SQL text. A raw ``--where`` predicate is accepted only if DuckDB parses
 ``SELECT 1 FROM tile_view WHERE (<where>)`` as exactly that one SELECT, with no subquery, no
 table function and no ``?``. Queries also run on a read-only connection, a second line of defence.
+
+Each value is parsed once, into its type: `--bbox` text into a `BBox` (`parse_bbox`), dates into
+datetimes (`parse_date`); `build_predicate` takes those as they are (and parses what a Python caller
+gave as text or a plain tuple), checks the ``--where`` and returns a `Predicate`, which
+`Catalog.tile_ids` runs without checking it again.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -68,9 +73,18 @@ class Filters:
     split: str | None = None  # exact match on `split`
     sensor: str | None = None  # case-insensitive substring of `sensor`
     polarization: str | None = None  # case-insensitive substring of "sar:polarizations"
-    bbox: tuple[float, float, float, float] | None = None  # minlon,minlat,maxlon,maxlat; tiles whose bbox intersects it
-    after: str | None = None  # ISO date/time; datetime >= after (inclusive)
-    before: str | None = None  # ISO date/time; datetime < before (exclusive)
+    bbox: tuple[float, float, float, float] | None = None  # minlon,minlat,maxlon,maxlat (a BBox or any 4 numbers); tiles whose bbox intersects it
+    after: str | datetime | None = None  # ISO date/time or `parse_date`'s datetime; datetime >= after (inclusive)
+    before: str | datetime | None = None  # ISO date/time or `parse_date`'s datetime; datetime < before (exclusive)
+
+
+class Predicate(NamedTuple):
+    """One SQL predicate over `tile_view` with its ``?`` parameters, as `build_predicate` made it (``sql`` None:
+    no filter). Its ``--where`` part passed `check_predicate` and the rest is written by `build_predicate` from
+    fixed clauses, so `Catalog.tile_ids` runs it as it is."""
+
+    sql: str | None
+    params: list[object]
 
 
 def is_internal_column(name: str) -> bool:
@@ -175,21 +189,40 @@ def unmatched_filters(filters: Filters, values_of: Callable[[str], Sequence[str]
     return hints
 
 
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """``"minlon,minlat,maxlon,maxlat"`` in degrees -> a tuple; FilterError if malformed or out of range."""
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise FilterError(f"expected 4 comma-separated numbers, e.g. {BBOX_EXAMPLE}; got {text!r}")
-    minlon, minlat, maxlon, maxlat = values
-    if not (-180 <= minlon <= 180 and -180 <= maxlon <= 180 and -90 <= minlat <= 90 and -90 <= maxlat <= 90):
-        raise FilterError(f"expected longitudes in [-180, 180] and latitudes in [-90, 90], e.g. {BBOX_EXAMPLE}; got {text!r}")
-    if minlon > maxlon or minlat > maxlat:
-        raise FilterError(f"expected min <= max for both longitude and latitude, e.g. {BBOX_EXAMPLE}; got {text!r}")
-    return (minlon, minlat, maxlon, maxlat)
+class BBox(tuple[float, float, float, float]):
+    """A lon/lat box in degrees, (minlon, minlat, maxlon, maxlat), checked when made: a BBox is a valid ``--bbox``.
+
+    ``BBox(values)`` takes any 4 numbers (or numeric strings); FilterError when they are not 4 finite numbers,
+    out of range, or min > max. `shown` is how the values are quoted in that message (the ``--bbox`` text).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, values: Iterable[object], shown: str | None = None) -> BBox:
+        values = list(values)
+        text = shown if shown is not None else ",".join(str(v) for v in values)
+        try:
+            numbers = [float(v) for v in values]  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) != 4 or not all(math.isfinite(v) for v in numbers):
+            raise FilterError(f"expected 4 comma-separated numbers, e.g. {BBOX_EXAMPLE}; got {text!r}")
+        minlon, minlat, maxlon, maxlat = numbers
+        if not (-180 <= minlon <= 180 and -180 <= maxlon <= 180 and -90 <= minlat <= 90 and -90 <= maxlat <= 90):
+            raise FilterError(f"expected longitudes in [-180, 180] and latitudes in [-90, 90], e.g. {BBOX_EXAMPLE}; got {text!r}")
+        if minlon > maxlon or minlat > maxlat:
+            raise FilterError(f"expected min <= max for both longitude and latitude, e.g. {BBOX_EXAMPLE}; got {text!r}")
+        return super().__new__(cls, numbers)
+
+    @classmethod
+    def of(cls, value: Iterable[object]) -> BBox:
+        """`value` itself when it is a BBox already (checked when it was made), else `BBox(value)`."""
+        return value if isinstance(value, BBox) else cls(value)
+
+
+def parse_bbox(text: str) -> BBox:
+    """``"minlon,minlat,maxlon,maxlat"`` in degrees -> a `BBox`; FilterError if malformed or out of range."""
+    return BBox(str(text).split(","), shown=str(text))
 
 
 def parse_date(text: str) -> datetime:
@@ -292,11 +325,26 @@ def check_predicate(where: str, *, allow_parameters: bool = False) -> None:
             raise _reject_where(where, "write values as literals, not ?")
 
 
-def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | None, list[object]]:
-    """The AND of all given filters as one predicate over tile_view, with its ``?`` parameters.
+def _as_time(value: str | datetime) -> datetime:
+    """A --after/--before value as the naive UTC datetime the catalog compares: text parsed, a datetime as it is."""
+    if not isinstance(value, datetime):
+        return parse_date(value)
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
-    Returns ``(None, [])`` when no filter is given. A shortcut naming a column the catalog does
-    not have raises FilterError listing the filterable columns; so does an invalid ``--where``.
+
+def _shown_time(value: str | datetime) -> str:
+    """A time as the user wrote it, quoted: the text, or a datetime as its date when it is midnight."""
+    if isinstance(value, datetime):
+        return repr(value.date().isoformat() if value == datetime(value.year, value.month, value.day) else value.isoformat())
+    return repr(value)
+
+
+def build_predicate(filters: Filters, columns: Sequence[str]) -> Predicate:
+    """The AND of all given filters as one `Predicate` over tile_view, with its ``?`` parameters.
+
+    Returns ``Predicate(None, [])`` (equal to ``(None, [])``) when no filter is given. A shortcut naming a
+    column the catalog does not have raises FilterError listing the filterable columns; so does an invalid
+    ``--where``. A `BBox` and datetimes are used as they are; text and plain tuples are parsed here, once.
     """
     available = list(columns)
     known = {c.lower() for c in available}
@@ -328,15 +376,16 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | Non
             clauses.append(f"contains(lower(CAST({need(column, option)} AS VARCHAR)), lower(?))")
             params.append(value)
     if filters.bbox is not None:
-        minlon, minlat, maxlon, maxlat = parse_bbox(",".join(str(v) for v in filters.bbox))
+        minlon, minlat, maxlon, maxlat = BBox.of(filters.bbox)
         col_minlon, col_minlat, col_maxlon, col_maxlat = (need(column, "--bbox") for column in BBOX_COLUMNS)
         # Two boxes intersect iff each starts before the other ends (tiles without bbox: NULL -> excluded).
         clauses.append(f"({col_minlon} <= ? AND {col_maxlon} >= ? AND {col_minlat} <= ? AND {col_maxlat} >= ?)")
         params.extend([maxlon, minlon, maxlat, minlat])
-    after = parse_date(filters.after) if filters.after is not None else None
-    before = parse_date(filters.before) if filters.before is not None else None
+    after = _as_time(filters.after) if filters.after is not None else None
+    before = _as_time(filters.before) if filters.before is not None else None
     if after is not None and before is not None and after >= before:
-        raise FilterError(f"expected --after earlier than --before, got after {filters.after!r} and before {filters.before!r}")
+        raise FilterError(f"expected --after earlier than --before, got after {_shown_time(filters.after)} "
+                          f"and before {_shown_time(filters.before)}")
     if after is not None:
         clauses.append(f"{need('datetime', '--after')} >= ?")
         params.append(after)
@@ -344,6 +393,6 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> tuple[str | Non
         clauses.append(f"{need('datetime', '--before')} < ?")
         params.append(before)
     if not clauses:
-        return None, []
-    return " AND ".join(clauses), params
+        return Predicate(None, [])
+    return Predicate(" AND ".join(clauses), params)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,9 @@ import pytest
 from sarclip_search.store.catalog import Catalog
 from sarclip_search.errors import FilterError
 from sarclip_search.store.filters import (
+    BBox,
     Filters,
+    Predicate,
     build_predicate,
     check_predicate,
     close_matches,
@@ -52,8 +54,9 @@ def catalog_path(built_catalog: Path, tmp_path: Path) -> Path:
 
 def search(path: Path, filters: Filters) -> list[str]:
     with Catalog(path, read_only=True) as catalog:
-        where, params = build_predicate(filters, catalog.columns())
-        ids = catalog.tile_ids(where, params)
+        predicate = build_predicate(filters, catalog.columns())
+        ids = catalog.tile_ids(predicate)  # as Engine.filter_ids runs it: the checked Predicate as it is
+        assert ids.tolist() == catalog.tile_ids(*predicate).tolist()  # its text, checked by the catalog
         return [r["path"] for r in catalog.fetch_tiles(ids)]
 
 
@@ -80,6 +83,8 @@ def snapshot(path: Path) -> tuple:
         (Filters(after="2020-06-01"), ["b.tif", "c.tif"]),
         (Filters(before="2020-06-01"), ["a.tif"]),
         (Filters(after="2020-02-01", before="2021-12-31T00:00:00+00:00"), ["b.tif", "c.tif"]),
+        (Filters(after=parse_date("2020-06-01"), bbox=parse_bbox("9,9,12,12")), ["b.tif"]),  # as the CLI parses them
+        (Filters(after=datetime(2020, 6, 1, 2, tzinfo=timezone(timedelta(hours=2)))), ["b.tif", "c.tif"]),
         (Filters(where="label IN ('T72', 'ship')"), ["a.tif", "c.tif"]),
         (Filters(where="label = 'T72' OR label = 'ship'", split="test"), ["c.tif"]),
         (Filters(dataset="MSTAR-SOC", split="test", sensor="sandia", polarization="hh",
@@ -152,6 +157,7 @@ def test_parse_bbox_rejects(text: str) -> None:
 
 def test_parse_bbox_and_date() -> None:
     assert parse_bbox(" 5.9, 45.8,10.5,47.8") == (5.9, 45.8, 10.5, 47.8)
+    assert isinstance(parse_bbox("1,2,3,4"), BBox)
     assert parse_date("2021-06-30") == datetime(2021, 6, 30)
     assert parse_date("2021-06-30T12:00:00+02:00") == datetime(2021, 6, 30, 10, 0)
     for bad in ["30/06/2021", "", "2021-13-01"]:
@@ -159,6 +165,32 @@ def test_parse_bbox_and_date() -> None:
             parse_date(bad)
     with pytest.raises(FilterError, match="--after"):
         build_predicate(Filters(after="2021-01-01", before="2020-01-01"), ["datetime"])
+
+
+def test_a_bbox_is_checked_once_when_made() -> None:
+    box = parse_bbox("5.9,45.8,10.5,47.8")
+    assert BBox.of(box) is box and (box.__class__, tuple(box)) == (BBox, (5.9, 45.8, 10.5, 47.8))
+    assert BBox.of([1, 2, 3, 4]) == (1.0, 2.0, 3.0, 4.0)
+    where, params = build_predicate(Filters(bbox=box), ["bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat"])
+    assert params == [10.5, 5.9, 47.8, 45.8] and where.count("?") == 4
+    for values in [(10.0, 50.0, 5.0, 60.0), (0, 95, 1, 96), (1.0, 2.0, 3.0), (float("nan"), 2.0, 3.0, 4.0)]:
+        with pytest.raises(FilterError) as from_values:
+            BBox(values)
+        with pytest.raises(FilterError) as from_text:
+            parse_bbox(",".join(str(v) for v in values))
+        assert str(from_values.value) == str(from_text.value)  # a tuple is refused as its --bbox text would be
+        with pytest.raises(FilterError, match="5.9,45.8,10.5,47.8"):
+            build_predicate(Filters(bbox=values), ["bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat"])
+
+
+def test_parsed_dates_are_used_as_they_are() -> None:
+    after = parse_date("2021-06-30")
+    assert build_predicate(Filters(after=after), ["datetime"]) == Predicate('"datetime" >= ?', [after])
+    aware = datetime(2021, 6, 30, 14, tzinfo=timezone(timedelta(hours=2)))
+    assert build_predicate(Filters(before=aware), ["datetime"]).params == [datetime(2021, 6, 30, 12)]
+    assert build_predicate(Filters(before=aware.astimezone(UTC)), ["datetime"]).params == [datetime(2021, 6, 30, 12)]
+    with pytest.raises(FilterError, match=r"got after '2021-06-30' and before '2021-06-01T06:00:00'$"):
+        build_predicate(Filters(after=after, before=datetime(2021, 6, 1, 6)), ["datetime"])
 
 
 # --- which columns are offered, "did you mean", hints for values no tile has --------------------------------
