@@ -1,9 +1,10 @@
 """Files written all or nothing, and sha256 digests: the only copies in the core.
 
 Every file the core writes for others to read (info.json and CURRENT of an index directory,
-checkpoints, ONNX exports, query results, thumbnails) is written to a temporary name in the same
-folder, fsynced, then renamed over its final name (`atomic_file`, `write_atomic`): a reader sees the
-old file or the new one, never half of one, and a crash leaves the old one in place.
+checkpoints, query results, thumbnails) is written to a temporary name in the same folder, fsynced,
+then renamed over its final name (`atomic_file`, `write_atomic`): a reader sees the old file or the new
+one, never half of one, and a crash leaves the old one in place. Folders (a generation of an index
+directory, an ONNX export) are written under a temporary name and renamed into place (`publish_dir`).
 
 `sarclip_search.index` keeps its own (one) atomic save in `index/storage.py`: it imports nothing of the
 core (tests/system/test_layering.py). This module imports nothing of sarclip_search either.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,12 +32,24 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_files(folder: str | Path) -> None:
-    """fsync every file below `folder` (before the folder is renamed into place)."""
-    for path in Path(folder).rglob("*"):
+def _fsync_files(folder: Path) -> None:
+    for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def publish_dir(staging: str | Path, target: str | Path) -> None:
+    """Rename the complete folder `staging` to `target` at once: every file in it fsynced first, a folder
+    already at `target` moved aside (`.NAME.PID.old`) and deleted, the parent folder fsynced after."""
+    staging, target = Path(staging), Path(target)
+    _fsync_files(staging)
+    if target.exists():
+        stale = target.with_name(f".{target.name}.{os.getpid()}.old")
+        os.replace(target, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    os.replace(staging, target)
+    fsync_dir(target.parent)
 
 
 @contextmanager

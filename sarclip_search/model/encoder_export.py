@@ -2,7 +2,7 @@
 
 Runs at index time, where the torch model is loaded anyway. The export is checked against the torch
 model on probe texts and chips (cosine ≥ `MIN_COSINE`) before it is written, and written atomically
-(a temporary folder, its files fsynced, renamed into place), so a query never sees half an export.
+(a temporary folder renamed into place, `_fs.publish_dir`), so a query never sees half an export.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sarclip_search.model.encoders import (
     has_valid_encoders,
     standardize_chips,
 )
-from sarclip_search._fs import fsync_files
+from sarclip_search._fs import publish_dir
 from sarclip_search.errors import MissingDependencyError, ModelError
 from sarclip_search.model.sarclip import SarClip
 
@@ -156,12 +156,7 @@ def export_encoders(sarclip: SarClip, db_root: str | Path) -> Path:
             manifest = _export(sarclip, staging)
             manifest["verified"] = _verify(sarclip, OnnxEncoder(staging, manifest))
             (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        fsync_files(staging)
-        if target.exists():  # a damaged or stale export: move it aside, then swap the new one in
-            stale = target.with_name(f".{target.name}.{os.getpid()}.old")
-            os.replace(target, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(staging, target)
+        publish_dir(staging, target)  # replaces a damaged or stale export
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sarclip_search import __version__
-from sarclip_search._fs import fsync_dir, fsync_files, write_atomic
+from sarclip_search._fs import fsync_dir, publish_dir, write_atomic
 from sarclip_search.errors import REBUILD, IndexNotFoundError, LockedError
 from sarclip_search.store.artifacts import INFO_FORMAT, INFO_FORMAT_VERSION, check_info_format
 
@@ -163,9 +163,7 @@ class IndexStore:
                     shutil.copytree(current.vectors_path, staging.vectors_path)
             yield staging
             final = Generation(self.root / f"{GEN_PREFIX}{number:06d}")
-            fsync_files(staging.path)
-            os.replace(staging.path, final.path)
-            fsync_dir(self.root)
+            publish_dir(staging.path, final.path)
             write_atomic(self.root / CURRENT_FILE, (final.path.name + "\n").encode(), unique=False)
             fsync_dir(self.root)
             log.info("committed %s", final.path)
