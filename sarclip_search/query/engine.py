@@ -6,13 +6,21 @@
 Filters become an id set in the catalog first, and the vector search runs only over those ids, so
 k results come back whenever k tiles match. Queries are embedded by the index's ONNX export of its
 model (`encoders.py`) and never import torch; an index without one loads the torch model lazily.
+
+What `query(text, filters=...)` runs, once each (docs/query.md, "What a query runs"):
+the arguments checked (`_checked_text`); `filter_ids`: `filters.build_predicate` (the --where checked,
+the --bbox a `BBox` already) -> `Catalog.tile_ids` (the checked `Predicate` runs as it is); `embed_text`
+(the encoder's unit vector, the only normalization of a text-only query); `fusion.blend_tiles` (a single
+part comes back as it is; combinations are normalized once); `hit.first_k` -> `_search`: one
+`VectorIndex.search` of the unit vectors as they are, then one `Catalog.fetch_tiles` -> `Hit.from_row`.
+`search_vector(s)` are the entry points for any vector: they normalize it and call `_search`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,13 +43,14 @@ from sarclip_search.query.fusion import (
 )
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
+from sarclip_search.query.hit import MAX_K, Hit, dedup_hits, first_k, windows_overlap
 from sarclip_search.store.layout import Generation, IndexStore
-from sarclip_search.store.schema import BBOX_COLUMNS
 from sarclip_search.model.vectors import l2_normalize
+
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_FUSION", "MAX_K", "Engine", "Hit", "dedup_hits", "given_text", "windows_overlap"]
 
 log = logging.getLogger(__name__)
 
-MAX_K = 10_000
 # A reader retries when a writer replaced the generation it was opening; 5 commits in a row is plenty.
 OPEN_ATTEMPTS = 5
 # Defaults of a fused text + image query, chosen by benchmarks/bench_retrieval.py (see docs/query.md).
@@ -49,8 +58,6 @@ DEFAULT_FUSION = "blend"
 DEFAULT_ALPHA = 0.75
 # Each RRF part ranking goes this deep, so a tile ranked well by one part only is still seen by the fusion.
 RRF_DEPTH = 100
-# --dedup first fetches this many candidates per wanted result, and 4x more while too few survive.
-DEDUP_OVERFETCH = 4
 # A query image is cut with the index's tiling; one of more tiles than this is refused (cropping it is the fix).
 MAX_QUERY_TILES = 1024
 # Relevance feedback: this many random tiles (seeded) are added to the negatives the analyst marked.
@@ -58,48 +65,12 @@ BACKGROUND_NEGATIVES = 64
 BACKGROUND_SEED = 0
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result: a tile, where it is, and what the catalog knows of its scene."""
-
-    id: int
-    score: float
-    path: str
-    scene_id: int
-    window: tuple[int, int, int, int]  # col_off, row_off, width, height in pixels of the scene
-    bbox: tuple[float, float, float, float] | None  # lon/lat footprint of the tile, when the scene has a CRS
-    metadata: dict[str, Any] = field(default_factory=dict)  # every catalog column of the tile's row
-    score_kind: str = "cosine"  # what `score` is: "cosine" similarity, "rrf" fused score, "probe" logit
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.metadata,
-            "id": self.id,
-            "score": round(self.score, 6),
-            "score_kind": self.score_kind,
-            "path": self.path,
-            "scene_id": self.scene_id,
-            "window": list(self.window),
-            "bbox": list(self.bbox) if self.bbox is not None else None,
-        }
+def given_text(text: str | None) -> str | None:
+    """`text`, or None when it is empty or only whitespace: a blank text is no text query."""
+    return text if text is not None and text.strip() else None
 
 
-def _hit(tile_id: int, score: float, row: dict[str, Any]) -> Hit:
-    bbox_values = [row.get(name) for name in BBOX_COLUMNS]
-    bbox = tuple(float(v) for v in bbox_values) if all(v is not None for v in bbox_values) else None
-    metadata = {k: v for k, v in row.items() if not k.startswith("bbox_")}
-    return Hit(
-        id=tile_id,
-        score=score,
-        path=str(row.get("path")),
-        scene_id=int(row["scene_id"]),
-        window=(int(row["col_off"]), int(row["row_off"]), int(row["width"]), int(row["height"])),
-        bbox=bbox,  # type: ignore[arg-type]
-        metadata=metadata,
-    )
-
-
-def _check_k(k: int, nprobe: int | None = None) -> None:
+def _check_k(k: int, nprobe: int | None) -> None:
     if k <= 0 or k > MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
     if nprobe is not None and nprobe < 1:
@@ -107,30 +78,21 @@ def _check_k(k: int, nprobe: int | None = None) -> None:
                          "leave it out to use the index's tuned value")
 
 
-def given_text(text: str | None) -> str | None:
-    """`text`, or None when it is empty or only whitespace: a blank text is no text query."""
-    return text if text is not None and text.strip() else None
-
-
-def _check_negative_texts(texts: Sequence[str]) -> None:
-    for text in texts:
-        if given_text(text) is None:
-            raise InputError(f"--not {text!r}: blank text; give the words to push results away from, or leave --not out")
-
-
-def windows_overlap(a: Hit, b: Hit) -> bool:
-    """True when two hits are tiles of the same scene whose pixel windows share at least one pixel."""
-    (ax, ay, aw, ah), (bx, by, bw, bh) = a.window, b.window
-    return a.scene_id == b.scene_id and ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
-
-
-def dedup_hits(hits: Sequence[Hit]) -> list[Hit]:
-    """`hits` (best first) without any hit overlapping a better one of the same scene."""
-    kept: list[Hit] = []
-    for hit in hits:
-        if not any(windows_overlap(hit, other) for other in kept):
-            kept.append(hit)
-    return kept
+def _checked_text(text: str | None, images: Sequence[object], like: Sequence[int], negative_texts: Sequence[str],
+                  k: int, alpha: float, fusion: str, nprobe: int | None) -> str | None:
+    """The query's text (None when blank) once its arguments are checked; InputError naming the bad one."""
+    _check_k(k, nprobe)
+    text = given_text(text)
+    if not text and not images and not like:
+        raise InputError("give a text query, --image PATH, --like ID, or a combination")
+    for negative in negative_texts:
+        if given_text(negative) is None:
+            raise InputError(f"--not {negative!r}: blank text; give the words to push results away from, or leave --not out")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"--alpha must be in [0, 1], got {alpha}")
+    if fusion not in FUSION_METHODS:
+        raise InputError(f"--fusion must be one of {', '.join(FUSION_METHODS)}, got {fusion!r}")
+    return text
 
 
 class Engine:
@@ -229,6 +191,7 @@ class Engine:
         check_query_checkpoint(self.info, sha256, self.generation.path.parent, self._checkpoint_path)
 
     def embed_text(self, text: str) -> np.ndarray:
+        """The unit embedding (d,) of a text (the encoder normalizes it)."""
         return self.encoder.encode_texts([text])[0]
 
     def embed_image_tiles(self, path: str | Path, option: str = "--image") -> np.ndarray:
@@ -261,7 +224,7 @@ class Engine:
             ) from exc
         if len(chips) > 1:
             log.info("%s: %d tiles of %d px at stride %s", path, len(chips), size, stride)
-        return l2_normalize(self.encoder.encode_images(np.stack(chips)))
+        return self.encoder.encode_images(np.stack(chips))  # unit vectors: the encoder normalizes them
 
     def embed_image_file(self, path: str | Path, option: str = "--image") -> np.ndarray:
         """One unit embedding (d,) of an image file: the mean direction of its tiles (`embed_image_tiles`)."""
@@ -273,10 +236,8 @@ class Engine:
         """Tile ids matching the filters, or None when no filter is set."""
         if filters is None:
             return None
-        where, params = build_predicate(filters, self.catalog.columns())
-        if where is None:
-            return None
-        return self.catalog.tile_ids(where, params)
+        predicate = build_predicate(filters, self.catalog.columns())
+        return None if predicate.sql is None else self.catalog.tile_ids(predicate)
 
     def stored_vectors(self, ids: Sequence[int], option: str = "--like") -> np.ndarray:
         """The stored embeddings (n, d) of tile ids from earlier results; InputError naming an unknown id."""
@@ -317,39 +278,33 @@ class Engine:
         filters, only matching tiles are ranked; `exclude` ids never come back; `dedup` keeps the best
         of overlapping tiles of one scene and still returns k hits when k distinct ones exist.
         """
-        _check_k(k, nprobe)
-        text = given_text(text)
-        if not text and not images and not like:
-            raise InputError("give a text query, --image PATH, --like ID, or a combination")
-        _check_negative_texts(negative_texts)
-        if not 0.0 <= alpha <= 1.0:
-            raise InputError(f"--alpha must be in [0, 1], got {alpha}")
-        if fusion not in FUSION_METHODS:
-            raise InputError(f"--fusion must be one of {', '.join(FUSION_METHODS)}, got {fusion!r}")
-        like_vectors = self.stored_vectors(like)
+        text = _checked_text(text, images, like, negative_texts, k, alpha, fusion, nprobe)
+        # every part is unit: the encoders' vectors, and the stored float16 copies of `like` tiles normalized once
+        liked = l2_normalize(self.stored_vectors(like)) if like else []
         subset = self.filter_ids(filters)
         if subset is not None and len(subset) == 0:
             return []
         text_vector = self.embed_text(text) if text else None
         # every example is a set of unit vectors: one for a stored tile or an image no larger than a tile,
         # one per tile for a larger image (searched tile by tile, a hit scoring its best match: docs/query.md)
-        examples = [self.embed_image_tiles(p) for p in images] + [vector[None] for vector in like_vectors]
+        examples = [self.embed_image_tiles(p) for p in images] + [vector[None] for vector in liked]
         negatives = ([self.embed_text(t) for t in negative_texts]
                      + [self.embed_image_file(p, "--not-image") for p in negative_images])
         if fusion == "blend" or (text_vector is not None) + len(examples) == 1:
-            vectors = blend_tiles(text_vector, examples, alpha, negatives)
+            queries = blend_tiles(text_vector, examples, alpha, negatives)
 
             def fetch(depth: int) -> list[Hit]:
-                return self.search_vectors(vectors, k=depth, subset=subset, nprobe=nprobe)
+                return self._search(queries, depth, subset, nprobe)
         else:
-            queries = [push_away(text_vector, negatives)[None]] if text_vector is not None else []
-            queries += [np.stack([push_away(tile, negatives) for tile in example]) for example in examples]
+            parts = [push_away(text_vector, negatives)[None]] if text_vector is not None else []
+            parts += [np.stack([push_away(tile, negatives) for tile in example]) for example in examples]
             weights = part_weights(text_vector is not None, len(examples), alpha)
 
             def fetch(depth: int) -> list[Hit]:
-                return self._fuse_rankings(queries, weights, depth, subset, nprobe)
+                return self._fuse_rankings(parts, weights, depth, subset, nprobe)
 
-        return self._collect(fetch, k, dedup=dedup, exclude=exclude, pool=self._pool_size(subset))
+        pool = self.vectors.ntotal if subset is None else len(subset)
+        return first_k(fetch, k, dedup=dedup, exclude=exclude, pool=pool)
 
     def feedback(
         self,
@@ -393,13 +348,14 @@ class Engine:
             probe = fit_probe(positives, contrast)
         else:  # the text only adding candidates left it without effect: the probe ranked them alone
             probe = fit_probe_with_text(positives, contrast, text_vector, background)
-        queries = [probe.weights.astype(np.float32), mean_direction(positives)]
+        # unit query vectors: the probe's weights and the stored positives normalized once, the text as it is
+        queries = [l2_normalize(probe.weights.astype(np.float32)), mean_direction(l2_normalize(positives))]
         queries += [text_vector] if text_vector is not None else []
 
         def fetch(depth: int) -> list[Hit]:
             pool: dict[int, Hit] = {}
             for query in queries:
-                for hit in self.search_vector(query, k=max(depth, CANDIDATES_PER_PART), subset=subset, nprobe=nprobe):
+                for hit in self._search(query[None], max(depth, CANDIDATES_PER_PART), subset, nprobe):
                     pool.setdefault(hit.id, hit)
             ids = list(pool)
             logits = probe.decision(self.vectors.vectors(ids)) if ids else np.empty(0)
@@ -407,15 +363,16 @@ class Engine:
             return [replace(pool[ids[i]], score=float(logits[i]), score_kind="probe") for i in order]
 
         exclude = () if include_marked else [*positive, *negative]
-        return self._collect(fetch, k, dedup=dedup, exclude=exclude, pool=self._pool_size(subset))
+        pool = self.vectors.ntotal if subset is None else len(subset)
+        return first_k(fetch, k, dedup=dedup, exclude=exclude, pool=pool)
 
     def _fuse_rankings(self, queries: Sequence[np.ndarray], weights: Sequence[float], depth: int,
                        subset: np.ndarray | None, nprobe: int | None) -> list[Hit]:
-        """Best `depth` tiles by reciprocal rank fusion of one ranking per query part ((m, d) vectors each)."""
+        """Best `depth` tiles by reciprocal rank fusion of one ranking per query part ((m, d) unit vectors each)."""
         found: dict[int, Hit] = {}
         rankings = []
         for query in queries:
-            hits = self.search_vectors(query, k=max(depth, RRF_DEPTH), subset=subset, nprobe=nprobe)
+            hits = self._search(query, max(depth, RRF_DEPTH), subset, nprobe)
             rankings.append([hit.id for hit in hits])
             for hit in hits:
                 found.setdefault(hit.id, hit)
@@ -432,52 +389,34 @@ class Engine:
         chosen = rng.choice(ids, size=min(BACKGROUND_NEGATIVES, len(ids)), replace=False)
         return self.vectors.vectors(np.sort(chosen))
 
-    def _pool_size(self, subset: np.ndarray | None) -> int:
-        return self.vectors.ntotal if subset is None else len(subset)
-
-    @staticmethod
-    def _collect(fetch: Callable[[int], list[Hit]], k: int, *, dedup: bool, exclude: Sequence[int],
-                 pool: int) -> list[Hit]:
-        """The first k hits of `fetch(depth)` not in `exclude` (and, with dedup, not overlapping a better
-        hit of the same scene), deepening the fetch while too few survive and more tiles exist."""
-        excluded = {int(i) for i in exclude}
-        depth = min(MAX_K, (DEDUP_OVERFETCH * k if dedup else k) + len(excluded))
-        while True:
-            candidates = fetch(depth)
-            kept = [hit for hit in candidates if hit.id not in excluded]
-            if dedup:
-                kept = dedup_hits(kept)
-            if len(kept) >= k or len(candidates) < depth or depth >= min(pool, MAX_K):
-                return kept[:k]
-            depth = min(MAX_K, pool, depth * DEDUP_OVERFETCH)
-
     def search_vector(self, vector: np.ndarray, *, k: int = 10, subset: np.ndarray | None = None,
                       nprobe: int | None = None) -> list[Hit]:
-        """Best-k tiles for a query embedding (normalized here, by `vectors.l2_normalize`)."""
-        query = l2_normalize(vector)[None]
-        scores, ids = self.vectors.search(query, k, subset=subset, nprobe=nprobe)
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-        rows = {int(r["tile_id"]): r for r in self.catalog.fetch_tiles([i for i, _ in found])}
-        return [_hit(i, s, rows[i]) for i, s in found if i in rows]
+        """Best-k tiles for any query embedding (d,): normalized here (`vectors.l2_normalize`), then searched."""
+        return self._search(l2_normalize(vector)[None], k, subset, nprobe)
 
     def search_vectors(self, vectors: np.ndarray, *, k: int = 10, subset: np.ndarray | None = None,
                        nprobe: int | None = None) -> list[Hit]:
-        """Best-k tiles for a set of query embeddings (m, d), a tile scoring its best cosine to any of them.
+        """Best-k tiles for any query embeddings (m, d), normalized here; a tile scores its best cosine to any."""
+        return self._search(l2_normalize(np.atleast_2d(vectors)), k, subset, nprobe)
 
-        Each vector is searched k deep (one batched search), so the merged top k is exact: a tile whose
-        best match is vector i and that is in the top k of the merge is in vector i's own top k.
+    def _search(self, queries: np.ndarray, k: int, subset: np.ndarray | None, nprobe: int | None) -> list[Hit]:
+        """Best-k tiles for unit query vectors (m, d), searched as they are: one FAISS search, one catalog fetch.
+
+        With m > 1 a tile scores its best cosine to any of them. Each vector is searched k deep, so the merged
+        top k is exact: a tile whose best match is vector i and that is in the top k of the merge is in vector
+        i's own top k.
         """
-        vectors = np.atleast_2d(vectors)
-        if len(vectors) == 1:
-            return self.search_vector(vectors[0], k=k, subset=subset, nprobe=nprobe)
-        scores, ids = self.vectors.search(l2_normalize(vectors), k, subset=subset, nprobe=nprobe)
-        best: dict[int, float] = {}
-        for tile_id, score in zip(ids.ravel().tolist(), scores.ravel().tolist()):
-            if tile_id >= 0 and score > best.get(tile_id, -np.inf):
-                best[tile_id] = score
-        found = sorted(best.items(), key=lambda pair: -pair[1])[:k]
+        scores, ids = self.vectors.search(queries, k, subset=subset, nprobe=nprobe)
+        if len(queries) == 1:
+            found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        else:
+            best: dict[int, float] = {}
+            for tile_id, score in zip(ids.ravel().tolist(), scores.ravel().tolist()):
+                if tile_id >= 0 and score > best.get(tile_id, -np.inf):
+                    best[tile_id] = score
+            found = sorted(best.items(), key=lambda pair: -pair[1])[:k]
         rows = {int(r["tile_id"]): r for r in self.catalog.fetch_tiles([i for i, _ in found])}
-        return [_hit(i, s, rows[i]) for i, s in found if i in rows]
+        return [Hit.from_row(i, s, rows[i]) for i, s in found if i in rows]
 
     def summary(self) -> dict[str, Any]:
         """What is indexed: counts, datasets, labels, model, index type, size on disk."""

@@ -40,7 +40,7 @@ from typing import Any
 
 from sarclip_search import _fs
 from sarclip_search.errors import ExportError, printable_path
-from sarclip_search.query.engine import Hit
+from sarclip_search.query.hit import Hit
 from sarclip_search.store.schema import SCENE_BBOX_COLUMNS, parse_datetime
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,11 @@ parts (`--not TEXT`, `--not-image PATH`). Two ways to combine them:
 
 An example image larger than a tile is a set of tile vectors: blend makes one query vector per tile
 (`blend_tiles`), rrf ranks the image by its tiles' merged search; either way a hit scores its best match.
+
+Parts come in as unit vectors (the encoders return them; the engine normalizes a stored tile's float16
+copy once), so no part weighs more because of its norm. What is normalized here is what a combination
+makes (a mean, a weighted sum, a difference), once, by `vectors.l2_normalize`; a part used alone is
+returned as it came, never normalized again, and the engine searches what comes out as it is.
 """
 
 from __future__ import annotations
@@ -32,22 +37,18 @@ NEGATIVE_WEIGHT = 0.5
 RRF_K = 60
 
 
-def unit(vector: np.ndarray) -> np.ndarray:
-    """`vector` (d,) or rows of (n, d) at unit L2 norm (`vectors.l2_normalize`, the one place it happens)."""
-    return l2_normalize(vector)
-
-
 def mean_direction(vectors: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """The unit mean of unit-normalized vectors (each example counts once, whatever its norm)."""
-    return unit(unit(np.stack([np.asarray(v, dtype=np.float32) for v in vectors])).mean(axis=0))
+    """The unit mean of unit vectors (each example counts once); a single vector is returned as it is."""
+    stacked = np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
+    return stacked[0] if len(stacked) == 1 else l2_normalize(stacked.mean(axis=0))
 
 
 def push_away(query: np.ndarray, negatives: Sequence[np.ndarray], weight: float = NEGATIVE_WEIGHT) -> np.ndarray:
-    """``unit(query) - weight · mean(unit(negatives))``, renormalized; `query` itself without negatives."""
-    query = unit(query)
+    """``query - weight · mean_direction(negatives)``, renormalized; the unit `query` as it is without negatives."""
+    query = np.asarray(query, dtype=np.float32)
     if not len(negatives):
         return query
-    return unit(query - weight * mean_direction(negatives))
+    return l2_normalize(query - weight * mean_direction(negatives))
 
 
 def blend(
@@ -57,20 +58,22 @@ def blend(
     negatives: Sequence[np.ndarray] = (),
     negative_weight: float = NEGATIVE_WEIGHT,
 ) -> np.ndarray:
-    """One unit query vector: ``alpha·unit(text) + (1-alpha)·mean_direction(examples)``, negatives pushed away.
+    """One unit query vector: ``alpha·text + (1-alpha)·mean_direction(examples)`` renormalized, negatives
+    pushed away; the parts are unit vectors.
 
-    With only a text or only examples, that part has weight 1 (alpha is ignored).
+    With only a text or only examples, or alpha 1 or 0 (one part weighs nothing), the other part has weight 1
+    and is used as it is, not renormalized.
     """
     if text is None and not len(examples):
         raise ValueError("blend needs a text vector or at least one example vector")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if text is None:
+    if text is None or (alpha == 0.0 and len(examples)):
         positive = mean_direction(examples)
-    elif not len(examples):
-        positive = unit(text)
+    elif not len(examples) or alpha == 1.0:
+        positive = text
     else:
-        positive = alpha * unit(text) + (1.0 - alpha) * mean_direction(examples)
+        positive = l2_normalize(alpha * np.asarray(text, dtype=np.float32) + (1.0 - alpha) * mean_direction(examples))
     return push_away(positive, negatives, negative_weight)
 
 

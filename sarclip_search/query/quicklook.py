@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sarclip_search.ingest import radiometry
 from sarclip_search.ingest import raster
-from sarclip_search.query.engine import Hit
+from sarclip_search.query.hit import Hit
 from sarclip_search._fs import bytes_sha256, file_sha256
 from sarclip_search.errors import RasterError, printable_path
 from sarclip_search.query.export import ExportError, check_writable, write_atomic

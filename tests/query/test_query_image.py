@@ -23,6 +23,7 @@ from sarclip_search.ingest import raster
 from sarclip_search.query.engine import Engine
 from sarclip_search.errors import InputError, NoValidPixelsError, UnreadableRasterError
 from sarclip_search.query.fusion import reciprocal_rank_fusion
+from sarclip_search.model.vectors import l2_normalize
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
 from sarclip_search.ingest.tiling import tile_windows
@@ -109,7 +110,7 @@ def test_scene_image_in_blend_and_rrf(small_tiles, monkeypatch):
     scene = archive / BIG_SCENE
     own = {int(r["tile_id"]) for r in scene_tiles(engine, BIG_SCENE)}
     only_image = [h.id for h in engine.query(images=[scene], k=8)]
-    text = engine.vectors.vectors([min(own)])[0]  # a "text" that is one of the scene's tiles
+    text = l2_normalize(engine.vectors.vectors([min(own)])[0])  # a unit "text" that is one of the scene's tiles
     monkeypatch.setattr(engine, "embed_text", lambda words: text)
     assert [h.id for h in engine.query("x", images=[scene], k=8, alpha=0.0)] == only_image
     blended = engine.query("x", images=[scene], k=3, alpha=0.5)

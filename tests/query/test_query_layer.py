@@ -22,7 +22,7 @@ from sarclip_search.query.engine import DEFAULT_ALPHA, Engine, Hit, dedup_hits, 
 from sarclip_search.errors import InputError
 from sarclip_search.query.feedback import fit_probe, text_prior
 from sarclip_search.store.filters import Filters
-from sarclip_search.query.fusion import blend, mean_direction, part_weights, push_away, reciprocal_rank_fusion
+from sarclip_search.query.fusion import blend, part_weights, push_away, reciprocal_rank_fusion
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
 from sarclip_search.model.vectors import l2_normalize
@@ -59,16 +59,6 @@ def assert_one_line_error(result, code: int, *needles: str) -> None:
 # --- fusion math ------------------------------------------------------------------------------------------
 
 
-def unit_not_fixed(dim: int) -> np.ndarray:
-    """A seeded unit vector that `l2_normalize` would change again (in its last bits): a part normalized twice
-    differs from it, so tests can tell that a part is used as it came."""
-    rng = np.random.default_rng(0)
-    while True:
-        vector = l2_normalize(rng.normal(size=dim))
-        if not np.array_equal(l2_normalize(vector), vector):
-            return vector
-
-
 def test_blend_weights_unit_parts():
     text, image, other = np.eye(3, dtype=np.float32)
     fused = blend(text, [image], alpha=0.75)
@@ -76,15 +66,6 @@ def test_blend_weights_unit_parts():
     np.testing.assert_allclose(blend(None, [image, other], alpha=0.9), [0, 2 ** -0.5, 2 ** -0.5], atol=1e-6)
     with pytest.raises(ValueError):
         blend(text, [image], alpha=1.5)
-
-
-def test_a_part_alone_is_not_normalized_again():
-    part = unit_not_fixed(64)
-    assert np.array_equal(blend(part, [], alpha=0.1), part)  # one part: alpha unused, the vector as it came
-    assert np.array_equal(blend(None, [part], alpha=0.9), part)
-    assert np.array_equal(mean_direction([part]), part) and np.array_equal(push_away(part, []), part)
-    pushed = push_away(part, [np.eye(64, dtype=np.float32)[0]])
-    assert np.array_equal(pushed, l2_normalize(part - 0.5 * np.eye(64, dtype=np.float32)[0]))  # normalized once
 
 
 def test_negatives_move_the_query_away():
@@ -206,7 +187,7 @@ def test_feedback_with_a_text_ranks_by_the_text_too(engine, rows, monkeypatch):
     ships, fields = ids_by_label(rows, "ship"), ids_by_label(rows, "field")
     plain = engine.feedback(ships[:1], fields[:1], k=len(rows))
     target = plain[-1].id  # the tile the marks like least
-    monkeypatch.setattr(engine, "embed_text", lambda text: engine.vectors.vectors([target])[0])
+    monkeypatch.setattr(engine, "embed_text", lambda text: l2_normalize(engine.vectors.vectors([target])[0]))
     steered = engine.feedback(ships[:1], fields[:1], text="that tile", k=len(rows))
 
     def rank(hits: list[Hit]) -> int:
@@ -225,7 +206,7 @@ def test_feedback_with_a_text_ranks_by_the_text_too(engine, rows, monkeypatch):
 def test_feedback_head_does_not_depend_on_how_deep_it_looks(engine, rows, monkeypatch, text):
     """The k best by the probe, however few candidates are taken around the centroid and the text."""
     ships, fields = ids_by_label(rows, "ship"), ids_by_label(rows, "field")
-    monkeypatch.setattr(engine, "embed_text", lambda words: engine.vectors.vectors([fields[-1]])[0])
+    monkeypatch.setattr(engine, "embed_text", lambda words: l2_normalize(engine.vectors.vectors([fields[-1]])[0]))
     everything = engine.feedback(ships[:2], fields[:1], text=text, k=len(rows))
     monkeypatch.setattr(engine_module, "CANDIDATES_PER_PART", 1)
     for k in (1, 2, 3):
@@ -343,7 +324,7 @@ def test_cli_feedback_table(indexed_db, rows):
 
 def test_cli_text_with_negative_and_dedup(indexed_db, monkeypatch, rows):
     db, _, checkpoint = indexed_db
-    monkeypatch.setattr(Engine, "embed_text", lambda self, text: self.vectors.vectors([sorted(rows)[len(text) % 3]])[0])
+    monkeypatch.setattr(Engine, "embed_text", lambda self, text: l2_normalize(self.vectors.vectors([sorted(rows)[len(text) % 3]])[0]))
     result = run("query", "a ship", "--not", "harbor", "--dedup", "-k", 3, "--json", "--db", db, "--model", checkpoint)
     assert result.exit_code == EXIT_OK, (result.output, result.exception)
     assert len(json.loads(result.stdout)) == 3
