@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from sarclip_search.query.engine import Engine, Hit
 from sarclip_search.query.export import stac_item
@@ -31,8 +32,12 @@ def hits_by_id(engine: Engine, ids: Sequence[int]) -> list[Hit]:
 
 
 def item_links(hit: Hit) -> list[dict[str, Any]]:
+    dataset = hit.metadata.get("dataset")
+    # STAC asks an item with a `collection` for a link to it: the search of that collection's items
+    collection = ([{"rel": "collection", "href": f"/search?{urlencode({'collections': dataset})}",
+                    "type": "application/geo+json", "title": f"items of {dataset}"}] if dataset is not None else [])
     return [
-        {"rel": "self", "href": f"/items/{hit.id}", "type": "application/geo+json"},
+        {"rel": "self", "href": f"/items/{hit.id}", "type": "application/geo+json"}, *collection,
         {"rel": "thumbnail", "href": f"/items/{hit.id}/thumbnail.png", "type": THUMBNAIL_MEDIA_TYPE},
         {"rel": "scene", "href": f"/scenes/{hit.scene_id}/quicklook.png?outline={hit.id}", "type": THUMBNAIL_MEDIA_TYPE,
          "title": "the tile's scene, the tile outlined"},

@@ -184,7 +184,7 @@ def test_the_core_checker_finds_an_upward_import(tmp_path):
 
 def test_query_path_does_not_import_training():
     code = (
-        "import sys, sarclip_search.query.engine, sarclip_search.cli.render\n"
+        "import sys, sarclip_search.query.engine, sarclip_search.server.app, sarclip_search.cli.render\n"
         "bad = sorted(m for m in sys.modules if m.startswith('sarclip_search.training'))\n"
         "assert not bad, bad\n"
     )
