@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from PIL import Image, ImageDraw
 
-from sarclip_search.query.engine import Hit
+from sarclip_search.query.hit import Hit
 from sarclip_search.query.quicklook import quicklook
 
 THUMBNAIL_SIZE = 128  # px, default longer side of a tile's thumbnail

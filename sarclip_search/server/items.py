@@ -9,26 +9,21 @@ the archive-relative `path`, and links and a thumbnail asset pointing at this se
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
-from sarclip_search.query.engine import Engine, Hit
+from sarclip_search.query.engine import Engine
 from sarclip_search.query.export import stac_item
+from sarclip_search.query.hit import Hit
 
 THUMBNAIL_MEDIA_TYPE = "image/png"
 
 
 def hits_by_id(engine: Engine, ids: Sequence[int]) -> list[Hit]:
     """Hits (score 0, kind "none") of tile ids in the given order, from the catalog; unknown ids left out."""
-    hits = []
-    for row in engine.catalog.fetch_tiles([int(i) for i in ids]):
-        sides = [row.get(f"bbox_{side}") for side in ("minlon", "minlat", "maxlon", "maxlat")]
-        hits.append(Hit(
-            id=int(row["tile_id"]), score=0.0, path=str(row.get("path")), scene_id=int(row["scene_id"]),
-            window=(int(row["col_off"]), int(row["row_off"]), int(row["width"]), int(row["height"])),
-            bbox=tuple(float(v) for v in sides) if all(v is not None for v in sides) else None,  # type: ignore[arg-type]
-            metadata={k: v for k, v in row.items() if not k.startswith("bbox_")}, score_kind="none"))
-    return hits
+    return [replace(Hit.from_row(int(row["tile_id"]), 0.0, row), score_kind="none")
+            for row in engine.catalog.fetch_tiles([int(i) for i in ids])]
 
 
 def item_links(hit: Hit) -> list[dict[str, Any]]:
