@@ -108,6 +108,7 @@ async function run({ push = true } = {}) {
 function show(answer, ms) {
   items = answer.features || [];
   nextLink = linkOf(answer, "next");
+  $("#results-panel").scrollTop = 0; // a new list starts at its top
   grid.clear();
   grid.append(items, marks(), 1);
   map.clear();
@@ -395,6 +396,7 @@ async function start() {
     $("#detail-empty").hidden = false;
   } });
   map = new ResultsMap($("#map"), handlers);
+  map.addSizeToggle();
   map.loadOutlines("/static/vendor/world-atlas/countries-110m.json").catch(showError);
   filters = new Filters($("#filters"), (chosen) => {
     Object.assign(state, chosen);

@@ -48,7 +48,7 @@ export class Filters {
       const box = el("fieldset", { className: "collections" }, el("legend", { textContent: "Dataset" }));
       for (const [value, count] of valuesOf(this.properties[collections])) {
         const input = el("input", { type: "checkbox", name: "collections", value });
-        box.append(el("label", {}, input, ` ${withCount(value, count)}`));
+        box.append(el("label", { title: withCount(value, count) }, input, ` ${withCount(value, count)}`));
       }
       this.form.append(box);
     }

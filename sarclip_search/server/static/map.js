@@ -26,6 +26,27 @@ export class ResultsMap {
     this.selected = null;
   }
 
+  // a button on the map that makes it larger (the side column widens) and back
+  addSizeToggle() {
+    const Toggle = L.Control.extend({
+      onAdd: () => {
+        const button = L.DomUtil.create("button", "map-size leaflet-bar");
+        button.type = "button";
+        button.id = "map-size";
+        button.textContent = "Larger map";
+        L.DomEvent.disableClickPropagation(button);
+        button.addEventListener("click", () => {
+          const big = document.body.classList.toggle("big-map");
+          button.textContent = big ? "Smaller map" : "Larger map";
+          this.map.invalidateSize();
+          this.fit();
+        });
+        return button;
+      },
+    });
+    new Toggle({ position: "topright" }).addTo(this.map);
+  }
+
   async loadOutlines(url) {
     const response = await fetch(url);
     if (!response.ok) throw new Error(`map outlines: ${response.status} from ${url}`);
