@@ -1,4 +1,4 @@
-"""Query images read as the archive was (issue 12, item 5) and query-image errors (item 14).
+"""Query images read as the archive was, and query-image errors.
 
 An image larger than a tile is cut with the index's tiling and read by the indexer's reader
 (`raster.read_tile_chips`); its tiles are searched one by one and a hit scores its best cosine to any
@@ -141,7 +141,7 @@ def test_query_image_with_too_many_tiles_is_refused(small_tiles, monkeypatch):
         engine.query(images=[archive / BIG_SCENE], k=1)
 
 
-# --- a file that is no image (item 14) -------------------------------------------------------------------------
+# --- a file that is no image -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("content", [b"meeting notes, not pixels\n", b""])

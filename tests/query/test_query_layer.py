@@ -1,4 +1,4 @@
-"""Query layer (issue 5): fusion math, RRF, more-like-this, relevance feedback, dedup, and the query CLI flags.
+"""Query layer: fusion math, RRF, more-like-this, relevance feedback, dedup, and the query CLI flags.
 
 Pure functions are checked against hand-computed values; engine behaviour on the indexed fixture archive
 (`indexed_db`: one tile per image; `overlapping`: 64 px tiles at stride 32, so one scene has 8 overlapping
@@ -248,7 +248,7 @@ def test_feedback_respects_filters(engine, rows):
     assert hits and all(h.metadata["split"] == "test" for h in hits)
 
 
-# --- blank texts (issue 12 item 7) ----------------------------------------------------------------------------
+# --- blank texts ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])

@@ -1,4 +1,4 @@
-"""What a query runs, once each (issue #13): the searched vectors are the parts as they were made (the
+"""What a query runs, once each: the searched vectors are the parts as they were made (the
 encoder's unit vector is not normalized again), the --where is checked once and a shortcut-only predicate not
 at all, and --bbox / --after / --before reach the predicate as the values the CLI parsed."""
 
