@@ -11,8 +11,10 @@ Not a test (pytest collects test_*.py only); it uses the browser tests' Chromium
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
+import urllib.request
 from pathlib import Path
 
 from PIL import Image
@@ -72,26 +74,28 @@ def main(argv: list[str] | None = None) -> int:
             page.goto(args.url + path)
             settle(page, 0)
 
-        # 1. a text query, the best harbour scene (HRSID) opened: its scene with the tile outlined
+        # 1. a text query, the best result opened: its scene with the tile outlined
         go("/?q=ship+near+harbor")
         tiles = results(page)
-        harbour = next((t for t in tiles if t["collection"] == "HRSID"), tiles[0])
-        open_detail(page, harbour["id"])
+        open_detail(page, tiles[0]["id"])
         save(page, args.out / "serve-text-query.png")
 
-        # 2. more like this on that tile
-        act(page, lambda: page.click(f'#grid .result[data-id="{harbour["id"]}"] button.like'))
+        # 2. more like this on the result least like the best one (its image, by the API's like search)
+        ids = ",".join(t["id"] for t in tiles)
+        with urllib.request.urlopen(f"{args.url}/search?like={tiles[0]['id']}&ids={ids}") as answer:
+            odd = json.load(answer)["features"][-1]["id"]
+        act(page, lambda: page.click(f'#grid .result[data-id="{odd}"] button.like'))
         open_detail(page, results(page)[0]["id"])
         save(page, args.out / "serve-more-like-this.png")
 
-        # 3. feedback on the text query: two tiles marked relevant, one not
+        # 3. feedback on the text query: the best two results marked relevant, that odd one not
         go("/?q=ship+near+harbor")
-        tiles = results(page)
-        act(page, lambda: page.click(f'#grid .result[data-id="{harbour["id"]}"] button.up'))
-        second = next((t for t in results(page) if t["collection"] == "HRSID"), results(page)[0])
-        act(page, lambda: page.click(f'#grid .result[data-id="{second["id"]}"] button.up'))
-        chip = next((t for t in results(page) if t["collection"] != "HRSID"), results(page)[-1])
-        act(page, lambda: page.click(f'#grid .result[data-id="{chip["id"]}"] button.down'))
+        act(page, lambda: page.click(f'#grid .result[data-id="{tiles[0]["id"]}"] button.up'))
+        act(page, lambda: page.click(f'#grid .result[data-id="{results(page)[0]["id"]}"] button.up'))
+        if page.locator(f'#grid .result[data-id="{odd}"]').count():
+            act(page, lambda: page.click(f'#grid .result[data-id="{odd}"] button.down'))
+        else:
+            act(page, lambda: page.click("#grid .result:last-child button.down"))
         page.mouse.move(5, 795)
         save(page, args.out / "serve-feedback.png")
 
