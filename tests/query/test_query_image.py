@@ -3,13 +3,12 @@
 An image larger than a tile is cut with the index's tiling and read by the indexer's reader
 (`raster.read_tile_chips`); its tiles are searched one by one and a hit scores its best cosine to any
 of them, so an indexed scene used as `--image` returns its own tiles first. The fixture archive is
-indexed here with 64 px tiles at stride 32: the 160 x 96 scene `BIG_SCENE` is 8 overlapping tiles.
+indexed with 64 px tiles at stride 32 (`small_tiles`): the 160 x 96 scene `BIG_SCENE` is 8 overlapping tiles.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -24,20 +23,7 @@ from sarclip_search.query.engine import Engine
 from sarclip_search.errors import InputError, NoValidPixelsError, UnreadableRasterError
 from sarclip_search.query.fusion import reciprocal_rank_fusion
 from sarclip_search.model.vectors import l2_normalize
-from sarclip_search.ingest.indexer import index_archive
-from sarclip_search.store.layout import IndexStore
 from sarclip_search.ingest.tiling import tile_windows
-
-@pytest.fixture(scope="module")
-def small_tiles(tmp_path_factory, fixture_archive, checkpoint, sarclip):
-    """(engine, archive, db): the fixture archive indexed with 64 px tiles at stride 32."""
-    root = tmp_path_factory.mktemp("small-tiles")
-    archive = root / "archive"
-    shutil.copytree(fixture_archive, archive)
-    index_archive(archive, IndexStore(root / "db"), sarclip, model_path=str(checkpoint), tile_size=64, stride=32)
-    with Engine.open(root / "db") as opened:
-        yield opened, archive, root / "db"
-
 
 def scene_tiles(engine: Engine, path: str) -> list[dict]:
     rows = engine.catalog.fetch_tiles(engine.vectors.ids())

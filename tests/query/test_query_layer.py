@@ -1,14 +1,13 @@
 """Query layer: fusion math, RRF, more-like-this, relevance feedback, dedup, and the query CLI flags.
 
 Pure functions are checked against hand-computed values; engine behaviour on the indexed fixture archive
-(`indexed_db`: one tile per image; `overlapping`: 64 px tiles at stride 32, so one scene has 8 overlapping
+(`indexed_db`: one tile per image; `small_tiles`: 64 px tiles at stride 32, so one scene has 8 overlapping
 tiles). Exports (GeoJSON, STAC, thumbnails) are in test_exports.py.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -23,24 +22,12 @@ from sarclip_search.errors import InputError
 from sarclip_search.query.feedback import fit_probe, text_prior
 from sarclip_search.store.filters import Filters
 from sarclip_search.query.fusion import blend, part_weights, push_away, reciprocal_rank_fusion
-from sarclip_search.ingest.indexer import index_archive
-from sarclip_search.store.layout import IndexStore
 from sarclip_search.model.vectors import l2_normalize
 
 
 @pytest.fixture(scope="module")
 def rows(engine) -> dict[int, dict]:
     return {int(r["tile_id"]): r for r in engine.catalog.fetch_tiles(engine.vectors.ids())}
-
-
-@pytest.fixture(scope="module")
-def overlapping(tmp_path_factory, fixture_archive, checkpoint, sarclip):
-    """An engine over the fixture archive cut into 64 px tiles at stride 32 (overlapping windows)."""
-    root = tmp_path_factory.mktemp("overlap")
-    shutil.copytree(fixture_archive, root / "archive")
-    index_archive(root / "archive", IndexStore(root / "db"), sarclip, model_path=str(checkpoint), tile_size=64, stride=32)
-    with Engine.open(root / "db") as opened:
-        yield opened
 
 
 def ids_by_label(rows: dict[int, dict], label: str) -> list[int]:
@@ -288,7 +275,8 @@ def test_dedup_keeps_the_best_of_overlapping_tiles():
     assert not windows_overlap(hits[0], hits[3])
 
 
-def test_dedup_on_overlapping_tiles_still_returns_k(overlapping):
+def test_dedup_on_overlapping_tiles_still_returns_k(small_tiles):
+    overlapping, _, _ = small_tiles
     big = [r for r in overlapping.catalog.fetch_tiles(overlapping.vectors.ids()) if r["path"] == BIG_SCENE]
     assert len(big) == 8  # 160 x 96 at 64 px, stride 32: columns 0, 32, 64, 96 x rows 0, 32
     anchor = int(big[0]["tile_id"])
