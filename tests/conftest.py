@@ -49,7 +49,7 @@ def sarclip(checkpoint: Path):
 
 @pytest.fixture
 def fast_model(monkeypatch: pytest.MonkeyPatch, sarclip):
-    """The CLI's load_model answers with the session model (same checkpoint, same hash): no ~6 s load per run."""
+    """The CLI's load_model answers with the session model (same checkpoint, same hash): no 6 s load a run."""
     monkeypatch.setattr("sarclip_search.model.sarclip.load_model", lambda *_, **__: sarclip)
     return sarclip
 

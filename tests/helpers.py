@@ -23,7 +23,9 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 # --- vectors ------------------------------------------------------------------------------------------------
 
 
-def clustered(n: int, d: int, *, clusters: int = 100, seed: int = 0, centers_seed: int | None = None) -> np.ndarray:
+def clustered(
+    n: int, d: int, *, clusters: int = 100, seed: int = 0, centers_seed: int | None = None
+) -> np.ndarray:
     """(n, d) float32 seeded L2-normalized Gaussian clusters: the structure IVF and PQ rely on.
 
     The cluster centers come from `seed` too unless `centers_seed` is given: with `centers_seed=0`, every seed
@@ -57,7 +59,7 @@ def error_lines(result) -> list[str]:
 
 
 def assert_user_error(result, *needles: str) -> str:
-    """Exit 1, exactly one non-blank `error:` line on stderr holding every needle, no traceback; returns the line."""
+    """Exit 1, one non-blank `error:` line on stderr holding every needle, no traceback; returns the line."""
     from sarclip_search.cli.app import EXIT_ERROR
 
     assert result.exit_code == EXIT_ERROR, (result.exit_code, result.output, result.exception)
@@ -74,10 +76,11 @@ def assert_user_error(result, *needles: str) -> str:
 SHIP_PNG = "chips/chip_ship_0001.png"
 FIELD_PNG = "chips/chip_field_0001.png"
 K5_NOCRS = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"
-S1_FIRST = "sentinel1/S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"  # + STAC sidecar
+# with a STAC sidecar (S1_FIRST + ".json")
+S1_FIRST = "sentinel1/S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"
 # the 160 x 96 Sentinel-1 scene (several tiles when indexed with 64 px tiles)
 BIG_SCENE = "sentinel1/S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_043758_2091_tiny.tif"
-# three good images: a PNG chip, a uint16 GeoTIFF without CRS, a float32 Sentinel-1 GeoTIFF with CRS and sidecar
+# three good images: a PNG chip, a uint16 GeoTIFF without CRS, a float32 Sentinel-1 GeoTIFF with CRS, sidecar
 GOOD = (SHIP_PNG, K5_NOCRS, S1_FIRST)
 
 
@@ -142,7 +145,7 @@ def index(archive: Path, db: Path, checkpoint: Path, *extra: object):
 
 
 def reindex(archive: Path, db: Path, checkpoint: Path, **options):
-    """`index_archive` with a model loader that raises if called (`no_model`): for runs with nothing to embed."""
+    """`index_archive` with a model loader that raises if called (`no_model`): a run with nothing to embed."""
     from sarclip_search.ingest.indexer import index_archive
     from sarclip_search.store.layout import IndexStore
 
@@ -158,8 +161,8 @@ def link_encoders(source_db: Path, db: Path) -> None:
 
 
 def copy_index(source: Path, target: Path) -> Path:
-    """A private copy of an index directory that a test may tamper with, its encoders hard-linked (`link_encoders`):
-    a copy of them for each test made a run write 4.5 GB."""
+    """A private copy of an index directory that a test may tamper with, its encoders hard-linked
+    (`link_encoders`): a copy of them for each test made a run write 4.5 GB."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("encoders"))
     if (source / "encoders").is_dir():
         link_encoders(source, target)

@@ -1,6 +1,6 @@
-"""The indexer rebuilds the vector index at commit time: retrained once it has grown 4x past its training set,
-and under another factory (`index_factory`) over an unchanged archive; the ids and vectors are kept, the rebuilt
-index is tuned and finds what exact search finds."""
+"""The indexer rebuilds the vector index at commit time: retrained once it has grown 4x past its training
+set, and under another factory (`index_factory`) over an unchanged archive; the ids and vectors are kept, the
+rebuilt index is tuned and finds what exact search finds."""
 
 from __future__ import annotations
 
