@@ -16,8 +16,10 @@ import shutil
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,10 +113,9 @@ class Server:
             return json.load(response)
 
 
-@pytest.fixture(scope="session")
-def server(browser_db: Path) -> Iterator[Server]:
-    """`create_app(browser_db)` served by a real uvicorn on 127.0.0.1 (a free port), in a thread."""
-    chromium_path()  # no server to start when the tests are skipped
+@contextmanager
+def serving(db: Path, token: str | None = None) -> Iterator[Server]:
+    """`create_app(db, token=token)` served by a real uvicorn on 127.0.0.1 (a free port), in a thread."""
     import uvicorn
 
     from sarclip_search.server.app import create_app
@@ -123,7 +124,7 @@ def server(browser_db: Path) -> Iterator[Server]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(browser_db), log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(create_app(db, token=token), log_level="warning", access_log=False, lifespan="on")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
@@ -133,14 +134,35 @@ def server(browser_db: Path) -> Iterator[Server]:
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=5):
                 break
+        except urllib.error.HTTPError:  # it answers (401 when it has a token)
+            break
         except OSError:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError(f"the test server did not start on {url}") from None
             time.sleep(0.1)
-    yield Server(url, browser_db)
-    uv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield Server(url, db)
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def server(browser_db: Path) -> Iterator[Server]:
+    """The page's server over `browser_db`, without a token."""
+    chromium_path()  # no server to start when the tests are skipped
+    with serving(browser_db) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def token_server(browser_db: Path) -> Iterator[tuple[Server, str]]:
+    """A second server over `browser_db` that needs a token, and the token."""
+    chromium_path()
+    token = "browser-test-token"
+    with serving(browser_db, token=token) as running:
+        yield running, token
 
 
 # ---------------------------------------------------------------- the browser

@@ -200,3 +200,29 @@ def test_no_request_leaves_the_servers_origin(page):
     assert any("/static/vendor/world-atlas/countries-110m.json" in url for url in page.requests)
     assert any("/thumbnail.png" in url for url in page.requests)
     assert page.foreign_requests() == []
+
+
+def test_more_results_follows_the_next_link(page):
+    page.goto(QUERY)
+    first = page.ids()
+    page.after(lambda: page.page.click("#more"))
+    page.shot("more-results")
+    api = page.server.get_json("/search?q=T72+tank&limit=20")
+    assert page.ids()[:10] == first and page.ids() == [item["id"] for item in api["features"]]
+    assert all(width > 0 for width in decoded_thumbnails(page))
+
+
+def test_token_first_visit_sets_the_cookie_the_page_then_uses(browser, token_server, tmp_path):
+    server, token = token_server
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    tab = context.new_page()
+    try:
+        refused = tab.goto(server.url + "/?q=ship")
+        assert refused.status == 401 and "token" in tab.inner_text("body")
+        tab.goto(f"{server.url}/?q=ship&token={token}")
+        tab.wait_for_function("Number(document.body.dataset.searches || 0) >= 1", timeout=60_000)
+        assert "token" not in tab.url and "q=ship" in tab.url  # the token leaves the address
+        assert tab.is_hidden("#error") and tab.locator("#grid .result").count() == 10
+        tab.screenshot(path=str(tmp_path / "token.png"))
+    finally:
+        context.close()
