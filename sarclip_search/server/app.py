@@ -482,16 +482,16 @@ def create_app(db: str | Path | None = None, *, token: str | None = None,
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def thumbnail(item_id: str, size: Annotated[int, Query(ge=images.MIN_SIZE, le=images.MAX_SIZE)] = images.THUMBNAIL_SIZE
                   ) -> Response:
+        tile = params.item_ids([item_id], "id")[0]
         with generations.lease() as snapshot:
-            with snapshot.engine() as engine:
-                hit = one_hit(engine, item_id)
-
-            def make() -> bytes:
+            def make() -> bytes:  # on a cache miss only: no engine is borrowed for a cached thumbnail
+                with snapshot.engine() as engine:
+                    hit = one_hit(engine, item_id)
                 try:
                     return images.tile_png(hit, size)
                 except RasterError as exc:
                     raise unreadable(hit, exc) from None
-            return png_response(snapshot, (snapshot.name, "tile", hit.id, size), make)
+            return png_response(snapshot, (snapshot.name, "tile", tile, size), make)
 
     @app.get("/scenes/{scene_id}/quicklook.png", summary="The scene's quicklook (PNG, cached), a tile outlined",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})

@@ -45,14 +45,16 @@ def bind(host: str, port: int) -> socket.socket:
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port}: not a TCP port; give 1-65535 (default {DEFAULT_PORT})")
     try:
-        family = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        # with its protocol (IPPROTO_TCP), so that asyncio sets TCP_NODELAY on the connections it accepts: a proto
+        # of 0 leaves Nagle on, and every keep-alive response waits ~40 ms for the client's delayed ACK
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise InputError(f"--host {host}: not an address of this machine ({exc.strerror or exc}); "
                          f"give an address such as {DEFAULT_HOST}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
+        sock.bind(address)
         sock.listen(2048)
     except OSError as exc:
         sock.close()

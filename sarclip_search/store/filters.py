@@ -17,6 +17,7 @@ import difflib
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,8 +40,10 @@ _STATEMENT_WORDS = frozenset({
     "IMPORT", "INSTALL", "LOAD", "PRAGMA", "SET", "RESET", "CALL", "CHECKPOINT", "VACUUM", "TRUNCATE",
     "GRANT", "REVOKE", "USE", "BEGIN", "COMMIT", "ROLLBACK", "EXECUTE", "PREPARE",
 })
-# A parser-only connection for validating predicates: no tables, never touches a file.
+# A parser-only connection for validating predicates: no tables, never touches a file. One thread at a time
+# (DuckDB connections are not thread-safe; `sarsearch serve` checks filters from several threads).
 _parser: duckdb.DuckDBPyConnection | None = None
+_parser_lock = threading.Lock()
 
 # Catalog columns kept for the catalog's own bookkeeping (ids, pixel offsets, file state, hashes, the bbox
 # columns that --bbox reads). `--where` still accepts them; `sarsearch columns` and suggestions leave them out.
@@ -282,19 +285,20 @@ def check_predicate(where: str, *, allow_parameters: bool = False) -> None:
         raise _reject_where(str(where), "it is empty")
     if "\x00" in where:
         raise _reject_where(where, "it contains a NUL character")
-    _reject_statement_words(where)
     # The sentinel column shows where the predicate ends: "x) OR (y" would parse as
     # OR(x, AND(y, sentinel)) and escape the parentheses that keep it AND-ed with other filters.
     sql = f"SELECT 1 FROM tile_view WHERE ({where}) AND {_SENTINEL}"
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise _reject_where(where, str(exc).splitlines()[0]) from exc
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise _reject_where(where, "it is not a single expression")
-    if _parser is None:
-        _parser = duckdb.connect(":memory:")
-    tree = json.loads(_parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])  # type: ignore[index]
+    with _parser_lock:  # duckdb.tokenize and extract_statements use DuckDB's default connection
+        _reject_statement_words(where)
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise _reject_where(where, str(exc).splitlines()[0]) from exc
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise _reject_where(where, "it is not a single expression")
+        if _parser is None:
+            _parser = duckdb.connect(":memory:")
+        tree = json.loads(_parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])  # type: ignore[index]
     if tree.get("error") or len(tree.get("statements", [])) != 1:
         raise _reject_where(where, tree.get("error_message", "it is not a single expression"))
     node = tree["statements"][0]["node"]

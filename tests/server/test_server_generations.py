@@ -82,3 +82,14 @@ def test_current_is_read_at_most_once_a_second(indexed_db, tmp_path):
         assert generations.current_name == committed
     finally:
         generations.close()
+
+
+def test_concurrent_filtered_searches_all_succeed(api):
+    """Requests run on several threads at once; filters are checked by DuckDB's parser, one thread at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [{"q": "ship", "filter": f"label <> 'x{i}' AND split IN ('train', 'test')", "limit": 3} for i in range(48)]
+    queries += [{"filter": f"width > {i}", "collections": "synthetic-S1-GRD", "limit": 2} for i in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda query: api.get("/search", params=query).status_code, queries))
+    assert statuses == [200] * len(queries)
