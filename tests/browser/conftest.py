@@ -85,7 +85,14 @@ def write_browser_archive(fixture: Path, root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def browser_db(tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, checkpoint: Path, sarclip) -> Path:
+def chromium() -> str:
+    """The system Chromium's path; first of the session fixtures, so a skip comes before any index is built."""
+    return chromium_path()
+
+
+@pytest.fixture(scope="session")
+def browser_db(chromium: str, tmp_path_factory: pytest.TempPathFactory, fixture_archive: Path, checkpoint: Path,
+               sarclip) -> Path:
     """An index of `write_browser_archive` (26 tiles: 13 ship, 13 field; 7 with a footprint)."""
     from sarclip_search.ingest.indexer import index_archive
     from sarclip_search.store.layout import IndexStore
@@ -151,7 +158,6 @@ def serving(db: Path, token: str | None = None) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def server(browser_db: Path) -> Iterator[Server]:
     """The page's server over `browser_db`, without a token."""
-    chromium_path()  # no server to start when the tests are skipped
     with serving(browser_db) as running:
         yield running
 
@@ -159,7 +165,6 @@ def server(browser_db: Path) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def token_server(browser_db: Path) -> Iterator[tuple[Server, str]]:
     """A second server over `browser_db` that needs a token, and the token."""
-    chromium_path()
     token = "browser-test-token"
     with serving(browser_db, token=token) as running:
         yield running, token
@@ -169,15 +174,14 @@ def token_server(browser_db: Path) -> Iterator[tuple[Server, str]]:
 
 
 @pytest.fixture(scope="session")
-def browser(server: Server) -> Iterator[Any]:
+def browser(chromium: str, server: Server) -> Iterator[Any]:
     """Headless Chromium (Debian's), a fresh profile (Playwright's launch makes a temporary user-data-dir)."""
     from playwright.sync_api import sync_playwright
 
-    executable = chromium_path()
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
 
 
 @dataclass
