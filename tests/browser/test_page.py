@@ -226,3 +226,23 @@ def test_token_first_visit_sets_the_cookie_the_page_then_uses(browser, token_ser
         tab.screenshot(path=str(tmp_path / "token.png"))
     finally:
         context.close()
+
+
+def test_map_area_and_date_range_filter_the_results(page):
+    page.goto("/?q=T72+tank&limit=30")
+    placed = [tile["id"] for tile in page.results() if tile["placed"] == "yes"]
+    # the map is fitted to the footprints: its view holds every placed result and nothing unplaced
+    page.after(lambda: page.page.click("#search-area"))
+    page.shot("map-area")
+    bbox = [float(v) for v in url_params(page)["bbox"][0].split(",")]
+    tiles = page.results()
+    assert sorted(t["id"] for t in tiles) == sorted(placed) and all(t["placed"] == "yes" for t in tiles)
+    for tile in tiles:
+        west, south, east, north = page.server.get_json(f"/items/{tile['id']}")["bbox"]
+        assert west < bbox[2] and east > bbox[0] and south < bbox[3] and north > bbox[1]
+    page.after(lambda: page.page.fill("#filter-date-from", "2021-02-01"))
+    page.shot("date-range")
+    assert url_params(page)["datetime"] == ["2021-02-01T00:00:00Z/.."]
+    days = [page.server.get_json(f"/items/{t['id']}")["properties"]["datetime"][:10] for t in page.results()]
+    assert days and all(day >= "2021-02-01" for day in days)
+    assert len(days) < len(tiles)  # the fixture has scenes from January too
