@@ -383,7 +383,16 @@ function wire() {
 function showBbox() {
   const note = $("#bbox-note");
   note.hidden = !state.bbox;
-  note.textContent = state.bbox ? `Map area: ${state.bbox.map((v) => v.toFixed(3)).join(", ")}` : "";
+  note.replaceChildren();
+  map.showArea(state.bbox);
+  if (!state.bbox) return;
+  const remove = el("button", { type: "button", className: "link", textContent: "remove", id: "clear-area" });
+  remove.addEventListener("click", () => {
+    state.bbox = null;
+    showBbox();
+    run();
+  });
+  note.append(`Map area (dashed on the map): ${state.bbox.map((v) => v.toFixed(3)).join(", ")} `, remove);
 }
 
 async function start() {

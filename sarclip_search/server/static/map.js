@@ -138,6 +138,17 @@ export class ResultsMap {
     return true;
   }
 
+  // the searched map area (a bbox filter) as a dashed box; null removes it
+  showArea(bbox) {
+    if (this.area) this.area.remove();
+    this.area = null;
+    if (!bbox) return;
+    const [west, south, east, north] = bbox;
+    this.area = L.rectangle([[south, west], [north, east]], {
+      color: "#495057", weight: 1.5, dashArray: "6 4", fill: false, interactive: false, className: "search-area",
+    }).addTo(this.map);
+  }
+
   // the map's view as a STAC bbox, clamped to lon/lat limits
   viewBbox() {
     const b = this.map.getBounds();
