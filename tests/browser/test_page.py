@@ -42,9 +42,13 @@ def test_text_query_shows_ten_decoded_thumbnails(page):
     assert first["properties"]["label"] in caption and f"#{first['id']}" in caption
     assert f"{first['properties']['score']:.3f}" in caption
     assert page.page.input_value("#q") == "T72 tank"
-    # the example chips come from the index's labels and run a search
+    # the example chips come from the index's labels and run a search; Enter in the box searches
     page.after(lambda: page.page.locator("#examples .example", has_text="field").click())
     assert url_params(page)["q"] == ["field"]
+    page.page.fill("#q", "bright ship at sea")
+    page.after(lambda: page.page.press("#q", "Enter"))
+    assert url_params(page)["q"] == ["bright ship at sea"]
+    assert page.ids() == [item["id"] for item in page.server.get_json("/search?q=bright+ship+at+sea")["features"]]
 
 
 def test_more_like_this_turns_the_list_to_the_examples_class(page):
