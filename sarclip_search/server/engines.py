@@ -67,11 +67,17 @@ class Snapshot:
             self._engines.put(engine)
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
-        """`make()` once per generation (e.g. the queryables), then the same answer."""
+        """`make()` once per generation (e.g. the queryables), then the same answer.
+
+        `make` runs outside the lock (two first requests may both make it): it may wait for an engine, and a
+        request holding an engine may be waiting here for another key.
+        """
         with self.cache_lock:
-            if key not in self.cache:
-                self.cache[key] = make()
-            return self.cache[key]
+            if key in self.cache:
+                return self.cache[key]
+        value = make()
+        with self.cache_lock:
+            return self.cache.setdefault(key, value)
 
     def close(self) -> None:
         if not self.closed:

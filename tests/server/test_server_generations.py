@@ -93,3 +93,22 @@ def test_concurrent_filtered_searches_all_succeed(api):
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda query: api.get("/search", params=query).status_code, queries))
     assert statuses == [200] * len(queries)
+
+
+def test_first_answers_made_while_every_engine_is_busy_do_not_deadlock(indexed_db, tmp_path):
+    """/queryables (made once per generation, with an engine) and searches by collection (which read the
+    generation's datasets while holding an engine) arriving together on a fresh generation."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from sarclip_search.server.app import create_app
+
+    db = copy_index(indexed_db[0], tmp_path / "db")
+    with TestClient(create_app(db, engines_per_generation=1)) as client:
+        paths = ["/queryables", "/info", "/search?collections=synthetic-chips&q=ship"] * 6
+        pool = ThreadPoolExecutor(6)
+        futures = [pool.submit(lambda path=path: client.get(path).status_code) for path in paths]
+        statuses = [future.result(timeout=60) for future in futures]  # a deadlock fails here instead of hanging
+        pool.shutdown()
+    assert statuses == [200] * len(paths)
