@@ -128,25 +128,29 @@ def in_clients(port: int, clients: int, per_client: int, request: Callable[[Clie
     return time.perf_counter() - start
 
 
+def text_load(port: int, clients: int, per_client: int) -> dict:
+    """`clients` clients sending `per_client` text queries each (after 5 each to warm up): stats and errors."""
+    latencies: list[float] = []
+    failures: list[int] = []
+    lock = threading.Lock()
+
+    def request(client: Client, i: int, _: random.Random) -> None:
+        status, _, _, seconds = client.get("/search?" + urlencode({"q": TEXTS[i % len(TEXTS)], "limit": 10}))
+        with lock:
+            latencies.append(seconds)
+            if status != 200:
+                failures.append(status)
+
+    in_clients(port, clients, 5, request)  # warm-up: connections, the engines' first queries
+    latencies.clear()
+    wall = in_clients(port, clients, per_client, request)
+    return {**stats(latencies, wall), "errors": len(failures)}
+
+
 def text_queries(port: int, requests: int) -> dict:
     results = {}
     for clients in CLIENTS:
-        latencies: list[float] = []
-        failures = []
-        lock = threading.Lock()
-
-        def request(client: Client, i: int, _: random.Random) -> None:
-            status, _, _, seconds = client.get("/search?" + urlencode({"q": TEXTS[i % len(TEXTS)], "limit": 10}))
-            with lock:
-                latencies.append(seconds)
-                if status != 200:
-                    failures.append(status)
-
-        per_client = max(1, requests // clients) if clients > 1 else requests
-        in_clients(port, clients, 5, request)  # warm-up: connections, the engines' first queries
-        latencies.clear()
-        wall = in_clients(port, clients, per_client, request)
-        results[f"http_{clients}_clients"] = {**stats(latencies, wall), "errors": len(failures)}
+        results[f"http_{clients}_clients"] = text_load(port, clients, max(1, requests // clients))
         print(f"  http, {clients} client(s): {results[f'http_{clients}_clients']}", flush=True)
     return results
 
@@ -319,7 +323,7 @@ def mixed_while_indexing(data: Path) -> dict:
                     outcome["went_back"] += 1
             state["generation"] = max(state.get("generation") or "", generation or "")
 
-        states = [dict() for _ in range(MIXED_CLIENTS)]
+        states: list[dict] = [{} for _ in range(MIXED_CLIENTS)]
         writing.start()
         time.sleep(8)  # the first run loads the model before its first commit
         wall = in_clients(port, MIXED_CLIENTS, MIXED_REQUESTS, lambda c, i, r: request(c, i, r, states[i // MIXED_REQUESTS]))
