@@ -2,8 +2,12 @@
 
 Reads metadata (`read_info`), pixel windows (`read_window`) and model-ready chips (`read_chip`) from
 GeoTIFF, PNG and JPEG files, and finds rasters under a folder (`walk_archive`, `iter_rasters`). Windows are in pixels
-(`tiling.Window`); footprints are lon/lat in WGS84 (`window_bbox_lonlat`). Every failure a user can cause
-(missing, empty, corrupt, truncated, unsupported or oversized file) is a `RasterError` naming the file.
+(`tiling.Window`); footprints are lon/lat in WGS84 (`window_bbox_lonlat`, `windows_bbox_lonlat`). Every failure a
+user can cause (missing, empty, corrupt, truncated, unsupported or oversized file) is a `RasterError` naming the file.
+
+The indexer reads a scene with `read_scene`: one open of the file for its header, scale and footprint and every
+tile (a windowed read of that open dataset); `windows_bbox_lonlat` then places all its tiles with one
+coordinate transform.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from sarclip_search.ingest import radiometry
 from sarclip_search.errors import (
     InputError,
     NoValidPixelsError,
@@ -33,21 +36,27 @@ from sarclip_search.errors import (
     UnreadableRasterError,
     printable_path,
 )
+from sarclip_search.ingest import radiometry
 from sarclip_search.ingest.tiling import Window, tile_windows
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
+    "ArchiveFile",
     "ArchiveWalk",
     "OutsideLink",
     "RasterInfo",
+    "SceneTiles",
+    "header_size",
     "iter_rasters",
     "read_chip",
     "read_info",
+    "read_scene",
     "read_tile_chips",
     "read_window",
     "walk_archive",
     "window_bbox_lonlat",
+    "windows_bbox_lonlat",
 ]
 
 logger = logging.getLogger(__name__)
@@ -313,13 +322,28 @@ def window_bbox_lonlat(info: RasterInfo, window: Window) -> tuple[float, float, 
     EPSG:4326 with `rasterio.warp.transform`. Exact for north-up rasters in geographic CRS, within
     a fraction of a pixel for UTM tiles; windows crossing the antimeridian are not handled.
     """
-    if info.crs is None or info.transform is None:
-        return None
+    return windows_bbox_lonlat(info, [window])[0]
+
+
+def windows_bbox_lonlat(
+    info: RasterInfo, windows: Sequence[Window]
+) -> list[tuple[float, float, float, float] | None]:
+    """`window_bbox_lonlat` of each window, with the CRS read once and one transform call for all corners.
+
+    Each corner is transformed on its own, so every box is the one `window_bbox_lonlat` gives. If the
+    call for all corners fails (a corner outside the CRS's domain), each window is transformed alone, as
+    `window_bbox_lonlat` would: only the windows that fail on their own have no box.
+    """
+    if info.crs is None or info.transform is None or not windows:
+        return [None] * len(windows)
     a, b, c, d, e, f = info.transform[:6]
-    cols = [window.col_off, window.col_off + window.width]
-    rows = [window.row_off, window.row_off + window.height]
-    xs = [a * col + b * row + c for row in rows for col in cols]
-    ys = [d * col + e * row + f for row in rows for col in cols]
+    xs: list[float] = []
+    ys: list[float] = []
+    for window in windows:
+        cols = [window.col_off, window.col_off + window.width]
+        rows = [window.row_off, window.row_off + window.height]
+        xs.extend(a * col + b * row + c for row in rows for col in cols)
+        ys.extend(d * col + e * row + f for row in rows for col in cols)
     try:
         crs = CRS.from_user_input(info.crs)
         if crs.to_epsg() == 4326:
@@ -327,18 +351,24 @@ def window_bbox_lonlat(info: RasterInfo, window: Window) -> tuple[float, float, 
         else:
             lons, lats = rasterio.warp.transform(crs, CRS.from_epsg(4326), xs, ys)
     except _READ_ERRORS as error:
+        if len(windows) > 1:
+            return [windows_bbox_lonlat(info, [window])[0] for window in windows]
         logger.warning("%s: cannot transform footprint to lon/lat (%s)", info.path, _first_line(error))
-        return None
-    corners = np.array([lons, lats], dtype=np.float64)
-    if not np.isfinite(corners).all():
-        logger.warning("%s: footprint has no finite lon/lat in WGS84", info.path)
-        return None
-    return (
-        float(corners[0].min()),
-        float(corners[1].min()),
-        float(corners[0].max()),
-        float(corners[1].max()),
-    )
+        return [None]
+    corners = np.array([lons, lats], dtype=np.float64).reshape(2, len(windows), 4)
+    boxes: list[tuple[float, float, float, float] | None] = []
+    for corner in corners.transpose(1, 0, 2):  # (window, lon/lat, 4 corners)
+        if not np.isfinite(corner).all():
+            logger.warning("%s: footprint has no finite lon/lat in WGS84", info.path)
+            boxes.append(None)
+            continue
+        boxes.append((
+            float(corner[0].min()),
+            float(corner[1].min()),
+            float(corner[0].max()),
+            float(corner[1].max()),
+        ))
+    return boxes
 
 
 def read_chip(path: str | os.PathLike[str], window: Window | None = None, size: int = 128) -> np.ndarray:
@@ -378,8 +408,8 @@ def read_tile_chips(
     `read_chip(path, window)` returns (band 1, the raster's scale to dB, stretched per tile, resized
     to `size`), read through one open dataset. An image with both sides <= `tile_size` is one window,
     read whole. Windows without any valid pixel (nodata edges of a scene) are dropped. The indexer
-    embeds these chips and the engine cuts a query image with them, so both see the same pixels.
-    `info` (from `read_info`) spares reading the raster's header and scale sample again.
+    embeds these chips (`read_scene`) and the engine cuts a query image with them, so both see the same
+    pixels. `info` (from `read_info`) spares reading the raster's header and scale sample again.
 
     Raises:
         RasterError: as `read_window`.
@@ -390,19 +420,88 @@ def read_tile_chips(
     file = Path(path)
     with _open(file) as dataset:
         scale = info.scale if info is not None else _info(dataset, file, path).scale
-        windows = tile_windows(dataset.width, dataset.height, tile_size, stride)
-        kept: list[tuple[Window, np.ndarray]] = []
-        for window in windows:
-            whole = window if len(windows) > 1 else None
-            values = _read(dataset, file, [1], _rasterio_window(dataset, whole))
-            if np.isfinite(values).any():
-                kept.append((window, _to_chip(values, scale, size)))
-            else:
-                logger.info("%s: window %s has no valid pixels; left out", printable_path(path), window.as_list())
+        return _tile_chips(dataset, file, path, scale, tile_size, stride, size)
+
+
+class SceneTiles(NamedTuple):
+    """A scene as the indexer reads it (`read_scene`): its header and its tiles' windows and chips."""
+
+    info: RasterInfo
+    windows: list[Window]
+    chips: list[np.ndarray]
+
+
+def read_scene(
+    path: str | os.PathLike[str], tile_size: int, stride: int | None = None, size: int = 128
+) -> SceneTiles:
+    """`read_info(path)` and `read_tile_chips(path, tile_size, stride, size)` through one open of the file.
+
+    The header, the truncation probe, the scale sample and the footprint are read once, then every tile
+    is a windowed read of the same open dataset: the same info, windows and chips as the two calls, with
+    the same errors in the same order (the header's first, then the pixels').
+
+    Raises:
+        RasterError: as `read_info` and `read_window`.
+        NoValidPixelsError: no window has a valid pixel.
+        ValueError: `size`, `tile_size` or `stride` is not positive.
+    """
+    _check_chip_size(size)
+    file = Path(path)
+    with _open(file) as dataset:
+        _probe_tail(dataset, file)
+        info = _info(dataset, file, path)
+        windows, chips = _tile_chips(dataset, file, path, info.scale, tile_size, stride, size)
+    return SceneTiles(info, windows, chips)
+
+
+def _tile_chips(
+    dataset: rasterio.io.DatasetReader,
+    file: Path,
+    path: str | os.PathLike[str],
+    scale: str,
+    tile_size: int,
+    stride: int | None,
+    size: int,
+) -> tuple[list[Window], list[np.ndarray]]:
+    """The windows with a valid pixel and their chips, read from the open `dataset` (see `read_tile_chips`)."""
+    windows = tile_windows(dataset.width, dataset.height, tile_size, stride)
+    kept: list[tuple[Window, np.ndarray]] = []
+    for window in windows:
+        whole = window if len(windows) > 1 else None
+        values = _read(dataset, file, [1], _rasterio_window(dataset, whole))
+        if np.isfinite(values).any():
+            kept.append((window, _to_chip(values, scale, size)))
+        else:
+            logger.info("%s: window %s has no valid pixels; left out", printable_path(path), window.as_list())
     if not kept:
         where = "the image" if len(windows) == 1 else "any tile"
         raise NoValidPixelsError(path, f"no valid pixels in {where} {_NO_VALID_PIXELS_FIX}")
     return [window for window, _ in kept], [chip for _, chip in kept]
+
+
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(width, height) of an image from its header, cheaply (~50 us), or None when it cannot be read.
+
+    For planning only (the indexer's progress counts tiles with it): Pillow reads the first bytes of
+    PNG, JPEG and most TIFFs; other files are asked of GDAL. Nothing is checked or reported here: a file
+    that fails is reported when it is read (`read_scene`).
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning on large scenes
+            with Image.open(path) as image:
+                width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):  # not for Pillow (BigTIFF, over its pixel limit ...)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path) as dataset:
+                    width, height = dataset.width, dataset.height
+        except (*_READ_ERRORS, OSError, ValueError):  # unreadable: reported by the read itself
+            return None
+    return (int(width), int(height)) if width > 0 and height > 0 else None
 
 
 def _check_chip_size(size: int) -> None:
@@ -431,12 +530,23 @@ class OutsideLink(NamedTuple):
     is_dir: bool  # a folder link (its images were not looked at) or a file link
 
 
+class ArchiveFile(NamedTuple):
+    """What the walk learnt of one image file, so that no later step asks the file system again."""
+
+    real: str  # its real path (links resolved): `Path.resolve()` of it
+    stat: os.stat_result | OSError  # `os.stat` (following a link) at the walk, or why it failed (loop, dangling)
+
+
 @dataclasses.dataclass
 class ArchiveWalk:
-    """What `walk_archive` found: image files (sorted) and the links leaving the root it did not follow."""
+    """What `walk_archive` found: image files (sorted) and the links leaving the root it did not follow.
+
+    `found` holds each file's real path and stat, taken in the same walk.
+    """
 
     files: list[Path]
     outside_links: list[OutsideLink]
+    found: dict[Path, ArchiveFile] = dataclasses.field(default_factory=dict)
 
 
 def _is_within(real: str, real_root: str) -> bool:
@@ -450,7 +560,8 @@ def walk_archive(root: str | os.PathLike[str], *, follow_symlinks: bool = False)
     real path: a link (to a file or a folder) that stays inside the root is followed like any path of
     the archive; one that leads outside it is not followed but listed in `outside_links`, unless
     `follow_symlinks`. A folder link back to a folder being walked (a loop) is never entered.
-    Files keep the path they were found under (``root/link/x.tif``), not their target's.
+    Files keep the path they were found under (``root/link/x.tif``), not their target's; `found` gives
+    each one's real path and `os.stat` result (or the OSError it raised), taken as it is listed.
 
     Raises:
         InputError: `root` is not a folder.
@@ -460,6 +571,7 @@ def walk_archive(root: str | os.PathLike[str], *, follow_symlinks: bool = False)
         raise InputError(f"{base}: no such folder; give a folder of rasters")
     real_root = os.path.realpath(base)
     files: list[Path] = []
+    found: dict[Path, ArchiveFile] = {}
     outside: list[OutsideLink] = []
     pending: list[tuple[Path, tuple[str, ...]]] = [(base, (real_root,))]  # folder, real paths from the root down
     while pending:
@@ -485,11 +597,16 @@ def walk_archive(root: str | os.PathLike[str], *, follow_symlinks: bool = False)
                 outside.append(OutsideLink(path, real, is_dir))
             elif not is_dir:
                 files.append(path)
+                try:
+                    stat: os.stat_result | OSError = entry.stat()  # follows a link, as Path.stat does
+                except OSError as exc:  # a link loop or a dangling link: the indexer lists it as failed
+                    stat = exc
+                found[path] = ArchiveFile(real, stat)
             elif real in ancestors:
                 logger.info("%s: link back to %s, a folder it is inside of; not entered (a loop)", path, real)
             else:
                 pending.append((path, (*ancestors, real)))
-    return ArchiveWalk(sorted(files), sorted(outside))
+    return ArchiveWalk(sorted(files), sorted(outside), found)
 
 
 def iter_rasters(root: str | os.PathLike[str], *, follow_symlinks: bool = False) -> Iterator[Path]:

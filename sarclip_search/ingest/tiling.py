@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Window", "axis_offsets", "tile_windows"]
+__all__ = ["Window", "axis_offsets", "tile_count", "tile_windows"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,24 @@ def tile_windows(width: int, height: int, size: int, stride: int | None = None) 
     Raises:
         ValueError: `size` or `stride` is not positive, or `width`/`height` is not positive.
     """
+    stride = _checked_stride(width, height, size, stride)
+    tile_width = min(size, width)
+    tile_height = min(size, height)
+    return [
+        Window(col_off=col, row_off=row, width=tile_width, height=tile_height)
+        for row in axis_offsets(height, size, stride)
+        for col in axis_offsets(width, size, stride)
+    ]
+
+
+def tile_count(width: int, height: int, size: int, stride: int | None = None) -> int:
+    """`len(tile_windows(width, height, size, stride))`, without making the windows (same errors)."""
+    stride = _checked_stride(width, height, size, stride)
+    return len(axis_offsets(width, size, stride)) * len(axis_offsets(height, size, stride))
+
+
+def _checked_stride(width: int, height: int, size: int, stride: int | None) -> int:
+    """The stride (`size` when None), after checking that every quantity is positive (ValueError if not)."""
     if size <= 0:
         raise ValueError(f"tile size must be a positive number of pixels, got {size}")
     if stride is None:
@@ -68,10 +86,4 @@ def tile_windows(width: int, height: int, size: int, stride: int | None = None) 
         raise ValueError(f"tile stride must be a positive number of pixels, got {stride}")
     if width <= 0 or height <= 0:
         raise ValueError(f"raster size must be positive, got width={width}, height={height}")
-    tile_width = min(size, width)
-    tile_height = min(size, height)
-    return [
-        Window(col_off=col, row_off=row, width=tile_width, height=tile_height)
-        for row in axis_offsets(height, size, stride)
-        for col in axis_offsets(width, size, stride)
-    ]
+    return stride
