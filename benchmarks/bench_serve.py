@@ -340,6 +340,14 @@ def mixed_while_indexing(data: Path) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def shown(path: Path) -> str:
+    """`path` relative to the checkout when inside it (records name no machine's folders)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def git_commit() -> str:
     result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False)
     return result.stdout.strip()
@@ -357,9 +365,10 @@ def main() -> None:
     result: dict = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "load_before": os.getloadavg()},
-        "commit": git_commit(), "db": str(db), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "commit": git_commit(), "db": shown(db), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, commit {result['commit'][:10]}, {db}", flush=True)
+    print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, commit {result['commit'][:10]}, {shown(db)}",
+          flush=True)
     print("1. text queries", flush=True)
     result.update(in_process(db, args.requests))
     process, port = start_server(db)
