@@ -93,8 +93,8 @@ def _clock(seconds: float) -> str:
 @contextmanager
 def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[..., None]]:
     """A rich progress bar driven by library callbacks `(event, done, total)` or, from the indexer,
-    `(event, done, total, tiles)`: then the rate is tiles/s (what the summary reports), else items/s. The
-    ETA is `eta_seconds`."""
+    `(event, done, total, tiles)`: then done/total count tiles and the rate is tiles read per second (what the
+    summary reports), else items/s. The ETA is `eta_seconds`."""
     if quiet:
         yield lambda event, done, total, tiles=None: None
         return
@@ -116,7 +116,7 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[...
             elapsed = task.elapsed or 0.0
             rate = ""
             if elapsed > 0:
-                rate = f"{tiles} tiles, {tiles / elapsed:.1f} tiles/s" if tiles is not None else f"{done / elapsed:.1f}/s"
+                rate = f"tiles, {tiles / elapsed:.1f} tiles/s" if tiles is not None else f"{done / elapsed:.1f}/s"
             left = eta_seconds(done, total, elapsed)
             bar.update(tasks[event], completed=done, total=total, rate=rate,
                        eta="eta -:--" if left is None else f"eta {_clock(left)}")

@@ -30,11 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sarclip_search.ingest import raster
 from sarclip_search._fs import file_sha256
-from sarclip_search.store.artifacts import check_writer
-from sarclip_search.store.catalog import Catalog
-from sarclip_search.model.encoders import has_valid_encoders
 from sarclip_search.errors import (
     InputError,
     MetadataError,
@@ -44,6 +40,7 @@ from sarclip_search.errors import (
     printable_path,
 )
 from sarclip_search.index import VectorIndex, choose_index_key
+from sarclip_search.ingest import raster
 from sarclip_search.ingest.metadata import (
     load_manifest,
     load_stac_sidecar,
@@ -51,9 +48,12 @@ from sarclip_search.ingest.metadata import (
     scene_footprint,
     scene_metadata,
 )
+from sarclip_search.ingest.tiling import Window, tile_count
+from sarclip_search.model.encoders import has_valid_encoders
+from sarclip_search.store.artifacts import check_writer
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.store.layout import Generation, IndexStore, make_info, write_json_atomic
 from sarclip_search.store.schema import BBOX_COLUMNS, SCHEMA_VERSION
-from sarclip_search.ingest.tiling import Window
 
 if TYPE_CHECKING:
     from sarclip_search.model.sarclip import SarClip
@@ -65,7 +65,9 @@ EMBED_BATCH = 64
 # Files per committed generation: a killed run loses at most this many files' work (--commit-every).
 DEFAULT_COMMIT_EVERY = 256
 
-# progress(event, done, total, tiles): event "embed", files done of total, tiles read so far (the CLI's tiles/s)
+# progress(event, done, total, tiles): event "embed"; done and total count tiles, those of the files done and of
+# all files to embed, from each file's header (`raster.header_size`) when the run is planned, so the bar and its
+# ETA move with the work; tiles: the tiles read so far (the CLI's tiles/s, the summary's unit)
 Progress = Callable[[str, int, int, int], None]
 
 
@@ -233,9 +235,10 @@ def index_archive(
                 states = catalog.scene_states()
         for row, reason in skipped_rows:
             _fail(report, row, reason, strict)
-        todo, removed = _plan(archive, walk, manifest, states, report, strict)
+        todo, removed = _plan(archive, walk, manifest, states, report, strict,
+                              tiling=(tile_size, stride) if progress is not None else None)
         settings = _Settings(model, manifest, tile_size, stride, index_factory, memory_budget, strict,
-                             progress, len(todo))
+                             progress, sum(item.tiles for item in todo))
         # info.json records the checkpoint's path and the catalog schema: a run that changes either commits
         info_current = current is not None and not rebuild and _info_is_current(current.read_info(), model_path)
         if info_current and not todo and not removed and not _vectors_stale(current, settings):
@@ -244,15 +247,17 @@ def index_archive(
         else:
             size = max(1, len(todo)) if strict else commit_every
             batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
+            done_before = 0  # tiles planned for the files of earlier batches (progress)
             for number, batch in enumerate(batches):
                 fresh = rebuild and number == 0  # a rebuild's first generation starts empty
                 try:
                     with store.new_generation(copy_current=not fresh) as generation:
-                        changed = _update_generation(generation, batch, removed if number == 0 else [], settings,
-                                                     report, done_before=number * size)
-                        if not changed and info_current and not fresh:
+                        applied = _update_generation(generation, batch, removed if number == 0 else [], settings,
+                                                     report, done_before=done_before)
+                        done_before += sum(item.tiles for item in batch)
+                        if not applied.changed and info_current and not fresh:
                             raise _NothingToCommit  # every file of the batch failed: the staged copy is dropped
-                        _write_info(generation, model, model_path, archive_root, tile_size, stride, report)
+                        _write_info(generation, applied, model, model_path, archive_root, tile_size, stride, report)
                     report.committed += 1
                     info_current = True
                 except _NothingToCommit:
@@ -319,7 +324,7 @@ class _Settings:
     memory_budget: int | None
     strict: bool
     progress: Progress | None
-    total: int  # files to embed in the whole run, for progress
+    total: int  # tiles to embed in the whole run, as planned from the files' headers (progress)
 
 
 # A committed scene's (size_bytes, mtime, content_hash, metadata_hash), from Catalog.scene_states
@@ -327,13 +332,21 @@ _State = tuple[int, float, str, "str | None"]
 
 
 class _Todo(NamedTuple):
-    """A file to embed (new or changed) or, with `relabel`, whose unchanged pixels get new metadata."""
+    """A file to embed (new or changed) or, with `relabel`, whose unchanged pixels get new metadata.
+
+    What the planning walk learnt of it is kept, so that nothing is asked twice: its real path and stat
+    (`raster.walk_archive`), and for a re-label its sidecar and metadata hash (read to find it changed).
+    """
 
     path: Path
     rel: str
+    real: str  # its real path (the catalog's abs_path)
     stat: os.stat_result
     previous: _State | None
     relabel: bool = False
+    stac: dict | None = None  # a re-label's sidecar properties, as `_plan` read them
+    digest: str | None = None  # a re-label's metadata hash, as `_plan` computed it
+    tiles: int = 0  # tiles it is planned to give (progress): from its header, 0 for a re-label
 
 
 def _plan(
@@ -343,13 +356,17 @@ def _plan(
     states: dict[str, _State],
     report: IndexReport,
     strict: bool,
+    *,
+    tiling: tuple[int, int] | None = None,
 ) -> tuple[list[_Todo], list[str]]:
     """Files to (re-)embed or re-label and catalog paths to remove, from the archive and the committed catalog.
 
-    A file of unchanged size and mtime is re-labelled when the hash of its manifest row and sidecar differs
-    from the catalog's; that costs reading the sidecar (if any), not the raster. Links leading outside the
-    archive that the walk did not follow are listed (with a manifest, those it lists or lists files under),
-    and their files removed from the index if an earlier run had them.
+    Sizes and mtimes are those the walk took. A file of unchanged size and mtime is re-labelled when the
+    hash of its manifest row and sidecar differs from the catalog's; that costs reading the sidecar (if
+    any), not the raster. Links leading outside the archive that the walk did not follow are listed (with
+    a manifest, those it lists or lists files under), and their files removed from the index if an earlier
+    run had them. With `tiling` (tile size, stride), each file to embed is planned its number of tiles
+    from its header (`raster.header_size`, for progress; 1 when the header cannot be read).
     """
     files = list(walk.files)
     report.files_seen = len(files)
@@ -376,25 +393,33 @@ def _plan(
     todo: list[_Todo] = []
     for path in files:
         rel = rel_paths[path]
-        try:
-            stat = path.stat()
-        except OSError as exc:  # a symlink loop or a dangling link
-            _fail(report, rel, _reason(exc, path), strict)
+        real, stat = walk.found[path]
+        if isinstance(stat, OSError):  # a symlink loop or a dangling link
+            _fail(report, rel, _reason(stat, path), strict)
             continue
         previous = states.get(rel)
         if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
             try:
-                same = previous[3] == metadata_hash(manifest.get(rel), load_stac_sidecar(path))
+                stac = load_stac_sidecar(path)
+                digest = metadata_hash(manifest.get(rel), stac)
             except MetadataError as exc:  # a sidecar broken since: listed, the committed scene kept as it was
                 _fail(report, rel, _reason(exc, path), strict)
                 continue
-            if same:
+            if previous[3] == digest:
                 report.unchanged += 1
             else:
-                todo.append(_Todo(path, rel, stat, previous, relabel=True))
+                todo.append(_Todo(path, rel, real, stat, previous, relabel=True, stac=stac, digest=digest))
             continue
-        todo.append(_Todo(path, rel, stat, previous))
+        todo.append(_Todo(path, rel, real, stat, previous, tiles=_planned_tiles(path, tiling)))
     return todo, removed
+
+
+def _planned_tiles(path: Path, tiling: tuple[int, int] | None) -> int:
+    """The number of tiles `path` is cut into, from its header (progress only); 1 if unknown."""
+    if tiling is None:
+        return 0
+    size = raster.header_size(path)
+    return tile_count(size[0], size[1], *tiling) if size is not None else 1
 
 
 def _link_reason(link: raster.OutsideLink) -> str:
@@ -424,14 +449,28 @@ def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
     log.info("skipping %s: %s", rel, reason)  # the report lists it; a warning here would print it twice
 
 
+@dataclass
+class _Applied:
+    """What `_update_generation` did to a staged generation; counts and ids read on its catalog connection."""
+
+    changed: bool
+    counts: dict[str, int]  # scenes, tiles (Catalog.counts) after the batch
+    tile_ids: np.ndarray  # the catalog's tile ids after the batch, sorted
+
+
 def _update_generation(
     generation: Generation, todo: list[_Todo], removed: list[str], settings: _Settings, report: IndexReport,
     *, done_before: int = 0,
-) -> bool:
+) -> _Applied:
     """Apply one batch (removals, then new and changed files) to a staged generation and save it.
 
-    Returns whether anything changed (a scene added, removed or rewritten, the vector index rebuilt or
-    re-tuned); if not, the staged generation still holds what it was staged with.
+    One catalog connection serves the batch: its writes (one transaction), then the counts and tile ids
+    that `_write_info` checks against the saved vectors. Each scene to embed is read by one open of its
+    file (`raster.read_scene`); its tiles are placed with one coordinate transform. `done_before`: the
+    tiles planned for the files of earlier batches (progress).
+
+    `changed` says whether anything changed (a scene added, removed or rewritten, the vector index
+    rebuilt or re-tuned); if not, the staged generation still holds what it was staged with.
     """
     sarclip = settings.sarclip
     changed = bool(removed)
@@ -439,52 +478,61 @@ def _update_generation(
         vectors = VectorIndex.load(generation.vectors_path, expected_dim=sarclip.embed_dim)
     else:
         vectors = VectorIndex.create(sarclip.embed_dim, "Flat")
-    with Catalog(generation.catalog_path) as catalog, catalog.transaction():
-        for rel in removed:
-            vectors.remove(catalog.remove_scene(rel))
-            report.removed += 1
-        pending = _Pending()
-        for done, (path, rel, stat, previous, relabel) in enumerate(todo, start=done_before + 1):
-            if settings.progress is not None:
-                settings.progress("embed", done - 1, settings.total, report.tiles_added)
-            try:
-                stac = load_stac_sidecar(path)
-                digest = metadata_hash(settings.manifest.get(rel), stac)
-                content_hash = previous[2] if relabel and previous is not None else file_sha256(path)
-                if previous is not None and previous[2] == content_hash:
-                    touched = previous[3] == digest  # touched, not changed: keep the embeddings, record the mtime
-                    _relabel(catalog, path, rel, stat, content_hash, stac, digest, settings, touched=touched)
-                    if touched:
-                        report.unchanged += 1
+    with Catalog(generation.catalog_path) as catalog:
+        with catalog.transaction():
+            for rel in removed:
+                vectors.remove(catalog.remove_scene(rel))
+                report.removed += 1
+            pending = _Pending()
+            done = done_before
+            for item in todo:
+                if settings.progress is not None:
+                    settings.progress("embed", done, settings.total, report.tiles_added)
+                done += item.tiles
+                path, rel, previous = item.path, item.rel, item.previous
+                try:
+                    if item.digest is not None:  # a re-label: _plan read the sidecar and found the hash changed
+                        stac, digest = item.stac or {}, item.digest
                     else:
-                        report.relabelled += 1
-                    changed = True
+                        stac = load_stac_sidecar(path)
+                        digest = metadata_hash(settings.manifest.get(rel), stac)
+                    content_hash = previous[2] if item.relabel and previous is not None else file_sha256(path)
+                    if previous is not None and previous[2] == content_hash:
+                        touched = previous[3] == digest  # touched, not changed: keep the embeddings, record the mtime
+                        _relabel(catalog, item, content_hash, stac, digest, settings, touched=touched)
+                        if touched:
+                            report.unchanged += 1
+                        else:
+                            report.relabelled += 1
+                        changed = True
+                        continue
+                    scene = raster.read_scene(path, settings.tile_size, settings.stride, size=sarclip.image_size)
+                    _warn_if_constant(scene.chips, report, rel)
+                    metadata = scene_metadata(rel, settings.manifest.get(rel), stac, scene.info.tags)
+                    if previous is not None:
+                        vectors.remove(catalog.remove_scene(rel))
+                    row = _scene_row(item, content_hash, scene.info, metadata, digest)
+                    scene_id = catalog.add_scene(row)
+                except (RasterError, MetadataError, OSError) as exc:
+                    _fail(report, rel, _reason(exc, path), settings.strict)
                     continue
-                info = raster.read_info(path)
-                windows, chips = _read_chips(path, info, settings, report, rel)
-                metadata = scene_metadata(rel, settings.manifest.get(rel), stac, info.tags)
-                if previous is not None:
-                    vectors.remove(catalog.remove_scene(rel))
-                row = _scene_row(rel, path, stat, content_hash, info, metadata, digest)
-                scene_id = catalog.add_scene(row)
-            except (RasterError, MetadataError, OSError) as exc:
-                _fail(report, rel, _reason(exc, path), settings.strict)
-                continue
-            tile_ids = catalog.add_tiles(
-                scene_id,
-                [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())),
-                  "bbox": _tile_bbox(info, w, row)} for w in windows],
-            )
-            pending.ids.extend(int(i) for i in tile_ids)
-            pending.chips.extend(chips)
-            report.indexed += 1
-            changed = True
-            report.tiles_added += len(tile_ids)
-            if len(pending.ids) >= EMBED_BATCH:
-                _flush(pending, vectors, sarclip, report)
-        _flush(pending, vectors, sarclip, report)
-        if settings.progress is not None and todo:
-            settings.progress("embed", done_before + len(todo), settings.total, report.tiles_added)
+                boxes = _tile_bboxes(scene.info, scene.windows, row)
+                tile_ids = catalog.add_tiles(
+                    scene_id,
+                    [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())), "bbox": box}
+                     for w, box in zip(scene.windows, boxes)],
+                )
+                pending.ids.extend(int(i) for i in tile_ids)
+                pending.chips.extend(scene.chips)
+                report.indexed += 1
+                changed = True
+                report.tiles_added += len(tile_ids)
+                if len(pending.ids) >= EMBED_BATCH:
+                    _flush(pending, vectors, sarclip, report)
+            _flush(pending, vectors, sarclip, report)
+            if settings.progress is not None and todo:
+                settings.progress("embed", done, settings.total, report.tiles_added)
+        counts, all_ids = catalog.counts(), catalog.tile_ids()
 
     factory = _target_factory(vectors, settings)
     if factory != vectors.factory or vectors.needs_retraining():  # retrain after 4x growth (RETRAIN_GROWTH)
@@ -497,7 +545,7 @@ def _update_generation(
         changed = True
     if changed or not generation.vectors_path.is_dir():
         vectors.save(generation.vectors_path)
-    return changed
+    return _Applied(changed, counts, all_ids)
 
 
 RETUNE_GROWTH = 2.0  # re-tune an approximate index once it holds this many times the vectors it was tuned on
@@ -510,29 +558,20 @@ def _needs_tuning(vectors: VectorIndex) -> bool:
     return not tuned_on or vectors.ntotal >= RETUNE_GROWTH * tuned_on
 
 
-def _read_chips(
-    path: Path, info: raster.RasterInfo, settings: _Settings, report: IndexReport, rel: str
-) -> tuple[list, list[np.ndarray]]:
-    """The tile windows of a scene and their chips; tiles without valid pixels (nodata edges) are dropped.
-
-    NoValidPixelsError when no tile has a valid pixel. A constant image is indexed with a warning.
-    """
-    windows, chips = raster.read_tile_chips(path, settings.tile_size, settings.stride,
-                                            size=settings.sarclip.image_size, info=info)
+def _warn_if_constant(chips: list[np.ndarray], report: IndexReport, rel: str) -> None:
+    """A constant image is indexed with a warning (tiles without valid pixels were dropped by the read)."""
     if all(float(chip.max()) == float(chip.min()) for chip in chips):
         reason = "constant image (every valid pixel has the same value); indexed, but it has no texture to search by"
         report.warnings.append((rel, reason))
-    return windows, chips
 
 
 def _write_info(
-    generation: Generation, sarclip: _RunModel, model_path: str | None, archive_root: str,
+    generation: Generation, applied: _Applied, sarclip: _RunModel, model_path: str | None, archive_root: str,
     tile_size: int, stride: int, report: IndexReport,
 ) -> None:
-    """Check that catalog and vectors hold the same ids, then write the generation's info.json."""
-    with Catalog(generation.catalog_path, read_only=True) as catalog:
-        counts = catalog.counts()
-        tile_ids = catalog.tile_ids()
+    """Check that the catalog (its batch's counts and ids) and the saved vectors hold the same ids, then
+    write the generation's info.json."""
+    counts, tile_ids = applied.counts, applied.tile_ids
     vectors = VectorIndex.load(generation.vectors_path)
     if not np.array_equal(np.sort(vectors.ids()), tile_ids):
         raise RuntimeError(f"catalog has {counts['tiles']} tiles but the index {vectors.ntotal} vectors, or other ids")
@@ -555,8 +594,8 @@ def _write_info(
 
 
 def _relabel(
-    catalog: Catalog, path: Path, rel: str, stat: os.stat_result, content_hash: str, stac: dict, digest: str,
-    settings: _Settings, *, touched: bool = False,
+    catalog: Catalog, item: _Todo, content_hash: str, stac: dict, digest: str, settings: _Settings, *,
+    touched: bool = False,
 ) -> None:
     """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes.
 
@@ -564,37 +603,45 @@ def _relabel(
     Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the others take the scene's box.
     `touched`: only the file's mtime changed; it is recorded so that the next run skips the file unhashed.
     """
-    info = raster.read_info(path)
-    metadata = scene_metadata(rel, settings.manifest.get(rel), stac, info.tags)
-    row = _scene_row(rel, path, stat, content_hash, info, metadata, digest)
+    info = raster.read_info(item.path)
+    metadata = scene_metadata(item.rel, settings.manifest.get(item.rel), stac, info.tags)
+    row = _scene_row(item, content_hash, info, metadata, digest)
     scene_id = catalog.update_scene(row)
     if row["footprint_source"] != "raster":
-        catalog.set_scene_tiles_bbox(scene_id, _tile_bbox(info, None, row))
-    log.info("%s: %s (not re-embedded)", rel, "touched, new mtime recorded" if touched else "metadata changed, re-labelled")
+        catalog.set_scene_tiles_bbox(scene_id, _scene_box(row))
+    log.info("%s: %s (not re-embedded)", item.rel,
+             "touched, new mtime recorded" if touched else "metadata changed, re-labelled")
 
 
-def _tile_bbox(info: raster.RasterInfo, window: Window | None, row: dict) -> tuple[float, float, float, float] | None:
-    """A tile's lon/lat bbox: from the raster's CRS, else the scene's footprint (stac or manifest point).
+def _tile_bboxes(
+    info: raster.RasterInfo, windows: list[Window], row: dict
+) -> list[tuple[float, float, float, float] | None]:
+    """The tiles' lon/lat bboxes: from the raster's CRS (one transform for all), else the scene's footprint.
 
-    A scene placed by its metadata has no pixel-to-ground mapping, so each tile claims the scene's box.
+    A scene placed by its metadata (stac or manifest point) has no pixel-to-ground mapping, so each tile
+    claims the scene's box.
     """
-    if row["footprint_source"] == "raster" and window is not None:
-        return raster.window_bbox_lonlat(info, window)
+    if row["footprint_source"] == "raster":
+        return raster.windows_bbox_lonlat(info, windows)
+    return [_scene_box(row)] * len(windows)
+
+
+def _scene_box(row: dict) -> tuple[float, float, float, float] | None:
+    """The scene's footprint as a tile bbox (None when nothing places the scene)."""
     if row["footprint_source"] is None:
         return None
     return tuple(row[name] for name in BBOX_COLUMNS)  # type: ignore[return-value]
 
 
-def _scene_row(
-    rel: str, path: Path, stat, content_hash: str, info: raster.RasterInfo, metadata: dict, digest: str,
-) -> dict:
+def _scene_row(item: _Todo, content_hash: str, info: raster.RasterInfo, metadata: dict, digest: str) -> dict:
+    """A scene's catalog row: the file as the walk found it, its header, its metadata."""
     footprint, footprint_source = scene_footprint(info.bounds_lonlat, info.width, info.height, metadata)
     bounds = footprint or (None, None, None, None)
     row = {
-        "path": rel,
-        "abs_path": str(path.resolve()),
-        "size_bytes": stat.st_size,
-        "mtime": stat.st_mtime,
+        "path": item.rel,
+        "abs_path": item.real,
+        "size_bytes": item.stat.st_size,
+        "mtime": item.stat.st_mtime,
         "content_hash": content_hash,
         "width": info.width,
         "height": info.height,

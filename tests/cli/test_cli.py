@@ -259,9 +259,10 @@ def test_where_with_an_unknown_column_suggests_one(cli_index, checkpoint):
 
 def test_index_progress_reports_tiles_per_second(tmp_path, fixture_archive, checkpoint):
     archive = copy_archive(fixture_archive, tmp_path / "archive", only=(SHIP_PNG, FIELD_PNG))
-    result = run("index", archive, "--db", tmp_path / "db", "--model", checkpoint)
+    result = run("index", archive, "--db", tmp_path / "db", "--model", checkpoint, "--tile-size", 32)
     assert result.exit_code == EXIT_OK, result.output
-    assert re.search(r"indexing \(embed\).* 2/2 +\d+ tiles, [\d.]+ tiles/s .* eta ", result.stderr), result.stderr
+    # the bar counts tiles, not files: two 48 px chips are 4 tiles of 32 px each
+    assert re.search(r"indexing \(embed\).* 8/8 tiles, [\d.]+ tiles/s .* eta ", result.stderr), result.stderr
 
 
 def test_reindex_without_changes_embeds_nothing(cli_index, checkpoint):
