@@ -12,7 +12,6 @@ bodies before any route runs.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -34,6 +33,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sarclip_search._fs import bytes_sha256
 from sarclip_search.errors import RasterError, SarclipError
 from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.query.engine import MAX_K, Engine, Hit, given_text
@@ -151,7 +151,7 @@ class Uploads:
 
     def add(self, data: bytes) -> str:
         image_suffix(data)
-        image_id = hashlib.sha256(data).hexdigest()[:32]
+        image_id = bytes_sha256(data)[:32]
         with self._lock:
             self._images[image_id] = data
             self._images.move_to_end(image_id)

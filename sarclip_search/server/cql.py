@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sarclip_search.errors import FilterError
-from sarclip_search.ingest.metadata import parse_datetime
 from sarclip_search.store.filters import is_internal_column, unknown_column_message
+from sarclip_search.store.schema import BBOX_COLUMNS, parse_datetime
 
 CQL2_TEXT = "cql2-text"
 CQL2_JSON = "cql2-json"
@@ -45,8 +45,7 @@ ALLOWED_OPS = frozenset({
 ALIASES = {"collection": "dataset", "id": "tile_id"}
 # Bookkeeping columns that may still be filtered on (ids, pixel offsets, footprint boxes); the rest of
 # the internal ones (file paths on the server, hashes, mtimes) are not offered to HTTP clients.
-_OFFERED_INTERNAL = frozenset({"tile_id", "scene_id", "col_off", "row_off", "bbox_minlon", "bbox_minlat",
-                               "bbox_maxlon", "bbox_maxlat"})
+_OFFERED_INTERNAL = frozenset({"tile_id", "scene_id", "col_off", "row_off", *BBOX_COLUMNS})
 # cql2 writes timestamps as TIMESTAMPTZ literals; the catalog holds naive UTC times.
 _TIMESTAMPTZ = re.compile(r"CAST\('([^']*)' AS TIMESTAMP WITH TIME ZONE\)")
 
