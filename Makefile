@@ -25,7 +25,7 @@ demo: $(BIN)/.installed
 	$(BIN)/sarsearch query --image $(BMP2_CHIP) -k 5 --db $(DEMO_DB)
 	$(BIN)/sarsearch query "armored vehicle" --where "dataset = 'MSTAR-SOC' AND label <> 'T72'" -k 5 --db $(DEMO_DB)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed lint
 	$(BIN)/pytest -q
 
 lint: $(BIN)/.installed

@@ -52,10 +52,10 @@ def main() -> None:
     args = parser.parse_args()
     require_archive(args.archive, "--archive")
 
-    from sarclip_search.query.engine import Engine
-    from sarclip_search.store.filters import Filters
     from sarclip_search.ingest.indexer import index_archive
     from sarclip_search.model.sarclip import DEFAULT_CHECKPOINT, git_commit, load_model
+    from sarclip_search.query.engine import Engine
+    from sarclip_search.store.filters import Filters
     from sarclip_search.store.layout import IndexStore
 
     scratch = tempfile.TemporaryDirectory(prefix="sarsearch-bench-")  # ~100 MB with the ONNX encoders; removed at the end

@@ -59,9 +59,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; stated in the result
 
 import numpy as np
-from defaults import CORPUS_DB, DATA, RESULTS, corpus_index
+
 from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, resident_bytes
 from sarclip_search.index.storage import STORE_FILES, SUBSET_CODES_FILE
+
+from defaults import CORPUS_DB, DATA, RESULTS, corpus_index
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
 REAL_DB = str(CORPUS_DB)  # built from --archive when missing (module docstring)

@@ -32,11 +32,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads
 
 import numpy as np
 
-from defaults import CORPUS_DB, DATA, RESULTS, corpus_index
 from sarclip_search.query import feedback
 from sarclip_search.query.engine import Engine
-from sarclip_search.store.filters import Filters
 from sarclip_search.query.fusion import mean_direction
+from sarclip_search.store.filters import Filters
+
+from defaults import CORPUS_DB, DATA, RESULTS, corpus_index
 
 DATASETS = ("MSTAR-SOC", "OpenSARShip")
 DEPTH = 100

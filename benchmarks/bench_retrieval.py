@@ -54,12 +54,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; stated in the result
 
 import numpy as np
-from defaults import CORPUS_DB, DATA, RESULTS, RUNS, corpus_index
 
+from sarclip_search.model.vectors import l2_normalize
 from sarclip_search.query.engine import Engine
 from sarclip_search.store.filters import Filters
 from sarclip_search.store.layout import IndexStore, write_json_atomic
-from sarclip_search.model.vectors import l2_normalize
+
+from defaults import CORPUS_DB, DATA, RESULTS, RUNS, corpus_index
 
 DATASETS = ("MSTAR-SOC", "OpenSARShip")
 K = 10
@@ -340,7 +341,6 @@ def build_scaled(source: Path, root: Path, n: int, bytes_per_vector: int, seed: 
     recording the source's model, and the source's ONNX encoders copied alongside.
     """
     from sarclip_search.index import VectorIndex, choose_index_key
-
     from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
     from sarclip_search.store.layout import make_info
 
@@ -621,9 +621,8 @@ def main() -> None:
         latency_by_stage(args)
         return
 
-    from sarclip_search.training.captions import class_prompts
-
     from sarclip_search.model.sarclip import git_commit
+    from sarclip_search.training.captions import class_prompts
 
     alphas = [float(a) for a in args.alphas.split(",")]
     rrf_alphas = [float(a) for a in args.rrf_alphas.split(",")]

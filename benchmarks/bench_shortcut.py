@@ -30,13 +30,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
-from defaults import DATA, RESULTS, require_archive
+
+from sarclip_search.ingest.metadata import load_manifest
+from sarclip_search.model.sarclip import DEFAULT_CHECKPOINT, git_commit, load_model
 from sarclip_search.training import data as training_data
 from sarclip_search.training.evaluate import class_text_embeddings
 from sarclip_search.training.shortcut import blank_target, swap_clutter
 
-from sarclip_search.ingest.metadata import load_manifest
-from sarclip_search.model.sarclip import DEFAULT_CHECKPOINT, git_commit, load_model
+from defaults import DATA, RESULTS, require_archive
 
 DATASET = "MSTAR-SOC"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from sarclip_search.cli import render
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from sarclip_search.cli import render
 from sarclip_search.errors import InputError, SarclipError
 
 EXIT_OK = 0
@@ -137,8 +137,8 @@ def index(
 
     Example: sarsearch index ./archive
     """
-    from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
     from sarclip_search.ingest.indexer import index_archive
+    from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
     from sarclip_search.store.layout import IndexStore
 
     def load_sarclip():  # called only when something must be embedded: an unchanged archive needs no torch
@@ -416,9 +416,8 @@ def evaluate(
     Example: sarsearch eval --data ../shared/data --split test --out runs/eval;  sarsearch eval --db .sarsearch --json
     """
     from sarclip_search.cli import render_eval
-    from sarclip_search.training import evaluate as evaluation
-
     from sarclip_search.store.layout import resolve_db
+    from sarclip_search.training import evaluate as evaluation
 
     if db is not None and data is not None:
         raise InputError("give --db DIR (an index) or --data ROOT (a labelled archive), not both")

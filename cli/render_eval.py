@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+
 from sarclip_search.cli.render import console
 
 

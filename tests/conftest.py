@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from helpers import DATA_DIR, load_make_fixtures
 
 # Every CLI test sees the same wide console (cli/render.py reads COLUMNS at each print), so no assertion

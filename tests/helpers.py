@@ -47,8 +47,9 @@ def run(*args: object, columns: int | None = None):
 
     `columns` sets the terminal width ($COLUMNS) for this call instead of the suite's 250 (conftest.py).
     """
-    from sarclip_search.cli.app import app
     from typer.testing import CliRunner
+
+    from sarclip_search.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)} if columns else None)
 

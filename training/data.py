@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sarclip_search.training.captions import caption_key, count_objects, make_captions
 
 from sarclip_search.ingest import raster
 from sarclip_search.ingest.metadata import load_manifest
 from sarclip_search.ingest.tiling import Window, tile_windows
+from sarclip_search.training.captions import caption_key, count_objects, make_captions
 
 log = logging.getLogger(__name__)
 

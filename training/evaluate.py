@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from sarclip_search.training import data as training_data
-from sarclip_search.training.captions import class_prompts
-from sarclip_search.training.paraphrases import PARAPHRASES
 
 from sarclip_search.errors import InputError
 from sarclip_search.ingest.metadata import load_manifest
+from sarclip_search.training import data as training_data
+from sarclip_search.training.captions import class_prompts
+from sarclip_search.training.paraphrases import PARAPHRASES
 
 log = logging.getLogger(__name__)
 

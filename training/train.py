@@ -25,12 +25,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sarclip_search.errors import InputError
+from sarclip_search.model.sarclip import (
+    DEFAULT_MODEL,
+    SarClip,
+    load_weights,
+    new_model,
+    normalize,
+    save_checkpoint,
+)
 from sarclip_search.training import data as training_data
 from sarclip_search.training.evaluate import zero_shot_accuracy
 from sarclip_search.training.shortcut import swap_clutter
-
-from sarclip_search.errors import InputError
-from sarclip_search.model.sarclip import DEFAULT_MODEL, SarClip, load_weights, new_model, normalize, save_checkpoint
 
 log = logging.getLogger(__name__)
 

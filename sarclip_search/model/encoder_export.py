@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sarclip_search._fs import publish_dir
+from sarclip_search.errors import MissingDependencyError, ModelError
 from sarclip_search.model.encoders import (
     ENCODER_FILES,
     ENCODER_FORMAT,
@@ -36,8 +38,6 @@ from sarclip_search.model.encoders import (
     has_valid_encoders,
     standardize_chips,
 )
-from sarclip_search._fs import publish_dir
-from sarclip_search.errors import MissingDependencyError, ModelError
 from sarclip_search.model.sarclip import SarClip
 
 log = logging.getLogger(__name__)

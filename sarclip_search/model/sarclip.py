@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
-from sarclip_search.model.encoders import IMAGE_MEAN, IMAGE_STD, standardize_chips  # noqa: F401  (re-exported)
 from sarclip_search._fs import atomic_file, file_sha256
 from sarclip_search.errors import ArtifactMismatchError, ModelError
+from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
+from sarclip_search.model.encoders import IMAGE_MEAN, IMAGE_STD, standardize_chips  # noqa: F401  (re-exported)
 from sarclip_search.model.vectors import l2_normalize
 
 # Offline by construction: transformers / huggingface_hub must never try the network.

@@ -27,12 +27,12 @@ from typing import Any, Self
 import numpy as np
 
 from sarclip_search._fs import file_sha256
-from sarclip_search.store.artifacts import check_query_checkpoint, check_recorded_schema
-from sarclip_search.store.catalog import Catalog
-from sarclip_search.model.encoders import Encoder, load_onnx_encoder
 from sarclip_search.errors import ArtifactMismatchError, InputError, SarclipError, UnreadableRasterError
+from sarclip_search.index import VectorIndex
+from sarclip_search.index.errors import VectorIndexError
+from sarclip_search.model.encoders import Encoder, load_onnx_encoder
+from sarclip_search.model.vectors import l2_normalize
 from sarclip_search.query.feedback import CANDIDATES_PER_PART, fit_probe, fit_probe_with_text
-from sarclip_search.store.filters import Filters, build_predicate
 from sarclip_search.query.fusion import (
     FUSION_METHODS,
     blend_tiles,
@@ -41,11 +41,11 @@ from sarclip_search.query.fusion import (
     push_away,
     reciprocal_rank_fusion,
 )
-from sarclip_search.index import VectorIndex
-from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.query.hit import MAX_K, Hit, dedup_hits, first_k, windows_overlap
+from sarclip_search.store.artifacts import check_query_checkpoint, check_recorded_schema
+from sarclip_search.store.catalog import Catalog
+from sarclip_search.store.filters import Filters, build_predicate
 from sarclip_search.store.layout import Generation, IndexStore
-from sarclip_search.model.vectors import l2_normalize
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_FUSION", "MAX_K", "Engine", "Hit", "dedup_hits", "given_text", "windows_overlap"]
 

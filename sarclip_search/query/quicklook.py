@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sarclip_search.ingest import radiometry
-from sarclip_search.ingest import raster
-from sarclip_search.query.hit import Hit
 from sarclip_search._fs import bytes_sha256, file_sha256
 from sarclip_search.errors import RasterError, printable_path
-from sarclip_search.query.export import ExportError, check_writable, write_atomic
+from sarclip_search.ingest import radiometry, raster
 from sarclip_search.ingest.tiling import Window
+from sarclip_search.query.export import ExportError, check_writable, write_atomic
+from sarclip_search.query.hit import Hit
 
 log = logging.getLogger(__name__)
 

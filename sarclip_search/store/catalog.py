@@ -28,7 +28,12 @@ import numpy as np
 
 from sarclip_search.errors import REBUILD, ArtifactMismatchError, CatalogError, FilterError, MetadataError
 from sarclip_search.store.artifacts import check_catalog_schema
-from sarclip_search.store.filters import Predicate, check_predicate, is_internal_column, unknown_column_message
+from sarclip_search.store.filters import (
+    Predicate,
+    check_predicate,
+    is_internal_column,
+    unknown_column_message,
+)
 from sarclip_search.store.schema import (  # noqa: F401  (SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS re-exported)
     BBOX_COLUMNS,
     FIXED_SCENE_COLUMNS,

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sarclip_search.store.artifacts import check_recorded_checkpoint, check_recorded_schema
-from sarclip_search.store.catalog import Catalog
-from sarclip_search.model.encoders import encoder_dir, read_manifest
 from sarclip_search.errors import REBUILD, ArtifactMismatchError, SarclipError
 from sarclip_search.index import VectorIndex
 from sarclip_search.index.errors import VectorIndexError
+from sarclip_search.model.encoders import encoder_dir, read_manifest
+from sarclip_search.store.artifacts import check_recorded_checkpoint, check_recorded_schema
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.store.layout import IndexStore
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import duckdb
 
@@ -201,7 +201,7 @@ class BBox(tuple[float, float, float, float]):
 
     __slots__ = ()
 
-    def __new__(cls, values: Iterable[object], shown: str | None = None) -> BBox:
+    def __new__(cls, values: Iterable[object], shown: str | None = None) -> Self:
         values = list(values)
         text = shown if shown is not None else ",".join(str(v) for v in values)
         try:

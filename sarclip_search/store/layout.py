@@ -125,7 +125,7 @@ class IndexStore:
     def lock(self, wait: float = 0.0) -> Iterator[None]:
         """Hold the writer lock; LockedError if another process holds it beyond `wait` seconds."""
         self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / LOCK_FILE, "a+")
+        handle = open(self.root / LOCK_FILE, "a+")  # noqa: SIM115 - held open while the lock is held, closed below
         deadline = time.monotonic() + wait
         try:
             while True:

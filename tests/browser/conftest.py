@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from helpers import load_make_fixtures
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

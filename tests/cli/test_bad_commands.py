@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_user_error, copy_index, run
+
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK
+
+from helpers import assert_user_error, copy_index, run
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FIELD_PNG, SHIP_PNG, assert_user_error, copy_archive, error_lines, run
 from PIL import Image
+
 from sarclip_search.cli.app import EXIT_OK, EXIT_PARTIAL
+
+from helpers import FIELD_PNG, SHIP_PNG, assert_user_error, copy_archive, error_lines, run
 
 COMMANDS = ("index", "query", "info", "columns", "train", "eval")
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -9,9 +9,9 @@ from functools import partial
 from pathlib import Path
 
 import faiss
-import helpers
 import numpy as np
 import pytest
+
 from sarclip_search.index import (
     METRIC,
     VectorIndex,
@@ -28,6 +28,8 @@ from sarclip_search.index import tuning as tuning_module
 from sarclip_search.index import vector_index as vector_index_module
 from sarclip_search.index.errors import UnknownIdError
 from sarclip_search.index.rows import Rows
+
+import helpers
 
 DIM = 64
 N = 20_000

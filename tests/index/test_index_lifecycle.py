@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import faiss
-import helpers
 import numpy as np
 import pytest
+
 from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 from sarclip_search.index import filtered as vector_index_module  # filtered search's thresholds: filtered.py
 from sarclip_search.index import gpu as gpu_module
+
+import helpers
 
 DIM = 32
 K = 10

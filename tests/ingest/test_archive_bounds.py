@@ -13,13 +13,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import FIELD_PNG, GOOD, SHIP_PNG, good_archive, index, scenes
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 
-from sarclip_search.ingest import raster
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from sarclip_search.errors import InputError
+from sarclip_search.ingest import raster
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
+
+from helpers import FIELD_PNG, GOOD, SHIP_PNG, good_archive, index, scenes
 
 
 @pytest.fixture

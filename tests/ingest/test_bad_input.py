@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from helpers import GOOD, S1_FIRST, SHIP_PNG, good_archive, index, scenes
 from rasterio.transform import from_origin
+
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+
+from helpers import GOOD, S1_FIRST, SHIP_PNG, good_archive, index, scenes
 
 
 def write_tif(path: Path, data: np.ndarray, *, dtype: str | None = None, crs: str | None = "EPSG:32631",

@@ -16,15 +16,16 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from helpers import link_encoders, reindex
-from stac_offline import validate_offline
 
 from sarclip_search.ingest import metadata
+from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.query.engine import Engine
 from sarclip_search.query.export import write_stac
 from sarclip_search.store.filters import Filters
-from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
+
+from helpers import link_encoders, reindex
+from stac_offline import validate_offline
 
 S1_TIF = "S1A_IW_GRDH_1SDV_20210113T054511_20210113T054536_036126_043681_1B3C_tiny.tif"  # no sidecar
 KOMPSAT_LIKE, UNDATED, FLOOD = "k5/water.tif", "k5/undated.tif", "flood/chip.png"

@@ -9,15 +9,16 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-import helpers
 import numpy as np
-from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 
+from sarclip_search.index import VectorIndex, exact_search, recall_at_k
 from sarclip_search.ingest import indexer
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.query.engine import Engine
 from sarclip_search.store.filters import Filters
 from sarclip_search.store.layout import Generation, IndexStore
+
+import helpers
 
 DIM = 32
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sarclip_search.ingest import metadata
 from sarclip_search.errors import MetadataError
+from sarclip_search.ingest import metadata
 from sarclip_search.ingest.metadata import (
     METRES_PER_DEGREE,
     STAC_FIELD_MAP,

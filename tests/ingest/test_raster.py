@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import load_make_fixtures
 
-from sarclip_search.ingest import raster
 from sarclip_search.errors import InputError, RasterError
+from sarclip_search.ingest import raster
 from sarclip_search.ingest.raster import (
     IMAGE_SUFFIXES,
     iter_rasters,
@@ -22,6 +21,8 @@ from sarclip_search.ingest.raster import (
     window_bbox_lonlat,
 )
 from sarclip_search.ingest.tiling import Window, tile_windows
+
+from helpers import load_make_fixtures
 
 SHARED_DATA = Path("/work/shared/data")
 

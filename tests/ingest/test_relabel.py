@@ -13,15 +13,16 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from helpers import index, link_encoders, reindex
+
 from sarclip_search.cli.app import EXIT_OK
 from sarclip_search.index import VectorIndex
-
-from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
-from sarclip_search.query.engine import Engine
-from sarclip_search.store.filters import Filters, build_predicate
 from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.query.engine import Engine
+from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.store.filters import Filters, build_predicate
 from sarclip_search.store.layout import IndexStore, write_json_atomic
+
+from helpers import index, link_encoders, reindex
 
 # an OpenSARShip-like chip: no CRS, no time inside; its folder is the Sentinel-1 product it was cut from
 SHIP_PNG = "S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0/chip_ship_0001.png"

@@ -13,11 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import GOOD, SHIP_PNG, good_archive, index, link_encoders, reindex, scenes
-from sarclip_search.cli.app import EXIT_OK, EXIT_PARTIAL
 
+from sarclip_search.cli.app import EXIT_OK, EXIT_PARTIAL
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.store.layout import IndexStore
+
+from helpers import GOOD, SHIP_PNG, good_archive, index, link_encoders, reindex, scenes
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sarclip_search.ingest import raster
-from sarclip_search.model.encoders import ENCODERS_DIR, MANIFEST_FILE, TEXT_FILE, OnnxEncoder, encoder_dir
-from sarclip_search.query.engine import Engine
 from sarclip_search.errors import ArtifactMismatchError
+from sarclip_search.ingest import raster
 from sarclip_search.ingest.indexer import index_archive
-from sarclip_search.store.layout import IndexStore
+from sarclip_search.model.encoders import ENCODERS_DIR, MANIFEST_FILE, TEXT_FILE, OnnxEncoder, encoder_dir
 from sarclip_search.model.vectors import l2_normalize
+from sarclip_search.query.engine import Engine
+from sarclip_search.store.layout import IndexStore
 
 pytest.importorskip("onnxruntime")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
 from sarclip_search._fs import file_sha256
+from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
 from sarclip_search.model.sarclip import read_checkpoint
 
 CARD = DEFAULT_CHECKPOINT.with_suffix(".json")

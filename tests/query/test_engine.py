@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from helpers import BIG_SCENE
 
-from sarclip_search.query.engine import Engine
 from sarclip_search.errors import InputError
-from sarclip_search.store.filters import Filters
 from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.query.engine import Engine
+from sarclip_search.store.filters import Filters
 from sarclip_search.store.layout import IndexStore
+
+from helpers import BIG_SCENE
 
 NO_CRS_SCENE = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"
 

@@ -15,14 +15,12 @@ from itertools import pairwise
 
 import pystac
 import pytest
-from helpers import run
 from PIL import Image
 from pystac.errors import STACValidationError
 from pystac.extensions.sar import SarExtension
 from pystac.extensions.sat import SatExtension
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK
-from stac_offline import validate_offline
 
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK
 from sarclip_search.query.engine import Engine
 from sarclip_search.query.export import (
     EARLIEST_SAR_TIME,
@@ -39,6 +37,9 @@ from sarclip_search.query.export import (
     write_stac,
 )
 from sarclip_search.query.quicklook import CAPTION_HEIGHT, SHEET_NAME, THUMBNAIL_SIZE, write_thumbnails
+
+from helpers import run
+from stac_offline import validate_offline
 
 S1_WITH_SIDECAR = "sentinel1/S1A_IW_GRDH_1SDV_20210101T054512_20210101T054537_035951_043656_1A2B_tiny.tif"
 NO_CRS = "kompsat5/K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif"

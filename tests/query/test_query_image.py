@@ -13,17 +13,19 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from helpers import BIG_SCENE, assert_user_error, run
 from rasterio.transform import Affine
-from sarclip_search.cli.app import EXIT_OK
 
-from sarclip_search.query import engine as engine_module
-from sarclip_search.ingest import raster
-from sarclip_search.query.engine import Engine
+from sarclip_search.cli.app import EXIT_OK
 from sarclip_search.errors import InputError, NoValidPixelsError, UnreadableRasterError
-from sarclip_search.query.fusion import reciprocal_rank_fusion
-from sarclip_search.model.vectors import l2_normalize
+from sarclip_search.ingest import raster
 from sarclip_search.ingest.tiling import tile_windows
+from sarclip_search.model.vectors import l2_normalize
+from sarclip_search.query import engine as engine_module
+from sarclip_search.query.engine import Engine
+from sarclip_search.query.fusion import reciprocal_rank_fusion
+
+from helpers import BIG_SCENE, assert_user_error, run
+
 
 def scene_tiles(engine: Engine, path: str) -> list[dict]:
     rows = engine.catalog.fetch_tiles(engine.vectors.ids())

@@ -12,17 +12,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import BIG_SCENE, assert_user_error, run
-from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 
+from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from sarclip_search.errors import InputError
+from sarclip_search.model.vectors import l2_normalize
 from sarclip_search.query import engine as engine_module
 from sarclip_search.query import feedback as feedback_module
 from sarclip_search.query.engine import DEFAULT_ALPHA, Engine, Hit, dedup_hits, windows_overlap
-from sarclip_search.errors import InputError
 from sarclip_search.query.feedback import fit_probe, text_prior
-from sarclip_search.store.filters import Filters
 from sarclip_search.query.fusion import blend, part_weights, push_away, reciprocal_rank_fusion
-from sarclip_search.model.vectors import l2_normalize
+from sarclip_search.store.filters import Filters
+
+from helpers import BIG_SCENE, assert_user_error, run
 
 
 @pytest.fixture(scope="module")

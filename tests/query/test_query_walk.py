@@ -8,9 +8,9 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-from sarclip_search.cli.app import EXIT_OK, app
 from typer.testing import CliRunner
 
+from sarclip_search.cli.app import EXIT_OK, app
 from sarclip_search.model.vectors import l2_normalize
 from sarclip_search.query import engine as engine_module
 from sarclip_search.query.fusion import NEGATIVE_WEIGHT, blend, mean_direction, push_away

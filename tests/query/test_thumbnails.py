@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run
 from PIL import Image
-from sarclip_search.cli.app import EXIT_OK
 
 from sarclip_search._fs import bytes_sha256
-from sarclip_search.query import quicklook
+from sarclip_search.cli.app import EXIT_OK
 from sarclip_search.errors import ExportError
+from sarclip_search.query import quicklook
 from sarclip_search.query.quicklook import (
     CAPTION_HEIGHT,
     LINE_HEIGHT,
@@ -25,6 +24,9 @@ from sarclip_search.query.quicklook import (
     contact_sheet,
     write_thumbnails,
 )
+
+from helpers import run
+
 
 def names(folder: Path) -> set[str]:
     return {path.name for path in folder.iterdir()}

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+
 from helpers import SHIP_PNG, assert_user_error, run
 
 

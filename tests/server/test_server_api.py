@@ -8,13 +8,14 @@ import json
 from datetime import datetime
 
 import pytest
-from helpers import SHIP_PNG
 from PIL import Image
-from stac_offline import validate_offline
 
 from sarclip_search.query.export import footprint_polygon
 from sarclip_search.server import params
 from sarclip_search.server.images import OUTLINE_COLOUR
+
+from helpers import SHIP_PNG
+from stac_offline import validate_offline
 
 
 def ids(response) -> list[str]:

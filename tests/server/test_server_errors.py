@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TOKEN
 
 from sarclip_search.server.app import MAX_UPLOAD_BYTES
+
+from conftest import TOKEN
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n"
 READ_FILE_JSON = {"op": "=", "args": [{"property": "label"}, {"op": "read_text", "args": ["/etc/passwd"]}]}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import time
 
-from helpers import copy_index
-
 from sarclip_search.server.engines import Generations
 from sarclip_search.store.layout import IndexStore, write_json_atomic
+
+from helpers import copy_index
 
 
 def commit_new_generation(db) -> str:

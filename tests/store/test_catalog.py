@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sarclip_search.store.catalog import QUERY_THREADS, SCHEMA_VERSION, Catalog
 from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError
 from sarclip_search.ingest.metadata import load_manifest, scene_metadata
+from sarclip_search.store.catalog import QUERY_THREADS, SCHEMA_VERSION, Catalog
 
 REAL_ARCHIVE = Path("/work/shared/data")
 

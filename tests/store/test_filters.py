@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sarclip_search.store.catalog import Catalog
 from sarclip_search.errors import FilterError
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.store.filters import (
     BBox,
     Filters,

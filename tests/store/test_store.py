@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import copy_index
-from sarclip_search.index import VectorIndex
 
-from sarclip_search.query.engine import Engine
 from sarclip_search.errors import ArtifactMismatchError, IndexNotFoundError, LockedError
+from sarclip_search.index import VectorIndex
 from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.query.engine import Engine
 from sarclip_search.store.layout import CURRENT_FILE, INFO_FORMAT_VERSION, LOCK_FILE, IndexStore
+
+from helpers import copy_index
 
 
 def generation_dirs(db: Path) -> list[str]:
@@ -144,7 +145,7 @@ def test_reader_of_an_old_generation_keeps_working(small_index, checkpoint, sarc
 
 def test_second_writer_in_the_same_process_is_locked_out(tmp_path):
     first, second = IndexStore(tmp_path / "db"), IndexStore(tmp_path / "db")
-    with first.lock():
+    with first.lock():  # noqa: SIM117 - the comment below belongs between the two
         # flock locks belong to the open file description: a second open() conflicts even in one process
         with pytest.raises(LockedError, match="another"):
             with second.lock():

@@ -79,8 +79,8 @@ def snapshot(db: Path) -> dict[str, object]:
 
 def check_committed(db: Path, rng: random.Random) -> int:
     """Assert the committed state is consistent and queryable; return its scene count (0: none yet)."""
-    from sarclip_search.store.check import check_index
     from sarclip_search.query.engine import Engine
+    from sarclip_search.store.check import check_index
     from sarclip_search.store.layout import IndexStore
 
     if IndexStore(db).current() is None:
@@ -114,9 +114,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from sarclip_search.cli import app as _cli  # noqa: F401  (import before forking)
-
     import sarclip_search.model.sarclip as model_module
+    from sarclip_search.cli import app as _cli  # noqa: F401  (import before forking)
 
     sarclip = model_module.load_model(args.checkpoint)
     model_module.load_model = lambda *_, **__: sarclip  # the child CLI reuses the loaded model

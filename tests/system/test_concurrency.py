@@ -15,8 +15,9 @@ import sys
 import threading
 import time
 
-from helpers import grown_archive, index
 from sarclip_search.cli.app import EXIT_ERROR
+
+from helpers import grown_archive, index
 
 READER = r"""
 import json, sys, time

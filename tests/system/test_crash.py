@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import grown_archive, run
+
 from sarclip_search.cli.app import EXIT_OK
+
+from helpers import grown_archive, run
 
 DRIVER = Path(__file__).resolve().parent / "crash_driver.py"
 

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sarclip_search.ingest import radiometry
-from sarclip_search.store.catalog import Catalog
 from sarclip_search.errors import FilterError, RasterError
-from sarclip_search.store.filters import Filters, build_predicate, check_predicate
+from sarclip_search.ingest import radiometry
 from sarclip_search.ingest.raster import read_chip, read_info
 from sarclip_search.ingest.tiling import tile_windows
+from sarclip_search.store.catalog import Catalog
+from sarclip_search.store.filters import Filters, build_predicate, check_predicate
 
 FUZZ_EXAMPLES = 40
 SLOW_EXAMPLES = 1000

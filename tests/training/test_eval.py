@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_user_error, run
 from PIL import Image
+
 from sarclip_search.cli.app import EXIT_OK
 from sarclip_search.training import captions
 from sarclip_search.training.evaluate import (
@@ -28,6 +28,8 @@ from sarclip_search.training.evaluate import (
     zero_shot_metrics,
 )
 from sarclip_search.training.paraphrases import PARAPHRASES
+
+from helpers import assert_user_error, run
 
 # --- ranking metrics ------------------------------------------------------------------------------
 

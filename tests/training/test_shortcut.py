@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from sarclip_search.ingest.metadata import load_manifest
 from sarclip_search.training.data import box_samples, box_window, load_chips
 from sarclip_search.training.shortcut import blank_target, swap_clutter, target_mask
 from sarclip_search.training.train import ContrastiveTask, TrainConfig
-
-from sarclip_search.ingest.metadata import load_manifest
 
 
 def test_target_mask_covers_the_centre_and_leaves_the_clutter():

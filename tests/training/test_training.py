@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 import torch
-from sarclip_search.training.captions import caption_key, class_prompts, count_objects, make_captions
-from sarclip_search.training.data import SYNTHETIC_CLASSES, center_crop, synthetic_samples
-from sarclip_search.training.train import TrainConfig, get_lr, train
 
 from sarclip_search.errors import InputError, ModelError
 from sarclip_search.model.sarclip import LOCKED_TEXT_PREFIX, load_model, read_checkpoint, save_checkpoint
+from sarclip_search.training.captions import caption_key, class_prompts, count_objects, make_captions
+from sarclip_search.training.data import SYNTHETIC_CLASSES, center_crop, synthetic_samples
+from sarclip_search.training.train import TrainConfig, get_lr, train
 
 T72 = {"path": "mstar/T72/HB03333.png", "dataset": "MSTAR-SOC", "label": "T72", "target_kind": "main battle tank"}
 T72_OTHER = {**T72, "path": "mstar/T72/HB03334.png"}
@@ -60,7 +61,7 @@ def test_learning_rate_schedule():
     assert get_lr(4, 100, config) == pytest.approx(1.0)
     assert get_lr(100, 100, config) == pytest.approx(0.02)
     lrs = [get_lr(s, 100, config) for s in range(4, 101)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 # --- captions ----------------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def smoke_run(tmp_path_factory):
 
 
 def test_smoke_training_reduces_the_loss(smoke_run):
-    result, config = smoke_run
+    result, _config = smoke_run
     assert result.steps == SMOKE_STEPS and len(result.losses) == SMOKE_STEPS
     assert all(np.isfinite(result.losses))
     assert np.mean(result.losses[-4:]) < np.mean(result.losses[:4])  # observed: 2.63 -> 1.91

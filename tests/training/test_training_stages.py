@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from sarclip_search.training.train import TrainConfig, resolve_precision, train
 
 from sarclip_search.errors import ArtifactMismatchError, InputError
 from sarclip_search.model.sarclip import load_weights, new_model, read_checkpoint
+from sarclip_search.training.train import TrainConfig, resolve_precision, train
 
 SSL_STEPS = 10
 
