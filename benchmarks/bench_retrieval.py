@@ -287,7 +287,7 @@ def bulk_catalog(catalog, source_catalog: Path, scenes, tiles) -> None:
     1M tiles), so its DuckDB connection copies the source's dynamic columns and rows and inserts the
     pyarrow tables directly. Ids continue from the source's; the id counters are set through `set_meta`.
     """
-    from sarclip_search.store.catalog import quote_identifier
+    from sarclip_search.store.schema import quote_identifier
 
     con = catalog._con
     con.execute(f"ATTACH '{source_catalog}' AS source (READ_ONLY)")
@@ -341,8 +341,9 @@ def build_scaled(source: Path, root: Path, n: int, bytes_per_vector: int, seed: 
     recording the source's model, and the source's ONNX encoders copied alongside.
     """
     from sarclip_search.index import VectorIndex, choose_index_key
-    from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
+    from sarclip_search.store.catalog import Catalog
     from sarclip_search.store.layout import make_info
+    from sarclip_search.store.schema import SCHEMA_VERSION
 
     started = time.perf_counter()
     timings = {}

@@ -5,21 +5,18 @@ A tile id is the FAISS id of the tile's embedding, so ids are never reused: scen
 come from counters kept in the `meta` table, which only grow.
 
 Scene metadata beyond the fixed columns (manifest columns, STAC properties) becomes dynamic
-`scenes` columns, added on first use with a type inferred from the python value; filters run
-against the view `tile_view` (every tile with every column of its scene).
+`scenes` columns, added on first use with a type inferred from the python value (`schema` says
+which type, and how a value is bound); filters run against the view `tile_view` (every tile with
+every column of its scene). What the columns hold (`sarsearch columns`, a column's values with their
+tile counts, the summary) is read by `columns` through this connection.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Self
 
@@ -28,106 +25,32 @@ import numpy as np
 
 from sarclip_search.errors import REBUILD, ArtifactMismatchError, CatalogError, FilterError, MetadataError
 from sarclip_search.store.artifacts import check_catalog_schema
-from sarclip_search.store.filters import (
-    Predicate,
-    check_predicate,
-    is_internal_column,
-    unknown_column_message,
-)
-from sarclip_search.store.schema import (  # noqa: F401  (SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS re-exported)
+from sarclip_search.store.columns import ColumnInfo, column_info, column_values, scene_summary
+from sarclip_search.store.filters import Predicate, check_predicate, unknown_column_message
+from sarclip_search.store.schema import (
     BBOX_COLUMNS,
     FIXED_SCENE_COLUMNS,
-    READABLE_SCHEMA_VERSIONS,
     RESERVED_NAMES,
     SCHEMA_DDL,
     SCHEMA_VERSION,
     TILE_COLUMNS,
     TILE_VIEW_DDL,
     V2_SCENE_COLUMNS,
-    parse_datetime,
+    fits_type,
+    fixed_value,
+    json_value,
+    new_column_identifier,
     quote_identifier,
+    sql_type_of,
+    to_sql_value,
 )
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = ("dataset", "label", "split")
 QUERY_THREADS = 1  # DuckDB threads of a read-only catalog (see Catalog.__init__)
-# `column_info` lists every value (with its tile count) of a column with at most this many distinct values
-LOW_CARDINALITY = 30
-_ORDERED_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "DATE",
-                  "TIMESTAMP")
 _UNKNOWN_COLUMN = re.compile(r'Referenced column "((?:[^"]|"")+)" not found')
 
 _READ_ONLY_HINT = "open it without read_only to change it"
-
-
-def new_column_identifier(name: str) -> str:
-    """A metadata key that is to become a scene column, as a quoted identifier (`schema.quote_identifier`).
-
-    Raises MetadataError for names that cannot be columns (empty, too long, control characters).
-    """
-    if not isinstance(name, str) or not name.strip() or len(name) > 255 or any(ord(c) < 32 for c in name):
-        raise MetadataError(
-            f"expected a column name of 1-255 printable characters, found {name!r}; rename that metadata field"
-        )
-    return quote_identifier(name)
-
-
-def sql_type_of(value: object) -> str:
-    """The DuckDB type of a new dynamic column, from its first value."""
-    if isinstance(value, bool):
-        return "BOOLEAN"
-    if isinstance(value, (int, np.integer)):
-        return "BIGINT"
-    if isinstance(value, (float, np.floating)):
-        return "DOUBLE"
-    return "VARCHAR"
-
-
-def _fits(value: object, sql_type: str) -> bool:
-    if value is None or sql_type == "VARCHAR":
-        return True
-    if sql_type == "BOOLEAN":
-        return isinstance(value, bool)
-    if sql_type == "BIGINT":
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -(2**63) <= int(value) < 2**63
-    if sql_type == "DOUBLE":
-        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    return False
-
-
-def _to_sql_value(value: object, sql_type: str) -> object:
-    """A python value ready to bind into a column of `sql_type`."""
-    if value is None:
-        return None
-    if sql_type == "VARCHAR":
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (list, tuple, dict, bool)):
-            return json.dumps(value, default=str)
-        if isinstance(value, (datetime, date)):
-            return value.isoformat()
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _json_value(value: object) -> object:
-    """A value from DuckDB as something `json.dumps` accepts (and strict JSON readers too)."""
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    return value
 
 
 def _scene_values(scene: Mapping[str, object]) -> tuple[str, dict[str, object]]:
@@ -142,28 +65,6 @@ def _scene_values(scene: Mapping[str, object]) -> tuple[str, dict[str, object]]:
             raise MetadataError(f"{path}: expected bbox as (minlon, minlat, maxlon, maxlat), found {bbox!r}")
         values.update(zip(BBOX_COLUMNS, bbox))  # type: ignore[arg-type]
     return path, values
-
-
-@dataclass
-class ColumnInfo:
-    """What a `tile_view` column holds, for `sarsearch columns` (counts are tiles, as filters select tiles)."""
-
-    name: str
-    type: str  # DuckDB type, e.g. VARCHAR, BIGINT, TIMESTAMP
-    tiles: int  # tiles with a value (not NULL)
-    distinct: int  # distinct values
-    values: list[tuple[object, int]] | None = None  # (value, tiles), most frequent first: text/integer columns
-    #                                                  with at most LOW_CARDINALITY distinct values
-    minimum: object = None  # for numbers and times
-    maximum: object = None
-    internal: bool = False  # bookkeeping or a raster file tag: not offered as a filter (filters.is_internal_column)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name, "type": self.type, "tiles": self.tiles, "distinct": self.distinct,
-            "values": None if self.values is None else [{"value": v, "tiles": n} for v, n in self.values],
-            "min": self.minimum, "max": self.maximum, "internal": self.internal,
-        }
 
 
 class Catalog:
@@ -347,9 +248,9 @@ class Catalog:
             log.debug("added scene column %r %s", key, sql_type)
             return key, sql_type
         sql_type = types[name]
-        if _fits(value, sql_type) or name in FIXED_SCENE_COLUMNS:
+        if fits_type(value, sql_type) or name in FIXED_SCENE_COLUMNS:
             return name, sql_type
-        widened = "DOUBLE" if sql_type == "BIGINT" and _fits(value, "DOUBLE") else "VARCHAR"
+        widened = "DOUBLE" if sql_type == "BIGINT" and fits_type(value, "DOUBLE") else "VARCHAR"
         self._con.execute(f"ALTER TABLE scenes ALTER COLUMN {quote_identifier(name)} TYPE {widened}")
         types[name] = widened
         log.info("widened scene column %r from %s to %s for value %r", name, sql_type, widened, value)
@@ -360,30 +261,6 @@ class Catalog:
         if self._scene_ids is None:
             self._scene_ids = dict(self._con.execute("SELECT path, scene_id FROM scenes").fetchall())
         return self._scene_ids
-
-    def _fixed_value(self, name: str, value: object, path: str) -> object:
-        """Check and convert a value for one of the fixed scene columns."""
-        if value is None:
-            return None
-        sql_type = FIXED_SCENE_COLUMNS[name]
-        if sql_type == "TIMESTAMP":
-            try:
-                return parse_datetime(value)
-            except ValueError as exc:
-                raise MetadataError(f"{path}: expected `datetime` as ISO 8601, found {value!r}; fix that metadata") from exc
-        if sql_type in ("BIGINT", "INTEGER"):
-            ok = _fits(value, "BIGINT") or (isinstance(value, float) and value.is_integer())
-            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-                value, ok = int(value), True
-            if not ok:
-                raise MetadataError(f"{path}: expected an integer for `{name}`, found {value!r}; fix that metadata")
-            return int(value)  # type: ignore[call-overload]
-        if sql_type == "DOUBLE":
-            try:
-                return float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError) as exc:
-                raise MetadataError(f"{path}: expected a number for `{name}`, found {value!r}; fix that metadata") from exc
-        return _to_sql_value(value, "VARCHAR")
 
     def add_scene(self, scene: Mapping[str, object]) -> int:
         """Insert one scene and return its new scene_id.
@@ -421,9 +298,9 @@ class Catalog:
                 raise MetadataError(f"{path}: metadata fields {key!r} and {name!r} name the same column; keep one")
             names.append(name)
             if name in FIXED_SCENE_COLUMNS:
-                params.append(self._fixed_value(name, value, path))
+                params.append(fixed_value(name, value, path))
             else:
-                params.append(_to_sql_value(value, sql_type))
+                params.append(to_sql_value(value, sql_type))
         return names, params
 
     def update_scene(self, scene: Mapping[str, object]) -> int:
@@ -581,7 +458,7 @@ class Catalog:
         names = [d[0] for d in cursor.description]
         by_id = {}
         for row in cursor.fetchall():
-            record = {name: _json_value(value) for name, value in zip(names, row)}
+            record = {name: json_value(value) for name, value in zip(names, row)}
             by_id[record["tile_id"]] = record
         return [dict(by_id[i]) for i in id_list if i in by_id]
 
@@ -598,57 +475,20 @@ class Catalog:
         return int(row[0])  # type: ignore[index]
 
     def summary(self) -> dict[str, object]:
-        """`counts` plus, for dataset, label and split (when present), scenes per value.
+        """`counts` plus, for dataset, label and split (when present), scenes per value (`columns.scene_summary`).
 
         A missing value is counted under the key ``"null"``.
         """
-        result: dict[str, object] = dict(self.counts())
-        types = dict(self._scene_column_types())
-        for name in SUMMARY_COLUMNS:
-            if name not in types:
-                continue
-            rows = self._con.execute(
-                f"SELECT {quote_identifier(name)}, count(*) AS n FROM scenes GROUP BY 1 ORDER BY n DESC, 1").fetchall()
-            result[name] = {("null" if value is None else str(value)): int(n) for value, n in rows}
-        return result
+        return {**self.counts(), **scene_summary(self._con, list(self._scene_column_types()))}
 
     def values(self, column: str, limit: int | None = None) -> list[tuple[object, int]]:
         """(value, tiles) of a `tile_view` column's distinct non-NULL values, most frequent first (ties by value).
 
-        CatalogError if the catalog has no such column.
+        CatalogError if the catalog has no such column (`columns.column_values`).
         """
-        names = {name.lower(): name for name in self.columns()}
-        if column.lower() not in names:
-            raise CatalogError(f"the catalog has no column {column!r}; see `sarsearch columns`")
-        quoted = quote_identifier(names[column.lower()])
-        sql = (f"SELECT {quoted}, count(*) AS n FROM tile_view WHERE {quoted} IS NOT NULL "
-               f"GROUP BY 1 ORDER BY n DESC, 1" + (f" LIMIT {int(limit)}" if limit is not None else ""))
-        return [(_json_value(value), int(n)) for value, n in self._con.execute(sql).fetchall()]
+        return column_values(self._con, self.columns(), column, limit)
 
     def column_info(self, include_internal: bool = False) -> list[ColumnInfo]:
-        """Every filterable `tile_view` column (all of them with `include_internal`): type, tiles with a value,
-        distinct values, min/max of numbers and times, and every value with its tile count when a column has
-        at most `LOW_CARDINALITY` distinct values. One scan of the view for the counts, one per listed column.
-        """
-        described = self._con.execute("DESCRIBE tile_view").fetchall()
-        types = {row[0]: str(row[1]) for row in described}
-        names = [name for name in types if include_internal or not is_internal_column(name)]
-        if not names:
-            return []
-        aggregates = []
-        for name in names:
-            quoted = quote_identifier(name)
-            ordered = types[name].split("(")[0] in _ORDERED_TYPES
-            aggregates += [f"count({quoted})", f"count(DISTINCT {quoted})",
-                           f"min({quoted})" if ordered else "NULL", f"max({quoted})" if ordered else "NULL"]
-        row = self._con.execute(f"SELECT {', '.join(aggregates)} FROM tile_view").fetchone()
-        infos = []
-        for position, name in enumerate(names):
-            tiles, distinct, low, high = row[4 * position: 4 * position + 4]  # type: ignore[index]
-            info = ColumnInfo(name, types[name], int(tiles), int(distinct), minimum=_json_value(low),
-                              maximum=_json_value(high), internal=is_internal_column(name))
-            continuous = types[name].split("(")[0] in ("FLOAT", "DOUBLE", "DECIMAL", "DATE", "TIMESTAMP")
-            if 0 < info.distinct <= LOW_CARDINALITY and not continuous:  # times and reals: their range says more
-                info.values = self.values(name)
-            infos.append(info)
-        return infos
+        """Every filterable `tile_view` column (all of them with `include_internal`), as `columns.column_info`
+        describes it for `sarsearch columns`."""
+        return column_info(self._con, include_internal)

@@ -1,5 +1,6 @@
 """The catalog's schema, written once: its version, tables, columns, the view filters run against,
-how a column name is quoted and how a time becomes the catalog's TIMESTAMP.
+how a column name is quoted, and how values cross it: the type a new dynamic column takes, a python
+value bound into a column (a time into the catalog's TIMESTAMP), a DuckDB value as JSON.
 
 `Catalog` (catalog.py) creates and upgrades it; filters, the indexer, the engine and the exports take
 the column names from here.
@@ -7,8 +8,15 @@ the column names from here.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import numpy as np
+
+from sarclip_search.errors import MetadataError
 
 SCHEMA_VERSION = 2  # v2: scenes.metadata_hash and scenes.footprint_source
 # Older schemas this version still reads (queries) and upgrades when it opens them writable (`index`):
@@ -109,3 +117,100 @@ def parse_datetime(value: object) -> datetime | None:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
+
+
+# ------------------------------------------------------------------ values
+
+def new_column_identifier(name: str) -> str:
+    """A metadata key that is to become a scene column, as a quoted identifier (`quote_identifier`).
+
+    Raises MetadataError for names that cannot be columns (empty, too long, control characters).
+    """
+    if not isinstance(name, str) or not name.strip() or len(name) > 255 or any(ord(c) < 32 for c in name):
+        raise MetadataError(
+            f"expected a column name of 1-255 printable characters, found {name!r}; rename that metadata field"
+        )
+    return quote_identifier(name)
+
+
+def sql_type_of(value: object) -> str:
+    """The DuckDB type of a new dynamic column, from its first value."""
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, (int, np.integer)):
+        return "BIGINT"
+    if isinstance(value, (float, np.floating)):
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def fits_type(value: object, sql_type: str) -> bool:
+    """Whether a python value fits a dynamic column of `sql_type` as it is (else the column is widened)."""
+    if value is None or sql_type == "VARCHAR":
+        return True
+    if sql_type == "BOOLEAN":
+        return isinstance(value, bool)
+    if sql_type == "BIGINT":
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -(2**63) <= int(value) < 2**63
+    if sql_type == "DOUBLE":
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return False
+
+
+def to_sql_value(value: object, sql_type: str) -> object:
+    """A python value ready to bind into a column of `sql_type`."""
+    if value is None:
+        return None
+    if sql_type == "VARCHAR":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple, dict, bool)):
+            return json.dumps(value, default=str)
+        if isinstance(value, (datetime, date)):
+            return value.isoformat()
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def fixed_value(name: str, value: object, path: str) -> object:
+    """Check and convert a value for one of the fixed scene columns (MetadataError naming `path` if it does not fit)."""
+    if value is None:
+        return None
+    sql_type = FIXED_SCENE_COLUMNS[name]
+    if sql_type == "TIMESTAMP":
+        try:
+            return parse_datetime(value)
+        except ValueError as exc:
+            raise MetadataError(f"{path}: expected `datetime` as ISO 8601, found {value!r}; fix that metadata") from exc
+    if sql_type in ("BIGINT", "INTEGER"):
+        ok = fits_type(value, "BIGINT") or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            value, ok = int(value), True
+        if not ok:
+            raise MetadataError(f"{path}: expected an integer for `{name}`, found {value!r}; fix that metadata")
+        return int(value)  # type: ignore[call-overload]
+    if sql_type == "DOUBLE":
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise MetadataError(f"{path}: expected a number for `{name}`, found {value!r}; fix that metadata") from exc
+    return to_sql_value(value, "VARCHAR")
+
+
+def json_value(value: object) -> object:
+    """A value from DuckDB as something `json.dumps` accepts (and strict JSON readers too)."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value

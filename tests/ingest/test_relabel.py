@@ -18,9 +18,10 @@ from sarclip_search.cli.app import EXIT_OK
 from sarclip_search.index import VectorIndex
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.query.engine import Engine
-from sarclip_search.store.catalog import SCHEMA_VERSION, Catalog
+from sarclip_search.store.catalog import Catalog
 from sarclip_search.store.filters import Filters, build_predicate
 from sarclip_search.store.layout import IndexStore, write_json_atomic
+from sarclip_search.store.schema import SCHEMA_VERSION
 
 from helpers import index, link_encoders, reindex
 

@@ -10,7 +10,8 @@ import pytest
 
 from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError
 from sarclip_search.ingest.metadata import load_manifest, scene_metadata
-from sarclip_search.store.catalog import QUERY_THREADS, SCHEMA_VERSION, Catalog
+from sarclip_search.store.catalog import QUERY_THREADS, Catalog
+from sarclip_search.store.schema import SCHEMA_VERSION
 
 REAL_ARCHIVE = Path("/work/shared/data")
 
@@ -253,7 +254,7 @@ def test_tile_ids_sorted_numpy_and_read_only_caches(tmp_path: Path) -> None:
 
 
 def test_column_info_lists_filterable_columns_with_values_and_counts() -> None:
-    from sarclip_search.store.catalog import LOW_CARDINALITY
+    from sarclip_search.store.columns import LOW_CARDINALITY
 
     labels = ["T72", "T72", "BMP2", None]
     with Catalog() as catalog:
