@@ -90,8 +90,8 @@ def catalog_tables(catalog: Path) -> dict[str, tuple[list[str], list[tuple]]]:
 def compare(db_a: Path, db_b: Path) -> dict:
     """Tile ids, catalog rows and vectors of two index directories' committed generations."""
     import numpy as np
-    from sarclip_search.index import VectorIndex
 
+    from sarclip_search.index import VectorIndex
     from sarclip_search.store.layout import IndexStore
 
     gen_a, gen_b = IndexStore(db_a).require_current(), IndexStore(db_b).require_current()
