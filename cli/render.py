@@ -358,13 +358,13 @@ def info_table(summary: dict[str, Any]) -> None:
     model = summary.get("model") or {}
     index = summary.get("index") or {}
     console.print(f"[bold]index[/] {summary['db']} (generation {summary['generation']}, "
-                  f"{summary['size_bytes'] / 1e6:.1f} MB on disk)", highlight=False)
-    console.print(f"  archive: {summary.get('archive_root')}  tiling: {summary.get('tiling')}", highlight=False)
-    console.print(f"  scenes: {catalog.get('scenes')}  tiles: {catalog.get('tiles')}", highlight=False)
+                  f"{summary['size_bytes'] / 1e6:.1f} MB on disk)", highlight=False, soft_wrap=True)
+    console.print(f"  archive: {summary.get('archive_root')}  tiling: {summary.get('tiling')}", highlight=False, soft_wrap=True)
+    console.print(f"  scenes: {catalog.get('scenes')}  tiles: {catalog.get('tiles')}", highlight=False, soft_wrap=True)
     console.print(f"  model: {model.get('model_name')} (checkpoint {str(model.get('checkpoint_sha256'))[:12]}, "
-                  f"{model.get('embed_dim')}-d)", highlight=False)
+                  f"{model.get('embed_dim')}-d)", highlight=False, soft_wrap=True)
     console.print(f"  vectors: {index.get('ntotal')} in FAISS {index.get('factory')}, metric "
-                  f"{(summary.get('embedding') or {}).get('metric')}", highlight=False)
+                  f"{(summary.get('embedding') or {}).get('metric')}", highlight=False, soft_wrap=True)
     for key in ("dataset", "label", "split"):
         counts = catalog.get(key)
         if counts:
