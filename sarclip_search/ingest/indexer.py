@@ -14,7 +14,7 @@ that queries run on (`encoders.py`, written at the end of a run): a re-run over 
 imports no torch, and commits no generation (CURRENT stays as it is).
 
 Nothing outside the archive folder is indexed unless asked: a manifest row whose path leaves the archive
-and a symbolic link whose real path does (`raster.walk_archive`; `follow_symlinks` opts in) are listed
+and a symbolic link whose real path does (`walk.walk_archive`; `follow_symlinks` opts in) are listed
 in `report.failed` like unreadable files, and everything else is indexed.
 """
 
@@ -49,6 +49,7 @@ from sarclip_search.ingest.metadata import (
     scene_metadata,
 )
 from sarclip_search.ingest.tiling import Window, tile_count
+from sarclip_search.ingest.walk import IMAGE_SUFFIXES, ArchiveWalk, OutsideLink, walk_archive
 from sarclip_search.model.encoders import has_valid_encoders
 from sarclip_search.store.artifacts import check_writer
 from sarclip_search.store.catalog import Catalog
@@ -214,14 +215,14 @@ def index_archive(
     model = _RunModel(sarclip, model_path)
     skipped_rows: list[tuple[str, str]] = []  # manifest rows leaving the archive: listed, the rest indexed
     manifest = load_manifest(archive, skipped_rows=skipped_rows)  # MetadataError for a bad manifest: fatal
-    walk = raster.walk_archive(archive, follow_symlinks=follow_symlinks)
+    walk = walk_archive(archive, follow_symlinks=follow_symlinks)
     if not walk.files:
         # also guards an existing index against an unmounted or emptied archive folder wiping it
         count = len(walk.outside_links)
         links = (f" ({count} symbolic link{'s' * (count != 1)} leading outside it not followed; "
                  "pass --follow-symlinks to index their images)" if count else "")
         raise InputError(
-            f"{archive}: no images found (expected {', '.join(raster.IMAGE_SUFFIXES)} files){links}; "
+            f"{archive}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files){links}; "
             "point to the folder that holds your SAR images"
         )
 
@@ -335,7 +336,7 @@ class _Todo(NamedTuple):
     """A file to embed (new or changed) or, with `relabel`, whose unchanged pixels get new metadata.
 
     What the planning walk learnt of it is kept, so that nothing is asked twice: its real path and stat
-    (`raster.walk_archive`), and for a re-label its sidecar and metadata hash (read to find it changed).
+    (`walk_archive`), and for a re-label its sidecar and metadata hash (read to find it changed).
     """
 
     path: Path
@@ -351,7 +352,7 @@ class _Todo(NamedTuple):
 
 def _plan(
     archive: Path,
-    walk: raster.ArchiveWalk,
+    walk: ArchiveWalk,
     manifest: dict[str, dict[str, object]],
     states: dict[str, _State],
     report: IndexReport,
@@ -422,7 +423,7 @@ def _planned_tiles(path: Path, tiling: tuple[int, int] | None) -> int:
     return tile_count(size[0], size[1], *tiling) if size is not None else 1
 
 
-def _link_reason(link: raster.OutsideLink) -> str:
+def _link_reason(link: OutsideLink) -> str:
     """Why an unfollowed link is not indexed, and the fix."""
     if link.is_dir:
         return (f"symbolic link to a folder outside the archive ({link.target}); not entered, its images are not "

@@ -16,8 +16,8 @@ import pytest
 
 from sarclip_search.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from sarclip_search.errors import InputError
-from sarclip_search.ingest import raster
 from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.ingest.walk import iter_rasters, walk_archive
 from sarclip_search.store.layout import IndexStore
 
 from helpers import FIELD_PNG, GOOD, SHIP_PNG, good_archive, index, scenes
@@ -203,15 +203,15 @@ def test_walk_archive_judges_links_by_their_real_path(tmp_path: Path) -> None:
     (root / "dangling.tif").symlink_to(root / "gone.tif")
     (root / "text_out.txt").symlink_to(elsewhere / "w.jpg")  # not an image name: not looked at
 
-    walk = raster.walk_archive(root)
+    walk = walk_archive(root)
     rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]
     assert rel(walk.files) == ["a/in.tif", "a/x.tif", "dangling.tif", "y.png"]
     assert [(link.path.name, link.target, link.is_dir) for link in walk.outside_links] == [
         ("dir_out", str(elsewhere / "b"), True), ("dir_up", str(tmp_path), True),
         ("file_out.jpg", str(elsewhere / "w.jpg"), False)]
-    assert list(raster.iter_rasters(root)) == walk.files
+    assert list(iter_rasters(root)) == walk.files
 
-    followed = raster.walk_archive(root, follow_symlinks=True)
+    followed = walk_archive(root, follow_symlinks=True)
     assert followed.outside_links == []
     assert rel(followed.files) == ["a/in.tif", "a/x.tif", "dangling.tif", "dir_out/z.tif", "dir_up/elsewhere/b/z.tif",
                                    "dir_up/elsewhere/w.jpg", "file_out.jpg", "y.png"]  # dir_up/root: a loop
@@ -223,11 +223,11 @@ def test_walk_archive_on_a_linked_root_is_inside(tmp_path: Path) -> None:
     (real / "x.tif").write_bytes(b"x")
     (real / "alias.tif").symlink_to(real / "x.tif")  # absolute target through the real path
     (tmp_path / "root").symlink_to(real)
-    walk = raster.walk_archive(tmp_path / "root")
+    walk = walk_archive(tmp_path / "root")
     assert [p.name for p in walk.files] == ["alias.tif", "x.tif"] and walk.outside_links == []
     assert all(p.parent == tmp_path / "root" for p in walk.files)
 
 
 def test_walk_archive_needs_a_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such folder"):
-        raster.walk_archive(tmp_path / "absent")
+        walk_archive(tmp_path / "absent")

@@ -14,13 +14,14 @@ from sarclip_search.ingest import indexer, raster
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.ingest.metadata import sidecar_path
 from sarclip_search.ingest.tiling import tile_count
+from sarclip_search.ingest.walk import walk_archive
 from sarclip_search.store.layout import IndexStore
 
 TILE = 32  # smaller than every fixture image: each scene is several tiles
 
 
 def images(archive: Path) -> list[Path]:
-    return raster.walk_archive(archive).files
+    return walk_archive(archive).files
 
 
 # --- the indexer: what one run reads and opens ----------------------------------------------------------------

@@ -13,14 +13,13 @@ import pytest
 from sarclip_search.errors import InputError, RasterError
 from sarclip_search.ingest import raster
 from sarclip_search.ingest.raster import (
-    IMAGE_SUFFIXES,
-    iter_rasters,
     read_chip,
     read_info,
     read_window,
     window_bbox_lonlat,
 )
 from sarclip_search.ingest.tiling import Window, tile_windows
+from sarclip_search.ingest.walk import IMAGE_SUFFIXES, iter_rasters
 
 from helpers import load_make_fixtures
 

@@ -12,12 +12,13 @@ import pytest
 
 from sarclip_search.ingest import raster
 from sarclip_search.ingest.tiling import Window, tile_count, tile_windows
+from sarclip_search.ingest.walk import walk_archive
 
 TILE = 32  # smaller than every fixture image: each scene is several tiles
 
 
 def images(archive: Path) -> list[Path]:
-    return raster.walk_archive(archive).files
+    return walk_archive(archive).files
 
 
 # --- raster: one open per scene ---------------------------------------------------------------------------
@@ -116,7 +117,7 @@ def test_walk_records_each_files_stat_and_real_path(fixture_archive: Path, tmp_p
     png = next(p for p in images(archive) if p.suffix == ".png")
     (archive / "linked.png").symlink_to(png)  # a link inside the archive: followed, its target's real path
     (archive / "dangling.tif").symlink_to(archive / "gone.tif")
-    walk = raster.walk_archive(archive)
+    walk = walk_archive(archive)
     assert sorted(walk.found) == walk.files
     for path in walk.files:
         real, stat = walk.found[path]

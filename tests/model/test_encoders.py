@@ -15,6 +15,7 @@ import pytest
 from sarclip_search.errors import ArtifactMismatchError
 from sarclip_search.ingest import raster
 from sarclip_search.ingest.indexer import index_archive
+from sarclip_search.ingest.walk import iter_rasters
 from sarclip_search.model.encoders import ENCODERS_DIR, MANIFEST_FILE, TEXT_FILE, OnnxEncoder, encoder_dir
 from sarclip_search.model.vectors import l2_normalize
 from sarclip_search.query.engine import Engine
@@ -83,7 +84,7 @@ def test_text_embeddings_agree_with_torch(engines, sarclip):
 def test_image_embeddings_agree_with_torch(engines, sarclip, indexed_db):
     _, archive, _ = indexed_db
     size = sarclip.image_size
-    chips = [raster.read_chip(path, size=size) for path in sorted(raster.iter_rasters(archive))]
+    chips = [raster.read_chip(path, size=size) for path in sorted(iter_rasters(archive))]
     chips.append(np.random.default_rng(0).random((size, size), dtype=np.float32))
     chips = np.stack(chips)
     cosines = (engines[0].encoder.encode_images(chips) * sarclip.encode_images(chips)).sum(axis=1)
@@ -93,7 +94,7 @@ def test_image_embeddings_agree_with_torch(engines, sarclip, indexed_db):
 def test_rankings_are_identical_on_both_paths(engines, indexed_db):
     onnx_engine, torch_engine = engines
     _, archive, _ = indexed_db
-    image = min(raster.iter_rasters(archive))
+    image = min(iter_rasters(archive))
     for query in [{"text": t} for t in TEXTS if t] + [{"images": [image]}, {"text": "ship", "images": [image]}]:
         onnx_hits = onnx_engine.query(k=10, **query)
         torch_hits = torch_engine.query(k=10, **query)
@@ -103,7 +104,7 @@ def test_rankings_are_identical_on_both_paths(engines, indexed_db):
 
 def test_query_path_does_not_import_torch(indexed_db):
     db, archive, _ = indexed_db
-    image = min(raster.iter_rasters(archive))
+    image = min(iter_rasters(archive))
     code = (
         "import sys\n"
         "from sarclip_search.cli.app import app\n"
