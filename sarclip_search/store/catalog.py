@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 QUERY_THREADS = 1  # DuckDB threads of a read-only catalog (see Catalog.__init__)
 _UNKNOWN_COLUMN = re.compile(r'Referenced column "((?:[^"]|"")+)" not found')
 
+_SCENES_PER_INSERT = 200  # scene rows per INSERT of held-back scenes (a statement's parameters stay few thousand)
 _READ_ONLY_HINT = "open it without read_only to change it"
 
 
@@ -86,6 +87,10 @@ class Catalog:
         self._scene_ids: dict[str, int] | None = None  # path -> scene_id
         self._view_columns: list[str] | None = None  # tile_view's columns, kept when read-only (`columns`)
         self._checked_predicates: set[str] = set()  # predicates `check_predicate` accepted (`tile_ids`)
+        # Rows add_scene / add_tiles hold back inside a transaction and write in bulk (`_write_pending`) before
+        # the next statement on the connection: one INSERT per batch instead of two per scene (~1 ms each).
+        self._pending_scenes: list[tuple[tuple[str, ...], list[object]]] = []  # (columns, values) per scene
+        self._pending_tiles: dict[str, list[object]] = {name: [] for name in TILE_COLUMNS}
         if self.path is None and read_only:
             raise CatalogError("an in-memory catalog cannot be read-only; pass the catalog file path")
         if read_only and not self.path.is_file():  # type: ignore[union-attr]
@@ -95,8 +100,8 @@ class Catalog:
         # 1M tiles, 2 shared cores, a 50% filter's ids in 20 vs 60 ms, smaller ones 5-10% faster.
         config = {"threads": QUERY_THREADS} if read_only else {}
         try:
-            self._con = duckdb.connect(":memory:" if self.path is None else str(self.path), read_only=read_only,
-                                       config=config)
+            self._db = duckdb.connect(":memory:" if self.path is None else str(self.path), read_only=read_only,
+                                      config=config)
         except duckdb.Error as exc:
             raise CatalogError(
                 f"could not open the catalog {self.path} ({str(exc).splitlines()[0]}); "
@@ -105,8 +110,42 @@ class Catalog:
         try:
             self._open_schema()
         except BaseException:
-            self._con.close()
+            self._db.close()
             raise
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        """The connection, once the rows add_scene / add_tiles hold back are written: every statement sees them."""
+        if self._pending_scenes or self._pending_tiles["tile_id"]:
+            self._write_pending()
+        return self._db
+
+    def _write_pending(self) -> None:
+        """Insert the held-back scenes (one statement per run of scenes with the same columns), then tiles."""
+        scenes, self._pending_scenes = self._pending_scenes, []
+        tiles, self._pending_tiles = self._pending_tiles, {name: [] for name in TILE_COLUMNS}
+        start = 0
+        while start < len(scenes):
+            names = scenes[start][0]
+            end = start + 1
+            while end < len(scenes) and scenes[end][0] == names and end - start < _SCENES_PER_INSERT:
+                end += 1
+            row_marks = "(" + ", ".join(["?"] * len(names)) + ")"
+            # Values are bound parameters; the SQL text holds only quoted column names and placeholders.
+            self._db.execute(
+                f"INSERT INTO scenes ({', '.join(map(quote_identifier, names))}) VALUES "
+                + ", ".join([row_marks] * (end - start)),
+                [value for _, values in scenes[start:end] for value in values],
+            )
+            start = end
+        if tiles["tile_id"]:
+            # One statement for all tiles: parallel unnest of list parameters zips them row-wise.
+            self._db.execute(
+                "INSERT INTO tiles SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::INT[]), unnest(?::INT[]), "
+                "unnest(?::INT[]), unnest(?::INT[]), unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), "
+                "unnest(?::DOUBLE[]), unnest(?::DOUBLE[])",
+                list(tiles.values()),
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -141,7 +180,7 @@ class Catalog:
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        self._con.close()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -185,7 +224,9 @@ class Catalog:
         self._scene_ids = None
         self._counters.clear()
         self._dirty_counters.clear()
-        self._con.execute("ROLLBACK")
+        self._pending_scenes = []
+        self._pending_tiles = {name: [] for name in TILE_COLUMNS}
+        self._db.execute("ROLLBACK")
 
     def _require_writable(self, action: str) -> None:
         if self.read_only:
@@ -279,9 +320,7 @@ class Catalog:
                 raise CatalogError(f"scene {path!r} is already in the catalog; remove it first (remove_scene)")
             names, params = self._bind_scene_values(path, values)
             scene_id = self._take_ids("next_scene_id", 1)
-            columns_sql = ", ".join(["scene_id", *map(quote_identifier, names)])
-            marks = ", ".join(["?"] * (len(names) + 1))
-            self._con.execute(f"INSERT INTO scenes ({columns_sql}) VALUES ({marks})", [scene_id, *params])
+            self._pending_scenes.append((("scene_id", *names), [scene_id, *params]))  # written by _write_pending
             known[path] = scene_id
         return scene_id
 
@@ -366,13 +405,11 @@ class Catalog:
                 raise CatalogError(f"expected an existing scene_id, found {scene_id}; add the scene first")
             first = self._take_ids("next_tile_id", len(tiles))
             ids = np.arange(first, first + len(tiles), dtype=np.int64)
-            # One statement for all tiles: parallel unnest of list parameters zips them row-wise.
-            self._con.execute(
-                "INSERT INTO tiles SELECT unnest(?::BIGINT[]), ?::BIGINT, unnest(?::INT[]), unnest(?::INT[]), "
-                "unnest(?::INT[]), unnest(?::INT[]), unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), "
-                "unnest(?::DOUBLE[]), unnest(?::DOUBLE[])",
-                [ids.tolist(), int(scene_id), *columns.values()],
-            )
+            pending = self._pending_tiles  # written by _write_pending, with the batch's other tiles
+            pending["tile_id"].extend(ids.tolist())
+            pending["scene_id"].extend([int(scene_id)] * len(tiles))
+            for name, values in columns.items():
+                pending[name].extend(values)
         return ids
 
     def remove_scene(self, path: str) -> np.ndarray:

@@ -135,6 +135,39 @@ def test_dynamic_column_types_and_widening() -> None:
         assert catalog._con.execute("SELECT n FROM scenes ORDER BY path").fetchall() == [(1.0,), (2.5,), (3.0,), (None,)]
 
 
+def _dump(catalog: Catalog) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """Every scene and tile row (in id order) and the scene column types of a catalog."""
+    con = catalog._con
+    types = con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_name = 'scenes' ORDER BY ordinal_position").fetchall()
+    return (types, con.execute("SELECT * FROM scenes ORDER BY scene_id").fetchall(),
+            con.execute("SELECT * FROM tiles ORDER BY tile_id").fetchall())
+
+
+def test_batched_writes_equal_one_transaction_per_scene() -> None:
+    # In one transaction add_scene/add_tiles hold rows back and write them in bulk; columns added and
+    # widened mid-batch, a removal and reads inside the batch must give the rows one-by-one writes give.
+    scenes = [
+        {"path": "a", "n": 1, "label": "x"}, {"path": "b", "n": 2, "label": "y"},
+        {"path": "c", "n": 2.5, "flag": True}, {"path": "d", "N": 3, "pols": ["VV"]},
+        {"path": "e", "label": 7, "bbox": (1.0, 2.0, 3.0, 4.0)},
+    ]
+    one_by_one, batched = Catalog(), Catalog()
+    seen: list[tuple[int, list[int]]] = []
+    for scene_no, scene in enumerate(scenes):
+        scene_id = one_by_one.add_scene(scene)
+        seen.append((scene_id, one_by_one.add_tiles(scene_id, tiles_for(scene_no + 1)).tolist()))
+    one_by_one.remove_scene("b")
+    with batched.transaction():
+        for scene_no, scene in enumerate(scenes):
+            scene_id = batched.add_scene(scene)
+            assert (scene_id, batched.add_tiles(scene_id, tiles_for(scene_no + 1)).tolist()) == seen[scene_no]
+        assert batched.counts() == {"scenes": 5, "tiles": 15}  # a read sees the held-back rows
+        assert sorted(batched.remove_scene("b").tolist()) == seen[1][1]
+    assert _dump(batched) == _dump(one_by_one)
+    assert batched.add_scene({"path": "f"}) == one_by_one.add_scene({"path": "f"})
+
+
 def test_fetch_tiles_order_and_json() -> None:
     with Catalog() as catalog:
         scene_id = catalog.add_scene({"path": "a.tif", "datetime": "2021-06-30T12:00:00Z", "bbox": (5, 45, 6, 46),
