@@ -2,15 +2,15 @@
 
 Walks the archive, reads each raster's metadata (manifest row > STAC sidecar > raster tags), cuts
 large images into tiles, embeds every tile with the SARCLIP image encoder, and writes catalog rows and
-vectors under one id (the FAISS id is the catalog tile_id). Runs are incremental: files whose size and
-modification time are unchanged are skipped, changed files re-embedded, deleted files removed, and files
-whose manifest row or STAC sidecar changed (`metadata.metadata_hash`) re-labelled: their scene and tile
-rows are rewritten in place, their vectors kept.
+vectors under one id (the FAISS id is the catalog tile_id). Runs are incremental (`plan.plan_run`): files
+whose size and modification time are unchanged are skipped, changed files re-embedded, deleted files
+removed, and files whose manifest row or STAC sidecar changed (`metadata.metadata_hash`) re-labelled: their
+scene and tile rows are rewritten in place, their vectors kept.
 Changes land in new generations of the index directory, committed atomically every `commit_every`
 files, so an interrupted run keeps what it committed and the next run resumes from there.
 
-The model is loaded only when something must be embedded, or the index lacks the ONNX export of it
-that queries run on (`encoders.py`, written at the end of a run): a re-run over an unchanged archive
+The model (`run_model.RunModel`) is loaded only when something must be embedded, or the index lacks the
+ONNX export of it that queries run on (`encoders.py`, written at the end of a run): a re-run over an unchanged archive
 imports no torch, and commits no generation (CURRENT stays as it is).
 
 Nothing outside the archive folder is indexed unless asked: a manifest row whose path leaves the archive
@@ -21,24 +21,16 @@ in `report.failed` like unreadable files, and everything else is indexed.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sarclip_search._fs import file_sha256
-from sarclip_search.errors import (
-    InputError,
-    MetadataError,
-    MissingDependencyError,
-    ModelError,
-    RasterError,
-    printable_path,
-)
+from sarclip_search.errors import InputError, MetadataError, RasterError, printable_path
 from sarclip_search.index import VectorIndex, choose_index_key
 from sarclip_search.ingest import raster
 from sarclip_search.ingest.metadata import (
@@ -48,10 +40,10 @@ from sarclip_search.ingest.metadata import (
     scene_footprint,
     scene_metadata,
 )
-from sarclip_search.ingest.tiling import Window, tile_count
-from sarclip_search.ingest.walk import IMAGE_SUFFIXES, ArchiveWalk, OutsideLink, walk_archive
-from sarclip_search.model.encoders import has_valid_encoders
-from sarclip_search.store.artifacts import check_writer
+from sarclip_search.ingest.plan import State, Todo, failure_reason, plan_run
+from sarclip_search.ingest.run_model import RunModel, check_compatible, ensure_encoders
+from sarclip_search.ingest.tiling import Window
+from sarclip_search.ingest.walk import IMAGE_SUFFIXES, walk_archive
 from sarclip_search.store.catalog import Catalog
 from sarclip_search.store.layout import Generation, IndexStore, make_info, write_json_atomic
 from sarclip_search.store.schema import BBOX_COLUMNS, SCHEMA_VERSION
@@ -106,68 +98,6 @@ class _Pending:
     chips: list[np.ndarray] = field(default_factory=list)
 
 
-class _RunModel:
-    """The model of one run: a SarClip, or a loader called only when something must be embedded.
-
-    Until it is loaded, its identity comes from the checkpoint file's hash (`model_path`) and, when that
-    matches the index, from the index's info: a run that embeds nothing loads no model.
-    """
-
-    def __init__(self, source: SarClip | Callable[[], SarClip], model_path: str | None) -> None:
-        self._loader = source if callable(source) else None
-        self._model: SarClip | None = None if callable(source) else source
-        self._model_path = model_path
-        self._sha256: str | None = None
-        self.recorded: dict[str, Any] = {}  # the index's model identity, once checked to be this checkpoint
-
-    def get(self) -> SarClip:
-        if self._model is None:
-            assert self._loader is not None
-            self._model = self._loader()
-            log.info("loaded model %s (%s)", self._model.name, self._model.checkpoint_sha256[:12])
-        return self._model
-
-    @property
-    def checkpoint_sha256(self) -> str:
-        if self._model is not None:
-            return self._model.checkpoint_sha256
-        if self._sha256 is None:
-            path = Path(self._model_path) if self._model_path else None
-            # a missing file is reported by the loader (one line naming the fix)
-            self._sha256 = file_sha256(path) if path and path.is_file() else self.get().checkpoint_sha256
-        return self._sha256
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """model_name, checkpoint_sha256, embed_dim: what the index records (see SarClip.identity)."""
-        return dict(self.recorded) if self._model is None and self.recorded else self.get().identity
-
-    @property
-    def name(self) -> str:
-        if self._model is None and not self.recorded and self._model_path:  # naming it needs no loading
-            return Path(self._model_path).name
-        return str(self.identity["model_name"])
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.identity["embed_dim"])
-
-    @property
-    def image_size(self) -> int:
-        return self.get().image_size
-
-    def encode_images(self, chips: np.ndarray) -> np.ndarray:
-        return self.get().encode_images(chips)
-
-
-def _check_compatible(info: dict, sarclip: _RunModel, archive_root: str, tile_size: int, stride: int) -> None:
-    model = info.get("model", {})
-    if model.get("checkpoint_sha256") == sarclip.checkpoint_sha256:
-        # the same checkpoint file: the index's identity is this model's, no need to load it
-        sarclip.recorded = {k: model.get(k) for k in ("model_name", "checkpoint_sha256", "embed_dim")}
-    check_writer(info, sarclip, archive_root, tile_size, stride)
-
-
 def index_archive(
     archive: str | Path,
     store: IndexStore,
@@ -212,7 +142,7 @@ def index_archive(
     archive_root = str(archive.resolve())
     report = IndexReport(archive=str(archive), db=str(store.root))
     started = time.perf_counter()
-    model = _RunModel(sarclip, model_path)
+    model = RunModel(sarclip, model_path)
     skipped_rows: list[tuple[str, str]] = []  # manifest rows leaving the archive: listed, the rest indexed
     manifest = load_manifest(archive, skipped_rows=skipped_rows)  # MetadataError for a bad manifest: fatal
     walk = walk_archive(archive, follow_symlinks=follow_symlinks)
@@ -229,15 +159,18 @@ def index_archive(
     with store.lock():
         current = store.current()
         if current is not None and not rebuild:
-            _check_compatible(current.read_info(), model, archive_root, tile_size, stride)
-        states: dict[str, _State] = {}
+            check_compatible(current.read_info(), model, archive_root, tile_size, stride)
+        states: dict[str, State] = {}
         if current is not None and not rebuild:
             with Catalog(current.catalog_path, read_only=True) as catalog:
                 states = catalog.scene_states()
         for row, reason in skipped_rows:
             _fail(report, row, reason, strict)
-        todo, removed = _plan(archive, walk, manifest, states, report, strict,
-                              tiling=(tile_size, stride) if progress is not None else None)
+        plan = plan_run(archive, walk, manifest, states, lambda rel, reason: _fail(report, rel, reason, strict),
+                        tiling=(tile_size, stride) if progress is not None else None)
+        todo, removed = plan.todo, plan.removed
+        report.files_seen, report.not_in_manifest = plan.files_seen, plan.not_in_manifest
+        report.unchanged += plan.unchanged
         settings = _Settings(model, manifest, tile_size, stride, index_factory, memory_budget, strict,
                              progress, sum(item.tiles for item in todo))
         # info.json records the checkpoint's path and the catalog schema: a run that changes either commits
@@ -265,7 +198,7 @@ def index_archive(
                     log.info("batch %d changed nothing; not committed", number + 1)
             if not report.committed:
                 _report_committed(report, store.require_current())
-        _ensure_encoders(store.root, model)
+        ensure_encoders(store.root, model)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -298,26 +231,11 @@ def _report_committed(report: IndexReport, generation: Generation) -> None:
     report.index_factory = str(info.get("index", {}).get("factory", ""))
 
 
-def _ensure_encoders(db_root: Path, model: _RunModel) -> None:
-    """Export the model's towers to ONNX for torch-free queries, unless a complete export is there.
-
-    Not fatal: without an export, queries load the torch model (same results, ~6 s slower to start).
-    """
-    if has_valid_encoders(db_root, model.checkpoint_sha256):
-        return
-    try:
-        from sarclip_search.model.encoder_export import export_encoders
-
-        export_encoders(model.get(), db_root)
-    except (MissingDependencyError, ModelError) as exc:
-        log.warning("no ONNX query encoders written (%s); queries will load the torch model", exc)
-
-
 @dataclass(frozen=True)
 class _Settings:
     """What every batch of one run needs, besides the batch itself."""
 
-    sarclip: _RunModel
+    sarclip: RunModel
     manifest: dict[str, dict[str, object]]
     tile_size: int
     stride: int
@@ -326,119 +244,6 @@ class _Settings:
     strict: bool
     progress: Progress | None
     total: int  # tiles to embed in the whole run, as planned from the files' headers (progress)
-
-
-# A committed scene's (size_bytes, mtime, content_hash, metadata_hash), from Catalog.scene_states
-_State = tuple[int, float, str, "str | None"]
-
-
-class _Todo(NamedTuple):
-    """A file to embed (new or changed) or, with `relabel`, whose unchanged pixels get new metadata.
-
-    What the planning walk learnt of it is kept, so that nothing is asked twice: its real path and stat
-    (`walk_archive`), and for a re-label its sidecar and metadata hash (read to find it changed).
-    """
-
-    path: Path
-    rel: str
-    real: str  # its real path (the catalog's abs_path)
-    stat: os.stat_result
-    previous: _State | None
-    relabel: bool = False
-    stac: dict | None = None  # a re-label's sidecar properties, as `_plan` read them
-    digest: str | None = None  # a re-label's metadata hash, as `_plan` computed it
-    tiles: int = 0  # tiles it is planned to give (progress): from its header, 0 for a re-label
-
-
-def _plan(
-    archive: Path,
-    walk: ArchiveWalk,
-    manifest: dict[str, dict[str, object]],
-    states: dict[str, _State],
-    report: IndexReport,
-    strict: bool,
-    *,
-    tiling: tuple[int, int] | None = None,
-) -> tuple[list[_Todo], list[str]]:
-    """Files to (re-)embed or re-label and catalog paths to remove, from the archive and the committed catalog.
-
-    Sizes and mtimes are those the walk took. A file of unchanged size and mtime is re-labelled when the
-    hash of its manifest row and sidecar differs from the catalog's; that costs reading the sidecar (if
-    any), not the raster. Links leading outside the archive that the walk did not follow are listed (with
-    a manifest, those it lists or lists files under), and their files removed from the index if an earlier
-    run had them. With `tiling` (tile size, stride), each file to embed is planned its number of tiles
-    from its header (`raster.header_size`, for progress; 1 when the header cannot be read).
-    """
-    files = list(walk.files)
-    report.files_seen = len(files)
-    rel_paths = {path: path.relative_to(archive).as_posix() for path in files}
-    links = {link.path.relative_to(archive).as_posix(): link for link in walk.outside_links}
-
-    def behind_link(rel: str) -> str | None:  # the unfollowed link a path lies at or under
-        return next((name for name in links if rel == name or rel.startswith(name + "/")), None)
-
-    reported = set(links)
-    if manifest:
-        reported = {name for name in (behind_link(rel) for rel in manifest) if name is not None}
-    for name in sorted(reported):
-        _fail(report, name, _link_reason(links[name]), strict)
-    if manifest:
-        listed = [p for p in files if rel_paths[p] in manifest]
-        report.not_in_manifest = len(files) - len(listed)
-        files = listed
-        for rel in sorted(set(manifest) - set(rel_paths.values())):
-            if behind_link(rel) is None:  # else the link's line says why
-                _fail(report, rel, "listed in manifest.csv but not found; fix the path or remove the row", strict)
-    wanted = {rel_paths[p] for p in files}
-    removed = sorted(set(states) - wanted)  # deleted (or no longer listed) files
-    todo: list[_Todo] = []
-    for path in files:
-        rel = rel_paths[path]
-        real, stat = walk.found[path]
-        if isinstance(stat, OSError):  # a symlink loop or a dangling link
-            _fail(report, rel, _reason(stat, path), strict)
-            continue
-        previous = states.get(rel)
-        if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
-            try:
-                stac = load_stac_sidecar(path)
-                digest = metadata_hash(manifest.get(rel), stac)
-            except MetadataError as exc:  # a sidecar broken since: listed, the committed scene kept as it was
-                _fail(report, rel, _reason(exc, path), strict)
-                continue
-            if previous[3] == digest:
-                report.unchanged += 1
-            else:
-                todo.append(_Todo(path, rel, real, stat, previous, relabel=True, stac=stac, digest=digest))
-            continue
-        todo.append(_Todo(path, rel, real, stat, previous, tiles=_planned_tiles(path, tiling)))
-    return todo, removed
-
-
-def _planned_tiles(path: Path, tiling: tuple[int, int] | None) -> int:
-    """The number of tiles `path` is cut into, from its header (progress only); 1 if unknown."""
-    if tiling is None:
-        return 0
-    size = raster.header_size(path)
-    return tile_count(size[0], size[1], *tiling) if size is not None else 1
-
-
-def _link_reason(link: OutsideLink) -> str:
-    """Why an unfollowed link is not indexed, and the fix."""
-    if link.is_dir:
-        return (f"symbolic link to a folder outside the archive ({link.target}); not entered, its images are not "
-                "indexed; pass --follow-symlinks to index them, or copy them into the archive")
-    return (f"symbolic link to a file outside the archive ({link.target}); not indexed; "
-            "pass --follow-symlinks to index it, or copy the file into the archive")
-
-
-def _reason(exc: Exception, path: Path) -> str:
-    """The one-line reason a file failed, without its path (the report line starts with it)."""
-    if isinstance(exc, RasterError):
-        return exc.reason
-    if isinstance(exc, OSError):  # permissions, symlink loops, files vanishing mid-run
-        return f"cannot read the file ({exc.strerror or exc}); check that it exists and is readable, or remove it"
-    return str(exc).removeprefix(f"{path}: ")
 
 
 def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
@@ -460,7 +265,7 @@ class _Applied:
 
 
 def _update_generation(
-    generation: Generation, todo: list[_Todo], removed: list[str], settings: _Settings, report: IndexReport,
+    generation: Generation, todo: list[Todo], removed: list[str], settings: _Settings, report: IndexReport,
     *, done_before: int = 0,
 ) -> _Applied:
     """Apply one batch (removals, then new and changed files) to a staged generation and save it.
@@ -492,7 +297,7 @@ def _update_generation(
                 done += item.tiles
                 path, rel, previous = item.path, item.rel, item.previous
                 try:
-                    if item.digest is not None:  # a re-label: _plan read the sidecar and found the hash changed
+                    if item.digest is not None:  # a re-label: plan_run read the sidecar and found the hash changed
                         stac, digest = item.stac or {}, item.digest
                     else:
                         stac = load_stac_sidecar(path)
@@ -515,7 +320,7 @@ def _update_generation(
                     row = _scene_row(item, content_hash, scene.info, metadata, digest)
                     scene_id = catalog.add_scene(row)
                 except (RasterError, MetadataError, OSError) as exc:
-                    _fail(report, rel, _reason(exc, path), settings.strict)
+                    _fail(report, rel, failure_reason(exc, path), settings.strict)
                     continue
                 boxes = _tile_bboxes(scene.info, scene.windows, row)
                 tile_ids = catalog.add_tiles(
@@ -567,7 +372,7 @@ def _warn_if_constant(chips: list[np.ndarray], report: IndexReport, rel: str) ->
 
 
 def _write_info(
-    generation: Generation, applied: _Applied, sarclip: _RunModel, model_path: str | None, archive_root: str,
+    generation: Generation, applied: _Applied, sarclip: RunModel, model_path: str | None, archive_root: str,
     tile_size: int, stride: int, report: IndexReport,
 ) -> None:
     """Check that the catalog (its batch's counts and ids) and the saved vectors hold the same ids, then
@@ -595,7 +400,7 @@ def _write_info(
 
 
 def _relabel(
-    catalog: Catalog, item: _Todo, content_hash: str, stac: dict, digest: str, settings: _Settings, *,
+    catalog: Catalog, item: Todo, content_hash: str, stac: dict, digest: str, settings: _Settings, *,
     touched: bool = False,
 ) -> None:
     """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes.
@@ -634,7 +439,7 @@ def _scene_box(row: dict) -> tuple[float, float, float, float] | None:
     return tuple(row[name] for name in BBOX_COLUMNS)  # type: ignore[return-value]
 
 
-def _scene_row(item: _Todo, content_hash: str, info: raster.RasterInfo, metadata: dict, digest: str) -> dict:
+def _scene_row(item: Todo, content_hash: str, info: raster.RasterInfo, metadata: dict, digest: str) -> dict:
     """A scene's catalog row: the file as the walk found it, its header, its metadata."""
     footprint, footprint_source = scene_footprint(info.bounds_lonlat, info.width, info.height, metadata)
     bounds = footprint or (None, None, None, None)
@@ -663,7 +468,7 @@ def _scene_row(item: _Todo, content_hash: str, info: raster.RasterInfo, metadata
     return row
 
 
-def _flush(pending: _Pending, vectors: VectorIndex, sarclip: _RunModel, report: IndexReport) -> None:
+def _flush(pending: _Pending, vectors: VectorIndex, sarclip: RunModel, report: IndexReport) -> None:
     if not pending.ids:
         return
     started = time.perf_counter()

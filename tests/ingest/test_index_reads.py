@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sarclip_search.ingest import indexer, raster
+from sarclip_search.ingest import indexer, plan, raster
 from sarclip_search.ingest.indexer import index_archive
 from sarclip_search.ingest.metadata import sidecar_path
 from sarclip_search.ingest.tiling import tile_count
@@ -77,12 +77,12 @@ def test_a_relabel_reads_the_sidecar_once(
     labelled = next(p for p in images(archive) if sidecar_path(p).is_file())
     sidecar = sidecar_path(labelled)
     sidecar.write_text(sidecar.read_text().replace('"properties": {', '"properties": {"note": "moved",', 1))
-    reads = Counting(monkeypatch, indexer, "load_stac_sidecar")
+    reads = [Counting(monkeypatch, module, "load_stac_sidecar") for module in (plan, indexer)]  # plan and batches
     rasterio_opens = Counting(monkeypatch, raster.rasterio, "open")
     catalogs = Counting(monkeypatch, indexer, "Catalog")
     report = index_archive(archive, db, sarclip, model_path=str(checkpoint), tile_size=TILE)
     assert report.relabelled == 1 and report.indexed == 0 and report.committed == 1
-    assert reads.calls[str(labelled)] == 1
+    assert sum(count.calls[str(labelled)] for count in reads) == 1
     assert rasterio_opens.calls == Counter({str(labelled): 1})  # its header (tags): not its pixels
     assert sum(catalogs.calls.values()) == 2  # the plan's read of the committed catalog, the batch's
 
