@@ -176,3 +176,7 @@ def scenes(db: Path) -> dict[str, dict]:
 
     with Engine.open(db) as engine:
         return {row["path"]: row for row in engine.catalog.fetch_tiles(engine.catalog.tile_ids())}
+
+
+# the bearer token of the guarded test server (tests/server/conftest.py `guarded`)
+SERVER_TOKEN = "s3cret-token"

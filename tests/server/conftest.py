@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-TOKEN = "s3cret-token"
+from helpers import SERVER_TOKEN
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +21,13 @@ def api(indexed_db):
 
 @pytest.fixture(scope="session")
 def guarded(indexed_db):
-    """A TestClient of the app over `indexed_db` with the token `TOKEN`."""
+    """A TestClient of the app over `indexed_db` with the token `helpers.SERVER_TOKEN`."""
     from fastapi.testclient import TestClient
 
     from sarclip_search.server.app import create_app
 
     db, _, _ = indexed_db
-    with TestClient(create_app(db, token=TOKEN)) as client:
+    with TestClient(create_app(db, token=SERVER_TOKEN)) as client:
         yield client
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from sarclip_search.server.app import MAX_UPLOAD_BYTES
 
-from conftest import TOKEN
+from helpers import SERVER_TOKEN as TOKEN
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n"
 READ_FILE_JSON = {"op": "=", "args": [{"property": "label"}, {"op": "read_text", "args": ["/etc/passwd"]}]}
