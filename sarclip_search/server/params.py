@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,8 @@ from sarclip_search.store.filters import Filters, close_matches, parse_bbox, par
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100  # a larger limit is clamped to this (STAC: silently)
 MAX_IDS = 1000  # ids, like, positive, negative: at most this many each
+# A tile id as the catalog and FAISS hold it (int64, never negative): a larger number is a 400, not an overflow.
+TileId = Annotated[int, Field(ge=0, lt=2**63)]
 BBOX_FIX = "give minlon,minlat,maxlon,maxlat in degrees, e.g. bbox=5.9,45.8,10.5,47.8"
 DATETIME_FIX = ("give an RFC 3339 time or interval: 2015-06-01T00:00:00Z, 2015-06-01/2015-06-05, "
                 "../2016-01-01 or 2015-01-01/..")
@@ -43,14 +45,14 @@ class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     q: str | None = Field(None, description="text query")
-    like: list[int] = Field(default_factory=list, max_length=MAX_IDS, description="tile ids: more like these")
+    like: list[TileId] = Field(default_factory=list, max_length=MAX_IDS, description="tile ids: more like these")
     not_: list[str] = Field(default_factory=list, alias="not", max_length=16, description="texts to push away from")
     fusion: Literal["blend", "rrf"] = DEFAULT_FUSION  # type: ignore[assignment]
     alpha: float = Field(DEFAULT_ALPHA, ge=0.0, le=1.0, description="text weight against examples")
     dedup: bool = Field(False, description="keep the best of overlapping tiles of a scene")
     image_id: str | None = Field(None, description="an image uploaded earlier (its `sarsearch:image_id`)")
-    positive: list[int] = Field(default_factory=list, max_length=MAX_IDS, description="feedback: relevant tile ids")
-    negative: list[int] = Field(default_factory=list, max_length=MAX_IDS, description="feedback: irrelevant tile ids")
+    positive: list[TileId] = Field(default_factory=list, max_length=MAX_IDS, description="feedback: relevant tile ids")
+    negative: list[TileId] = Field(default_factory=list, max_length=MAX_IDS, description="feedback: irrelevant tile ids")
     bbox: list[float] | None = Field(None, description="minlon,minlat,maxlon,maxlat (or 6 numbers with heights)")
     intersects: dict[str, Any] | None = Field(None, description="GeoJSON geometry; not with bbox")
     datetime: str | None = Field(None, description="RFC 3339 instant or interval (`/`, `..` open ends)")

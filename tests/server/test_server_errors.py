@@ -60,6 +60,8 @@ BAD_REQUESTS = {
     "unknown uploaded image id": ("POST", "/search", {"json": {"image_id": "0" * 32}}, 400, "image_id"),
     "unknown like id": ("GET", "/search?like=99999", {}, 400, "99999"),
     "like not an id": ("GET", "/search?like=../../etc/passwd", {}, 400, "like"),
+    "like id past int64": ("GET", "/search?like=99999999999999999999", {}, 400, "like"),
+    "positive id past int64": ("POST", "/feedback", {"json": {"positive": [2**70]}}, 400, "positive"),
     "unknown item id": ("GET", "/items/99999", {}, 404, "99999"),
     "path-like item id": ("GET", "/items/..%2F..%2Fetc%2Fpasswd", {}, 404, "route"),
     "dot-dot item id": ("GET", "/items/%2E%2E", {}, 400, "id"),
