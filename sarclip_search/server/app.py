@@ -40,6 +40,7 @@ from sarclip_search.query.engine import MAX_K, Engine, Hit, given_text
 from sarclip_search.server import images, items, params
 from sarclip_search.server.engines import ENGINES_PER_GENERATION, Generations, Snapshot
 from sarclip_search.server.errors import ApiError, api_error
+from sarclip_search.server.serve import host_name, is_loopback
 from sarclip_search.store.filters import Filters
 
 log = logging.getLogger(__name__)
@@ -74,15 +75,22 @@ class Guard:
     larger than `max_body` is refused with 413, by its Content-Length or while it is read.
     """
 
-    def __init__(self, app: Any, token: str | None, max_body: int) -> None:
+    def __init__(self, app: Any, token: str | None, max_body: int, loopback_only: bool = False) -> None:
         self.app = app
         self.token = token
         self.max_body = max_body
+        self.loopback_only = loopback_only
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.loopback_only and not is_loopback(host_name(headers.get("host", ""))):
+            # a page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) sends its own name
+            return await error_response(ApiError(
+                403, f"Host {headers.get('host', '')!r} is not a loopback name of this server",
+                "open the page at http://127.0.0.1:PORT/ or http://localhost:PORT/, or serve with --token"))(
+                scope, receive, send)
         if self.token is not None and not self._authorized(headers):
             response = self._first_visit(scope) or error_response(ApiError(
                 401, "missing or wrong token: this server needs its token",
@@ -193,10 +201,11 @@ def image_file(data: bytes) -> Iterator[str]:
 
 def create_app(db: str | Path | None = None, *, token: str | None = None,
                engines_per_generation: int = ENGINES_PER_GENERATION, max_body: int = MAX_BODY_BYTES,
-               thumbnail_cache_bytes: int = images.CACHE_BYTES) -> FastAPI:
+               thumbnail_cache_bytes: int = images.CACHE_BYTES, loopback_only: bool = False) -> FastAPI:
     """The API over the index directory `db` (default ./.sarsearch), opened now (SarclipError if it cannot be).
 
-    `token`: when set, every route needs it (see `Guard`). The engines are closed when the app shuts down.
+    `token`: when set, every route needs it (see `Guard`). `loopback_only`: answer only requests whose Host is
+    a loopback name or address (`sarsearch serve` without a token). The engines are closed when the app shuts down.
     """
     generations = Generations(db, engines_per_generation=engines_per_generation)
     thumbnails = images.PngCache(thumbnail_cache_bytes)
@@ -524,6 +533,6 @@ def create_app(db: str | Path | None = None, *, token: str | None = None,
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(Guard, token=token, max_body=max_body)
+    app.add_middleware(Guard, token=token, max_body=max_body, loopback_only=loopback_only)
     return app
 

@@ -31,6 +31,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_name(host_header: str) -> str:
+    """The name or address of an HTTP Host header, without its port ("[::1]:8765" -> "::1")."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
 def check_binding(host: str, token: str | None) -> None:
     """InputError when `host` is not loopback and no (non-blank) token protects it."""
     if token is not None and not token.strip():
@@ -76,7 +83,8 @@ def serve(db: str | Path | None, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     from sarclip_search.server.app import create_app
 
     check_binding(host, token)
-    app = create_app(db, token=token)  # opens the index first: a missing index is an error before binding
+    # opens the index first: a missing index is an error before binding; without a token only loopback Hosts
+    app = create_app(db, token=token, loopback_only=token is None)
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/"

@@ -92,3 +92,20 @@ def test_the_server_imports_no_torch(indexed_db):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("host", "status"), [("127.0.0.1:8765", 200), ("localhost:8765", 200), ("[::1]:8765", 200),
+                                              ("evil.example:8765", 403), ("192.168.1.5", 403)])
+def test_without_a_token_only_loopback_host_names_are_answered(indexed_db, host, status):
+    """DNS rebinding: another site's page re-pointed at 127.0.0.1 sends its own name as Host and is refused."""
+    from fastapi.testclient import TestClient
+
+    from sarclip_search.server.app import create_app
+
+    db, _, _ = indexed_db
+    with TestClient(create_app(db, loopback_only=True)) as client:
+        response = client.get("/healthz", headers={"host": host})
+    assert response.status_code == status, response.text
+    if status == 403:
+        body = response.json()
+        assert set(body) == {"error", "fix"} and "Host" in body["error"] and "\n" not in body["error"]
