@@ -150,10 +150,12 @@ def _read(
     path: Path,
     indexes: list[int],
     window: rasterio.windows.Window | None,
+    out_shape: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
-    """Masked read of `indexes` in `window` as (B, h, w) float32 with masked/nodata/non-finite -> NaN."""
+    """Masked read of `indexes` in `window` as (B, h, w) float32 with masked/nodata/non-finite -> NaN
+    (decimated to `out_shape` when given)."""
     try:
-        data = dataset.read(indexes, window=window, masked=True)
+        data = dataset.read(indexes, window=window, masked=True, out_shape=out_shape)
     except _READ_ERRORS as error:
         raise UnreadableRasterError(
             path, f"pixel data cannot be read (truncated or corrupt: {_first_line(error)}); {_FIX_CORRUPT}"
@@ -288,12 +290,15 @@ def _band_indexes(dataset: rasterio.io.DatasetReader, path: Path, bands: Sequenc
 
 
 def read_window(
-    path: str | os.PathLike[str], window: Window | None = None, bands: Sequence[int] | None = None
+    path: str | os.PathLike[str], window: Window | None = None, bands: Sequence[int] | None = None,
+    max_side: int | None = None,
 ) -> np.ndarray:
     """Pixels of `window` (whole raster when None) as a (B, h, w) float32 array, via a windowed read.
 
     `bands` are 1-based band indexes as in GDAL (default: all). Complex values become their magnitude
     (amplitude). Nodata, masked and non-finite pixels are NaN. Values keep their scale (see `read_info`).
+    `max_side`: a window whose longer side exceeds it is read decimated by GDAL (nearest pixel, overviews
+    when the file has them) to that longer side, so a quicklook of a whole scene never reads it at full size.
 
     Raises:
         RasterError: the file cannot be opened or its pixels cannot be read (e.g. truncated), or a band
@@ -303,7 +308,14 @@ def read_window(
     file = Path(path)
     with _open(file) as dataset:
         rio_window = _rasterio_window(dataset, window)
-        return _read(dataset, file, _band_indexes(dataset, file, bands), rio_window)
+        indexes = _band_indexes(dataset, file, bands)
+        height, width = (dataset.height, dataset.width) if rio_window is None else (
+            int(rio_window.height), int(rio_window.width))
+        shape = None
+        if max_side is not None and max(height, width) > max_side:
+            factor = max_side / max(height, width)
+            shape = (len(indexes), max(1, round(height * factor)), max(1, round(width * factor)))
+        return _read(dataset, file, indexes, rio_window, shape)
 
 
 def window_bbox_lonlat(info: RasterInfo, window: Window) -> tuple[float, float, float, float] | None:

@@ -61,7 +61,8 @@ def quicklook(hit: Hit, size: int = THUMBNAIL_SIZE) -> Image.Image:
     Raises RasterError when the scene file cannot be read.
     """
     path = hit.metadata.get("abs_path") or hit.path
-    values = raster.read_window(path, Window(*hit.window), bands=[1])
+    # read at most twice the output size: a whole-scene quicklook of a large scene is decimated by GDAL
+    values = raster.read_window(path, Window(*hit.window), bands=[1], max_side=2 * size)
     scale = hit.metadata.get("scale") or raster.read_info(path).scale
     stretched = radiometry.to_model_input(values, str(scale))
     image = Image.fromarray(np.round(stretched * 255).astype(np.uint8), mode="L")

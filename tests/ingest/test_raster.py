@@ -288,3 +288,13 @@ def test_one_file_of_each_shared_dataset() -> None:
         if dataset == "KOMPSAT-5-water":
             minlon, minlat, maxlon, maxlat = info.bounds_lonlat
             assert 10.6 < minlon < maxlon < 11.2 and 59.7 < minlat < maxlat < 60.1  # Oslo area
+
+
+def test_a_window_larger_than_max_side_is_read_decimated(large_scene: Path) -> None:
+    full = read_window(large_scene, Window(0, 0, 160, 96), bands=[1])
+    small = read_window(large_scene, Window(0, 0, 160, 96), bands=[1], max_side=40)
+    assert full.shape == (1, 96, 160) and small.shape == (1, 24, 40)  # longer side 40, aspect kept
+    # nearest-pixel decimation: every value read is one of the window's pixels (NaN for nodata ones)
+    assert np.isin(small[np.isfinite(small)], full[np.isfinite(full)]).all()
+    assert np.array_equal(read_window(large_scene, Window(0, 0, 160, 96), bands=[1], max_side=160), full,
+                          equal_nan=True)  # not larger than max_side: read whole
