@@ -36,6 +36,7 @@ from sarclip_search.store.schema import (
     TILE_COLUMNS,
     TILE_VIEW_DDL,
     V2_SCENE_COLUMNS,
+    V3_TILE_COLUMNS,
     fits_type,
     fixed_value,
     json_value,
@@ -66,6 +67,11 @@ def _scene_values(scene: Mapping[str, object]) -> tuple[str, dict[str, object]]:
             raise MetadataError(f"{path}: expected bbox as (minlon, minlat, maxlon, maxlat), found {bbox!r}")
         values.update(zip(BBOX_COLUMNS, bbox))  # type: ignore[arg-type]
     return path, values
+
+
+# One statement for all pending tiles: parallel unnest of list parameters zips them row-wise.
+_INSERT_TILES = (f"INSERT INTO tiles ({', '.join(map(quote_identifier, TILE_COLUMNS))}) SELECT "
+                 + ", ".join(f"unnest(?::{sql_type}[])" for sql_type in TILE_COLUMNS.values()))
 
 
 class Catalog:
@@ -140,12 +146,7 @@ class Catalog:
             start = end
         if tiles["tile_id"]:
             # One statement for all tiles: parallel unnest of list parameters zips them row-wise.
-            self._db.execute(
-                "INSERT INTO tiles SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::INT[]), unnest(?::INT[]), "
-                "unnest(?::INT[]), unnest(?::INT[]), unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), "
-                "unnest(?::DOUBLE[]), unnest(?::DOUBLE[])",
-                list(tiles.values()),
-            )
+            self._db.execute(_INSERT_TILES, list(tiles.values()))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,6 +175,11 @@ class Catalog:
         with self.transaction():
             for name in V2_SCENE_COLUMNS:  # v1 -> v2
                 self._con.execute(f"ALTER TABLE scenes ADD COLUMN IF NOT EXISTS {name} VARCHAR")
+            if found < 3:  # v2 -> v3: the tile columns, filled by re-labelling every scene once (next `index`)
+                for name, sql_type in V3_TILE_COLUMNS.items():
+                    self._con.execute(f"ALTER TABLE tiles ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+                self._con.execute("UPDATE scenes SET metadata_hash = NULL")
+                self._con.execute(TILE_VIEW_DDL)  # t.* is expanded when the view is made
             self._con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
         self._scene_types = None
         log.info("upgraded catalog %s from schema v%d to v%d", self.path or "memory", found, SCHEMA_VERSION)
@@ -379,11 +385,30 @@ class Catalog:
             assignments = ", ".join(f"{name} = ?" for name in BBOX_COLUMNS)
             self._con.execute(f"UPDATE tiles SET {assignments} WHERE scene_id = ?", [*values, int(scene_id)])
 
+    def scene_tile_windows(self, scene_id: int) -> list[tuple[int, list[int]]]:
+        """(tile_id, [col_off, row_off, width, height]) of each tile of a scene, by tile id."""
+        rows = self._con.execute(
+            "SELECT tile_id, col_off, row_off, width, height FROM tiles WHERE scene_id = ? ORDER BY tile_id",
+            [int(scene_id)]).fetchall()
+        return [(int(row[0]), [int(v) for v in row[1:]]) for row in rows]
+
+    def set_tile_objects(self, tiles: Sequence[tuple[int, Mapping[str, object]]]) -> None:
+        """Rewrite tile_label, tile_n_objects and tile_objects of existing tiles: (tile_id, values) pairs."""
+        self._require_writable("update tiles")
+        if not tiles:
+            return
+        with self.transaction():
+            self._con.executemany(
+                "UPDATE tiles SET tile_label = ?, tile_n_objects = ?, tile_objects = ? WHERE tile_id = ?",
+                [[values.get("tile_label"), values.get("tile_n_objects"), values.get("tile_objects"), int(tile_id)]
+                 for tile_id, values in tiles])
+
     def add_tiles(self, scene_id: int, tiles: Sequence[Mapping[str, object]]) -> np.ndarray:
         """Insert the tiles of one scene; returns their new tile ids (int64, in input order).
 
         Each tile: col_off, row_off, width, height (pixels) and bbox (minlon, minlat, maxlon,
-        maxlat in degrees, or None).
+        maxlat in degrees, or None); optionally what it holds: tile_label, tile_n_objects, tile_objects
+        (`ingest.objects.tile_object_columns`; NULL when absent).
         """
         self._require_writable("add tiles")
         if not tiles:
@@ -400,6 +425,11 @@ class Catalog:
                 raise CatalogError(f"expected a tile bbox as (minlon, minlat, maxlon, maxlat) or None, found {bbox!r}")
             for name, value in zip(BBOX_COLUMNS, bbox if bbox is not None else (None,) * 4):  # type: ignore[arg-type]
                 columns[name].append(None if value is None else float(value))
+            count = tile.get("tile_n_objects")
+            columns["tile_n_objects"].append(None if count is None else int(count))  # type: ignore[call-overload]
+            for name in ("tile_label", "tile_objects"):
+                value = tile.get(name)
+                columns[name].append(None if value is None else str(value))
         with self.transaction():
             if int(scene_id) not in self._scene_id_by_path().values():
                 raise CatalogError(f"expected an existing scene_id, found {scene_id}; add the scene first")

@@ -11,7 +11,7 @@ import pytest
 from sarclip_search.errors import ArtifactMismatchError, CatalogError, FilterError
 from sarclip_search.ingest.metadata import load_manifest, scene_metadata
 from sarclip_search.store.catalog import QUERY_THREADS, Catalog
-from sarclip_search.store.schema import SCHEMA_VERSION
+from sarclip_search.store.schema import SCHEMA_VERSION, V3_TILE_COLUMNS
 
 REAL_ARCHIVE = Path("/work/shared/data")
 
@@ -229,15 +229,34 @@ def test_v1_catalog_is_read_as_is_and_upgraded_when_written(tmp_path: Path) -> N
         catalog.add_tiles(catalog.add_scene({"path": "a.tif", "label": "T72", "content_hash": "h"}), tiles_for(1))
         for column in ("metadata_hash", "footprint_source"):
             catalog._con.execute(f"ALTER TABLE scenes DROP COLUMN {column}")
+        for column in V3_TILE_COLUMNS:
+            catalog._con.execute(f"ALTER TABLE tiles DROP COLUMN {column}")
         catalog.set_meta("schema_version", "1")
     with Catalog(path, read_only=True) as catalog:
         assert catalog.get_meta("schema_version") == "1" and "footprint_source" not in catalog.columns()
         assert catalog.scene_states()["a.tif"][3] is None
         assert catalog.tile_ids("label = ?", ["T72"]).tolist() == [1]
     with Catalog(path) as catalog:
-        assert catalog.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
-        assert {"metadata_hash", "footprint_source"} <= set(catalog.columns())
+        assert catalog.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert {"metadata_hash", "footprint_source", *V3_TILE_COLUMNS} <= set(catalog.columns())
         assert catalog.fetch_tiles([1])[0]["label"] == "T72"
+
+
+def test_v2_catalog_gains_the_tile_columns_and_is_relabelled_when_written(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    with Catalog(path) as catalog:
+        scene = catalog.add_scene({"path": "a.tif", "label": "ship", "content_hash": "h", "metadata_hash": "m"})
+        catalog.add_tiles(scene, tiles_for(2))
+        for column in V3_TILE_COLUMNS:
+            catalog._con.execute(f"ALTER TABLE tiles DROP COLUMN {column}")
+        catalog.set_meta("schema_version", "2")
+    with Catalog(path, read_only=True) as catalog:  # read as it is
+        assert "tile_label" not in catalog.columns() and catalog.tile_ids("label = ?", ["ship"]).tolist() == [1, 2]
+        assert catalog.scene_states()["a.tif"][3] == "m"
+    with Catalog(path) as catalog:
+        assert catalog.get_meta("schema_version") == "3"
+        assert catalog.tile_ids("tile_label IS NULL").tolist() == [1, 2]
+        assert catalog.scene_states()["a.tif"][3] is None  # the next `index` re-labels it: tile columns filled
 
 
 def test_read_only_refuses_writes(tmp_path: Path) -> None:

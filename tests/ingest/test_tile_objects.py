@@ -1,0 +1,112 @@
+"""Per-tile objects (ingest/objects.py): which boxed objects each tile holds, and the tile's own label."""
+
+from __future__ import annotations
+
+import pytest
+
+from sarclip_search.errors import MetadataError
+from sarclip_search.ingest.objects import (
+    NO_OBJECT,
+    boxes_in_window,
+    count_words,
+    parse_boxes,
+    tile_label,
+    tile_object_columns,
+)
+from sarclip_search.ingest.tiling import tile_windows
+from sarclip_search.store.catalog import Catalog
+
+SHIP_SCENE = {"label": "ship", "width": 512, "height": 512,
+              # centres: (25, 25) in the top-left tile; (256, 100) on the edge between the two top tiles;
+              # (300, 400) and (310, 420) bottom-right
+              "boxes_xyxy": "ship:10,10,40,40;ship:246,90,266,110;ship:290,390,310,410;ship:300,410,320,430"}
+
+
+def grid(width: int, height: int, size: int, stride: int | None = None) -> list[list[int]]:
+    return [w.as_list() for w in tile_windows(width, height, size, stride or size)]
+
+
+def test_parse_boxes_reads_the_manifest_form_and_refuses_others() -> None:
+    boxes = parse_boxes("ship:1,2,3,4; oil_spill:0,0,10.5,20")
+    assert [(b.name, b.x0, b.y0, b.x1, b.y1) for b in boxes] == [("ship", 1, 2, 3, 4), ("oil_spill", 0, 0, 10.5, 20)]
+    assert parse_boxes("") == [] and parse_boxes(None) == []
+    for bad in ("ship:1,2,3", "1,2,3,4", "ship:4,2,3,4", "ship:a,b,c,d"):
+        with pytest.raises(MetadataError, match=r"scene\.jpg: expected boxes as class:xmin"):
+            parse_boxes(bad, "scene.jpg")
+
+
+def test_a_centre_on_a_tile_edge_belongs_to_the_next_tile_only() -> None:
+    windows = grid(512, 512, 256)
+    rows = tile_object_columns(SHIP_SCENE, windows)
+    by_window = {tuple(w): row for w, row in zip(windows, rows)}
+    assert by_window[(0, 0, 256, 256)]["tile_n_objects"] == 1
+    assert by_window[(256, 0, 256, 256)]["tile_n_objects"] == 1  # the ship centred at x = 256
+    assert by_window[(256, 256, 256, 256)]["tile_n_objects"] == 2
+    assert by_window[(0, 256, 256, 256)]["tile_n_objects"] == 0
+    assert sum(row["tile_n_objects"] for row in rows) == 4  # every object in exactly one tile of a grid
+    # the edge ship's box, in the tile's pixels, clipped to the tile
+    assert by_window[(256, 0, 256, 256)]["tile_objects"] == "ship:0,90,10,110"
+
+
+def test_overlapping_tiles_each_hold_the_objects_whose_centre_they_contain() -> None:
+    windows = grid(512, 512, 256, 128)
+    rows = tile_object_columns(SHIP_SCENE, windows)
+    holding = [tuple(w) for w, row in zip(windows, rows) if "ship:" in (row["tile_objects"] or "")
+               and any(abs(b.x0 - (10 - w[0])) < 1e-9 for b in parse_boxes(row["tile_objects"]))]
+    assert holding == [(0, 0, 256, 256)]  # the ship at (25, 25) lies only in the first window
+    centre_counts = [row["tile_n_objects"] for row in rows]
+    assert max(centre_counts) >= 2 and sum(centre_counts) > 4  # overlapping windows share objects
+
+
+def test_a_tile_without_objects_is_not_labelled_with_the_scene_class() -> None:
+    rows = tile_object_columns(SHIP_SCENE, grid(512, 512, 256))
+    assert [row["tile_label"] for row in rows] == ["ship", "ship", NO_OBJECT, "ship"]
+    empty = rows[2]
+    assert empty["tile_n_objects"] == 0 and empty["tile_objects"] is None
+
+
+def test_labels_of_mixed_tiles() -> None:
+    vehicles = parse_boxes("BRDM2:0,0,10,10;T62:20,20,30,30")
+    assert tile_label("multi_vehicle", vehicles[:1]) == "BRDM2"  # one class: that class
+    assert tile_label("multi_vehicle", vehicles) == "multi_vehicle"  # several: the scene's
+    assert tile_label("oil_spill", parse_boxes("ship:0,0,4,4")) == "ship"  # only the ship of an oil-spill scene
+    assert tile_label("oil_spill", parse_boxes("ship:0,0,4,4;oil_spill:0,0,9,9")) == "oil_spill"
+    assert tile_label("ship", []) == NO_OBJECT
+
+
+def test_scenes_without_boxes_keep_their_label_and_count_only_when_whole() -> None:
+    chip = {"label": "T72", "width": 128, "height": 128, "n_objects": "1", "boxes_xyxy": ""}
+    assert tile_object_columns(chip, [[0, 0, 128, 128]]) == [
+        {"tile_label": "T72", "tile_n_objects": 1, "tile_objects": None}]
+    large = {"label": "water_body", "width": 512, "height": 512, "n_objects": ""}
+    rows = tile_object_columns(large, grid(512, 512, 256))
+    assert {row["tile_label"] for row in rows} == {"water_body"}
+    assert {row["tile_n_objects"] for row in rows} == {None}
+
+
+def test_boxes_in_window_clips_to_the_tile() -> None:
+    [box] = boxes_in_window(parse_boxes("ship:250,10,300,20"), [256, 0, 256, 256])
+    assert (box.x0, box.y0, box.x1, box.y1) == (0, 10, 44, 20)
+
+
+@pytest.mark.parametrize(("count", "words"), [(0, "no"), (1, "a single"), (2, "two"), (3, "several"),
+                                              (5, "several"), (6, "many"), (40, "many")])
+def test_count_words(count: int, words: str) -> None:
+    assert count_words(count) == words
+
+
+def test_catalog_stores_and_rewrites_tile_objects(tmp_path) -> None:
+    windows = grid(512, 512, 256)
+    rows = tile_object_columns(SHIP_SCENE, windows)
+    with Catalog(tmp_path / "c.duckdb") as catalog:
+        scene = catalog.add_scene({"path": "s.jpg", "width": 512, "height": 512, "label": "ship"})
+        ids = catalog.add_tiles(scene, [{**dict(zip(("col_off", "row_off", "width", "height"), w)), "bbox": None, **r}
+                                        for w, r in zip(windows, rows)])
+        got = catalog._con.execute(
+            "SELECT tile_id, tile_label, tile_n_objects FROM tile_view WHERE tile_n_objects >= 1 ORDER BY tile_id"
+        ).fetchall()
+        assert got == [(int(ids[0]), "ship", 1), (int(ids[1]), "ship", 1), (int(ids[3]), "ship", 2)]
+        assert [w for _, w in catalog.scene_tile_windows(scene)] == windows
+        catalog.set_tile_objects([(int(ids[0]), {"tile_label": NO_OBJECT, "tile_n_objects": 0})])
+        assert catalog._con.execute("SELECT tile_label, tile_n_objects, tile_objects FROM tiles WHERE tile_id = ?",
+                                    [int(ids[0])]).fetchone() == (NO_OBJECT, 0, None)
