@@ -79,6 +79,7 @@ class Filters:
     bbox: tuple[float, float, float, float] | None = None  # minlon,minlat,maxlon,maxlat (a BBox or any 4 numbers); tiles whose bbox intersects it
     after: str | datetime | None = None  # ISO date/time or `parse_date`'s datetime; datetime >= after (inclusive)
     before: str | datetime | None = None  # ISO date/time or `parse_date`'s datetime; datetime < before (exclusive)
+    min_objects: int | None = None  # tiles holding at least this many boxed objects (tile_n_objects)
 
 
 class Predicate(NamedTuple):
@@ -379,6 +380,9 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> Predicate:
             # contains() rather than ILIKE: no escaping of % and _ in the user's text.
             clauses.append(f"contains(lower(CAST({need(column, option)} AS VARCHAR)), lower(?))")
             params.append(value)
+    if filters.min_objects is not None:
+        clauses.append(f"{need('tile_n_objects', '--min-objects')} >= ?")
+        params.append(int(filters.min_objects))
     if filters.bbox is not None:
         minlon, minlat, maxlon, maxlat = BBox.of(filters.bbox)
         col_minlon, col_minlat, col_maxlon, col_maxlat = (need(column, "--bbox") for column in BBOX_COLUMNS)

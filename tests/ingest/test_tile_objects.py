@@ -110,3 +110,17 @@ def test_catalog_stores_and_rewrites_tile_objects(tmp_path) -> None:
         catalog.set_tile_objects([(int(ids[0]), {"tile_label": NO_OBJECT, "tile_n_objects": 0})])
         assert catalog._con.execute("SELECT tile_label, tile_n_objects, tile_objects FROM tiles WHERE tile_id = ?",
                                     [int(ids[0])]).fetchone() == (NO_OBJECT, 0, None)
+
+
+def test_min_objects_filter(tmp_path) -> None:
+    from sarclip_search.store.filters import Filters, build_predicate
+
+    windows = grid(512, 512, 256)
+    with Catalog(tmp_path / "c.duckdb") as catalog:
+        scene = catalog.add_scene({"path": "s.jpg", "width": 512, "height": 512, "label": "ship"})
+        ids = catalog.add_tiles(scene, [{**dict(zip(("col_off", "row_off", "width", "height"), w)), "bbox": None, **r}
+                                        for w, r in zip(windows, tile_object_columns(SHIP_SCENE, windows))])
+        predicate = build_predicate(Filters(min_objects=2), catalog.columns())
+        assert catalog.tile_ids(*predicate).tolist() == [int(ids[3])]
+        predicate = build_predicate(Filters(min_objects=1, label="ship"), catalog.columns())
+        assert catalog.tile_ids(*predicate).tolist() == [int(i) for i in ids[[0, 1, 3]]]
