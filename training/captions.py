@@ -11,6 +11,8 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 
+from sarclip_search.ingest.objects import count_words
+
 # MSTAR class -> (spoken names). The first is the canonical display name.
 VEHICLE_NAMES: dict[str, tuple[str, ...]] = {
     "2S1": ("2S1", "2S1 Gvozdika"),
@@ -54,6 +56,25 @@ SHIP_LABELS: dict[str, str] = {
 IMAGE_WORDS = ("a SAR image of", "a radar image of", "a synthetic aperture radar image of", "SAR chip showing", "")
 WATER_WORDS = ("surface water", "a lake", "a river", "water bodies", "lakes and rivers")
 FLOOD_WORDS = ("flood water", "flooded fields", "a flooded area", "inundated land")
+DRY_LAND_WORDS = ("dry land with no flood water", "fields without flooding", "land, not flooded")
+# Ship scenes captioned per tile, from the ships whose box centre the tile holds, with their sea context.
+SHIP_SCENE_DATASETS = ("HRSID", "SAR-Ship-Dataset", "MKLab-Oil-Spill")
+# scene context (from `scene_type`) -> how a caption places ships, and how it names the sea without them
+SEA_CONTEXT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "offshore": (("on the open sea", "offshore", "far from the coast"),
+                 ("open sea without ships", "empty open water, no vessels", "sea surface far from land, no ships")),
+    "inshore": (("near a harbor", "in a port", "close to the coast"),
+                ("harbor water without ships", "a coastline with no vessels", "quay and coastal water, no ships")),
+    "coastal": (("near the coast", "close to land", "in coastal waters"),
+                ("coastal water without ships", "sea and land, no vessels", "a coastline with no ships")),
+    "": (("at sea", "on the water"), ("sea surface with no ships", "water without vessels")),
+}
+# CORINE land-cover labels (BigEarthNet's `objects`) -> plain words
+LAND_COVER_WORDS: dict[str, str] = {
+    "arable": "farmland", "pasture": "pastures", "agricultur": "farmland with natural vegetation",
+    "cultivation": "mixed small fields", "forest": "forest", "woodland": "woodland and shrub",
+    "peat": "peat bog", "water": "water bodies", "urban": "built-up area",
+}
 
 
 def _article(phrase: str) -> str:
@@ -115,12 +136,64 @@ def count_objects(boxes_xyxy: str | None, window: Sequence[int] | None) -> list[
     return found
 
 
+def sea_context(row: Mapping[str, object]) -> str:
+    """offshore, inshore, coastal or '' (unknown) from a ship scene's `scene_type`."""
+    text = str(row.get("scene_type") or "").lower()
+    for context in ("offshore", "inshore"):
+        if text.startswith(context):
+            return context
+    if text.startswith("open sea"):
+        return "offshore"
+    if text.startswith("coastal"):
+        return "coastal"
+    return ""
+
+
+def _ship_scene_caption(row: Mapping[str, object], objects: Sequence[str] | None, rng: random.Random) -> str:
+    """One caption of a ship scene (or one tile of it): how many ships, where; the sea without ships; oil."""
+    names = list(objects) if objects is not None else [n for n in str(row.get("objects") or "").split(";") if n]
+    ships = sum(1 for n in names if n == "ship")
+    spills = sum(1 for n in names if n == "oil_spill")
+    look_alikes = sum(1 for n in names if n == "look_alike" or n == "oil_spill_look_alike")
+    place, empty = SEA_CONTEXT[sea_context(row)]
+    parts = []
+    if spills:
+        parts.append(rng.choice(("an oil spill", "an oil slick", "spilled oil on the sea surface")))
+    elif look_alikes:
+        parts.append(rng.choice(("an oil spill look-alike", "a dark look-alike patch, not oil", "natural slick, not an oil spill")))
+    if ships:
+        noun = rng.choice(("ship", "vessel", "boat")) + ("s" if ships > 1 else "")
+        amount = count_words(ships) if rng.random() < 0.7 or ships > 20 else str(ships)
+        parts.append(f"{amount} {noun} {rng.choice(place)}")
+    if not parts:
+        return rng.choice(empty)
+    return " and ".join(parts)
+
+
+def _land_cover_caption(row: Mapping[str, object], rng: random.Random) -> str:
+    """Land cover of a BigEarthNet patch in plain words, from its CORINE labels."""
+    words = []
+    for name in str(row.get("objects") or "").split(";"):
+        lowered = name.lower()
+        for key, plain in LAND_COVER_WORDS.items():
+            if key in lowered and plain not in words:
+                words.append(plain)
+                break
+    if not words:
+        return "land cover"
+    return rng.choice(("", "land cover: ", "Sentinel-1 patch of ")) + " and ".join(words[:2])
+
+
 def caption_key(row: Mapping[str, object], objects: Sequence[str] | None = None) -> str:
     """Which images share a meaning (used as positives in the contrastive loss)."""
     dataset = str(row.get("dataset") or "")
     label = str(row.get("label") or "")
-    if objects is not None and dataset in ("MSTAR-composite-scenes", "HRSID"):
+    if objects is not None and dataset in ("MSTAR-composite-scenes", *SHIP_SCENE_DATASETS):
         names = sorted(set(objects))
+        # ship tiles group by count in words and sea context: "two ships offshore" is not "ships in a port"
+        if dataset in SHIP_SCENE_DATASETS:
+            amount = count_words(sum(1 for n in objects if n == "ship")).replace(" ", "_")
+            return f"ships:{amount}:{sea_context(row) or 'sea'}:{'+'.join(n for n in names if n != 'ship')}"
         return f"{dataset}:{'+'.join(names) if names else 'empty'}"
     if dataset == "OpenSARShip":
         return f"ship:{SHIP_LABELS.get(label, 'ship')}"
@@ -173,28 +246,29 @@ def make_captions(
             names = list(objects) if objects is not None else str(row.get("objects") or "").split(";")
             names = [n for n in names if n]
             if not names:
-                add(rng.choice(("fields, trees and buildings with no vehicles", "ground clutter without targets",
-                                "open terrain and tree lines")))
+                add(rng.choice(("an empty field with trees and buildings, no vehicles", "ground clutter without targets",
+                                "open terrain and tree lines without vehicles")))
             else:
                 spoken = ", ".join(_vehicle_phrase(n, rng) for n in sorted(names))
                 count = len(names)
                 noun = "vehicle" if count == 1 else "vehicles"
-                add(rng.choice((f"{count} military {noun} in a field: {spoken}",
+                amount = count_words(count)
+                add(rng.choice((f"{amount} military {noun} in a field: {spoken}",
                                 f"{spoken} in a clutter scene with trees and buildings",
-                                f"military {noun} {spoken} parked in open terrain")))
-        elif dataset == "HRSID":
-            count = len(objects) if objects is not None else int(row.get("n_objects") or 0)
-            if count == 0:
-                add(rng.choice(("sea surface with no ships", "coast and sea without vessels", "open water")))
-            else:
-                noun = rng.choice(("ship", "vessel", "boat")) + ("s" if count > 1 else "")
-                add(rng.choice((f"{count} {noun} at sea", f"{noun} near a harbor", f"{noun} on the water")))
+                                f"{amount} military {noun} parked in open terrain",
+                                f"{count} military {noun} in a field")))
+        elif dataset in SHIP_SCENE_DATASETS:
+            add(_ship_scene_caption(row, objects, rng))
         elif dataset == "OpenSARShip":
             chosen = rng.choice(KIND_SYNONYMS[SHIP_LABELS.get(label, "ship")])
             add(rng.choice((f"{_article(chosen)} {chosen} at sea", f"{_article(chosen)} {chosen}",
                             f"a Sentinel-1 chip of {_article(chosen)} {chosen}")))
         elif dataset == "Sen1Floods11" or label == "flood_water":
             add(rng.choice(FLOOD_WORDS))
+        elif label == "no_flood_water":
+            add(rng.choice(DRY_LAND_WORDS))
+        elif dataset == "BigEarthNet-S1":
+            add(_land_cover_caption(row, rng))
         elif label == "water_body" or "water" in kind:
             fraction = _water_fraction(row)
             extra = f", {round(fraction * 100)} percent water" if fraction is not None and rng.random() < 0.5 else ""

@@ -19,7 +19,7 @@ import torch
 from sarclip_search.ingest import raster
 from sarclip_search.ingest.metadata import load_manifest
 from sarclip_search.ingest.tiling import Window, tile_windows
-from sarclip_search.training.captions import caption_key, count_objects, make_captions
+from sarclip_search.training.captions import SHIP_SCENE_DATASETS, caption_key, count_objects, make_captions
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def manifest_samples(
         tiled = len(windows) > 1
         for window in windows:
             objects = count_objects(row.get("boxes_xyxy"), window.as_list()) if tiled and row.get("boxes_xyxy") else None
-            if tiled and row.get("dataset") in ("MSTAR-composite-scenes", "HRSID") and objects is None:
+            if tiled and row.get("dataset") in ("MSTAR-composite-scenes", *SHIP_SCENE_DATASETS) and objects is None:
                 objects = []
             full = {"path": rel_path, **row}
             samples.append(

@@ -188,3 +188,64 @@ def test_files_that_are_not_checkpoints(tmp_path):
     for path, message in ((text, "not a readable"), (foreign, "not a SARCLIP checkpoint"), (tmp_path / "no.pt", "no such")):
         with pytest.raises(ModelError, match=message):
             load_model(path)
+
+
+# --- per-tile captions: counts and context (#16) --------------------------------------------------------------
+
+HRSID_OFFSHORE = {"dataset": "HRSID", "label": "ship", "scene_type": "offshore", "path": "hrsid/a.jpg"}
+HRSID_UNKNOWN = {"dataset": "HRSID", "label": "ship", "scene_type": "", "path": "hrsid/b.jpg"}
+
+
+@pytest.mark.parametrize(("ships", "words"), [(1, "a single"), (2, "two"), (4, "several"), (9, "many")])
+def test_ship_tile_captions_count_in_words(ships: int, words: str) -> None:
+    captions = make_captions(HRSID_OFFSHORE, ["ship"] * ships, n=30, seed=0)
+    assert sum(c.startswith(words) or f" {words} " in c for c in captions) >= 15
+    assert all(("ship" in c or "vessel" in c or "boat" in c) for c in captions)
+
+
+def test_empty_sea_tiles_are_described_as_what_they_are() -> None:
+    captions = make_captions(HRSID_OFFSHORE, [], n=20, seed=0)
+    assert all("ship" not in c.replace("no ships", "").replace("without ships", "") for c in captions)
+    assert any("open sea without ships" in c for c in captions)
+    assert not any("harbor" in c for c in captions)
+
+
+def test_offshore_ships_are_never_captioned_near_a_harbor() -> None:
+    offshore = make_captions(HRSID_OFFSHORE, ["ship", "ship"], n=40, seed=3)
+    unknown = make_captions(HRSID_UNKNOWN, ["ship", "ship"], n=40, seed=3)
+    assert not any("harbor" in c or "port" in c for c in offshore)
+    assert any("open sea" in c or "offshore" in c or "far from the coast" in c for c in offshore)
+    assert not any("harbor" in c or "open sea" in c for c in unknown)  # unknown context: no claim either way
+    coastal = {"dataset": "MKLab-Oil-Spill", "label": "oil_spill", "scene_type": "coastal (land in scene); ...", "path": "o.jpg"}
+    assert any("coast" in c or "land" in c for c in make_captions(coastal, ["ship"], n=20, seed=0))
+
+
+def test_oil_spill_and_look_alike_captions_differ() -> None:
+    row = {"dataset": "MKLab-Oil-Spill", "label": "oil_spill", "scene_type": "open sea", "path": "o.jpg"}
+    spill = make_captions(row, ["oil_spill"], n=20, seed=0)
+    look = make_captions(row, ["look_alike"], n=20, seed=0)
+    assert all("oil" in c and "look-alike" not in c and "not" not in c for c in spill)
+    assert all("look-alike" in c or "not" in c for c in look)
+
+
+def test_ship_tile_caption_keys_separate_count_and_context() -> None:
+    assert caption_key(HRSID_OFFSHORE, ["ship"]) != caption_key(HRSID_OFFSHORE, ["ship", "ship"])
+    assert caption_key(HRSID_OFFSHORE, ["ship", "ship", "ship"]) == caption_key(HRSID_OFFSHORE, ["ship"] * 5)
+    assert caption_key(HRSID_OFFSHORE, []) != caption_key(HRSID_UNKNOWN, [])
+    assert caption_key(HRSID_OFFSHORE, []) != caption_key(HRSID_OFFSHORE, ["ship"])
+
+
+def test_composite_tiles_count_vehicles_and_empty_fields() -> None:
+    scene = {"dataset": "MSTAR-composite-scenes", "label": "multi_vehicle", "path": "m.jpg"}
+    assert all("no vehicles" in c or "without" in c for c in make_captions(scene, [], n=10, seed=0))
+    two = make_captions(scene, ["T72", "BMP2"], n=30, seed=0)
+    assert any("two military vehicles" in c for c in two)
+
+
+def test_land_cover_and_dry_land_captions() -> None:
+    patch = {"dataset": "BigEarthNet-S1", "label": "land_cover", "path": "b.tif",
+             "objects": "Non-irrigated arable land;Coniferous forest"}
+    assert all("farmland" in c and "forest" in c for c in make_captions(patch, n=10, seed=0))
+    dry = {"dataset": "C2S-MS-Floods", "label": "no_flood_water", "path": "d.tif"}
+    assert all("flood" not in c.replace("no flood", "").replace("not flooded", "").replace("without flooding", "")
+               for c in make_captions(dry, n=10, seed=0))
