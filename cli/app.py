@@ -120,7 +120,7 @@ def parse_size(text: str | None) -> int | None:
 @app.command(cls=Command)
 @user_errors
 def index(
-    archive: Annotated[Path, typer.Argument(help="Folder of SAR images (GeoTIFF, TIFF, PNG, JPEG); a manifest.csv at its root adds metadata.")],
+    archive: Annotated[Path | None, typer.Argument(help="Folder of SAR images (GeoTIFF, TIFF, PNG, JPEG); a manifest.csv at its root adds metadata.", show_default=False)] = None,
     db: DbOption = None,
     model: ModelOption = None,
     tile_size: Annotated[int, typer.Option(help="Images larger than this (px) are cut into tiles of this size.")] = 256,
@@ -132,11 +132,22 @@ def index(
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first failed file (exit 1) and commit nothing of this run.")] = False,
     follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Also index symbolic links (files, folders) that lead outside ARCHIVE; by default each is listed and skipped.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    from_shards: Annotated[Path | None, typer.Option("--from-shards", metavar="<dir>", help="Instead of ARCHIVE: build the index from a folder of embedding shards (docs/scale.md).", show_default=False)] = None,
 ) -> None:
     """Index an archive: read, tile, embed and catalog every image. Re-runs are incremental.
 
     Example: sarsearch index ./archive
     """
+    if from_shards is not None or archive is None:  # the body lives in cli/shards.py
+        if archive is not None or from_shards is None:
+            if archive is None:
+                raise typer.BadParameter("missing: the folder of SAR images to index (or --from-shards DIR)",
+                                         param_hint="'ARCHIVE'")
+            raise InputError(f"give ARCHIVE ({archive}) or --from-shards {from_shards}, not both")
+        from sarclip_search.cli.shards import index_from_shards
+
+        return index_from_shards(from_shards, db, model=model, index_factory=index_factory,
+                                 memory_budget=parse_size(memory_budget), rebuild=rebuild, ray=None, quiet=quiet)
     from sarclip_search.ingest.indexer import index_archive
     from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
     from sarclip_search.store.layout import IndexStore

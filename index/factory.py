@@ -65,12 +65,21 @@ def new_faiss_index(dim: int, factory: str) -> faiss.Index:
     return index
 
 
+def training_rows(n: int, nlist: int) -> np.ndarray | None:
+    """The rows (ascending) of n vectors that an index of `nlist` lists trains on: a seeded sample of
+    `training_sample_size` rows, or None for all of them. A caller holding the vectors in pieces (embedding
+    shards) reads just these rows and trains exactly as on the whole array."""
+    limit = training_sample_size(n, nlist)
+    if n <= limit:
+        return None
+    return np.sort(np.random.default_rng(TRAIN_SEED).choice(n, limit, replace=False))
+
+
 def training_sample(xb: np.ndarray, nlist: int) -> np.ndarray:
     """The rows of `xb` (float32 or float16) an index of `nlist` lists trains on, as contiguous float32:
     a seeded sample of `training_sample_size` rows (all of them when there are no more)."""
-    limit = training_sample_size(len(xb), nlist)
-    if len(xb) > limit:
-        sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(xb), limit, replace=False))
+    sample = training_rows(len(xb), nlist)
+    if sample is not None:
         xb = xb[sample]
     return np.ascontiguousarray(xb, dtype=np.float32)
 

@@ -179,6 +179,50 @@ class VectorIndex:
         train(self._index, self.factory, xb, self._gpu, self._subset_pq)
         self.trained_on = total or len(xb)
 
+    def train(self, xb: np.ndarray, *, total: int | None = None) -> None:
+        """Train an empty IVF index on `xb`, or on its seeded sample of `training_sample_size` rows (rows
+        `factory.training_rows(len(xb), nlist)` picks: pass just those rows of a larger collection and its
+        size as `total`, and the index is trained exactly as on the whole). `total` becomes `trained_on`."""
+        self._check_writable()
+        if self.is_flat or self.ntotal:
+            raise VectorIndexError(f"train() is for an empty IVF index; this one is {self.factory} "
+                                   f"holding {self.ntotal} vectors")
+        self._train(np.asarray(xb), total)
+
+    def encoders(self) -> tuple[faiss.Index, faiss.IndexPQ | None]:
+        """The trained FAISS index and subset-code PQ (None without subset codes) whose `sa_encode` makes
+        what `add_codes` takes: ship them (faiss.serialize_index) to processes that encode vectors."""
+        if not self._index.is_trained:
+            raise VectorIndexError("the index is not trained yet; train() it first")
+        return self._index, self._subset_pq
+
+    def add_codes(
+        self, ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray, subset_codes: np.ndarray | None = None
+    ) -> None:
+        """Add `vectors` under `ids` with their FAISS codes computed elsewhere: `codes` = `sa_encode(vectors)`
+        of this trained index (`encoders()`), `subset_codes` = the subset PQ's `sa_encode(vectors)` (computed
+        here when None). The same index as `add(ids, vectors)`, without encoding the vectors in this process.
+        """
+        self._check_writable()
+        ids, xb = as_batch(ids, vectors, self.dim)
+        if not len(ids):
+            return
+        if not self._index.is_trained:
+            raise VectorIndexError("the index is not trained yet; train() it before add_codes()")
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if codes.shape != (len(ids), self._index.sa_code_size()):
+            raise ValueError(f"expected codes of shape ({len(ids)}, {self._index.sa_code_size()}), got {codes.shape}")
+        if self.contains(ids).any():
+            raise ValueError(f"id {int(ids[self.contains(ids)][0])} is already in the index; remove() it first")
+        if self.is_flat:
+            self._index.add_with_ids(xb, ids)  # a Flat code is the vector itself
+        else:
+            self._index.add_sa_codes(codes, ids)
+        if self._subset_pq is not None and subset_codes is None:
+            subset_codes = self._subset_pq.sa_encode(xb)
+        self.rows.append(ids, xb, subset_codes)
+        self._gpu.changed()
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add `vectors` (n, dim) float32 under `ids` (n,) int64.
 

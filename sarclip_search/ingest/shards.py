@@ -16,7 +16,8 @@ Folder layout::
 
 A shard's Parquet table has one row per tile: ``path`` (string, the scene's ``path``), ``col_off``,
 ``row_off``, ``width``, ``height`` (int64 pixels), ``bbox`` (fixed_size_list<float64>[4], null when nothing
-places the tile) and ``vector`` (fixed_size_list<float32>[embed_dim]). Its footer's key-value metadata holds
+places the tile), the catalog's other tile columns (`EXTRA_TILE_COLUMNS`: ``tile_label``, ``tile_n_objects``,
+``tile_objects``; null when a tile row lacks them) and ``vector`` (fixed_size_list<float32>[embed_dim]). Its footer's key-value metadata holds
 ``sarclip.header`` (the header as JSON) and ``sarclip.scenes`` (the scene rows as a JSON list; datetimes
 and dates tagged ``{"$datetime": ISO}`` / ``{"$date": ISO}`` so they come back as they went in).
 
@@ -39,8 +40,9 @@ API::
     shard_set = scan_shards(dir)                         # header, shard files, leftover temporary files
 
 `scene_rows`: dicts with at least ``path`` (unique in the folder). `tile_rows`: dicts with ``path`` (of a scene
-of the same shard), ``col_off``, ``row_off``, ``width``, ``height`` and ``bbox`` (4 floats or None), grouped by
-scene in the order of `scene_rows` (a scene may have no tiles). `vectors`: (len(tile_rows), embed_dim),
+of the same shard), ``col_off``, ``row_off``, ``width``, ``height`` and ``bbox`` (4 floats or None), optionally ``tile_label``,
+``tile_n_objects``, ``tile_objects`` (as `Catalog.add_tiles` takes them), grouped by scene in the order of
+`scene_rows` (a scene may have no tiles). `vectors`: (len(tile_rows), embed_dim),
 float32 (cast if not).
 
 Writes are atomic (`_fs.atomic_file`: temporary name, fsync, rename): a killed writer leaves at most a
@@ -65,7 +67,7 @@ import numpy as np
 from sarclip_search import __version__
 from sarclip_search._fs import atomic_file, write_atomic
 from sarclip_search.errors import ArtifactMismatchError, InputError, MissingDependencyError
-from sarclip_search.store.schema import SCHEMA_VERSION
+from sarclip_search.store.schema import BBOX_COLUMNS, SCHEMA_VERSION, TILE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,10 @@ SHARD_NAME = re.compile(r"shard-(\d{8})\.parquet")
 HEADER_KEY = b"sarclip.header"
 SCENES_KEY = b"sarclip.scenes"
 TILE_FIELDS = ("col_off", "row_off", "width", "height")
+# the catalog's other tile columns (what a tile holds: tile_label, tile_n_objects, tile_objects), optional per tile
+# and stored as the catalog stores them (Catalog.add_tiles: str / int, null when absent)
+EXTRA_TILE_COLUMNS = {name: kind for name, kind in TILE_COLUMNS.items()
+                      if name not in ("tile_id", "scene_id", *TILE_FIELDS, *BBOX_COLUMNS)}
 # header fields that must agree between shards, the folder and the reader; model_path is where the checkpoint
 # was on the writing machine (recorded as info.json's checkpoint_path), not what made the vectors
 COMPARED_FIELDS = ("format", "format_version", "model_name", "checkpoint_sha256", "embed_dim", "tile_size",
@@ -152,7 +158,8 @@ class ShardHeader:
                 f"/ schema v{SCHEMA_VERSION}; write the shards again with this version")
 
 
-def _check_same(expected: ShardHeader, found: ShardHeader, source: object, fix: str) -> None:
+def check_header(expected: ShardHeader, found: ShardHeader, source: object, fix: str) -> None:
+    """ArtifactMismatchError naming `source`, each differing field and `fix` when `found` is not `expected`."""
     diff = expected.differences(found)
     if diff:
         raise ArtifactMismatchError(f"{source}: made by another model, tiling, archive or version ({'; '.join(diff)}); {fix}")
@@ -240,6 +247,12 @@ def _tile_table(tile_rows: Sequence[Mapping[str, Any]], vectors: np.ndarray) -> 
             boxes[i] = [np.nan if v is None else float(v) for v in bbox]
     bbox_values = pa.array(boxes.reshape(-1), type=pa.float64())
     columns["bbox"] = pa.FixedSizeListArray.from_arrays(bbox_values, 4, mask=pa.array(~valid))
+    for name, kind in EXTRA_TILE_COLUMNS.items():
+        values = [t.get(name) for t in tile_rows]
+        if kind == "VARCHAR":
+            columns[name] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        else:
+            columns[name] = pa.array([None if v is None else int(v) for v in values], type=pa.int64())
     columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
     return pa.table(columns)
 
@@ -255,7 +268,7 @@ class ShardWriter:
         header_path = self.folder / HEADER_FILE
         if header_path.is_file():
             existing = ShardHeader.from_json(header_path.read_bytes(), header_path)
-            _check_same(existing, header, self.folder,
+            check_header(existing, header, self.folder,
                         "write these shards to another folder, or empty this one first")
         else:
             write_atomic(header_path, (header.to_json() + "\n").encode())
@@ -318,7 +331,7 @@ def _shard_files(folder: Path) -> list[tuple[int, Path]]:
 
 def scan_shards(folder: str | Path) -> ShardSet:
     """The folder's header and shard files (InputError when it is not a shard folder). Temporary files left by
-    killed writers are listed in `leftovers` and logged, never read."""
+    killed writers are listed in `leftovers` (callers report them), never read."""
     folder = Path(folder)
     header_path = folder / HEADER_FILE
     if not folder.is_dir():
@@ -329,7 +342,7 @@ def scan_shards(folder: str | Path) -> ShardSet:
     header = ShardHeader.from_json(header_path.read_bytes(), header_path)
     leftovers = sorted(p for p in folder.iterdir() if p.name.startswith(".shard-") and p.name.endswith(".tmp"))
     for path in leftovers:
-        log.warning("%s: an unfinished shard write (a writer was killed or is still running); not read", path.name)
+        log.info("%s: an unfinished shard write (a writer was killed or is still running); not read", path.name)
     return ShardSet(folder, header, _shard_files(folder), leftovers)
 
 
@@ -375,7 +388,7 @@ def read_shard(path: str | Path, number: int, header: ShardHeader) -> ShardBatch
     """One shard file, checked against the folder's `header`."""
     path = Path(path)
     found = read_shard_header(path)
-    _check_same(header, found, path, "move that shard out of the folder or write it again with the folder's model")
+    check_header(header, found, path, "move that shard out of the folder or write it again with the folder's model")
     parquet = _open(path)
     try:
         table = parquet.read()
@@ -386,9 +399,11 @@ def read_shard(path: str | Path, number: int, header: ShardHeader) -> ShardBatch
                          "delete it and write that shard again") from exc
     vectors = _vectors_of(table, header.embed_dim, path)
     columns = {name: table.column(name).to_pylist() for name in ("path", *TILE_FIELDS, "bbox")}
+    extras = {name: table.column(name).to_pylist() for name in EXTRA_TILE_COLUMNS}
     tile_rows = [
         {"path": columns["path"][i], **{name: columns[name][i] for name in TILE_FIELDS},
-         "bbox": None if columns["bbox"][i] is None else tuple(columns["bbox"][i])}
+         "bbox": None if columns["bbox"][i] is None else tuple(columns["bbox"][i]),
+         **{name: values[i] for name, values in extras.items() if values[i] is not None}}
         for i in range(table.num_rows)
     ]
     return ShardBatch(path, number, scene_rows, tile_rows, vectors)
@@ -404,7 +419,7 @@ def iter_shards(folder: str | Path, expect: ShardHeader | None = None) -> tuple[
     header = shard_set.header
     header.check_readable(shard_set.folder)
     if expect is not None:
-        _check_same(expect, header, shard_set.folder, "use shards made with the same model, tiling and archive")
+        check_header(expect, header, shard_set.folder, "use shards made with the same model, tiling and archive")
 
     def batches() -> Iterator[ShardBatch]:
         for number, path in shard_set.files:
