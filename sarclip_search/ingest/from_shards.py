@@ -106,9 +106,14 @@ class _RayEncoder:
             raise MissingDependencyError("--ray needs ray: pip install -e '.[ray]'") from exc
         self.ray = ray
         self.started = False
-        if not ray.is_initialized():
-            ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False,
-                     include_dashboard=False)
+        if not ray.is_initialized():  # else: the session this process already has (left running)
+            try:
+                ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False,
+                         include_dashboard=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({reason}); start one with "
+                                 "`ray start --head` or pass its address (auto, HOST:6379)") from None
             self.started = True
 
     def submit(self, files: list[tuple[int, Path]], header: ShardHeader, index_bytes: np.ndarray,

@@ -96,7 +96,7 @@ def test_help_shows_types_of_values_only_and_plain_argument_names(command):
     help_line = next(line for line in result.output.splitlines() if "--help" in line)
     assert "<" not in help_line
     if command == "index":
-        assert "sarsearch index [OPTIONS] ARCHIVE" in usage
+        assert "sarsearch index [OPTIONS] [ARCHIVE]" in usage  # optional: --from-shards DIR instead
         assert any("--strict" in line and "<" not in line for line in result.output.splitlines())
     if command == "query":
         assert "sarsearch query [OPTIONS] [TEXT]" in usage

@@ -269,5 +269,7 @@ def test_from_shards_user_errors(tmp_path: Path) -> None:
     again = run("index", "--from-shards", folder, "--db", tmp_path / "db")
     assert again.exit_code == 1 and "--rebuild" in error_lines(again)[0]
     assert run("index", "--from-shards", folder, "--db", tmp_path / "db", "--rebuild").exit_code == 0
+    neither = run("index", "--db", tmp_path / "db")
+    assert neither.exit_code == 2 and "ARCHIVE" in neither.stderr and "--from-shards" in neither.stderr
     both = run("index", tmp_path, "--from-shards", folder, "--db", tmp_path / "db")
     assert both.exit_code == 1 and "--from-shards" in error_lines(both)[0]
