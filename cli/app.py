@@ -421,6 +421,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write eval.json, eval.md and PNG plots into this folder.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    locate: Annotated[bool, typer.Option("--locate", help="Instead, SeLo metrics of `sarsearch locate` (Rsu, Ras, Rda, Rmi) on the boxed/masked scenes of --data, with the model of --db (docs/locate.md).")] = False,
 ) -> None:
     """Zero-shot accuracy, text/image retrieval R@K, mR, mAP, image→image P@10 and paraphrase P@10 on a labelled split.
 
@@ -430,6 +431,10 @@ def evaluate(
     from sarclip_search.store.layout import resolve_db
     from sarclip_search.training import evaluate as evaluation
 
+    if locate:
+        from sarclip_search.cli.locate import locate_eval
+
+        return locate_eval(db, data, split, model, as_json, out, quiet)
     if db is not None and data is not None:
         raise InputError("give --db DIR (an index) or --data ROOT (a labelled archive), not both")
     if data is not None:
@@ -481,6 +486,12 @@ def serve(
 
     run_server(db, host, port, token, access_log=access_log, on_ready=ready)
     render.err_console.print("stopped", highlight=False)
+
+
+# `locate` (its body lives in cli/locate.py), registered after the commands above so it is listed last
+from sarclip_search.cli.locate import locate_command
+
+app.command("locate", cls=Command)(user_errors(locate_command))
 
 
 def main() -> None:

@@ -523,3 +523,57 @@ def _to_chip(values: np.ndarray, scale: str, size: int) -> np.ndarray:
         )
         chip = np.asarray(resized, dtype=np.float32)
     return np.clip(chip, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def stream_window_chips(
+    path: str | os.PathLike[str], windows: Sequence[Window], size: int = 128, info: RasterInfo | None = None
+) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(position in `windows`, model chip or None when the window has no valid pixel) for each window.
+
+    One open of the file; windows sharing a row band (same `row_off` and `height`, as `tile_windows` makes
+    them) are cut from one strip read of that band (full width, band 1), so a large scene is read band by
+    band and never whole. Each chip is what `read_chip(path, window, size)` gives (the raster's scale to dB,
+    stretched per window, resized to `size`). Used by `query.locate` for its sliding windows.
+
+    Raises:
+        RasterError: as `read_window`.
+        ValueError: `size` is not positive or a window is not inside the raster.
+    """
+    _check_chip_size(size)
+    file = Path(path)
+    bands: dict[tuple[int, int], list[int]] = {}
+    for position, window in enumerate(windows):
+        bands.setdefault((window.row_off, window.height), []).append(position)
+    with _open(file) as dataset:
+        scale = info.scale if info is not None else _info(dataset, file, path).scale
+        for (row_off, height), positions in bands.items():
+            strip = _read(dataset, file, [1], _rasterio_window(dataset, Window(0, row_off, dataset.width, height)))
+            for position in positions:
+                window = windows[position]
+                values = strip[:, :, window.col_off: window.col_off + window.width]
+                if values.shape[2] != window.width:
+                    raise ValueError(f"window {window.as_list()} is not inside the {dataset.width} x "
+                                     f"{dataset.height} raster")
+                yield position, (_to_chip(values, scale, size) if np.isfinite(values).any() else None)
+
+
+def write_float_geotiff(path: str | os.PathLike[str], values: np.ndarray, info: RasterInfo | None) -> None:
+    """Write a (H, W) float32 array as a one-band GeoTIFF (DEFLATE, tiled) on the grid of `info`'s raster.
+
+    The CRS and affine transform of `info` are written when it has them (a scene without georeferencing
+    gives a plain pixel-grid GeoTIFF). The caller writes to a temporary name and renames it (atomic).
+    """
+    height, width = values.shape
+    profile: dict[str, object] = {
+        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "float32",
+        "compress": "deflate", "predictor": 3, "tiled": True, "blockxsize": 256, "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if info is not None and info.transform is not None:
+        profile["transform"] = rasterio.Affine(*info.transform[:6])
+    if info is not None and info.crs is not None:
+        profile["crs"] = CRS.from_user_input(info.crs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as out:
+            out.write(np.asarray(values, dtype=np.float32), 1)

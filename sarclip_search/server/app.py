@@ -37,7 +37,7 @@ from sarclip_search._fs import bytes_sha256
 from sarclip_search.errors import RasterError, SarclipError
 from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.query.engine import MAX_K, Engine, Hit, given_text
-from sarclip_search.server import images, items, params
+from sarclip_search.server import images, items, locating, params
 from sarclip_search.server.engines import ENGINES_PER_GENERATION, Generations, Snapshot
 from sarclip_search.server.errors import ApiError, api_error
 from sarclip_search.server.serve import host_name, is_loopback
@@ -527,6 +527,43 @@ def create_app(db: str | Path | None = None, *, token: str | None = None,
                     raise unreadable(first, exc) from None
             key = (snapshot.name, "scene", scene, marked.id if marked is not None else None, size)
             return png_response(snapshot, key, make)
+
+    def scene_tile(engine: Engine, scene_id: str) -> Hit:
+        scene = params.item_ids([scene_id], "scene id")[0]
+        tile_ids = engine.filter_ids(Filters(where=f"scene_id = {scene}"))
+        if tile_ids is None or not len(tile_ids):
+            raise ApiError(404, f"no scene {scene_id!r} in this index", "use `sarsearch:scene_id` of an item")
+        return items.hits_by_id(engine, [int(tile_ids[0])])[0]
+
+    def located(snapshot: Snapshot, scene_id: str, q: str | None) -> tuple[Hit, str, Any]:
+        phrase = locating.checked_phrase(q)
+        if phrase is None:
+            raise ApiError(400, "q: give the phrase to locate (1 to 500 characters, not blank)",
+                           "add ?q=ship to the address")
+        with snapshot.engine() as engine:
+            tile = scene_tile(engine, scene_id)
+            try:
+                return tile, phrase, locating.locate_scene(engine, tile, phrase)
+            except RasterError as exc:
+                raise unreadable(tile, exc) from None
+
+    @app.get("/scenes/{scene_id}/locate.png", summary="Where a phrase matches in the scene: heat over its quicklook",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def scene_locate_png(scene_id: str, q: Annotated[str | None, Query(description="the phrase to locate")] = None,
+                         size: Annotated[int, Query(ge=images.MIN_SIZE, le=images.MAX_SIZE)] = images.QUICKLOOK_SIZE
+                         ) -> Response:
+        with generations.lease() as snapshot:
+            def make() -> bytes:
+                _, _, result = located(snapshot, scene_id, q)
+                return locating.overlay_png(result, size)
+            return png_response(snapshot, (snapshot.name, "locate", scene_id, q, size), make)
+
+    @app.get("/scenes/{scene_id}/locate.json", summary="Where a phrase matches in the scene: the peaks as GeoJSON boxes")
+    def scene_locate_json(scene_id: str, q: Annotated[str | None, Query(description="the phrase to locate")] = None
+                          ) -> JSONResponse:
+        with generations.lease() as snapshot:
+            tile, phrase, result = located(snapshot, scene_id, q)
+            return answer(locating.peaks_json(result, tile.scene_id, phrase), snapshot, GEOJSON)
 
     @app.get("/", summary="The web page", response_class=FileResponse, include_in_schema=False)
     def page() -> FileResponse:

@@ -16,7 +16,43 @@ export class Detail {
     this.root = root;
     this.handlers = handlers;
     this.item = null;
+    this.located = null; // the tile whose scene shows a locate overlay
     root.querySelector("#detail-close").addEventListener("click", () => this.hide());
+    root.querySelector("#detail-locate").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.locate();
+    });
+  }
+
+  // "locate in scene": the heat of a phrase over the scene's quicklook (GET /scenes/{id}/locate.png)
+  locate() {
+    const scene = this.item?.properties?.["sarsearch:scene_id"];
+    const caption = this.root.querySelector("#detail-caption");
+    const input = this.root.querySelector("#locate-q");
+    const q = input.value.trim();
+    if (scene === undefined) return;
+    if (!q) {
+      caption.textContent = "Type a phrase to locate in the scene, e.g. ship";
+      return;
+    }
+    const img = this.root.querySelector("#detail-quicklook");
+    const href = `/scenes/${encodeURIComponent(scene)}/locate.png?q=${encodeURIComponent(q)}&size=512`;
+    this.located = tileId(this.item);
+    caption.textContent = `Locating “${q}” in the scene…`;
+    img.onload = () => {
+      img.onload = img.onerror = null;
+      caption.textContent = `Where “${q}” matches (red: best; peaks boxed)`;
+    };
+    img.onerror = async () => {
+      img.onload = img.onerror = null;
+      let message = "the scene could not be located";
+      try {
+        message = (await (await fetch(href)).json()).error || message;
+      } catch { /* not JSON: keep the generic line */ }
+      caption.textContent = `Error: ${message}`;
+    };
+    img.alt = `Heat of “${q}” over the scene`;
+    img.src = href;
   }
 
   show(item, marks) {
@@ -28,7 +64,16 @@ export class Detail {
     const img = this.root.querySelector("#detail-quicklook");
     const href = sceneHref(item);
     img.hidden = !href;
-    if (href && img.getAttribute("src") !== href) img.src = href;
+    this.root.querySelector("#detail-locate").hidden = p["sarsearch:scene_id"] === undefined;
+    if (this.located !== id) {  // a refresh of the same tile keeps its locate overlay
+      this.located = null;
+      img.onload = img.onerror = null;
+      img.alt = "Scene quicklook with the tile outlined";
+      this.root.querySelector("#detail-caption").textContent = "The scene, tile outlined";
+      const input = this.root.querySelector("#locate-q");
+      input.value = new URLSearchParams(location.search).get("q") || input.value;
+      if (href && img.getAttribute("src") !== href) img.src = href;
+    }
     const rows = {
       score: `${scoreText(item)} ${p.score_kind ?? p["sarsearch:score_kind"] ?? ""}`.trim(),
       collection: collection(item), label: label(item),
@@ -57,6 +102,7 @@ export class Detail {
   hide() {
     this.root.hidden = true;
     this.item = null;
+    this.located = null;
     this.handlers.onClose?.();
   }
 }
