@@ -229,9 +229,10 @@ def our_memory(index: VectorIndex, directory: Path, queries: np.ndarray) -> dict
     n = index.ntotal
     measured = probe(RSS_PROBE, str(directory), queries=queries)
     grown, batch = measured.get("single", {}), measured.get("batch", {})
-    kept = grown.get("anon", 0) + grown.get("vectors.faiss", 0) + grown.get("vector_ids.npy", 0)
-    codes = directory / SUBSET_CODES_FILE  # read whole by filtered search (unfiltered queries never touch it)
-    kept += codes.stat().st_size if codes.is_file() else 0
+    ids = sum(value for key, value in grown.items() if key.startswith("vector_ids."))  # .npy or its segments
+    kept = grown.get("anon", 0) + grown.get("vectors.faiss", 0) + ids
+    # the subset codes are read whole by filtered search (unfiltered queries never touch them)
+    kept += sum(path.stat().st_size for path in directory.glob(f"{SUBSET_CODES_FILE.split('.')[0]}.*"))
     return {
         "resident_bytes_per_vector_arithmetic": round(resident_bytes(n, index.dim, index.factory) / n, 1),
         "resident_bytes_per_vector": round(kept / n, 1) if grown else None,
@@ -240,7 +241,7 @@ def our_memory(index: VectorIndex, directory: Path, queries: np.ndarray) -> dict
         "after_batch_anon_bytes_per_vector": round(batch.get("anon", 0) / n, 1),
         "exact_copy": index.store_dtype,
         "exact_copy_on_disk_bytes_per_vector": round(
-            (directory / STORE_FILES[index.store_dtype]).stat().st_size / n, 1),
+            sum(p.stat().st_size for p in directory.glob(f"{STORE_FILES[index.store_dtype].split('.')[0]}.*")) / n, 1),
         "files_bytes_per_vector": round(sum(p.stat().st_size for p in directory.iterdir()) / n, 1),
     }
 

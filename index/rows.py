@@ -22,12 +22,19 @@ class Rows:
     None; each array may hold spare capacity past row n, so adds grow them geometrically.
 
     `ids_sorted`: the ids are known ascending (as saved), so a memory-mapped id array is not read to check.
+    `origin`: the `files` listing of the saved index these rows were loaded from (storage.py); with it,
+    `unchanged` counts the leading rows still as saved there, so a save into that directory appends
+    (storage.write_index keeps the segments of those rows). Appends keep it; a removal lowers it to the
+    first removed row.
     """
 
     def __init__(
-        self, store: np.ndarray, ids: np.ndarray, codes: np.ndarray | None = None, *, ids_sorted: bool = False
+        self, store: np.ndarray, ids: np.ndarray, codes: np.ndarray | None = None, *, ids_sorted: bool = False,
+        origin: dict | None = None,
     ) -> None:
         self.size = len(ids)
+        self.origin = origin
+        self.unchanged = self.size if origin is not None else 0
         self._store = store  # (capacity, dim); rows [0, size) are live
         self._ids = ids  # (capacity,) int64, row i holds the id of _store[i]
         self._codes = codes  # (capacity, code bytes) uint8, rows as _store; None: no subset codes
@@ -134,6 +141,14 @@ class Rows:
             return self.store, sorted_ids, self.codes
         return self._store[sorted_rows], sorted_ids, None if self._codes is None else self._codes[sorted_rows]
 
+    def unchanged_rows(self) -> int:
+        """Leading rows that a save in id order puts where the origin has them, with the same bytes."""
+        sorted_rows = self.lookup()[1]
+        if sorted_rows is None or not self.unchanged:
+            return self.unchanged
+        moved = np.flatnonzero(sorted_rows[: self.unchanged] != np.arange(self.unchanged))
+        return int(moved[0]) if len(moved) else self.unchanged
+
     # ---- changes
 
     def _changed(self) -> None:
@@ -163,6 +178,8 @@ class Rows:
         """Drop the given rows (the others keep their order)."""
         keep = np.ones(self.size, bool)
         keep[rows] = False
+        if len(rows):
+            self.unchanged = min(self.unchanged, int(np.min(rows)))
         self._store = np.ascontiguousarray(self.store[keep])
         self._ids = np.ascontiguousarray(self.ids[keep])
         if self._codes is not None:

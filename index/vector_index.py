@@ -428,17 +428,22 @@ class VectorIndex:
             "format_version": FORMAT_VERSION,
         }
 
-    def save(self, directory: str | Path) -> None:
-        """Write the index to `directory` (created if missing), each file atomically (`storage.write_index`).
+    def save(self, directory: str | Path) -> dict[str, int]:
+        """Write the index to `directory` (created if missing), each file atomically (`storage.write_index`);
+        returns the bytes written per file kind.
 
-        Files: vectors.faiss (CPU index), the exact copy (vectors_f32.npy or vectors_f16.npy, by
-        store_dtype) and vector_ids.npy (both in id order), the subset codes of PQ indexes
-        (subset_codes.npy, subset_pq.faiss), index_info.json last. A crash keeps the previous index or is
-        detected by `load`; a reader that mapped the old files keeps their contents.
+        Files: vectors.faiss (CPU index), the exact copy (vectors_f32 or vectors_f16 segments, by
+        store_dtype) and the ids (both in id order), the subset codes of PQ indexes (subset_codes segments,
+        subset_pq.faiss), index_info.json last, listing them. Saved back where it was loaded from (or into
+        a new generation holding hard links of those files), only the rows added since are written, and
+        the FAISS file only if it changed. A crash keeps the previous index or is detected by `load`; a
+        reader that mapped the old files keeps their contents.
         """
         directory = Path(directory)
-        storage.write_index(directory, self._index, self.rows, self._subset_pq, self.info())
-        logger.info("saved %d vectors (%s) to %s", self.ntotal, self.factory, directory)
+        written = storage.write_index(directory, self._index, self.rows, self._subset_pq, self.info())
+        logger.info("saved %d vectors (%s) to %s (%d bytes written)", self.ntotal, self.factory, directory,
+                    sum(written.values()))
+        return written
 
     @classmethod
     def load(
@@ -458,7 +463,8 @@ class VectorIndex:
         """
         saved = storage.read_index(Path(directory), expected_dim, mmap)
         info, factory = saved.info, str(saved.info["factory"])
-        rows = Rows(saved.store, saved.ids, saved.codes, ids_sorted=True)  # save writes them in id order
+        rows = Rows(saved.store, saved.ids, saved.codes, ids_sorted=True,  # save writes them in id order
+                    origin=saved.files)  # a save back into `directory` appends to its segments
         loaded = cls(saved.index, factory, rows, subset_pq=saved.subset_pq, read_only=mmap, use_gpu=use_gpu)
         loaded.nprobe = info.get("nprobe")
         loaded.rerank_factor = int(info.get("rerank_factor", loaded.rerank_factor))  # absent: the default

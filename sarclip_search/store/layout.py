@@ -6,14 +6,18 @@ Layout of an index directory (default ``./.sarsearch``, or ``--db`` / ``SARSEARC
       CURRENT              name of the committed generation, e.g. "gen-000003" (replaced atomically)
       gen-000003/
         catalog.duckdb     DuckDB catalog: scenes, tiles (tile_id = FAISS id)
-        vectors/           FAISS index + exact vectors (float32 for PQ) + ids (sarclip_search.index.VectorIndex)
+        vectors/           FAISS index + exact vectors (float32 for PQ) + ids (sarclip_search.index.VectorIndex),
+                           the arrays as chains of append-only segment files (index/segments.py)
         info.json          what made it: model, checkpoint hash, dims, metric, index type, counts, versions
       lock                 held (flock) by the one process writing
 
-A writer copies the committed generation into a fresh one, changes it, writes everything, and only
-then points CURRENT at it. A reader follows CURRENT once and opens that generation. So a failed or
-interrupted `index` leaves the previous generation intact and queryable, and a query never sees half
-a write. Older generations are removed after the switch.
+A writer stages a fresh generation from the committed one, changes it, writes everything, and only
+then points CURRENT at it. Staging copies the catalog (DuckDB writes it in place) and hard-links the
+files of vectors/ (none is ever written in place: a save adds new segment files and replaces the others
+by rename), so a commit that adds vectors writes only them. A reader follows CURRENT once and opens that
+generation. So a failed or interrupted `index` leaves the previous generation intact and queryable, and a
+query never sees half a write. Older generations are removed after the switch; a file still linked from
+the committed generation stays (removing a generation unlinks its names only).
 """
 
 from __future__ import annotations
@@ -91,6 +95,27 @@ class Generation:
         return info
 
 
+def link_tree(source: Path, target: Path) -> None:
+    """`target` as a folder of hard links to the files of `source` (a copy where the file system refuses a
+    link). Only for files never written in place (the vector index's: `index/storage.py` writes new files
+    and renames them over old names). The files are made read-only (their one inode is the committed
+    generation's too), so a writer that tried to write one in place fails instead of changing it (unless
+    it runs as root)."""
+    target.mkdir()
+    for path in source.iterdir():
+        if path.is_dir():
+            link_tree(path, target / path.name)
+            continue
+        try:
+            os.link(path, target / path.name)
+        except OSError as error:
+            log.info("cannot hard-link %s (%s); copying it", path, error.strerror)
+            shutil.copy2(path, target / path.name)
+        mode = (target / path.name).stat().st_mode
+        if mode & 0o222:
+            os.chmod(target / path.name, mode & 0o7555)
+
+
 class IndexStore:
     """An index directory: find the committed generation, or write a new one under a lock."""
 
@@ -144,7 +169,8 @@ class IndexStore:
 
     @contextmanager
     def new_generation(self, *, copy_current: bool = True) -> Iterator[Generation]:
-        """Stage a new generation (a copy of the committed one unless `copy_current` is False).
+        """Stage a new generation (from the committed one unless `copy_current` is False: its catalog
+        copied, its vectors/ files hard-linked, `link_tree`).
 
         On normal exit the caller has written catalog, vectors and info into it; it is then
         committed by pointing CURRENT at it. On an exception it is deleted and CURRENT is untouched.
@@ -160,7 +186,7 @@ class IndexStore:
                 if current.catalog_path.is_file():
                     shutil.copy2(current.catalog_path, staging.catalog_path)
                 if current.vectors_path.is_dir():
-                    shutil.copytree(current.vectors_path, staging.vectors_path)
+                    link_tree(current.vectors_path, staging.vectors_path)
             yield staging
             final = Generation(self.root / f"{GEN_PREFIX}{number:06d}")
             publish_dir(staging.path, final.path)

@@ -135,11 +135,13 @@ def test_vectors_of_another_dimension_are_refused(db, checkpoint, fast_model):
     assert_user_error(run("query", "a ship", "--db", db, "--model", checkpoint), "dim")
 
 
-@pytest.mark.parametrize("name", ["vector_ids.npy", "vectors_f16.npy"])
-def test_a_damaged_vector_array_is_one_line(db, checkpoint, fast_model, name):
+@pytest.mark.parametrize("pattern", ["vector_ids.*.seg", "vectors_f16.*.seg"])
+def test_a_damaged_vector_array_is_one_line(db, checkpoint, fast_model, pattern):
     vectors_dir = db / (db / "CURRENT").read_text().strip() / "vectors"
-    (vectors_dir / name).write_bytes(b"garbage")  # not a .npy file: numpy would raise ValueError
-    assert_user_error(run("query", "a ship", "--db", db, "--model", checkpoint), name, "--rebuild")
+    path = next(vectors_dir.glob(pattern))
+    path.unlink()  # a hard link shared with no other generation here; unlink first so no other name sees it
+    path.write_bytes(b"garbage")  # not a segment of this index: its size and trailer disagree
+    assert_user_error(run("query", "a ship", "--db", db, "--model", checkpoint), path.name, "--rebuild")
 
 
 # --- info --check -------------------------------------------------------------------------------------

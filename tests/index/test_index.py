@@ -468,17 +468,19 @@ def test_subset_codes_follow_add_remove_save_and_rebuild(data, tmp_path: Path, s
     rebuilt = index.rebuilt()
     assert recall_at_k(rebuilt.search(xq, K, subset=subset, nprobe=1)[1], truth, K) >= 0.95
     assert len(subset_scan) == 3
-    (tmp_path / "subset_codes.npy").unlink()
-    with pytest.raises(VectorIndexError, match="subset_codes.npy"):
+    codes_file = next(tmp_path.glob("subset_codes.*.seg"))
+    codes_file.unlink()
+    with pytest.raises(VectorIndexError, match=codes_file.name):
         VectorIndex.load(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["subset_pq.faiss", "subset_codes.npy", "vectors_f32.npy", "vector_ids.npy"])
+@pytest.mark.parametrize("name", ["subset_pq.faiss", "subset_codes.*.seg", "vectors_f32.*.seg", "vector_ids.*.seg"])
 def test_damaged_files_are_refused_by_name(built, tmp_path: Path, name: str) -> None:
     built["IVF64,PQ16x8"].save(tmp_path)
-    (tmp_path / name).write_bytes(b"garbage")
+    path = next(tmp_path.glob(name))
+    path.write_bytes(b"garbage")
     for mmap in (False, True):
-        with pytest.raises(VectorIndexError, match=f"{name}.*--rebuild"):
+        with pytest.raises(VectorIndexError, match=f"{path.name}.*--rebuild"):
             VectorIndex.load(tmp_path, mmap=mmap)
 
 
@@ -637,15 +639,16 @@ def test_save_load_round_trip(built, data, tmp_path: Path, factory: str, mmap: b
         # 4-bit codes for _scan_subset, off until tune() measures that it beats the selector
         **({"subset_codes": f"PQ{DIM // 4}x4", "subset_scan": False} if "PQ" in factory else {}),
         "faiss_version": faiss.__version__,
-        "format_version": 1,
+        "format_version": 2,
+        "files": info["files"],  # what was written (the segment layout: tests/index/test_segments.py)
     }
-    subset_files = ["subset_codes.npy", "subset_pq.faiss"] if "PQ" in factory else []
+    subset_files = ["subset_codes.000001.seg", "subset_pq.faiss"] if "PQ" in factory else []
     assert sorted(p.name for p in (tmp_path / "new" / "dir").iterdir()) == [
         "index_info.json",
         *subset_files,
-        "vector_ids.npy",
+        "vector_ids.000001.seg",
         "vectors.faiss",
-        "vectors_f16.npy" if factory == "Flat" else "vectors_f32.npy",
+        "vectors_f16.000001.seg" if factory == "Flat" else "vectors_f32.000001.seg",
     ]  # no temp files left
     if mmap:
         with pytest.raises(VectorIndexError, match="read-only"):
@@ -661,11 +664,14 @@ def test_load_float16_copy_saved_before_store_dtype(built, data, tmp_path: Path)
     ids, _, xq = data
     index = built["IVF64,PQ16x8"]
     index.save(tmp_path)
-    np.save(tmp_path / "vectors_f16.npy", np.load(tmp_path / "vectors_f32.npy").astype(np.float16))
-    for name in ("vectors_f32.npy", "subset_codes.npy", "subset_pq.faiss"):
-        (tmp_path / name).unlink()
+    saved = VectorIndex.load(tmp_path)
+    for path in [*tmp_path.glob("*.seg"), tmp_path / "subset_pq.faiss"]:
+        path.unlink()
+    np.save(tmp_path / "vectors_f16.npy", saved.rows.store.astype(np.float16))  # format 1: one .npy per array
+    np.save(tmp_path / "vector_ids.npy", saved.rows.ids)
     info = json.loads((tmp_path / "index_info.json").read_text())
-    del info["store_dtype"], info["subset_codes"]
+    del info["store_dtype"], info["subset_codes"], info["files"]
+    info["format_version"] = 1
     (tmp_path / "index_info.json").write_text(json.dumps(info))
     old = VectorIndex.load(tmp_path, mmap=True)
     assert old.store_dtype == "float16"
@@ -676,16 +682,19 @@ def test_load_float16_copy_saved_before_store_dtype(built, data, tmp_path: Path)
     subset = ids[::10]
     _, filtered = old.search(xq, K, subset=subset)
     assert ((filtered != -1).sum(axis=1) == K).all() and np.isin(filtered, subset).all()
-    old = VectorIndex.load(tmp_path)  # writable: saved again, it keeps its float16 copy
+    old = VectorIndex.load(tmp_path)  # writable: saved again (as format 2), it keeps its float16 copy
     old.save(tmp_path)
     saved = json.loads((tmp_path / "index_info.json").read_text())
-    assert saved["store_dtype"] == "float16" and "subset_codes" not in saved
+    assert saved["store_dtype"] == "float16" and "subset_codes" not in saved and saved["format_version"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "index_info.json", "vector_ids.000001.seg", "vectors.faiss", "vectors_f16.000001.seg"]  # no .npy left
+    np.testing.assert_array_equal(VectorIndex.load(tmp_path, mmap=True).search(xq, K)[1], old_ids)
     index.save(tmp_path)  # a float32 save over it leaves no stale float16 copy
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "index_info.json", "subset_codes.npy", "subset_pq.faiss", "vector_ids.npy", "vectors.faiss",
-        "vectors_f32.npy"]
+        "index_info.json", "subset_codes.000002.seg", "subset_pq.faiss", "vector_ids.000002.seg", "vectors.faiss",
+        "vectors_f32.000002.seg"]
     old.save(tmp_path)  # and a save without subset codes leaves none behind
-    assert not (tmp_path / "subset_codes.npy").exists() and not (tmp_path / "subset_pq.faiss").exists()
+    assert not list(tmp_path.glob("subset_codes.*")) and not (tmp_path / "subset_pq.faiss").exists()
     info["store_dtype"] = "float8"
     (tmp_path / "index_info.json").write_text(json.dumps(info))
     with pytest.raises(VectorIndexError, match="store_dtype"):
@@ -702,7 +711,7 @@ def test_load_refuses_missing_or_mismatched_index(tmp_path: Path) -> None:
         VectorIndex.load(tmp_path, expected_dim=512)
     info_path = tmp_path / "index_info.json"
     info = json.loads(info_path.read_text())
-    for key, value, message in (("metric", "l2", "expected metric"), ("format_version", 2, "format_version")):
+    for key, value, message in (("metric", "l2", "expected metric"), ("format_version", 3, "format_version")):
         info_path.write_text(json.dumps({**info, key: value}))
         with pytest.raises(VectorIndexError, match=message):
             VectorIndex.load(tmp_path)

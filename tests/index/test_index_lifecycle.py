@@ -109,9 +109,9 @@ def test_save_writes_id_order_and_mmap_lookup_needs_no_sort(tmp_path: Path) -> N
     index = VectorIndex.create(DIM)
     index.add(ids, xb)
     index.save(tmp_path)
-    saved_ids = np.load(tmp_path / "vector_ids.npy")
+    saved_ids = VectorIndex.load(tmp_path).rows.ids  # in saved order
     np.testing.assert_array_equal(saved_ids, np.sort(ids))  # the id array is its own lookup
-    saved = np.load(tmp_path / "vectors_f16.npy")
+    saved = VectorIndex.load(tmp_path).rows.store
     order = np.argsort(ids)
     np.testing.assert_array_equal(saved, xb[order].astype(np.float16))
     loaded = VectorIndex.load(tmp_path, mmap=True)

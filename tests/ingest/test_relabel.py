@@ -139,7 +139,7 @@ def test_interrupted_relabel_keeps_the_previous_state(archive_db, checkpoint, mo
     edit_manifest(archive, f"{SHIP_PNG},ship,", f"{SHIP_PNG},tanker,")
 
     def failing_save(self, directory):
-        (Path(directory) / "vectors.faiss").write_bytes(b"half written")
+        (Path(directory) / ".vectors.faiss.x1.tmp").write_bytes(b"half written")  # saves write new files
         raise OSError("No space left on device")
 
     with monkeypatch.context() as patch:

@@ -65,8 +65,15 @@ def test_exception_inside_new_generation_keeps_the_committed_one(db_copy):
     store = IndexStore(db_copy)
     with pytest.raises(RuntimeError, match="crash"), store.lock(), store.new_generation() as staging:
         assert staging.path.name.endswith(".tmp")
-        assert staging.catalog_path.is_file() and staging.vectors_path.is_dir()  # a copy of the committed one
-        (staging.vectors_path / "vectors.faiss").write_bytes(b"half written")
+        assert staging.catalog_path.is_file() and staging.vectors_path.is_dir()  # staged from the committed one
+        committed = store.require_current().vectors_path
+        for path in staging.vectors_path.iterdir():  # hard links, read-only: never written in place
+            assert path.stat().st_ino == (committed / path.name).stat().st_ino and not path.stat().st_mode & 0o222
+        # a save that dies half way, as saves write: a new temporary file, and a segment renamed into place
+        (staging.vectors_path / ".vectors.faiss.x1.tmp").write_bytes(b"half written")
+        (staging.vectors_path / "vectors_f16.000009.seg").write_bytes(b"half written")
+        with open(staging.catalog_path, "r+b") as catalog:  # the catalog is a copy: DuckDB writes it in place
+            catalog.write(b"half written")
         raise RuntimeError("crash while writing")
     assert snapshot(db_copy) == before
     assert generation_dirs(db_copy) == gens  # staging removed, committed generation kept
@@ -106,7 +113,7 @@ def test_failed_index_run_leaves_previous_generation(small_index, checkpoint, sa
     shutil.copy2(fixture_archive / "kompsat5" / "K5_ES_GTC_HH_20150603T171436_nocrs_tiny.tif", archive / "k5.tif")
 
     def failing_save(self, directory):
-        (Path(directory) / "vectors.faiss").write_bytes(b"half written")  # a write that dies half way
+        (Path(directory) / ".vectors.faiss.x1.tmp").write_bytes(b"half written")  # a save that dies half way
         raise OSError("No space left on device")
 
     with monkeypatch.context() as patch:
