@@ -37,6 +37,7 @@ from sarclip_search.errors import (
 )
 from sarclip_search.ingest import radiometry
 from sarclip_search.ingest.tiling import Window, tile_windows
+from sarclip_search.ingest.timing import StageTimer
 
 __all__ = [
     "MAX_PIXELS",
@@ -435,13 +436,15 @@ class SceneTiles(NamedTuple):
 
 
 def read_scene(
-    path: str | os.PathLike[str], tile_size: int, stride: int | None = None, size: int = 128
+    path: str | os.PathLike[str], tile_size: int, stride: int | None = None, size: int = 128,
+    timer: StageTimer | None = None,
 ) -> SceneTiles:
     """`read_info(path)` and `read_tile_chips(path, tile_size, stride, size)` through one open of the file.
 
     The header, the truncation probe, the scale sample and the footprint are read once, then every tile
     is a windowed read of the same open dataset: the same info, windows and chips as the two calls, with
-    the same errors in the same order (the header's first, then the pixels').
+    the same errors in the same order (the header's first, then the pixels'). `timer` (the indexer's)
+    receives the time spent in "decode" (opening, header, pixel reads), "radiometry" and "resize".
 
     Raises:
         RasterError: as `read_info` and `read_window`.
@@ -450,10 +453,11 @@ def read_scene(
     """
     _check_chip_size(size)
     file = Path(path)
-    with _open(file) as dataset:
+    timer = timer or _NO_TIMER
+    with timer.stage("decode"), _open(file) as dataset:
         _probe_tail(dataset, file)
         info = _info(dataset, file, path)
-        windows, chips = _tile_chips(dataset, file, path, info.scale, tile_size, stride, size)
+        windows, chips = _tile_chips(dataset, file, path, info.scale, tile_size, stride, size, timer)
     return SceneTiles(info, windows, chips)
 
 
@@ -465,15 +469,17 @@ def _tile_chips(
     tile_size: int,
     stride: int | None,
     size: int,
+    timer: StageTimer | None = None,
 ) -> tuple[list[Window], list[np.ndarray]]:
-    """The windows with a valid pixel and their chips, read from the open `dataset` (see `read_tile_chips`)."""
+    """The windows with a valid pixel and their chips, read from the open `dataset` (see `read_tile_chips`);
+    the time of radiometry and resizing goes to `timer` (decoding: the caller's stage)."""
     windows = tile_windows(dataset.width, dataset.height, tile_size, stride)
     kept: list[tuple[Window, np.ndarray]] = []
     for window in windows:
         whole = window if len(windows) > 1 else None
         values = _read(dataset, file, [1], _rasterio_window(dataset, whole))
         if np.isfinite(values).any():
-            kept.append((window, _to_chip(values, scale, size)))
+            kept.append((window, _to_chip(values, scale, size, timer)))
         else:
             logger.info("%s: window %s has no valid pixels; left out", printable_path(path), window.as_list())
     if not kept:
@@ -507,22 +513,32 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return (int(width), int(height)) if width > 0 and height > 0 else None
 
 
+_NO_TIMER = StageTimer()  # what an untimed read times into (never read)
+
+
 def _check_chip_size(size: int) -> None:
     if size <= 0:
         raise ValueError(f"chip size must be a positive number of pixels, got {size}")
 
 
-def _to_chip(values: np.ndarray, scale: str, size: int) -> np.ndarray:
-    """(1, h, w) pixel values of `scale` with some valid pixel -> (size, size) float32 chip in [0, 1]."""
-    chip = radiometry.to_model_input(values, scale)
-    if chip.shape != (size, size):
+def _to_chip(values: np.ndarray, scale: str, size: int, timer: StageTimer | None = None) -> np.ndarray:
+    """(1, h, w) pixel values of `scale` with some valid pixel -> (size, size) float32 chip in [0, 1].
+
+    The stretch gives values in [0, 1] already; Pillow's bilinear filter (mode "F") keeps them there up to
+    float rounding, so only a resized chip is clipped again. `timer`: "radiometry" and "resize" seconds.
+    """
+    timer = timer or _NO_TIMER
+    with timer.stage("radiometry"):
+        chip = radiometry.to_model_input(values, scale)
+    if chip.shape == (size, size):
+        return chip
+    with timer.stage("resize"):
         from PIL import Image
 
         resized = Image.fromarray(np.ascontiguousarray(chip, dtype=np.float32)).resize(
             (size, size), Image.Resampling.BILINEAR
         )
-        chip = np.asarray(resized, dtype=np.float32)
-    return np.clip(chip, 0.0, 1.0).astype(np.float32, copy=False)
+        return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
 def stream_window_chips(

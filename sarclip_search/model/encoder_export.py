@@ -1,8 +1,9 @@
 """Export a SARCLIP checkpoint's towers to ONNX for the torch-free query path (`encoders.py`).
 
-Runs at index time, where the torch model is loaded anyway. The export is checked against the torch
-model on probe texts and chips (cosine ≥ `MIN_COSINE`) before it is written, and written atomically
-(a temporary folder renamed into place, `_fs.publish_dir`), so a query never sees half an export.
+Runs at index time, at the first embedding of a run whose index has no export (`run_model.RunModel`): the
+only time `index` loads the torch model, since it then embeds with the exported image tower too. The export is
+checked against the torch model on probe texts and chips (cosine ≥ `MIN_COSINE`) before it is written, and
+written atomically (a temporary folder renamed into place, `_fs.publish_dir`), so a query never sees half an export.
 """
 
 from __future__ import annotations
