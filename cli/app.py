@@ -78,6 +78,24 @@ DbOption = Annotated[
     Path | None,
     typer.Option("--db", help="Index directory (default: $SARSEARCH_DB or ./.sarsearch).", show_default=False),
 ]
+DbsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--db", help="Index directory (default: $SARSEARCH_DB or ./.sarsearch); repeat it, or give a JSON "
+                 "manifest, to search several indexes as one (ids become NAME:ID; docs/query.md).", show_default=False),
+]
+
+
+def tile_id(value: str) -> int | str:
+    """A tile id (an integer, refused as typer refuses one) or the NAME:ID of a tile of several indexes."""
+    from sarclip_search.query.multi import REF_PATTERN
+
+    if REF_PATTERN.fullmatch(value.strip()):
+        return value.strip()
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(int).validate_python(value)  # refused as an int option refuses it
+
+
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="SARCLIP checkpoint (default: the one shipped with sarclip-search).")
 ]
@@ -184,11 +202,11 @@ def index(
 def query(
     text: Annotated[str | None, typer.Argument(help='What to look for, in words, e.g. "ship near harbor".')] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", metavar="<path>", help="Example image (repeatable), read as the index read its archive: a larger one is cut into its tiles, a hit scoring its best match to any; fused with TEXT when both are given.")] = None,
-    like: Annotated[list[int] | None, typer.Option("--like", metavar="<id>", help="More like this: the id of a tile from an earlier result (repeatable).")] = None,
+    like: Annotated[list[str] | None, typer.Option("--like", metavar="<id>", parser=tile_id, help="More like this: the id of a tile from an earlier result (repeatable).")] = None,
     not_text: Annotated[list[str] | None, typer.Option("--not", metavar="<text>", help="Push results away from this text (repeatable).")] = None,
     not_image: Annotated[list[Path] | None, typer.Option("--not-image", metavar="<path>", help="Push results away from this image (repeatable).")] = None,
-    positive: Annotated[list[int] | None, typer.Option("--positive", metavar="<id>", help="Relevance feedback: id of a relevant tile (repeatable); re-ranks with a probe fitted on the marked tiles.")] = None,
-    negative: Annotated[list[int] | None, typer.Option("--negative", metavar="<id>", help="Relevance feedback: id of a tile that is not relevant (repeatable).")] = None,
+    positive: Annotated[list[str] | None, typer.Option("--positive", metavar="<id>", parser=tile_id, help="Relevance feedback: id of a relevant tile (repeatable); re-ranks with a probe fitted on the marked tiles.")] = None,
+    negative: Annotated[list[str] | None, typer.Option("--negative", metavar="<id>", parser=tile_id, help="Relevance feedback: id of a tile that is not relevant (repeatable).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     where: Annotated[str | None, typer.Option(help="""SQL predicate over catalog columns, e.g. "label = 'T72' AND split = 'test'".""")] = None,
     label: Annotated[str | None, typer.Option(help="Only tiles with this label.")] = None,
@@ -208,7 +226,7 @@ def query(
     nprobe: Annotated[int | None, typer.Option(help="IVF lists to probe (approximate indexes only).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON array.")] = False,
     columns: Annotated[str | None, typer.Option("--columns", metavar="<names>", help="Table columns, comma-separated: " + ", ".join(render.HIT_COLUMNS) + ", or any catalog column (sarsearch columns). Default: what fits the terminal.")] = None,
-    db: DbOption = None,
+    db: DbsOption = None,
     model: ModelOption = None,
 ) -> None:
     """Search the index by text, example images, earlier results (--like) or feedback, with metadata filters.
@@ -216,8 +234,8 @@ def query(
     Examples: sarsearch query "T72 tank" --split test;  sarsearch query "ship" --image a.tif --not "harbor";
     sarsearch query --like 4692 --dedup --geojson hits.geojson;  sarsearch query --positive 12 --positive 40 --negative 7
     """
-    from sarclip_search.query.engine import Engine
     from sarclip_search.query.export import check_writable
+    from sarclip_search.query.multi import open_engine
     from sarclip_search.store.filters import Filters, parse_bbox, parse_date
 
     # dates and --bbox are parsed once, here, before the index is opened; they reach the SQL as they are
@@ -234,7 +252,7 @@ def query(
         check_writable(thumbnails, directory=True)
     fused = {name: value for name, value in (("alpha", alpha), ("fusion", fusion)) if value is not None}
     table_columns = _parse_columns(columns) if columns is not None else None
-    with Engine.open(db, model_path=model) as engine:
+    with open_engine(db, model_path=model) as engine:  # several --db: one MultiEngine, ids NAME:ID
         if table_columns is not None:
             _check_columns(table_columns, engine.catalog.columns())
         if positive:
@@ -465,7 +483,7 @@ def evaluate(
 @app.command(cls=Command)
 @user_errors
 def serve(
-    db: DbOption = None,
+    db: DbsOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback (127.0.0.1, ::1, localhost) needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
     token: Annotated[str | None, typer.Option(envvar="SARSEARCH_TOKEN", show_default=False, help="Secret every request must carry (Authorization: Bearer, or a cookie set by opening /?token=SECRET once); also $SARSEARCH_TOKEN.")] = None,
@@ -477,14 +495,18 @@ def serve(
 
     Example: sarsearch serve --db runs/corpus-db, then open http://127.0.0.1:8765/
     """
+    from sarclip_search.query.multi import several
     from sarclip_search.server.serve import serve as run_server
+
+    target = db if several(db) else (db[0] if db else None)  # one --db: served exactly as before
 
     def ready(url: str, generation: str) -> None:
         first = f"{url}?token=…" if token else url
-        render.err_console.print(f"[green]serving[/] {db or 'the index'} ({generation}) at {first}  (Ctrl-C stops)",
+        shown = ", ".join(map(str, target)) if isinstance(target, list) else target or "the index"
+        render.err_console.print(f"[green]serving[/] {shown} ({generation}) at {first}  (Ctrl-C stops)",
                                  highlight=False, soft_wrap=True)
 
-    run_server(db, host, port, token, access_log=access_log, on_ready=ready)
+    run_server(target, host, port, token, access_log=access_log, on_ready=ready)
     render.err_console.print("stopped", highlight=False)
 
 

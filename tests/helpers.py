@@ -128,6 +128,25 @@ def grown_archive(source: Path, target: Path, copies: int) -> Path:
     return target
 
 
+def split_archive(source: Path, target: Path) -> tuple[Path, Path]:
+    """Two archives holding alternate manifest rows of `source` (each file with its sidecar and its rows)."""
+    with open(source / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    halves = (target / "a", target / "b")
+    for number, half in enumerate(halves):
+        chosen = rows[number::2]
+        for row in chosen:
+            for rel in (row["path"], row["path"] + ".json"):
+                if (source / rel).is_file():
+                    (half / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source / rel, half / rel)
+        with open(half / "manifest.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(chosen)
+    return halves
+
+
 # --- indexing, and what an index holds ----------------------------------------------------------------------
 
 
@@ -159,6 +178,23 @@ def link_encoders(source_db: Path, db: Path) -> None:
     Exports are never modified in place (encoder_export): a test that damages one must replace the file.
     """
     shutil.copytree(source_db / "encoders", db / "encoders", copy_function=os.link)
+
+
+def index_halves(archive: Path, root: Path, whole_db: Path, model, checkpoint: Path, **options) -> list[Path]:
+    """[root/a, root/b]: the two halves of `archive` (`split_archive`), each indexed on its own with `model`
+    (`index_archive` options as given), the ONNX encoders of `whole_db` (same checkpoint) linked in first."""
+    from sarclip_search.ingest.indexer import index_archive
+    from sarclip_search.store.layout import IndexStore
+
+    dbs = []
+    for half in split_archive(archive, root / "archives"):
+        db = root / half.name
+        db.mkdir()
+        link_encoders(whole_db, db)  # the same checkpoint's export: no second export
+        report = index_archive(half, IndexStore(db), model, model_path=str(checkpoint), **options)
+        assert report.indexed and not report.failed, report
+        dbs.append(db)
+    return dbs
 
 
 def copy_index(source: Path, target: Path) -> Path:

@@ -47,7 +47,8 @@ from sarclip_search.store.catalog import Catalog
 from sarclip_search.store.filters import Filters, build_predicate
 from sarclip_search.store.layout import Generation, IndexStore
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_FUSION", "MAX_K", "Engine", "Hit", "dedup_hits", "given_text", "windows_overlap"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_FUSION", "MAX_K", "Engine", "Hit", "RankedQueries", "dedup_hits", "given_text",
+           "local_id", "windows_overlap"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,20 @@ BACKGROUND_SEED = 0
 def given_text(text: str | None) -> str | None:
     """`text`, or None when it is empty or only whitespace: a blank text is no text query."""
     return text if text is not None and text.strip() else None
+
+
+def local_id(value: Any, option: str = "id") -> int:
+    """A tile id of one index from what a caller gave (an int, or its decimal text); InputError naming `option`
+    for a NAME:ID (an id of several indexes searched as one, query/multi.py) or anything else."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            _, colon, number = text.partition(":")
+            fix = (f"this query searches one index: give the tile id ({number})" if colon and number.isdigit()
+                   else "give a tile id (a whole number) from an earlier result")
+            raise InputError(f"{option} {text}: not a tile id of this index; {fix}")
+        return int(text)
+    return int(value)
 
 
 def _check_k(k: int, nprobe: int | None) -> None:
@@ -95,7 +110,178 @@ def _checked_text(text: str | None, images: Sequence[object], like: Sequence[int
     return text
 
 
-class Engine:
+class RankedQueries:
+    """`query` and `feedback` over whatever holds the tiles: one index (`Engine`) or several (`query/multi.py`).
+
+    A subclass supplies the hooks that touch the index: `embed_text`, `embed_image_tiles`, `embed_image_file`,
+    `stored_vectors`, `_subset` (the filters, evaluated), `_pool` (tiles a subset holds), `_search` (unit
+    vectors -> best hits), `_hit_vectors` (stored vectors of hits' ids), `_background` (random tiles for the
+    feedback probe) and `_ref` (an id as the caller gave it -> the id hits carry).
+    """
+
+    # --- hooks (see the class docstring) --------------------------------------------------------------
+
+    def embed_text(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_image_tiles(self, path: str | Path, option: str = "--image") -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_image_file(self, path: str | Path, option: str = "--image") -> np.ndarray:
+        """One unit embedding (d,) of an image file: the mean direction of its tiles (`embed_image_tiles`)."""
+        return mean_direction(self.embed_image_tiles(path, option))
+
+    def stored_vectors(self, ids: Sequence[Any], option: str = "--like") -> np.ndarray:
+        raise NotImplementedError
+
+    def _subset(self, filters: Filters | None) -> Any:
+        raise NotImplementedError
+
+    def _pool(self, subset: Any) -> int:
+        raise NotImplementedError
+
+    def _search(self, queries: np.ndarray, k: int, subset: Any, nprobe: int | None) -> list[Hit]:
+        raise NotImplementedError
+
+    def _hit_vectors(self, ids: Sequence[Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _background(self, subset: Any, exclude: Sequence[Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _ref(self, tile_id: Any, option: str = "id") -> Any:
+        raise NotImplementedError
+
+
+    def query(
+        self,
+        text: str | None = None,
+        images: Sequence[str | Path] = (),
+        *,
+        like: Sequence[int] = (),
+        negative_texts: Sequence[str] = (),
+        negative_images: Sequence[str | Path] = (),
+        filters: Filters | None = None,
+        k: int = 10,
+        alpha: float = DEFAULT_ALPHA,
+        fusion: str = DEFAULT_FUSION,
+        dedup: bool = False,
+        exclude: Sequence[int] = (),
+        nprobe: int | None = None,
+    ) -> list[Hit]:
+        """Best-k tiles for a text, example images, stored tiles (`like` ids), or any mix of them.
+
+        Several positive parts are fused by `fusion` (see `sarclip_search.query.fusion`): "blend" searches
+        ``alpha·text + (1-alpha)·mean(examples)`` once (scores: cosine), "rrf" searches each part and
+        merges the rankings (scores: RRF). An image larger than a tile is cut with the index's tiling
+        (`embed_image_tiles`) and each tile searched, a hit scoring its best match (`search_vectors`), so
+        an indexed scene finds its own tiles first. Negative texts and images push the query away. With
+        filters, only matching tiles are ranked; `exclude` ids never come back; `dedup` keeps the best
+        of overlapping tiles of one scene and still returns k hits when k distinct ones exist.
+        """
+        text = _checked_text(text, images, like, negative_texts, k, alpha, fusion, nprobe)
+        # every part is unit: the encoders' vectors, and the stored float16 copies of `like` tiles normalized once
+        liked = l2_normalize(self.stored_vectors(like)) if like else []
+        subset = self._subset(filters)
+        if subset is not None and self._pool(subset) == 0:
+            return []
+        text_vector = self.embed_text(text) if text else None
+        # every example is a set of unit vectors: one for a stored tile or an image no larger than a tile,
+        # one per tile for a larger image (searched tile by tile, a hit scoring its best match: docs/query.md)
+        examples = [self.embed_image_tiles(p) for p in images] + [vector[None] for vector in liked]
+        negatives = ([self.embed_text(t) for t in negative_texts]
+                     + [self.embed_image_file(p, "--not-image") for p in negative_images])
+        if fusion == "blend" or (text_vector is not None) + len(examples) == 1:
+            queries = blend_tiles(text_vector, examples, alpha, negatives)
+
+            def fetch(depth: int) -> list[Hit]:
+                return self._search(queries, depth, subset, nprobe)
+        else:
+            parts = [push_away(text_vector, negatives)[None]] if text_vector is not None else []
+            parts += [np.stack([push_away(tile, negatives) for tile in example]) for example in examples]
+            weights = part_weights(text_vector is not None, len(examples), alpha)
+
+            def fetch(depth: int) -> list[Hit]:
+                return self._fuse_rankings(parts, weights, depth, subset, nprobe)
+
+        return first_k(fetch, k, dedup=dedup, exclude=[self._ref(i, "exclude") for i in exclude], pool=self._pool(subset))
+
+    def feedback(
+        self,
+        positive: Sequence[int],
+        negative: Sequence[int] = (),
+        *,
+        text: str | None = None,
+        filters: Filters | None = None,
+        k: int = 10,
+        include_marked: bool = False,
+        dedup: bool = False,
+        nprobe: int | None = None,
+    ) -> list[Hit]:
+        """Re-rank with a linear probe fitted on tiles marked relevant (`positive`) and not (`negative`).
+
+        The probe's negatives are the marked ones plus `BACKGROUND_NEGATIVES` random tiles of the filtered
+        set. With a text, the text is the probe's prior (`feedback.fit_probe_with_text`): the marks move
+        the text query rather than replace it. Candidates are the `CANDIDATES_PER_PART` best tiles by the
+        probe's weights (an inner-product search ranks as its logit does), by the positives' centroid and
+        by the text; the probe's logit orders them (scores: the logit). Marked ids are left out of the
+        results unless `include_marked`. Unknown ids raise InputError naming the id; a blank text is none.
+        """
+        _check_k(k, nprobe)
+        text = given_text(text)
+        if not positive:
+            raise InputError("relevance feedback needs at least one --positive ID (a tile id from an earlier result)")
+        positive = [self._ref(i, "--positive") for i in positive]
+        negative = [self._ref(i, "--negative") for i in negative]
+        both = sorted(set(positive) & set(negative))
+        if both:
+            raise InputError(f"tile {both[0]} is marked both --positive and --negative; mark it once")
+        positives = self.stored_vectors(positive, "--positive")
+        negatives = self.stored_vectors(negative, "--negative")
+        subset = self._subset(filters)
+        if subset is not None and self._pool(subset) == 0:
+            return []
+        # Random tiles join the marked negatives: without them the probe only learns what sets the positives
+        # apart from a few hard negatives and ranks unrelated tiles high (P@10 0.81 vs 1.00 on MSTAR test).
+        background = self._background(subset, exclude=[*positive, *negative])
+        contrast = np.vstack([negatives, background])
+        text_vector = self.embed_text(text) if text else None
+        if text_vector is None:
+            probe = fit_probe(positives, contrast)
+        else:  # the text only adding candidates left it without effect: the probe ranked them alone
+            probe = fit_probe_with_text(positives, contrast, text_vector, background)
+        # unit query vectors: the probe's weights and the stored positives normalized once, the text as it is
+        queries = [l2_normalize(probe.weights.astype(np.float32)), mean_direction(l2_normalize(positives))]
+        queries += [text_vector] if text_vector is not None else []
+
+        def fetch(depth: int) -> list[Hit]:
+            pool: dict[Any, Hit] = {}
+            for query in queries:
+                for hit in self._search(query[None], max(depth, CANDIDATES_PER_PART), subset, nprobe):
+                    pool.setdefault(hit.id, hit)
+            ids = list(pool)
+            logits = probe.decision(self._hit_vectors(ids)) if ids else np.empty(0)
+            order = np.argsort(-logits, kind="stable")[:depth]
+            return [replace(pool[ids[i]], score=float(logits[i]), score_kind="probe") for i in order]
+
+        exclude = () if include_marked else [*positive, *negative]
+        return first_k(fetch, k, dedup=dedup, exclude=exclude, pool=self._pool(subset))
+
+    def _fuse_rankings(self, queries: Sequence[np.ndarray], weights: Sequence[float], depth: int,
+                       subset: Any, nprobe: int | None) -> list[Hit]:
+        """Best `depth` tiles by reciprocal rank fusion of one ranking per query part ((m, d) unit vectors each)."""
+        found: dict[Any, Hit] = {}
+        rankings = []
+        for query in queries:
+            hits = self._search(query, max(depth, RRF_DEPTH), subset, nprobe)
+            rankings.append([hit.id for hit in hits])
+            for hit in hits:
+                found.setdefault(hit.id, hit)
+        fused = reciprocal_rank_fusion(rankings, weights)[:depth]
+        return [replace(found[i], score=score, score_kind="rrf") for i, score in fused]
+
+
+class Engine(RankedQueries):
     """Read-only access to one committed generation of an index directory."""
 
     def __init__(self, generation: Generation, info: dict[str, Any], catalog: Catalog, vectors: VectorIndex,
@@ -226,10 +412,6 @@ class Engine:
             log.info("%s: %d tiles of %d px at stride %s", path, len(chips), size, stride)
         return self.encoder.encode_images(np.stack(chips))  # unit vectors: the encoder normalizes them
 
-    def embed_image_file(self, path: str | Path, option: str = "--image") -> np.ndarray:
-        """One unit embedding (d,) of an image file: the mean direction of its tiles (`embed_image_tiles`)."""
-        return mean_direction(self.embed_image_tiles(path, option))
-
     # --- query ------------------------------------------------------------------------------------
 
     def filter_ids(self, filters: Filters | None) -> np.ndarray | None:
@@ -241,7 +423,7 @@ class Engine:
 
     def stored_vectors(self, ids: Sequence[int], option: str = "--like") -> np.ndarray:
         """The stored embeddings (n, d) of tile ids from earlier results; InputError naming an unknown id."""
-        id_array = np.asarray([int(i) for i in ids], dtype=np.int64)
+        id_array = np.asarray([local_id(i, option) for i in ids], dtype=np.int64)
         if not len(id_array):
             return np.empty((0, self.vectors.dim), np.float32)
         found = self.vectors.contains(id_array)
@@ -252,132 +434,30 @@ class Engine:
             )
         return self.vectors.vectors(id_array)
 
-    def query(
-        self,
-        text: str | None = None,
-        images: Sequence[str | Path] = (),
-        *,
-        like: Sequence[int] = (),
-        negative_texts: Sequence[str] = (),
-        negative_images: Sequence[str | Path] = (),
-        filters: Filters | None = None,
-        k: int = 10,
-        alpha: float = DEFAULT_ALPHA,
-        fusion: str = DEFAULT_FUSION,
-        dedup: bool = False,
-        exclude: Sequence[int] = (),
-        nprobe: int | None = None,
-    ) -> list[Hit]:
-        """Best-k tiles for a text, example images, stored tiles (`like` ids), or any mix of them.
+    def _subset(self, filters: Filters | None) -> np.ndarray | None:
+        return self.filter_ids(filters)
 
-        Several positive parts are fused by `fusion` (see `sarclip_search.query.fusion`): "blend" searches
-        ``alpha·text + (1-alpha)·mean(examples)`` once (scores: cosine), "rrf" searches each part and
-        merges the rankings (scores: RRF). An image larger than a tile is cut with the index's tiling
-        (`embed_image_tiles`) and each tile searched, a hit scoring its best match (`search_vectors`), so
-        an indexed scene finds its own tiles first. Negative texts and images push the query away. With
-        filters, only matching tiles are ranked; `exclude` ids never come back; `dedup` keeps the best
-        of overlapping tiles of one scene and still returns k hits when k distinct ones exist.
-        """
-        text = _checked_text(text, images, like, negative_texts, k, alpha, fusion, nprobe)
-        # every part is unit: the encoders' vectors, and the stored float16 copies of `like` tiles normalized once
-        liked = l2_normalize(self.stored_vectors(like)) if like else []
-        subset = self.filter_ids(filters)
-        if subset is not None and len(subset) == 0:
-            return []
-        text_vector = self.embed_text(text) if text else None
-        # every example is a set of unit vectors: one for a stored tile or an image no larger than a tile,
-        # one per tile for a larger image (searched tile by tile, a hit scoring its best match: docs/query.md)
-        examples = [self.embed_image_tiles(p) for p in images] + [vector[None] for vector in liked]
-        negatives = ([self.embed_text(t) for t in negative_texts]
-                     + [self.embed_image_file(p, "--not-image") for p in negative_images])
-        if fusion == "blend" or (text_vector is not None) + len(examples) == 1:
-            queries = blend_tiles(text_vector, examples, alpha, negatives)
+    def _pool(self, subset: np.ndarray | None) -> int:
+        return self.vectors.ntotal if subset is None else len(subset)
 
-            def fetch(depth: int) -> list[Hit]:
-                return self._search(queries, depth, subset, nprobe)
-        else:
-            parts = [push_away(text_vector, negatives)[None]] if text_vector is not None else []
-            parts += [np.stack([push_away(tile, negatives) for tile in example]) for example in examples]
-            weights = part_weights(text_vector is not None, len(examples), alpha)
+    def _hit_vectors(self, ids: Sequence[int]) -> np.ndarray:
+        return self.vectors.vectors(ids)
 
-            def fetch(depth: int) -> list[Hit]:
-                return self._fuse_rankings(parts, weights, depth, subset, nprobe)
+    def _ref(self, tile_id: Any, option: str = "id") -> int:
+        return local_id(tile_id, option)
 
-        pool = self.vectors.ntotal if subset is None else len(subset)
-        return first_k(fetch, k, dedup=dedup, exclude=exclude, pool=pool)
+    def hits_by_id(self, ids: Sequence[int]) -> list[Hit]:
+        """Hits (score 0, kind "none") of tile ids in the given order, from the catalog; unknown ids left out."""
+        wanted = [int(i) for i in ids if not isinstance(i, str) or (i.isascii() and i.isdigit())]  # NAME:ID: none here
+        return [replace(Hit.from_row(int(row["tile_id"]), 0.0, row), score_kind="none")
+                for row in self.catalog.fetch_tiles(wanted)]
 
-    def feedback(
-        self,
-        positive: Sequence[int],
-        negative: Sequence[int] = (),
-        *,
-        text: str | None = None,
-        filters: Filters | None = None,
-        k: int = 10,
-        include_marked: bool = False,
-        dedup: bool = False,
-        nprobe: int | None = None,
-    ) -> list[Hit]:
-        """Re-rank with a linear probe fitted on tiles marked relevant (`positive`) and not (`negative`).
-
-        The probe's negatives are the marked ones plus `BACKGROUND_NEGATIVES` random tiles of the filtered
-        set. With a text, the text is the probe's prior (`feedback.fit_probe_with_text`): the marks move
-        the text query rather than replace it. Candidates are the `CANDIDATES_PER_PART` best tiles by the
-        probe's weights (an inner-product search ranks as its logit does), by the positives' centroid and
-        by the text; the probe's logit orders them (scores: the logit). Marked ids are left out of the
-        results unless `include_marked`. Unknown ids raise InputError naming the id; a blank text is none.
-        """
-        _check_k(k, nprobe)
-        text = given_text(text)
-        if not positive:
-            raise InputError("relevance feedback needs at least one --positive ID (a tile id from an earlier result)")
-        both = sorted(set(map(int, positive)) & set(map(int, negative)))
-        if both:
-            raise InputError(f"tile {both[0]} is marked both --positive and --negative; mark it once")
-        positives = self.stored_vectors(positive, "--positive")
-        negatives = self.stored_vectors(negative, "--negative")
-        subset = self.filter_ids(filters)
-        if subset is not None and len(subset) == 0:
-            return []
-        # Random tiles join the marked negatives: without them the probe only learns what sets the positives
-        # apart from a few hard negatives and ranks unrelated tiles high (P@10 0.81 vs 1.00 on MSTAR test).
-        background = self._background(subset, exclude=[*positive, *negative])
-        contrast = np.vstack([negatives, background])
-        text_vector = self.embed_text(text) if text else None
-        if text_vector is None:
-            probe = fit_probe(positives, contrast)
-        else:  # the text only adding candidates left it without effect: the probe ranked them alone
-            probe = fit_probe_with_text(positives, contrast, text_vector, background)
-        # unit query vectors: the probe's weights and the stored positives normalized once, the text as it is
-        queries = [l2_normalize(probe.weights.astype(np.float32)), mean_direction(l2_normalize(positives))]
-        queries += [text_vector] if text_vector is not None else []
-
-        def fetch(depth: int) -> list[Hit]:
-            pool: dict[int, Hit] = {}
-            for query in queries:
-                for hit in self._search(query[None], max(depth, CANDIDATES_PER_PART), subset, nprobe):
-                    pool.setdefault(hit.id, hit)
-            ids = list(pool)
-            logits = probe.decision(self.vectors.vectors(ids)) if ids else np.empty(0)
-            order = np.argsort(-logits, kind="stable")[:depth]
-            return [replace(pool[ids[i]], score=float(logits[i]), score_kind="probe") for i in order]
-
-        exclude = () if include_marked else [*positive, *negative]
-        pool = self.vectors.ntotal if subset is None else len(subset)
-        return first_k(fetch, k, dedup=dedup, exclude=exclude, pool=pool)
-
-    def _fuse_rankings(self, queries: Sequence[np.ndarray], weights: Sequence[float], depth: int,
-                       subset: np.ndarray | None, nprobe: int | None) -> list[Hit]:
-        """Best `depth` tiles by reciprocal rank fusion of one ranking per query part ((m, d) unit vectors each)."""
-        found: dict[int, Hit] = {}
-        rankings = []
-        for query in queries:
-            hits = self._search(query, max(depth, RRF_DEPTH), subset, nprobe)
-            rankings.append([hit.id for hit in hits])
-            for hit in hits:
-                found.setdefault(hit.id, hit)
-        fused = reciprocal_rank_fusion(rankings, weights)[:depth]
-        return [replace(found[i], score=score, score_kind="rrf") for i, score in fused]
+    def scene_tile_ids(self, scene_id: int) -> list[int]:
+        """The tile ids of a scene, in id order (empty for an unknown scene)."""
+        if isinstance(scene_id, str) and not (scene_id.isascii() and scene_id.isdigit()):
+            return []  # NAME:SCENE_ID: a scene of several indexes searched as one, none here
+        ids = self.filter_ids(Filters(where=f"scene_id = {int(scene_id)}"))
+        return [] if ids is None else [int(i) for i in ids]
 
     def _background(self, subset: np.ndarray | None, exclude: Sequence[int]) -> np.ndarray:
         """Embeddings of up to BACKGROUND_NEGATIVES random tiles (seeded), not in `exclude`."""

@@ -21,10 +21,10 @@ DEDUP_OVERFETCH = 4
 class Hit:
     """One search result: a tile, where it is, and what the catalog knows of its scene."""
 
-    id: int
+    id: int  # the tile id; the str NAME:ID when several indexes are searched as one (query/multi.py)
     score: float
     path: str
-    scene_id: int
+    scene_id: int  # likewise NAME:SCENE_ID of several indexes
     window: tuple[int, int, int, int]  # col_off, row_off, width, height in pixels of the scene
     bbox: tuple[float, float, float, float] | None  # lon/lat footprint of the tile, when the scene has a CRS
     metadata: dict[str, Any] = field(default_factory=dict)  # every catalog column of the tile's row
@@ -76,7 +76,7 @@ def dedup_hits(hits: Sequence[Hit]) -> list[Hit]:
 def first_k(fetch: Callable[[int], list[Hit]], k: int, *, dedup: bool, exclude: Sequence[int], pool: int) -> list[Hit]:
     """The first k hits of `fetch(depth)` not in `exclude` (and, with dedup, not overlapping a better hit of
     the same scene), deepening the fetch while too few survive and more of the `pool` tiles exist."""
-    excluded = {int(i) for i in exclude}
+    excluded = {i if isinstance(i, str) else int(i) for i in exclude}  # str: NAME:ID of several indexes
     depth = min(MAX_K, (DEDUP_OVERFETCH * k if dedup else k) + len(excluded))
     while True:
         candidates = fetch(depth)

@@ -195,11 +195,11 @@ def write_thumbnails(hits: Sequence[Hit], directory: str | Path, size: int = THU
         try:
             image = quicklook(hit, size)
         except (RasterError, ValueError) as exc:
-            log.warning("tile %d (%s): no quicklook: %s", hit.id, hit.path, exc)
+            log.warning("tile %s (%s): no quicklook: %s", hit.id, hit.path, exc)
             report.failed.append((hit.id, str(exc)))
             image = _placeholder(size)
         images.append(image)
-        files[f"{rank:03d}_tile{hit.id}.png"] = _png_bytes(image)
+        files[f"{rank:03d}_tile{str(hit.id).replace(':', '-')}.png"] = _png_bytes(image)  # NAME:ID -> NAME-ID
     if images:
         sheet = contact_sheet(images, [caption(rank, hit) for rank, hit in enumerate(hits, start=1)], size)
         files[SHEET_NAME] = _png_bytes(sheet)

@@ -38,7 +38,7 @@ from sarclip_search.errors import RasterError, SarclipError
 from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.query.engine import MAX_K, Engine, Hit, given_text
 from sarclip_search.server import images, items, locating, params
-from sarclip_search.server.engines import ENGINES_PER_GENERATION, Generations, Snapshot
+from sarclip_search.server.engines import ENGINES_PER_GENERATION, Snapshot, open_generations
 from sarclip_search.server.errors import ApiError, api_error
 from sarclip_search.server.serve import host_name, is_loopback
 from sarclip_search.store.filters import Filters
@@ -207,7 +207,7 @@ def create_app(db: str | Path | None = None, *, token: str | None = None,
     `token`: when set, every route needs it (see `Guard`). `loopback_only`: answer only requests whose Host is
     a loopback name or address (`sarsearch serve` without a token). The engines are closed when the app shuts down.
     """
-    generations = Generations(db, engines_per_generation=engines_per_generation)
+    generations = open_generations(db, engines_per_generation=engines_per_generation)  # several dbs: ids NAME:ID
     thumbnails = images.PngCache(thumbnail_cache_bytes)
     uploads = Uploads()
 
@@ -222,7 +222,7 @@ def create_app(db: str | Path | None = None, *, token: str | None = None,
     app.state.generations = generations
     app.state.thumbnails = thumbnails
     app.state.uploads = uploads
-    replacements = {str(generations.db.resolve()): "the index", str(generations.db): "the index"}
+    replacements = {form: "the index" for root in generations.roots for form in (str(root.resolve()), str(root))}
 
     def library_error(exc: SarclipError | VectorIndexError, extra: dict[str, str] | None = None) -> ApiError:
         return api_error(exc, {**replacements, **(extra or {})})  # type: ignore[arg-type]
@@ -511,10 +511,10 @@ def create_app(db: str | Path | None = None, *, token: str | None = None,
         scene = params.item_ids([scene_id], "scene id")[0]
         with generations.lease() as snapshot:
             with snapshot.engine() as engine:
-                tile_ids = engine.filter_ids(Filters(where=f"scene_id = {scene}"))
-                if tile_ids is None or not len(tile_ids):
+                tile_ids = engine.scene_tile_ids(scene)
+                if not tile_ids:
                     raise ApiError(404, f"no scene {scene_id!r} in this index", "use `sarsearch:scene_id` of an item")
-                first = items.hits_by_id(engine, [int(tile_ids[0])])[0]
+                first = items.hits_by_id(engine, tile_ids[:1])[0]
                 marked = one_hit(engine, outline) if outline is not None else None
             if marked is not None and marked.scene_id != scene:
                 raise ApiError(400, f"outline: tile {marked.id} is not a tile of scene {scene}",

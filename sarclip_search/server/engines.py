@@ -19,14 +19,22 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sarclip_search.errors import SarclipError
 from sarclip_search.index.errors import VectorIndexError
 from sarclip_search.query.engine import Engine
+from sarclip_search.query.multi import (
+    IndexSource,
+    LocalSearcher,
+    MultiEngine,
+    check_recorded_models,
+    index_sources,
+    several,
+)
 from sarclip_search.store.layout import IndexStore
 
 log = logging.getLogger(__name__)
@@ -134,6 +142,11 @@ class Generations:
     def current_name(self) -> str:
         return self._active.name
 
+    @property
+    def roots(self) -> list[Path]:
+        """The index directories served (one here; several for `MultiGenerations`)."""
+        return [self.db]
+
     @contextmanager
     def lease(self) -> Iterator[Snapshot]:
         """The current snapshot, held (never closed) until the block ends: one generation per request."""
@@ -214,3 +227,84 @@ class Generations:
             done = snapshot.refs == 0
         if done:
             snapshot.close()
+
+
+class MultiSnapshot:
+    """The current snapshots of several indexes, leased together: a request answers from one generation of each.
+
+    `engine()` borrows one engine of each and hands them out as one `MultiEngine` (ids NAME:ID). Every request
+    takes them in the same order (the indexes' order), so two requests never wait on each other in a cycle.
+    """
+
+    def __init__(self, names: Sequence[str], parts: Sequence[Snapshot]) -> None:
+        self.names = list(names)
+        self.parts = list(parts)
+        self.name = ",".join(f"{name}:{part.name}" for name, part in zip(self.names, self.parts))
+        self.cache: dict[str, Any] = {}
+        self.cache_lock = threading.Lock()
+
+    @contextmanager
+    def engine(self) -> Iterator[MultiEngine]:
+        with ExitStack() as stack:
+            engines = [stack.enter_context(part.engine()) for part in self.parts]
+            yield MultiEngine([LocalSearcher(name, engine) for name, engine in zip(self.names, engines)])
+
+    cached = Snapshot.cached
+
+
+class MultiGenerations:
+    """`Generations` of several index directories served as one (`sarsearch serve --db A --db B`): each index is
+    followed on its own as `index` commits to it; a lease holds the current snapshot of each."""
+
+    def __init__(self, sources: Sequence[IndexSource], **options: Any) -> None:
+        self.sources = list(sources)
+        self.parts: list[Generations] = []
+        self._lock = threading.Lock()
+        self._current: MultiSnapshot | None = None
+        check_recorded_models(self.sources)  # a model mismatch is refused before any index is opened
+        try:
+            for source in self.sources:
+                self.parts.append(Generations(source.db, **options))
+            with self.lease() as snapshot, snapshot.engine():
+                pass  # MultiEngine refuses indexes of different checkpoints, before the server starts
+        except BaseException:
+            self.close()
+            raise
+        self.db = self.parts[0].db
+
+    @property
+    def roots(self) -> list[Path]:
+        return [part.db for part in self.parts]
+
+    @property
+    def current_name(self) -> str:
+        return ",".join(f"{s.name}:{part.current_name}" for s, part in zip(self.sources, self.parts))
+
+    @contextmanager
+    def lease(self) -> Iterator[MultiSnapshot]:
+        with ExitStack() as stack:
+            parts = [stack.enter_context(part.lease()) for part in self.parts]
+            with self._lock:
+                current = self._current
+                if current is None or any(a is not b for a, b in zip(current.parts, parts)):
+                    current = self._current = MultiSnapshot([s.name for s in self.sources], parts)
+            yield current
+
+    def refresh(self, timeout: float = 60.0) -> str:
+        for part in self.parts:
+            part.refresh(timeout)
+        return self.current_name
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+def open_generations(db: str | Path | Sequence[str | Path] | None, **options: Any) -> Generations | MultiGenerations:
+    """What `serve` follows: one index directory (a path, or a list of one) as before, several (or a manifest)
+    as `MultiGenerations`."""
+    if isinstance(db, (list, tuple)):
+        if several(db):
+            return MultiGenerations(index_sources(db), **options)
+        db = db[0] if db else None
+    return Generations(db, **options)  # type: ignore[arg-type]

@@ -9,21 +9,20 @@ the archive-relative `path`, and links and a thumbnail asset pointing at this se
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
 from sarclip_search.query.engine import Engine
 from sarclip_search.query.export import stac_item
 from sarclip_search.query.hit import Hit
+from sarclip_search.query.multi import MultiEngine
 
 THUMBNAIL_MEDIA_TYPE = "image/png"
 
 
-def hits_by_id(engine: Engine, ids: Sequence[int]) -> list[Hit]:
-    """Hits (score 0, kind "none") of tile ids in the given order, from the catalog; unknown ids left out."""
-    return [replace(Hit.from_row(int(row["tile_id"]), 0.0, row), score_kind="none")
-            for row in engine.catalog.fetch_tiles([int(i) for i in ids])]
+def hits_by_id(engine: Engine | MultiEngine, ids: Sequence[int | str]) -> list[Hit]:
+    """Hits (score 0, kind "none") of tile ids (NAME:ID of several indexes) in the given order; unknown ids left out."""
+    return engine.hits_by_id(ids)
 
 
 def item_links(hit: Hit) -> list[dict[str, Any]]:

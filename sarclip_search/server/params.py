@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, WrapValidator
 
 from sarclip_search.errors import FilterError
 from sarclip_search.query.engine import DEFAULT_ALPHA, DEFAULT_FUSION, MAX_K
+from sarclip_search.query.multi import REF_PATTERN
 from sarclip_search.server.cql import cql_predicate
 from sarclip_search.server.errors import ApiError
 from sarclip_search.store.filters import Filters, close_matches, parse_bbox, parse_date
@@ -30,8 +31,18 @@ from sarclip_search.store.filters import Filters, close_matches, parse_bbox, par
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100  # a larger limit is clamped to this (STAC: silently)
 MAX_IDS = 1000  # ids, like, positive, negative: at most this many each
+
+
+def _namespaced_id(value: Any, handler: Any) -> Any:
+    """A NAME:ID (a tile of several indexes served as one, query/multi.py) as it is; anything else as an int."""
+    if isinstance(value, str) and REF_PATTERN.fullmatch(value.strip()):
+        return value.strip()
+    return handler(value)
+
+
 # A tile id as the catalog and FAISS hold it (int64, never negative): a larger number is a 400, not an overflow.
-TileId = Annotated[int, Field(ge=0, lt=2**63)]
+# Several indexes served as one (`serve --db A --db B`) take NAME:ID too.
+TileId = Annotated[int, Field(ge=0, lt=2**63), WrapValidator(_namespaced_id), PlainSerializer(lambda v: v)]
 BBOX_FIX = "give minlon,minlat,maxlon,maxlat in degrees, e.g. bbox=5.9,45.8,10.5,47.8"
 DATETIME_FIX = ("give an RFC 3339 time or interval: 2015-06-01T00:00:00Z, 2015-06-01/2015-06-05, "
                 "../2016-01-01 or 2015-01-01/..")
@@ -239,11 +250,15 @@ def checked_bbox(values: Sequence[float], name: str = "bbox") -> tuple[float, fl
         raise ApiError(400, f"{name}: {str(exc).partition('; got')[0]}", BBOX_FIX) from None
 
 
-def item_ids(values: Sequence[Any], name: str) -> list[int]:
-    """Tile ids from item ids (decimal integers); ApiError 400 naming the first that is not one."""
-    ids = []
+def item_ids(values: Sequence[Any], name: str) -> list[int | str]:
+    """Tile ids from item ids (decimal integers, or NAME:ID of several indexes); ApiError 400 naming the first
+    that is neither."""
+    ids: list[int | str] = []
     for value in values:
         text = str(value).strip()
+        if REF_PATTERN.fullmatch(text):
+            ids.append(text)
+            continue
         if not text.isascii() or not text.isdigit() or len(text) > 18:
             raise ApiError(400, f"{name}: {text[:60]!r} is not an item id (a tile id: a whole number)",
                            "use the `id` of an item from an earlier result")
@@ -279,6 +294,9 @@ def build_filters(body: SearchBody, columns: Sequence[str], datasets: Callable[[
         clauses.append(f'"dataset" IN ({", ".join(_literal(name) for name in body.collections)})')
     if body.ids is not None:
         ids = item_ids(body.ids, "ids")
+        if any(isinstance(i, str) for i in ids):
+            raise ApiError(400, "ids: NAME:ID item ids do not filter a search of several indexes",
+                           "fetch each item at /items/NAME:ID, or search with like=NAME:ID")
         clauses.append(f'"tile_id" IN ({", ".join(str(i) for i in ids)})' if ids else "FALSE")
     bbox = checked_bbox(body.bbox) if body.bbox is not None else None
     if body.intersects is not None:
