@@ -530,10 +530,12 @@ def create_app(db: str | Path | None = None, *, token: str | None = None,
 
     def scene_tile(engine: Engine, scene_id: str) -> Hit:
         scene = params.item_ids([scene_id], "scene id")[0]
-        tile_ids = engine.filter_ids(Filters(where=f"scene_id = {scene}"))
-        if tile_ids is None or not len(tile_ids):
+        tile_ids = engine.scene_tile_ids(scene)
+        if not tile_ids:
             raise ApiError(404, f"no scene {scene_id!r} in this index", "use `sarsearch:scene_id` of an item")
-        return items.hits_by_id(engine, [int(tile_ids[0])])[0]
+        if not isinstance(engine, Engine):  # several indexes searched as one: no per-index encoder / cache here
+            raise ApiError(400, "locate is served for one index at a time", "serve the scene's index alone (one --db)")
+        return items.hits_by_id(engine, tile_ids[:1])[0]
 
     def located(snapshot: Snapshot, scene_id: str, q: str | None) -> tuple[Hit, str, Any]:
         phrase = locating.checked_phrase(q)
