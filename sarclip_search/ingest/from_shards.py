@@ -107,13 +107,18 @@ class _RayEncoder:
         self.ray = ray
         self.started = False
         if not ray.is_initialized():  # else: the session this process already has (left running)
+            ray_log = logging.getLogger("ray")
+            level = ray_log.level
+            ray_log.setLevel(logging.ERROR)  # its start-up notices (token authentication ...) are not the user's
             try:
                 ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False,
-                         include_dashboard=False, logging_level=logging.WARNING)
+                         include_dashboard=False, logging_level=logging.ERROR)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({reason}); start one with "
                                  "`ray start --head` or pass its address (auto, HOST:6379)") from None
+            finally:
+                ray_log.setLevel(level)
             self.started = True
 
     def submit(self, files: list[tuple[int, Path]], header: ShardHeader, index_bytes: np.ndarray,
