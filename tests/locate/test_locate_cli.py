@@ -72,3 +72,38 @@ def test_a_scene_of_the_index_is_found_by_its_archive_path(indexed_db, tmp_path)
 def test_eval_locate_needs_a_labelled_archive(indexed_db):
     db, _, _ = indexed_db
     assert_user_error(run("eval", "--locate", "--db", db), "--data")
+
+
+def test_eval_locate_scores_a_boxed_scene_and_writes_the_report(indexed_db, target_scene, tmp_path):
+    import csv
+    import shutil
+
+    from locate_scenes import TARGET_SIDE
+
+    from helpers import copy_index
+
+    db, _, _ = indexed_db
+    archive = tmp_path / "archive"
+    (archive / "hrsid" / "images").mkdir(parents=True)
+    shutil.copy(target_scene, archive / "hrsid" / "images" / "scene.tif")
+    col, row = TARGET_CENTRE
+    half = TARGET_SIDE // 2
+    with open(archive / "manifest.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=["path", "dataset", "split", "label", "boxes_xyxy"])
+        writer.writeheader()
+        writer.writerow({"path": "hrsid/images/scene.tif", "dataset": "HRSID", "split": "test", "label": "ship",
+                         "boxes_xyxy": f"ship:{col - half},{row - half},{col + half - 1},{row + half - 1}"})
+        writer.writerow({"path": "hrsid/images/scene.tif", "dataset": "HRSID", "split": "train", "label": "ship",
+                         "boxes_xyxy": "ship:0,0,10,10"})  # another split: not evaluated
+    out = tmp_path / "report"
+    result = run("eval", "--locate", "--data", archive, "--db", copy_index(db, tmp_path / "db"), "--out", out,
+                 "--json", "-q")
+    assert result.exit_code == 0, (result.output, result.exception)
+    report = json.loads(result.stdout)
+    assert [(r["path"], r["query"], r["split"]) for r in report["rows"]] == [("hrsid/images/scene.tif", "ship", "test")]
+    scores = report["rows"][0]
+    assert 0 <= scores["rsu"] <= 1 and 0 <= scores["ras"] <= 1 and 0 <= scores["rda"] <= 1
+    assert abs(scores["rmi"] - (0.4 * scores["rsu"] + 0.35 * (1 - scores["ras"]) + 0.25 * scores["rda"])) < 1e-3
+    assert report["summary"]["per_query"]["ship"]["n"] == 1
+    markdown = (out / "eval.md").read_text()
+    assert "| ship | 1 |" in markdown and "0.7494" in markdown and (out / "locate-ship.png").is_file()
