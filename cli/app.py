@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -135,7 +136,17 @@ def parse_size(text: str | None) -> int | None:
     return size
 
 
-@app.command(cls=Command)
+class IndexCommand(Command):
+    """`index`: `--ray` takes an optional ADDRESS, which typer's parser cannot express: a bare `--ray` (last,
+    or followed by another option) is read as `--ray=local`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = ["--ray=local" if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")) else arg
+                for i, arg in enumerate(args)]
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=IndexCommand)
 @user_errors
 def index(
     archive: Annotated[Path | None, typer.Argument(help="Folder of SAR images (GeoTIFF, TIFF, PNG, JPEG); a manifest.csv at its root adds metadata.", show_default=False)] = None,
@@ -151,6 +162,9 @@ def index(
     follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Also index symbolic links (files, folders) that lead outside ARCHIVE; by default each is listed and skipped.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     from_shards: Annotated[Path | None, typer.Option("--from-shards", metavar="<dir>", help="Instead of ARCHIVE: build the index from a folder of embedding shards (docs/scale.md).", show_default=False)] = None,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Read and embed on Ray (put it after ARCHIVE): a bare --ray starts a local Ray on this machine's CPUs, auto joins the running cluster, or HOST:6379 / ray://HOST:10001. Same index as without it; see docs/scale.md.", show_default=False)] = None,
+    ray_batch_size: Annotated[int, typer.Option(help="With --ray: tiles per embedding batch of an actor.")] = 64,
+    ray_actors: Annotated[int | None, typer.Option(help="With --ray: embedding actors (default: one per GPU, else one per node).", show_default=False)] = None,
 ) -> None:
     """Index an archive: read, tile, embed and catalog every image. Re-runs are incremental.
 
@@ -165,7 +179,7 @@ def index(
         from sarclip_search.cli.shards import index_from_shards
 
         return index_from_shards(from_shards, db, model=model, index_factory=index_factory,
-                                 memory_budget=parse_size(memory_budget), rebuild=rebuild, ray=None, quiet=quiet)
+                                 memory_budget=parse_size(memory_budget), rebuild=rebuild, ray=ray, quiet=quiet)
     from sarclip_search.ingest.indexer import index_archive
     from sarclip_search.model.checkpoints import DEFAULT_CHECKPOINT
     from sarclip_search.store.layout import IndexStore
@@ -176,12 +190,18 @@ def index(
         return load_model(model)
 
     budget = parse_size(memory_budget)
-    with render.progress_bar("indexing", quiet) as progress:
+    model_path = str((model or DEFAULT_CHECKPOINT).resolve())
+    stream_context: Any = contextlib.nullcontext()
+    if ray is not None:
+        from sarclip_search.ingest.ray_pipeline import RayOptions, ray_stream
+
+        stream_context = ray_stream(RayOptions(ray, ray_batch_size, ray_actors), model_path)
+    with stream_context as stream, render.progress_bar("indexing", quiet) as progress:
         report = index_archive(
             archive,
             IndexStore(db),
             load_sarclip,
-            model_path=str((model or DEFAULT_CHECKPOINT).resolve()),
+            model_path=model_path,
             tile_size=tile_size,
             stride=stride,
             rebuild=rebuild,
@@ -191,6 +211,7 @@ def index(
             strict=strict,
             follow_symlinks=follow_symlinks,
             progress=progress,
+            stream=stream,
         )
     render.index_report(report)
     if report.failed:

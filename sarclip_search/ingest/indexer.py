@@ -21,13 +21,19 @@ in `report.failed` like unreadable files, and everything else is indexed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from rasterio.errors import NotGeoreferencedWarning
 
 from sarclip_search._fs import file_sha256
 from sarclip_search.errors import InputError, MetadataError, RasterError, printable_path
@@ -43,6 +49,7 @@ from sarclip_search.ingest.metadata import (
 from sarclip_search.ingest.plan import State, Todo, failure_reason, plan_run
 from sarclip_search.ingest.run_model import RunModel, check_compatible, ensure_encoders
 from sarclip_search.ingest.tiling import Window
+from sarclip_search.ingest.timing import StageTimer, format_stages
 from sarclip_search.ingest.walk import IMAGE_SUFFIXES, walk_archive
 from sarclip_search.store.catalog import Catalog
 from sarclip_search.store.layout import Generation, IndexStore, make_info, write_json_atomic
@@ -62,6 +69,8 @@ DEFAULT_COMMIT_EVERY = 256
 # all files to embed, from each file's header (`raster.header_size`) when the run is planned, so the bar and its
 # ETA move with the work; tiles: the tiles read so far (the CLI's tiles/s, the summary's unit)
 Progress = Callable[[str, int, int, int], None]
+# stream(todo, settings): a context giving each file's `Prepared`, in todo's order (`read_ahead`, `RayStream`)
+Stream = Callable[[list["Todo"], "_Settings"], AbstractContextManager[Iterator["Prepared"]]]
 
 
 @dataclass
@@ -84,6 +93,9 @@ class IndexReport:
     totals: dict[str, int] = field(default_factory=dict)
     index_factory: str = ""
     committed: int = 0  # generations this run committed (0: nothing changed, CURRENT untouched)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # where the time went (timing.py's stages)
+    # with Ray (`ray_pipeline`): per node id, the files it read ("files") and the tiles it embedded ("tiles")
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def tiles_per_second(self) -> float:
@@ -96,6 +108,7 @@ class _Pending:
 
     ids: list[int] = field(default_factory=list)
     chips: list[np.ndarray] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)  # embedded elsewhere (Ray actors): added as they are
 
 
 def index_archive(
@@ -113,6 +126,7 @@ def index_archive(
     strict: bool = False,
     follow_symlinks: bool = False,
     progress: Progress | None = None,
+    stream: Stream | None = None,
 ) -> IndexReport:
     """Index (or update the index of) an archive folder into `store`; returns what happened.
 
@@ -130,6 +144,10 @@ def index_archive(
     `sarclip` is the model, or a function loading it (with `model_path` the file it loads): then it is
     loaded only if something must be embedded or exported. The run ends by exporting the model's towers
     to ONNX into the index directory when they are not there yet (`encoder_export.py`).
+
+    `stream` prepares (and may embed) the files to index, in plan order: by default `read_ahead` (threads
+    reading the next files while this one embeds), with Ray `ray_pipeline.RayStream` (tasks and actors on a
+    cluster). Either way this process is the one writer: same ids, rows and commits.
     """
     archive = Path(archive)
     if not archive.is_dir():
@@ -142,7 +160,7 @@ def index_archive(
     archive_root = str(archive.resolve())
     report = IndexReport(archive=str(archive), db=str(store.root))
     started = time.perf_counter()
-    model = RunModel(sarclip, model_path)
+    model = RunModel(sarclip, model_path, db_root=store.root, timer=StageTimer())  # embeds with the ONNX export
     skipped_rows: list[tuple[str, str]] = []  # manifest rows leaving the archive: listed, the rest indexed
     manifest = load_manifest(archive, skipped_rows=skipped_rows)  # MetadataError for a bad manifest: fatal
     walk = walk_archive(archive, follow_symlinks=follow_symlinks)
@@ -172,7 +190,7 @@ def index_archive(
         report.files_seen, report.not_in_manifest = plan.files_seen, plan.not_in_manifest
         report.unchanged += plan.unchanged
         settings = _Settings(model, manifest, tile_size, stride, index_factory, memory_budget, strict,
-                             progress, sum(item.tiles for item in todo))
+                             progress, sum(item.tiles for item in todo), model.stage_seconds)
         # info.json records the checkpoint's path and the catalog schema: a run that changes either commits
         info_current = current is not None and not rebuild and _info_is_current(current.read_info(), model_path)
         if info_current and not todo and not removed and not _vectors_stale(current, settings):
@@ -181,26 +199,42 @@ def index_archive(
         else:
             size = max(1, len(todo)) if strict else commit_every
             batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
-            done_before = 0  # tiles planned for the files of earlier batches (progress)
-            for number, batch in enumerate(batches):
-                fresh = rebuild and number == 0  # a rebuild's first generation starts empty
-                try:
-                    with store.new_generation(copy_current=not fresh) as generation:
-                        applied = _update_generation(generation, batch, removed if number == 0 else [], settings,
-                                                     report, done_before=done_before)
-                        done_before += sum(item.tiles for item in batch)
-                        if not applied.changed and info_current and not fresh:
-                            raise _NothingToCommit  # every file of the batch failed: the staged copy is dropped
-                        _write_info(generation, applied, model, model_path, archive_root, tile_size, stride, report)
-                    report.committed += 1
-                    info_current = True
-                except _NothingToCommit:
-                    log.info("batch %d changed nothing; not committed", number + 1)
+            with (stream or read_ahead)(todo, settings) if todo else nullcontext(iter(())) as prepared:
+                _commit_batches(store, batches, removed, settings, report, prepared, rebuild=rebuild,
+                                info_current=info_current, commit=(model, model_path, archive_root, tile_size, stride))
             if not report.committed:
                 _report_committed(report, store.require_current())
         ensure_encoders(store.root, model)
     report.seconds = time.perf_counter() - started
+    report.stage_seconds = model.stage_seconds.as_dict()
+    log.info("index stages (seconds, overlapping when read ahead): %s", format_stages(report.stage_seconds))
     return report
+
+
+def _commit_batches(
+    store: IndexStore, batches: list[list[Todo]], removed: list[str], settings: _Settings, report: IndexReport,
+    prepared: Iterator[Prepared], *, rebuild: bool, info_current: bool, commit: tuple,
+) -> None:
+    """Apply the plan, one generation per batch of files (removals in the first), each committed unless it
+    changed nothing."""
+    model, model_path, archive_root, tile_size, stride = commit
+    done_before = 0  # tiles planned for the files of earlier batches (progress)
+    for number, batch in enumerate(batches):
+        fresh = rebuild and number == 0  # a rebuild's first generation starts empty
+        try:
+            with store.new_generation(copy_current=not fresh) as generation:
+                applied = _update_generation(generation, batch, removed if number == 0 else [], settings,
+                                             report, done_before=done_before, prepared=prepared)
+                done_before += sum(item.tiles for item in batch)
+                if not applied.changed and info_current and not fresh:
+                    raise _NothingToCommit  # every file of the batch failed: the staged copy is dropped
+                committing = time.perf_counter()  # info.json, then the generation switched in (the with's exit)
+                _write_info(generation, applied, model, model_path, archive_root, tile_size, stride, report)
+            settings.timer.add("commit", time.perf_counter() - committing)
+            report.committed += 1
+            info_current = True
+        except _NothingToCommit:
+            log.info("batch %d changed nothing; not committed", number + 1)
 
 
 class _NothingToCommit(Exception):
@@ -244,6 +278,7 @@ class _Settings:
     strict: bool
     progress: Progress | None
     total: int  # tiles to embed in the whole run, as planned from the files' headers (progress)
+    timer: StageTimer = field(default_factory=StageTimer)  # seconds per stage (the model's: it times embed)
 
 
 def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
@@ -253,6 +288,155 @@ def _fail(report: IndexReport, rel: str, reason: str, strict: bool) -> None:
         raise InputError(f"{rel}: {reason} (--strict: stopped at the first failed file, nothing was committed)")
     report.failed.append((rel, reason))
     log.info("skipping %s: %s", rel, reason)  # the report lists it; a warning here would print it twice
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """What `prepare_file` needs besides the file: picklable (Ray ships it to its workers)."""
+
+    tile_size: int
+    stride: int
+    image_size: int | Callable[[], int]  # the model's input size, or a function giving it (loads the model)
+    timer: StageTimer | None = None  # decode, radiometry and resize seconds (one process; not pickled to Ray)
+
+
+@dataclass
+class Prepared:
+    """One file of the plan as `prepare_file` left it, ready for the driver to apply (`_apply`).
+
+    `kind`: "scene" (read and tiled: `windows`, `chips`, tile `boxes`; `vectors` when a Ray actor embedded
+    them), "relabel" or "touched" (same pixels: `row` from the header only), or "failed" (`reason`).
+    Plain data: it is pickled between Ray workers and the driver.
+    """
+
+    rel: str
+    kind: str
+    reason: str = ""
+    row: dict | None = None
+    windows: list[Window] = field(default_factory=list)
+    chips: np.ndarray | None = None  # (tiles, size, size) float32
+    boxes: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    vectors: np.ndarray | None = None  # (tiles, dim) float32, already embedded
+    embed_seconds: float = 0.0  # the time its embedding took (Ray actors)
+    node: str = ""  # the Ray node that read it
+    embedded_on: dict[str, int] = field(default_factory=dict)  # Ray node -> tiles of it embedded there
+
+
+def prepare_file(item: Todo, settings: PrepareSettings, manifest_row: dict | None = None) -> Prepared:
+    """The per-file work that needs no catalog: sidecar, content hash, one read of the scene (header,
+    tiles, radiometry), metadata, the catalog row and tile bboxes. Runs in a read-ahead thread or a Ray
+    task; a file that cannot be read comes back as kind "failed" with its one-line reason."""
+    path, rel, previous = item.path, item.rel, item.previous
+    try:
+        if item.digest is not None:  # a re-label: plan_run read the sidecar and found the hash changed
+            stac, digest = item.stac or {}, item.digest
+        else:
+            stac = load_stac_sidecar(path)
+            digest = metadata_hash(manifest_row, stac)
+        content_hash = previous[2] if item.relabel and previous is not None else file_sha256(path)
+        if previous is not None and previous[2] == content_hash:
+            info = raster.read_info(path)  # its tags are a metadata source; the pixels are not read
+            row = _scene_row(item, content_hash, info, scene_metadata(rel, manifest_row, stac, info.tags), digest)
+            # touched, not changed: keep the embeddings, record the mtime
+            return Prepared(rel, "touched" if previous[3] == digest else "relabel", row=row)
+        size = settings.image_size if isinstance(settings.image_size, int) else settings.image_size()
+        scene = raster.read_scene(path, settings.tile_size, settings.stride, size=size, timer=settings.timer)
+        metadata = scene_metadata(rel, manifest_row, stac, scene.info.tags)
+        row = _scene_row(item, content_hash, scene.info, metadata, digest)
+    except (RasterError, MetadataError, OSError) as exc:
+        return Prepared(rel, "failed", reason=failure_reason(exc, path))
+    return Prepared(rel, "scene", row=row, windows=scene.windows, chips=np.stack(scene.chips),
+                    boxes=_tile_bboxes(scene.info, scene.windows, row), warnings=_constant_warning(scene.chips))
+
+
+def _prepare_settings(settings: _Settings) -> PrepareSettings:
+    return PrepareSettings(settings.tile_size, settings.stride, lambda: settings.sarclip.image_size,
+                           settings.timer)
+
+
+# Files read ahead of the one being applied by the one-process path (threads; GDAL releases the GIL while it
+# decodes): reading overlaps embedding and catalog writes. Each holds its chips (a 25k x 17k scene: ~430 MB).
+READ_AHEAD = 2
+
+
+@contextmanager
+def read_ahead(todo: list[Todo], settings: _Settings, workers: int = READ_AHEAD) -> Iterator[Iterator[Prepared]]:
+    """`prepare_file` of every file of `todo`, in order, read `workers` files ahead by as many threads."""
+    prepare = _prepare_settings(settings)
+    lock = threading.Lock()
+    size_of = prepare.image_size
+
+    def image_size() -> int:  # the model is loaded once, by the first thread that needs it
+        with lock:
+            return size_of()  # type: ignore[operator]
+
+    prepare = PrepareSettings(prepare.tile_size, prepare.stride, image_size, prepare.timer)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sarsearch-read")
+
+    def results() -> Iterator[Prepared]:
+        pending: deque[Future[Prepared]] = deque()
+        items = iter(todo)
+        for item in items:
+            pending.append(pool.submit(prepare_file, item, prepare, settings.manifest.get(item.rel)))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    # raster.py silences rasterio's NotGeoreferencedWarning with warnings.catch_warnings, which is not
+    # thread-safe: two threads entering and leaving it can restore each other's filters, and the warning
+    # would reach the user. Here it is ignored for the whole read-ahead, and the filters restored after.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            yield results()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _apply(
+    catalog: Catalog, vectors: VectorIndex, item: Todo, result: Prepared, pending: _Pending, settings: _Settings,
+    report: IndexReport,
+) -> bool:
+    """Apply one prepared file to the staged generation (catalog rows; its tiles queued for embedding, or
+    their vectors when already embedded); whether anything changed."""
+    if result.kind == "failed":
+        _fail(report, item.rel, result.reason, settings.strict)
+        return False
+    assert result.row is not None
+    if result.kind in ("relabel", "touched"):
+        touched = result.kind == "touched"
+        _relabel(catalog, result.row, touched=touched)
+        if touched:
+            report.unchanged += 1
+        else:
+            report.relabelled += 1
+        return True
+    for line in result.warnings:
+        report.warnings.append((item.rel, line))
+    if item.previous is not None:
+        vectors.remove(catalog.remove_scene(item.rel))
+    scene_id = catalog.add_scene(result.row)
+    tile_ids = catalog.add_tiles(
+        scene_id,
+        [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())), "bbox": box}
+         for w, box in zip(result.windows, result.boxes)],
+    )
+    pending.ids.extend(int(i) for i in tile_ids)
+    if result.vectors is not None:
+        pending.vectors.append(result.vectors)
+    else:
+        assert result.chips is not None
+        pending.chips.extend(result.chips)
+    report.indexed += 1
+    report.tiles_added += len(tile_ids)
+    report.embed_seconds += result.embed_seconds
+    if result.node:
+        report.nodes.setdefault(result.node, {"files": 0, "tiles": 0})["files"] += 1
+    for node, tiles in result.embedded_on.items():
+        report.nodes.setdefault(node, {"files": 0, "tiles": 0})["tiles"] += tiles
+    return True
 
 
 @dataclass
@@ -266,14 +450,14 @@ class _Applied:
 
 def _update_generation(
     generation: Generation, todo: list[Todo], removed: list[str], settings: _Settings, report: IndexReport,
-    *, done_before: int = 0,
+    *, done_before: int = 0, prepared: Iterator[Prepared] | None = None,
 ) -> _Applied:
     """Apply one batch (removals, then new and changed files) to a staged generation and save it.
 
     One catalog connection serves the batch: its writes (one transaction), then the counts and tile ids
-    that `_write_info` checks against the saved vectors. Each scene to embed is read by one open of its
-    file (`raster.read_scene`); its tiles are placed with one coordinate transform. `done_before`: the
-    tiles planned for the files of earlier batches (progress).
+    that `_write_info` checks against the saved vectors. `prepared` yields each file's `prepare_file` result
+    in `todo`'s order (read ahead by threads, or by Ray workers that also embedded it); without it each file
+    is prepared here. `done_before`: the tiles planned for the files of earlier batches (progress).
 
     `changed` says whether anything changed (a scene added, removed or rewritten, the vector index
     rebuilt or re-tuned); if not, the staged generation still holds what it was staged with.
@@ -291,55 +475,29 @@ def _update_generation(
                 report.removed += 1
             pending = _Pending()
             done = done_before
+            if prepared is None:
+                prepare = _prepare_settings(settings)
+                prepared = (prepare_file(item, prepare, settings.manifest.get(item.rel)) for item in todo)
             for item in todo:
                 if settings.progress is not None:
                     settings.progress("embed", done, settings.total, report.tiles_added)
                 done += item.tiles
-                path, rel, previous = item.path, item.rel, item.previous
-                try:
-                    if item.digest is not None:  # a re-label: plan_run read the sidecar and found the hash changed
-                        stac, digest = item.stac or {}, item.digest
-                    else:
-                        stac = load_stac_sidecar(path)
-                        digest = metadata_hash(settings.manifest.get(rel), stac)
-                    content_hash = previous[2] if item.relabel and previous is not None else file_sha256(path)
-                    if previous is not None and previous[2] == content_hash:
-                        touched = previous[3] == digest  # touched, not changed: keep the embeddings, record the mtime
-                        _relabel(catalog, item, content_hash, stac, digest, settings, touched=touched)
-                        if touched:
-                            report.unchanged += 1
-                        else:
-                            report.relabelled += 1
-                        changed = True
-                        continue
-                    scene = raster.read_scene(path, settings.tile_size, settings.stride, size=sarclip.image_size)
-                    _warn_if_constant(scene.chips, report, rel)
-                    metadata = scene_metadata(rel, settings.manifest.get(rel), stac, scene.info.tags)
-                    if previous is not None:
-                        vectors.remove(catalog.remove_scene(rel))
-                    row = _scene_row(item, content_hash, scene.info, metadata, digest)
-                    scene_id = catalog.add_scene(row)
-                except (RasterError, MetadataError, OSError) as exc:
-                    _fail(report, rel, failure_reason(exc, path), settings.strict)
-                    continue
-                boxes = _tile_bboxes(scene.info, scene.windows, row)
-                tile_ids = catalog.add_tiles(
-                    scene_id,
-                    [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())), "bbox": box}
-                     for w, box in zip(scene.windows, boxes)],
-                )
-                pending.ids.extend(int(i) for i in tile_ids)
-                pending.chips.extend(scene.chips)
-                report.indexed += 1
-                changed = True
-                report.tiles_added += len(tile_ids)
+                result = next(prepared)
+                if result.rel != item.rel:  # the stream is in plan order, one result per file
+                    raise RuntimeError(f"prepared {result.rel!r} where {item.rel!r} was expected")
+                with settings.timer.stage("catalog"):
+                    changed |= _apply(catalog, vectors, item, result, pending, settings, report)
                 if len(pending.ids) >= EMBED_BATCH:
                     _flush(pending, vectors, sarclip, report)
             _flush(pending, vectors, sarclip, report)
             if settings.progress is not None and todo:
                 settings.progress("embed", done, settings.total, report.tiles_added)
-        counts, all_ids = catalog.counts(), catalog.tile_ids()
+            committing = time.perf_counter()  # COMMIT writes the rows add_scene/add_tiles held back
+        with settings.timer.stage("catalog"):
+            counts, all_ids = catalog.counts(), catalog.tile_ids()
+        settings.timer.add("catalog", time.perf_counter() - committing)
 
+    faiss_started = time.perf_counter()  # rebuild, tune, save: "faiss" seconds
     factory = _target_factory(vectors, settings)
     if factory != vectors.factory or vectors.needs_retraining():  # retrain after 4x growth (RETRAIN_GROWTH)
         vectors = _rebuild(vectors, factory)
@@ -351,6 +509,7 @@ def _update_generation(
         changed = True
     if changed or not generation.vectors_path.is_dir():
         vectors.save(generation.vectors_path)
+    settings.timer.add("faiss", time.perf_counter() - faiss_started)
     return _Applied(changed, counts, all_ids)
 
 
@@ -364,11 +523,11 @@ def _needs_tuning(vectors: VectorIndex) -> bool:
     return not tuned_on or vectors.ntotal >= RETUNE_GROWTH * tuned_on
 
 
-def _warn_if_constant(chips: list[np.ndarray], report: IndexReport, rel: str) -> None:
+def _constant_warning(chips: list[np.ndarray]) -> list[str]:
     """A constant image is indexed with a warning (tiles without valid pixels were dropped by the read)."""
     if all(float(chip.max()) == float(chip.min()) for chip in chips):
-        reason = "constant image (every valid pixel has the same value); indexed, but it has no texture to search by"
-        report.warnings.append((rel, reason))
+        return ["constant image (every valid pixel has the same value); indexed, but it has no texture to search by"]
+    return []
 
 
 def _write_info(
@@ -399,23 +558,18 @@ def _write_info(
     )
 
 
-def _relabel(
-    catalog: Catalog, item: Todo, content_hash: str, stac: dict, digest: str, settings: _Settings, *,
-    touched: bool = False,
-) -> None:
+def _relabel(catalog: Catalog, row: dict, *, touched: bool = False) -> None:
     """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes.
 
-    Reads the raster's header (its tags are a metadata source), not its pixels; tile ids and vectors stay.
-    Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the others take the scene's box.
-    `touched`: only the file's mtime changed; it is recorded so that the next run skips the file unhashed.
+    `row` comes from the raster's header (its tags are a metadata source), not its pixels (`prepare_file`);
+    tile ids and vectors stay. Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the
+    others take the scene's box. `touched`: only the file's mtime changed; it is recorded so that the next
+    run skips the file unhashed.
     """
-    info = raster.read_info(item.path)
-    metadata = scene_metadata(item.rel, settings.manifest.get(item.rel), stac, info.tags)
-    row = _scene_row(item, content_hash, info, metadata, digest)
     scene_id = catalog.update_scene(row)
     if row["footprint_source"] != "raster":
         catalog.set_scene_tiles_bbox(scene_id, _scene_box(row))
-    log.info("%s: %s (not re-embedded)", item.rel,
+    log.info("%s: %s (not re-embedded)", row["path"],
              "touched, new mtime recorded" if touched else "metadata changed, re-labelled")
 
 
@@ -472,11 +626,15 @@ def _flush(pending: _Pending, vectors: VectorIndex, sarclip: RunModel, report: I
     if not pending.ids:
         return
     started = time.perf_counter()
-    embeddings = sarclip.encode_images(np.stack(pending.chips))
-    vectors.add(np.asarray(pending.ids, dtype=np.int64), embeddings)
-    report.embed_seconds += time.perf_counter() - started
+    if pending.vectors:  # embedded by Ray actors (their time is counted in `_apply`)
+        vectors.add(np.asarray(pending.ids, dtype=np.int64), np.concatenate(pending.vectors))
+    else:
+        embeddings = sarclip.encode_images(np.stack(pending.chips))
+        vectors.add(np.asarray(pending.ids, dtype=np.int64), embeddings)
+        report.embed_seconds += time.perf_counter() - started
     pending.ids.clear()
     pending.chips.clear()
+    pending.vectors.clear()
 
 
 def _rebuild(vectors: VectorIndex, factory: str) -> VectorIndex:
