@@ -14,7 +14,7 @@ BMP2_CHIP := $(firstword $(sort $(wildcard $(SAMPLE)/mstar_soc/BMP2/*.jpeg)))
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,dev,ray]'
 	touch $@
 
 demo: $(BIN)/.installed
