@@ -5,7 +5,13 @@ Run alone: pytest -m browser tests/browser/test_locate_button.py
 
 from __future__ import annotations
 
+import urllib.request
+
+import numpy as np
 import pytest
+from PIL import Image
+
+from helpers import BIG_SCENE
 
 pytestmark = pytest.mark.browser
 
@@ -15,8 +21,10 @@ LOADED = ("document.querySelector('#detail-quicklook').complete "
 
 def test_locate_in_scene_shows_the_overlay(page):
     page.goto("/?q=bright+ship+at+sea&limit=30")
-    placed = [tile["id"] for tile in page.results() if tile["placed"] == "yes"]
-    page.page.click(f'#grid .result[data-id="{placed[0]}"] button.open')
+    # a tile of the 160 x 96 Sentinel-1 scene: 8 windows of 64 px, so its heat is not flat
+    api = page.server.get_json("/search?q=bright+ship+at+sea&limit=30")
+    tile = next(item["id"] for item in api["features"] if item["properties"]["path"] == BIG_SCENE)
+    page.page.click(f'#grid .result[data-id="{tile}"] button.open')
     page.page.wait_for_function(LOADED)
     quicklook = page.page.get_attribute("#detail-quicklook", "src")
     assert "quicklook.png" in quicklook
@@ -38,4 +46,7 @@ def test_locate_in_scene_shows_the_overlay(page):
     scene = src.split("/scenes/")[1].split("/")[0]
     peaks = page.server.get_json(f"/scenes/{scene}/locate.json?q=ship")
     assert peaks["type"] == "FeatureCollection" and str(peaks["sarsearch:scene_id"]) == scene
+    with urllib.request.urlopen(page.server.url + src, timeout=60) as response, Image.open(response) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float)
+    assert pixels[..., 0].std() > 5 and pixels[..., 2].std() > 5  # red and blue parts: a heat, not a flat tint
     page.shot("locate-in-scene")
