@@ -33,8 +33,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -54,6 +56,23 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # an index name: no ':' (it separates NAME:ID)
 REF_PATTERN = re.compile(r"([A-Za-z0-9_.-]+):([0-9]{1,18})")
 FILTER_CACHE = 8  # id sets a LocalSearcher keeps (a query evaluates its filters once, then searches with them)
+# Threads that call the indexes of a query at the same time (FAISS and DuckDB release the GIL): one process-wide pool
+FAN_OUT_THREADS = 8
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def fan_out(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """The results of `calls`, run at the same time (one thread each, from a shared pool) when there are several;
+    the first exception is raised once all have ended."""
+    global _pool
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(FAN_OUT_THREADS, thread_name_prefix="sarsearch-fan-out")
+    futures = [_pool.submit(call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def is_manifest(path: str | Path) -> bool:
@@ -440,18 +459,18 @@ class MultiEngine(RankedQueries):
     def _subset(self, filters: Filters | None) -> MultiSubset | None:
         if filters is None:
             return None
-        counts: dict[str, int] = {}
-        errors: list[FilterError] = []
-        for searcher in self.searchers:
+        def count(searcher: Searcher) -> int | FilterError:
             try:
-                counts[searcher.name] = searcher.count(filters)
+                return searcher.count(filters)
             except FilterError as exc:  # e.g. a column this index's catalog lacks: nothing matches there
                 log.info("index %s: no tile matches (%s)", searcher.name, exc)
-                errors.append(exc)
-                counts[searcher.name] = 0
+                return exc
+
+        found = fan_out([lambda s=s: count(s) for s in self.searchers])
+        errors = [result for result in found if isinstance(result, FilterError)]
         if len(errors) == len(self.searchers):
             raise errors[0]
-        return MultiSubset(filters, counts)
+        return MultiSubset(filters, {s.name: 0 if isinstance(n, FilterError) else n for s, n in zip(self.searchers, found)})
 
     def _pool(self, subset: MultiSubset | None) -> int:
         if subset is None:
@@ -460,14 +479,12 @@ class MultiEngine(RankedQueries):
 
     def _search(self, queries: np.ndarray, k: int, subset: MultiSubset | None, nprobe: int | None) -> list[Hit]:
         """Each index's best k for the same unit vectors and filters, merged by score: the exact top k of all."""
-        merged: list[Hit] = []
-        for searcher in self.searchers:
-            if subset is not None and subset.counts[searcher.name] == 0:
-                continue
-            filters = subset.filters if subset is not None else None
-            merged += [self._namespaced(searcher.name, hit) for hit in searcher.search(queries, k, filters, nprobe)]
-        merged.sort(key=lambda hit: -hit.score)  # stable: ties keep index order, then each index's own order
-        return merged[:k]
+        filters = subset.filters if subset is not None else None
+        asked = [s for s in self.searchers if subset is None or subset.counts[s.name]]
+        answers = fan_out([lambda s=s: s.search(queries, k, filters, nprobe) for s in asked])  # at the same time
+        found = [(searcher.name, hit) for searcher, hits in zip(asked, answers) for hit in hits]
+        found.sort(key=lambda pair: -pair[1].score)  # stable: ties keep index order, then each index's own order
+        return [self._namespaced(name, hit) for name, hit in found[:k]]  # only the k kept are namespaced
 
     def _hit_vectors(self, ids: Sequence[Any]) -> np.ndarray:
         return self.stored_vectors(ids, "id")
