@@ -15,7 +15,7 @@ else its scores mean something else: refused. Hits carry ids namespaced by index
 server's item routes) must name their index. Names are the directories' base names, or those a manifest
 gives (JSON, passed as --db):
 
-    {"indexes": [{"name": "y2016", "db": "idx-2016"}, {"name": "y2017", "db": "/data/idx-2017"}]}
+    {"indexes": [{"name": "y2016", "db": "idx-2016"}, {"name": "y2017", "db": "../shared-indexes/idx-2017"}]}
 
 (relative `db` paths are relative to the manifest's folder).
 
