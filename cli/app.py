@@ -165,6 +165,7 @@ def index(
     ray: Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Read and embed on Ray (put it after ARCHIVE): a bare --ray starts a local Ray on this machine's CPUs, auto joins the running cluster, or HOST:6379 / ray://HOST:10001. Same index as without it; see docs/scale.md.", show_default=False)] = None,
     ray_batch_size: Annotated[int, typer.Option(help="With --ray: tiles per embedding batch of an actor.")] = 64,
     ray_actors: Annotated[int | None, typer.Option(help="With --ray: embedding actors (default: one per GPU, else one per node).", show_default=False)] = None,
+    shards: Annotated[Path | None, typer.Option("--shards", metavar="<dir>", help="With --ray: write embedding shards to DIR instead of an index (build it with --from-shards DIR); a re-run skips the scenes DIR holds.", show_default=False)] = None,
 ) -> None:
     """Index an archive: read, tile, embed and catalog every image. Re-runs are incremental.
 
@@ -193,9 +194,19 @@ def index(
     model_path = str((model or DEFAULT_CHECKPOINT).resolve())
     stream_context: Any = contextlib.nullcontext()
     if ray is not None:
-        from sarclip_search.ingest.ray_pipeline import RayOptions, ray_stream
+        from sarclip_search.ingest.ray_pipeline import RayOptions, ray_session, ray_stream, write_shards
 
-        stream_context = ray_stream(RayOptions(ray, ray_batch_size, ray_actors), model_path)
+        options = RayOptions(ray, ray_batch_size, ray_actors)
+        stream_context = ray_stream(options, model_path)
+    if shards is not None:  # embedding shards instead of an index
+        if ray is None:
+            raise InputError("--shards DIR is written by the Ray pipeline: add --ray (docs/scale.md)")
+        options.check()
+        with ray_session(ray), render.progress_bar("embedding", quiet) as progress:
+            report = write_shards(archive, shards, load_sarclip, model_path=model_path, options=options,
+                                  tile_size=tile_size, stride=stride, follow_symlinks=follow_symlinks, progress=progress)
+        render.index_report(report)
+        raise typer.Exit(EXIT_PARTIAL if report.failed else EXIT_OK)
     with stream_context as stream, render.progress_bar("indexing", quiet) as progress:
         report = index_archive(
             archive,

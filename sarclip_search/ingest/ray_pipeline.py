@@ -206,14 +206,17 @@ def _plan_resources(ray: Any, options: RayOptions) -> tuple[int, dict[str, Any],
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     nodes = [node for node in ray.nodes() if node.get("Alive")]
+    cpus_per_node = min((float(node["Resources"].get("CPU", 1)) for node in nodes), default=1.0)
+    # on a node of 1 CPU, actors and prepare tasks reserve half of it each: an actor taking the whole CPU
+    # would leave the prepare tasks nowhere to run
+    reserve = 1.0 if cpus_per_node >= 2 else 0.5
     if gpus:
-        return options.actors or gpus, {"num_gpus": 1, "num_cpus": 1}, None
+        return options.actors or gpus, {"num_gpus": 1, "num_cpus": reserve}, None
     actors = options.actors or max(1, len(nodes))
     # a CPU actor reserves 1 CPU (the others run prepare tasks) and embeds with the node's CPUs shared among
     # the actors placed there: reading is mostly waiting on GDAL, the model is what keeps the cores busy
-    cpus_per_node = min((int(node["Resources"].get("CPU", 1)) for node in nodes), default=1)
-    threads = max(1, cpus_per_node // max(1, math.ceil(actors / max(1, len(nodes)))))
-    return actors, {"num_cpus": 1}, threads
+    threads = max(1, int(cpus_per_node) // max(1, math.ceil(actors / max(1, len(nodes)))))
+    return actors, {"num_cpus": reserve}, threads
 
 
 class RayStream:
@@ -257,7 +260,8 @@ class RayStream:
             dataset = (
                 ray.data.from_items(jobs, override_num_blocks=max(1, blocks))
                 .map_batches(_prepare_block, batch_size=None, batch_format="numpy",
-                             fn_kwargs={"settings": prepare, "prepare": self.prepare}, num_cpus=1,
+                             fn_kwargs={"settings": prepare, "prepare": self.prepare},
+                             num_cpus=actor_resources["num_cpus"],
                              max_retries=retries)
                 .map_batches(_embedder(self.model_path, db_root, settings.sarclip.embed_dim, threads),
                              batch_size=options.batch_size,
@@ -310,3 +314,130 @@ def ray_stream(options: RayOptions, model_path: str) -> Iterator[RayStream]:
     options.check()
     with ray_session(options.address):
         yield RayStream(options, model_path)
+
+
+SCENES_PER_SHARD = 256  # scenes per shard written by `write_shards` (as --commit-every: a killed run loses one)
+
+
+def _scenes_in_shards(folder: Path) -> tuple[set[str], int]:
+    """Scene paths already in the folder's shards (read from each shard's footer, not its vectors), and the
+    number of tiles they hold."""
+    from sarclip_search.ingest.shards import SCENES_KEY, decode_scene_rows, scan_shards
+
+    if not (folder / "shards.json").is_file():
+        return set(), 0
+    import pyarrow.parquet as pq
+
+    done: set[str] = set()
+    tiles = 0
+    for _, path in scan_shards(folder).files:
+        footer = pq.read_metadata(path)
+        done.update(str(row["path"]) for row in decode_scene_rows((footer.metadata or {}).get(SCENES_KEY, b"[]")))
+        tiles += footer.num_rows
+    return done, tiles
+
+
+def write_shards(
+    archive: str | Path,
+    folder: str | Path,
+    sarclip: Any,
+    *,
+    model_path: str,
+    options: RayOptions,
+    tile_size: int = 256,
+    stride: int | None = None,
+    follow_symlinks: bool = False,
+    scenes_per_shard: int = SCENES_PER_SHARD,
+    progress: Any = None,
+) -> Any:
+    """`sarsearch index ARCHIVE --ray --shards DIR`: embed the archive on Ray into embedding shards
+    (`ingest/shards.py`) instead of an index; `index --from-shards DIR` builds the index from them.
+
+    The same plan (every file new: a shard folder has no catalog), prepare tasks and embedding actors as
+    `RayStream`; this process writes a shard of the next `scenes_per_shard` scenes as they come back, in
+    plan order, atomically. A re-run into the same folder skips the scenes its shards already hold (a killed
+    run resumes), and refuses a folder written by another model or tiling. The model's ONNX image encoder
+    is exported into DIR/encoders (workers embed with it, as `index` does). Ray must be connected
+    (`ray_session`). Returns an `IndexReport` (no totals: there is no index yet).
+    """
+    from sarclip_search.ingest import indexer
+    from sarclip_search.ingest.metadata import load_manifest
+    from sarclip_search.ingest.plan import plan_run
+    from sarclip_search.ingest.run_model import RunModel
+    from sarclip_search.ingest.shards import ShardHeader, ShardWriter
+    from sarclip_search.ingest.walk import walk_archive
+
+    archive, folder = Path(archive), Path(folder)
+    if not archive.is_dir():
+        raise InputError(f"{archive}: not a folder; pass the folder that holds your SAR images")
+    if tile_size <= 0 or (stride is not None and stride <= 0) or scenes_per_shard <= 0:
+        raise InputError(f"tile size, stride and scenes per shard must be positive, got {tile_size}, {stride}, "
+                         f"{scenes_per_shard}")
+    stride = stride or tile_size
+    report = indexer.IndexReport(archive=str(archive), db=str(folder))
+    started = time.perf_counter()
+    skipped: list[tuple[str, str]] = []
+    manifest = load_manifest(archive, skipped_rows=skipped)
+    walk = walk_archive(archive, follow_symlinks=follow_symlinks)
+    if not walk.files:
+        raise InputError(f"{archive}: no images found; point to the folder that holds your SAR images")
+    for row, reason in skipped:
+        indexer._fail(report, row, reason, False)
+    plan = plan_run(archive, walk, manifest, {}, lambda rel, reason: indexer._fail(report, rel, reason, False),
+                    tiling=(tile_size, stride) if progress is not None else None)
+    report.files_seen, report.not_in_manifest = plan.files_seen, plan.not_in_manifest
+    done, tiles_before = _scenes_in_shards(folder)
+    todo = [item for item in plan.todo if item.rel not in done]
+    report.unchanged = len(plan.todo) - len(todo)
+    model = RunModel(sarclip, model_path, db_root=folder)
+    header = ShardHeader.create(model.identity, tile_size=tile_size, tile_stride=stride,
+                                archive_root=str(archive.resolve()), model_path=model_path)
+    writer = ShardWriter(folder, header)  # refuses a folder of other shards before anything runs
+    report.index_factory = "none yet: build it with sarsearch index --from-shards DIR"
+
+    def finish() -> Any:
+        report.totals = {"scenes": len(done) + report.indexed, "tiles": tiles_before + report.tiles_added}
+        report.seconds = time.perf_counter() - started
+        return report
+
+    if not todo:
+        return finish()
+    settings = indexer._Settings(model, manifest, tile_size, stride, None, None, False, progress,
+                                 sum(item.tiles for item in todo))
+    scenes: list[dict] = []
+    tiles: list[dict] = []
+    vectors: list[np.ndarray] = []
+
+    def flush() -> None:
+        if scenes:
+            writer.write(scenes, tiles, np.concatenate(vectors) if vectors else np.zeros((0, header.embed_dim)))
+            scenes.clear()
+            tiles.clear()
+            vectors.clear()
+
+    planned = 0
+    with RayStream(options, model_path)(todo, settings) as prepared:
+        for item, result in zip(todo, prepared):
+            if progress is not None:
+                progress("embed", planned, settings.total, report.tiles_added)
+            planned += item.tiles
+            if result.kind == "failed":
+                indexer._fail(report, item.rel, result.reason, False)
+                continue
+            assert result.row is not None and result.vectors is not None
+            report.warnings.extend((item.rel, line) for line in result.warnings)
+            scenes.append(result.row)
+            tiles.extend({"path": item.rel, **dict(zip(("col_off", "row_off", "width", "height"), w.as_list())),
+                          "bbox": box} for w, box in zip(result.windows, result.boxes))
+            vectors.append(result.vectors)
+            report.indexed += 1
+            report.tiles_added += len(result.windows)
+            report.embed_seconds += result.embed_seconds
+            if result.node:
+                report.nodes.setdefault(result.node, {"files": 0, "tiles": 0})["files"] += 1
+            for node, count in result.embedded_on.items():
+                report.nodes.setdefault(node, {"files": 0, "tiles": 0})["tiles"] += count
+            if len(scenes) >= scenes_per_shard:
+                flush()
+        flush()
+    return finish()

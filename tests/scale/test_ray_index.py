@@ -163,6 +163,9 @@ def test_ray_options_are_checked_before_anything_runs(tmp_path, archive):
     result = run("index", archive, "--db", tmp_path / "db", "--ray", "--ray-batch-size", "0")
     assert result.exit_code == 1 and "--ray-batch-size must be a positive number of tiles" in result.output
     assert not (tmp_path / "db").exists()
+    result = run("index", archive, "--db", tmp_path / "db", "--shards", tmp_path / "shards")
+    assert result.exit_code == 1 and "--shards DIR is written by the Ray pipeline: add --ray" in result.output
+    assert not (tmp_path / "shards").exists()
 
 
 def test_without_ray_installed_the_error_names_the_extra(monkeypatch, tmp_path, archive):
@@ -196,4 +199,30 @@ def test_two_simulated_nodes_give_the_same_index_and_share_the_reading(archive, 
     readers = [node for node, counts in result["report_nodes"].items() if counts["files"]]
     assert sorted(readers) == sorted(result["nodes"])  # both nodes read files
     assert sum(c["tiles"] for c in result["report_nodes"].values()) == result["tiles"]
+    assert_same_index(local_db, db)
+
+
+def test_ray_shards_build_the_same_index_and_a_rerun_skips_what_they_hold(ray_cluster, archive, local_db, sarclip,
+                                                                          checkpoint, indexed_db, tmp_path):
+    from sarclip_search.ingest.from_shards import build_from_shards
+    from sarclip_search.ingest.ray_pipeline import RayOptions, write_shards
+    from sarclip_search.ingest.shards import scan_shards
+
+    shards = tmp_path / "shards"
+    link_encoders(indexed_db[0], shards)  # the workers' ONNX encoder, not exported again
+
+    def write():
+        return write_shards(archive, shards, sarclip, model_path=str(checkpoint), options=RayOptions(batch_size=5),
+                            tile_size=TILE, scenes_per_shard=EVERY)
+
+    report = write()
+    local = IndexStore(local_db).require_current().read_info()["counts"]
+    assert (report.indexed, report.tiles_added, report.failed) == (10, local["tiles"], [])
+    assert len(scan_shards(shards).files) == 3  # 10 scenes, 4 a shard
+    again = write()
+    assert (again.indexed, again.unchanged, again.totals["tiles"]) == (0, 10, local["tiles"])
+    assert len(scan_shards(shards).files) == 3
+    db = tmp_path / "db"
+    link_encoders(indexed_db[0], db)
+    build_from_shards(shards, IndexStore(db))
     assert_same_index(local_db, db)

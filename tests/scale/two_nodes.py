@@ -40,7 +40,7 @@ def main() -> None:
         nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
         started = time.perf_counter()
         report = index_archive(archive, IndexStore(db), lambda: load_model(checkpoint), model_path=str(checkpoint),
-                               tile_size=tile_size, stream=RayStream(RayOptions(batch_size=16), str(checkpoint)))
+                               tile_size=tile_size, stream=RayStream(RayOptions(), str(checkpoint)))
         seconds = time.perf_counter() - started
     finally:
         ray.shutdown()
