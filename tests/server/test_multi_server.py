@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers import index_halves
+from helpers import assert_user_error, index_halves, run
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,8 @@ def test_a_checkpoint_mismatch_is_refused(halves, tmp_path):
     info_path.write_text(json.dumps(info))
     with pytest.raises(InputError, match="same checkpoint"):
         create_app([a, other])
+    # `sarsearch serve` says it in one line before it binds a port
+    assert_user_error(run("serve", "--db", a, "--db", other, "--port", "0"), str(other), "same checkpoint")
 
 
 def test_one_db_in_a_list_is_served_as_before(halves, api):
