@@ -25,7 +25,8 @@ generation's. Times are wall seconds per phase.
 
 Search after the commits: the last generation (its exact copy in several segments, mapped as one view) vs the
 same index saved as one segment, both memory-mapped: unfiltered q/s (nprobe 8, re-rank 8: k*8 rows gathered
-from the exact copy per query) and 1%-filtered q/s (exact search over the subset's rows), alternating, medians.
+from the exact copy per query) and 1%-filtered q/s (exact search over the subset's rows), after a pass touching
+every row of both, 5 alternating rounds, medians (the machine is shared: rounds vary by 2x under load).
 """
 
 from __future__ import annotations
@@ -119,6 +120,20 @@ def commit(store: IndexStore, mode: str, ids: np.ndarray, xb: np.ndarray) -> dic
     }
 
 
+def huge_mapped(directory: Path) -> tuple[int, int]:
+    """(kB resident, kB mapped with huge pages) of this process's mappings of files under `directory`."""
+    import re
+
+    rss = pmd = 0
+    with open("/proc/self/smaps") as handle:
+        blocks = re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", handle.read())
+    for block in blocks:
+        if str(directory) in block.splitlines()[0]:
+            fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", block, re.MULTILINE))
+            rss, pmd = rss + int(fields.get("Rss", 0)), pmd + int(fields.get("FilePmdMapped", 0))
+    return rss, pmd
+
+
 def qps(index: VectorIndex, xq: np.ndarray, subset: np.ndarray | None) -> float:
     started = time.perf_counter()
     if subset is None:
@@ -183,10 +198,11 @@ def main() -> None:
     single = VectorIndex.load(single_dir, mmap=True)
     chain = json.loads((store.current().vectors_path / "index_info.json").read_text())["files"]["columns"]["store"]
     subset = np.sort(np.random.default_rng(1).choice(segmented.ids(), segmented.ntotal // 100, replace=False))
-    for index in (segmented, single):  # warm: page cache and lazily built lookups
+    for index in (segmented, single):  # warm: every page of the copy mapped, lazily built lookups built
+        float(index.rows.store[:, 0].sum())
         qps(index, xq[:100], None), qps(index, xq[:100], subset)
     search = {"segmented": {"unfiltered": [], "filtered_1pct": []}, "single": {"unfiltered": [], "filtered_1pct": []}}
-    for _ in range(3):
+    for _ in range(5):
         for name, index in (("segmented", segmented), ("single", single)):
             search[name]["unfiltered"].append(qps(index, xq, None))
             search[name]["filtered_1pct"].append(qps(index, xq[:200], subset))
@@ -211,7 +227,11 @@ def main() -> None:
             "store_segments": len(chain["segments"]),
             **{name: {key: round(statistics.median(values), 1) for key, values in figures.items()}
                for name, figures in search.items()},
+            "runs": {name: {key: [round(value) for value in values] for key, values in figures.items()}
+                     for name, figures in search.items()},
             "same_results": same,
+            "resident_and_huge_page_kB": {"segmented": huge_mapped(store.current().vectors_path),
+                                          "single": huge_mapped(single_dir)},
         },
     }
     result["machine"]["load_1min_at_start_and_end"] = [LOAD_AT_START, os.getloadavg()[0]]
@@ -228,7 +248,8 @@ def main() -> None:
     print(f"search ({len(chain['segments'])} segments vs 1): unfiltered "
           f"{result['search']['segmented']['unfiltered']} vs {result['search']['single']['unfiltered']} q/s, "
           f"1% filtered {result['search']['segmented']['filtered_1pct']} vs "
-          f"{result['search']['single']['filtered_1pct']} q/s, same results: {same}")
+          f"{result['search']['single']['filtered_1pct']} q/s, same results: {same}; resident / huge-page kB "
+          f"{result['search']['resident_and_huge_page_kB']}")
     print(f"load (1 min) {LOAD_AT_START:.2f} at start, {os.getloadavg()[0]:.2f} at end; wrote {out}")
     shutil.rmtree(single_dir, ignore_errors=True)
 

@@ -2,13 +2,16 @@
 a byte stream kept as a chain of immutable segment files, so a save that only adds rows writes only them.
 
 A stream of `total` bytes (rows in saved order, C order) is held by segments k = 0..m-1. Segment k holds the
-stream's bytes [start_k, end_k): start_0 = 0, start_k = end_(k-1) rounded down to ALIGN (64 KiB, a multiple
-of every usual page size), end_(m-1) = total. So consecutive segments overlap by less than ALIGN bytes: a
-new segment repeats the last partial 64 KiB of the one before. That lets a reader map every segment at its
-own offset into one reserved address range (`mmap` MAP_FIXED, page-aligned offsets), later ones over the
-overlap: the array is one contiguous, read-only view over the files, searched and re-ranked exactly like
-one file. Where that cannot be done (not Linux, a page size that does not divide ALIGN) the segments are
-read into memory instead.
+stream's bytes [start_k, end_k): start_0 = 0, start_k = end_(k-1) rounded down to the chain's `align`
+(recorded with it; ALIGN = 2 MiB for new chains), end_(m-1) = total. So consecutive segments overlap by less
+than `align` bytes: a new segment repeats the last partial block of the one before. That lets a reader map
+every segment at its own offset into one reserved address range (`mmap` MAP_FIXED at page-aligned
+offsets), later ones over the overlap: the array is one contiguous, read-only view over the files, searched
+and re-ranked exactly like one file. The range starts on a 2 MiB boundary and 2 MiB segment offsets keep
+every segment's file offsets congruent with its addresses modulo 2 MiB, so the kernel can map the page
+cache's large folios with huge pages as it does for one file (measured: with 64 KiB offsets, random
+re-rank gathers ran at ~0.6x). Where mapping cannot be done (not Linux, a page size that does not divide
+`align`) the segments are read into memory instead.
 
 A segment file is the raw bytes followed by a 64-byte trailer (magic, a random uid, start, end): the file
 records what made it, and `check_segment` refuses a file whose trailer or size disagrees with the
@@ -37,7 +40,8 @@ import numpy as np
 
 from .errors import REBUILD, VectorIndexError
 
-ALIGN = 1 << 16  # segment starts are multiples of this; >= and a multiple of the page size (4 KiB, 16 KiB, 64 KiB)
+ALIGN = 1 << 21  # new chains: segment starts are multiples of this (2 MiB: a huge page, a multiple of page sizes)
+HUGE = 1 << 21  # the mapped view starts on this boundary (huge-page mappings of the page cache)
 MAX_SEGMENTS = 24  # per column; beyond, the tail is merged (size-tiered merging keeps far fewer at 1M rows)
 MAGIC = b"SARSEG01"
 TRAILER = struct.Struct("<8s16sQQ24x")  # magic, uid, start, end; 64 bytes
@@ -47,28 +51,30 @@ _MAP_FIXED = 0x10  # Linux
 _libc: Any = None
 
 
-def aligned(offset: int) -> int:
-    return offset - offset % ALIGN
+def aligned(offset: int, align: int) -> int:
+    return offset - offset % align
 
 
 def segment_name(column: str, number: int) -> str:
     return f"{column}.{number:06d}{SUFFIX}"
 
 
-def plan_segments(previous: list[dict[str, Any]], unchanged: int, total: int) -> tuple[list[dict[str, Any]], int]:
+def plan_segments(
+    previous: list[dict[str, Any]], unchanged: int, total: int, align: int
+) -> tuple[list[dict[str, Any]], int]:
     """(segments kept, start of the new segment) for a stream of `total` bytes whose first `unchanged` bytes
-    equal those of the stream `previous` describes. The new segment covers [start, total); start == total
-    means nothing new to write."""
+    equal those of the stream `previous` (of alignment `align`) describes. The new segment covers
+    [start, total); start == total means nothing new to write."""
     kept = [segment for segment in previous if segment["end"] <= unchanged]
     if kept and kept[-1]["end"] == total and len(kept) == len(previous):
         return kept, total  # nothing changed
     while kept:
         last = kept[-1]
-        tail = total - aligned(last["end"])
+        tail = total - aligned(last["end"], align)
         if len(kept) < MAX_SEGMENTS and last["end"] - last["start"] > tail:
             break
         kept.pop()  # size-tiered: merge a segment no larger than what follows it
-    start = aligned(kept[-1]["end"]) if kept else 0
+    start = aligned(kept[-1]["end"], align) if kept else 0
     return kept, start
 
 
@@ -102,12 +108,12 @@ def check_segment(directory: Path, segment: dict[str, Any]) -> Path:
     raise VectorIndexError(f"cannot read {path} ({reason}); {REBUILD}")
 
 
-def check_chain(directory: Path, segments: list[dict[str, Any]], row_bytes: int) -> list[Path]:
+def check_chain(directory: Path, segments: list[dict[str, Any]], row_bytes: int, align: int) -> list[Path]:
     """Paths of a column's segments after checking each file and that they chain (see the module doc)."""
     paths, end = [], 0
     for number, segment in enumerate(segments):
         start = int(segment["start"])
-        if (number == 0 and start != 0) or (number and start != aligned(end)) or int(segment["end"]) <= start:
+        if (number == 0 and start != 0) or (number and start != aligned(end, align)) or int(segment["end"]) <= start:
             raise VectorIndexError(
                 f"segments of {directory} do not chain at {segment['name']} (start {start} after end {end}); {REBUILD}"
             )
@@ -129,9 +135,9 @@ def _mmap_fixed() -> Any:
     return _libc.mmap
 
 
-def can_map_chains() -> bool:
-    """Whether segments can be mapped as one view here (Linux, a page size dividing ALIGN)."""
-    return sys.platform.startswith("linux") and ALIGN % mmap.PAGESIZE == 0
+def can_map_chains(align: int) -> bool:
+    """Whether a chain of alignment `align` can be mapped as one view here (Linux, a page size dividing it)."""
+    return sys.platform.startswith("linux") and align % mmap.PAGESIZE == 0
 
 
 def _map(paths: list[Path], segments: list[dict[str, Any]]) -> np.ndarray:
@@ -143,10 +149,12 @@ def _map(paths: list[Path], segments: list[dict[str, Any]]) -> np.ndarray:
         return np.frombuffer(view, np.uint8, total)
     page = mmap.PAGESIZE
     span = max(int(s["start"]) + -(-(int(s["end"]) - int(s["start"])) // page) * page for s in segments)
-    reserved = mmap.mmap(-1, span)  # anonymous; its munmap at garbage collection unmaps the segments too
+    reserved = mmap.mmap(-1, span + HUGE)  # anonymous; its munmap at garbage collection unmaps the segments too
     anchor = ctypes.c_char.from_buffer(reserved)
-    base = ctypes.addressof(anchor)
+    first = ctypes.addressof(anchor)
     del anchor  # releases the buffer export (the mapping itself is owned by `reserved`)
+    skip = -first % HUGE  # the view starts on a 2 MiB boundary
+    base = first + skip
     fixed = _mmap_fixed()
     for path, segment in zip(paths, segments):
         start, length = int(segment["start"]), int(segment["end"]) - int(segment["start"])
@@ -158,7 +166,7 @@ def _map(paths: list[Path], segments: list[dict[str, Any]]) -> np.ndarray:
         if got != base + start:
             errno = ctypes.get_errno()
             raise VectorIndexError(f"cannot map {path} ({os.strerror(errno)}); {REBUILD}")
-    view = np.frombuffer(reserved, np.uint8, total)
+    view = np.frombuffer(reserved, np.uint8, total, offset=skip)
     view.flags.writeable = False
     return view
 
@@ -175,15 +183,16 @@ def _read(paths: list[Path], segments: list[dict[str, Any]]) -> np.ndarray:
 
 
 def load_chain(directory: Path, column: dict[str, Any], mmap_it: bool) -> np.ndarray:
-    """A column (`{"dtype", "row_shape", "segments"}` of index_info.json's files) as one array: a read-only
+    """A column (`{"dtype", "row_shape", "align", "segments"}` of index_info.json's files) as one array: a read-only
     view of the mapped segments when `mmap_it` (and possible here), else read into memory."""
     dtype, row_shape = np.dtype(column["dtype"]), tuple(int(n) for n in column["row_shape"])
+    align = int(column["align"])
     row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
     segments = column["segments"]
-    paths = check_chain(directory, segments, row_bytes)
+    paths = check_chain(directory, segments, row_bytes, align)
     if not segments:
         return np.empty((0, *row_shape), dtype)
-    stream = _map(paths, segments) if mmap_it and can_map_chains() else _read(paths, segments)
+    stream = _map(paths, segments) if mmap_it and can_map_chains(align) else _read(paths, segments)
     if mmap_it:
         stream.flags.writeable = False  # a memory-mapped load is read-only, mapped or (fallback) read
     return stream.view(dtype).reshape(-1, *row_shape)

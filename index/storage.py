@@ -219,10 +219,11 @@ def write_index(
             old = (previous or {}).get("columns", {}).get(column) if reuse else None
             if old is not None and {key: old.get(key) for key in listing} != listing:
                 old = None  # another dtype or width: nothing to keep
+            listing["align"] = int(old["align"]) if old else segments.ALIGN  # a kept chain keeps its own
             row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
             stream = memoryview(array.reshape(-1).view(np.uint8))
             kept, start = segments.plan_segments(old["segments"] if old else [], unchanged * row_bytes,
-                                                 stream.nbytes)
+                                                 stream.nbytes, listing["align"])
             listing["segments"] = list(kept)
             if start < stream.nbytes:
                 name = segments.segment_name(stem, number)

@@ -21,6 +21,12 @@ DIM = 32
 FACTORY = "IVF16,PQ8x8"  # float32 copy, ids and subset codes: all three columns
 
 
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch) -> None:
+    """4 KiB segment alignment (new chains record it), so chains of a few hundred KB have several segments."""
+    monkeypatch.setattr(segments_module, "ALIGN", 4096)
+
+
 def _segments(directory: Path) -> dict[str, list[dict]]:
     info = json.loads((directory / "index_info.json").read_text())
     return {column: listing["segments"] for column, listing in info["files"]["columns"].items()}
@@ -45,7 +51,7 @@ def test_a_save_after_adds_writes_only_the_new_rows(tmp_path: Path) -> None:
     row_bytes = DIM * 4 + 8 + 8  # copy, id, subset code (PQ8x4: 4 bytes, but bounded by the overlap anyway)
     assert written["segments"] <= 200 * row_bytes + 3 * (segments_module.ALIGN + segments_module.TRAILER.size)
     after = _segments(tmp_path)
-    # the copy's old segment is kept, a new one holds the rest; ids and codes (< 64 KiB here) are rewritten
+    # the copy's old segment is kept, a new one holds the rest (ids and codes: from their last 4 KiB block)
     assert [s["name"] for s in after["store"][:-1]] == before["store"] and len(after["store"]) == 2
     reloaded = VectorIndex.load(tmp_path, mmap=True)
     fresh = VectorIndex.create(DIM, FACTORY)
@@ -82,7 +88,7 @@ def test_a_removal_rewrites_from_the_first_segment_it_touches(tmp_path: Path) ->
 @pytest.mark.parametrize("mapped", [True, False])
 def test_many_small_commits_keep_a_short_chain_and_one_view(tmp_path: Path, monkeypatch, mapped: bool) -> None:
     if not mapped:
-        monkeypatch.setattr(segments_module, "can_map_chains", lambda: False)  # read into memory instead
+        monkeypatch.setattr(segments_module, "can_map_chains", lambda align: False)  # read into memory instead
     xb = clustered(4000, DIM, seed=5)
     index = VectorIndex.create(DIM, "Flat")
     index.add(np.arange(1000), xb[:1000])
@@ -124,13 +130,32 @@ def test_a_segment_of_another_save_is_refused(tmp_path: Path) -> None:
 def test_plan_segments_keeps_the_unchanged_prefix_and_merges_small_tails() -> None:
     align = segments_module.ALIGN
     chain = [{"name": "a", "start": 0, "end": 100 * align}, {"name": "b", "start": 100 * align, "end": 110 * align}]
-    kept, start = segments_module.plan_segments(chain, 110 * align, 111 * align)  # 1 new block
+    kept, start = segments_module.plan_segments(chain, 110 * align, 111 * align, align)  # 1 new block
     assert [s["name"] for s in kept] == ["a", "b"] and start == 110 * align
-    kept, start = segments_module.plan_segments(chain, 110 * align, 121 * align)  # a tail larger than b
+    kept, start = segments_module.plan_segments(chain, 110 * align, 121 * align, align)  # a tail larger than b
     assert [s["name"] for s in kept] == ["a"] and start == 100 * align
-    kept, start = segments_module.plan_segments(chain, 50 * align, 120 * align)  # a removal inside a
+    kept, start = segments_module.plan_segments(chain, 50 * align, 120 * align, align)  # a removal inside a
     assert kept == [] and start == 0
-    assert segments_module.plan_segments(chain, 110 * align, 110 * align) == (chain, 110 * align)  # no change
+    assert segments_module.plan_segments(chain, 110 * align, 110 * align, align) == (chain, 110 * align)  # same
     odd = [{"name": "c", "start": 0, "end": 5 * align + 100}]
-    kept, start = segments_module.plan_segments(odd, 5 * align + 100, 5 * align + 200)
+    kept, start = segments_module.plan_segments(odd, 5 * align + 100, 5 * align + 200, align)
     assert kept == odd and start == 5 * align  # the new segment repeats the partial block it overlaps
+
+
+def test_a_chain_keeps_its_recorded_alignment_and_maps_on_a_huge_page_boundary(tmp_path: Path, monkeypatch) -> None:
+    index, xb = _built(3000, "Flat")
+    index.save(tmp_path)  # 4 KiB blocks (the fixture)
+    monkeypatch.setattr(segments_module, "ALIGN", 1 << 21)  # a later version's default: the old chain keeps 4 KiB
+    loaded = VectorIndex.load(tmp_path)
+    loaded.add(np.arange(3000, 3100), clustered(100, DIM, seed=9))
+    loaded.save(tmp_path)
+    info = json.loads((tmp_path / "index_info.json").read_text())
+    store = info["files"]["columns"]["store"]
+    assert store["align"] == 4096 and len(store["segments"]) == 2
+    view = VectorIndex.load(tmp_path, mmap=True).rows.store
+    assert view.ctypes.data % segments_module.HUGE == 0
+    np.testing.assert_allclose(view[:3000], xb, atol=1e-3)
+    del store["align"]
+    (tmp_path / "index_info.json").write_text(json.dumps(info))
+    with pytest.raises(VectorIndexError, match="file list.*--rebuild"):
+        VectorIndex.load(tmp_path)
