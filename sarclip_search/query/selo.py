@@ -71,11 +71,12 @@ def box_polygon(box: Sequence[float]) -> list[tuple[float, float]]:
 
 
 def boxes_mask(boxes: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """(H, W) bool mask of filled boxes (x0, y0, x1, y1), corners included (as `cv2.fillPoly` fills them)."""
+    """(H, W) bool mask of filled boxes (x0, y0, x1, y1), corners included, coordinates truncated to int32 (as
+    the reference's `cv2.fillPoly(mask, np.array(points, np.int32), 1)` fills them)."""
     mask = np.zeros((height, width), dtype=bool)
     for x0, y0, x1, y1 in boxes:
-        left, top = max(0, round(x0)), max(0, round(y0))
-        mask[top: max(top, round(y1) + 1), left: max(left, round(x1) + 1)] = True
+        left, top = max(0, int(x0)), max(0, int(y0))
+        mask[top: max(top, int(y1) + 1), left: max(left, int(x1) + 1)] = True
     return mask
 
 
