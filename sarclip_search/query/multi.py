@@ -374,9 +374,6 @@ class MultiCatalog:
         """Every tile as NAME:ID, index by index in id order."""
         return np.asarray([f"{s.name}:{i}" for s in self._searchers for i in s.tile_ids(None).tolist()], dtype=object)
 
-    def fetch_tiles(self, ids: Sequence[Any]) -> list[dict[str, object]]:
-        raise NotImplementedError("rows of several indexes: use MultiEngine.hits_by_id")
-
 
 class MultiEngine(RankedQueries):
     """`query` and `feedback` over several indexes at once (see the module docstring); ids are NAME:ID."""
