@@ -12,7 +12,8 @@ generation, or none, and CURRENT untouched):
 3. The codes are computed in parallel, one task per shard: each task reads its shard's vectors and runs
    FAISS's `sa_encode` with the trained index (shipped to the task serialized, through Ray's object store),
    returning the IVF codes (list number + PQ code) and the subset codes. With Ray: remote tasks
-   (`num_cpus=1`, one OpenMP thread each, `max_retries` bounded); without: the same function in this process.
+   (`num_cpus=1`, one OpenMP thread each, `max_retries` bounded) in `ray_pipeline.ray_session` (the session
+   this process has, else a local Ray or the cluster named by `--ray`); without: the same function here.
 4. The driver reads the shards in number order, writes the scene and tile rows to the catalog (tile ids are
    assigned as the one-process indexer assigns them for the same order: the catalog's counters, scene by
    scene), and adds each shard's vectors under those ids with the task's codes (`VectorIndex.add_codes`:
@@ -35,13 +36,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sarclip_search.errors import ArtifactMismatchError, CatalogError, InputError, MissingDependencyError
+from sarclip_search.errors import ArtifactMismatchError, CatalogError, InputError
 from sarclip_search.index import VectorIndex, choose_index_key
 from sarclip_search.index.factory import training_rows
 from sarclip_search.ingest.shards import (
@@ -96,43 +98,14 @@ def encode_shard(path: str, header: ShardHeader, index_bytes: np.ndarray, subset
 Encoded = Callable[[int], tuple[np.ndarray, np.ndarray | None]]  # shard position -> its codes
 
 
-class _RayEncoder:
-    """One Ray task per shard, submitted at once; results taken in shard order."""
-
-    def __init__(self, address: str | None) -> None:
-        try:
-            import ray
-        except ImportError as exc:
-            raise MissingDependencyError("--ray needs ray: pip install -e '.[ray]'") from exc
-        self.ray = ray
-        self.started = False
-        if not ray.is_initialized():  # else: the session this process already has (left running)
-            ray_log = logging.getLogger("ray")
-            level = ray_log.level
-            ray_log.setLevel(logging.ERROR)  # its start-up notices (token authentication ...) are not the user's
-            try:
-                ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False,
-                         include_dashboard=False, logging_level=logging.ERROR)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({reason}); start one with "
-                                 "`ray start --head` or pass its address (auto, HOST:6379)") from None
-            finally:
-                ray_log.setLevel(level)
-            self.started = True
-
-    def submit(self, files: list[tuple[int, Path]], header: ShardHeader, index_bytes: np.ndarray,
-               subset_bytes: np.ndarray | None) -> Encoded:
-        ray = self.ray
-        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(encode_shard)
-        index_ref = ray.put(index_bytes)
-        subset_ref = ray.put(subset_bytes)
-        refs = [task.remote(str(path), header, index_ref, subset_ref, 1) for _, path in files]
-        return lambda position: ray.get(refs[position])
-
-    def close(self) -> None:
-        if self.started:
-            self.ray.shutdown()
+def _submit_to_ray(ray: Any, files: list[tuple[int, Path]], header: ShardHeader, index_bytes: np.ndarray,
+                   subset_bytes: np.ndarray | None) -> Encoded:
+    """One Ray task per shard, all submitted at once (the trained index put once in the object store); the
+    codes are taken in shard order."""
+    task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(encode_shard)
+    index_ref, subset_ref = ray.put(index_bytes), ray.put(subset_bytes)
+    refs = [task.remote(str(path), header, index_ref, subset_ref, 1) for _, path in files]
+    return lambda position: ray.get(refs[position])
 
 
 def _check_shards(shard_set: ShardSet) -> list[int]:
@@ -214,50 +187,48 @@ def build_from_shards(
     vectors = VectorIndex.create(dim, factory)
     stage = time.perf_counter()
     encoded: Encoded | None = None
-    ray_encoder: _RayEncoder | None = None
-    with store.lock():
+    with store.lock(), ExitStack() as session:
         if store.current() is not None and not rebuild:
             raise InputError(f"{store.root} already holds an index; a build from shards starts from nothing: "
                              "pass --rebuild to replace it, or another --db")
-        try:
-            if not vectors.is_flat:
-                if total < (vectors.nlist or 0):
-                    raise InputError(f"{factory} needs at least {vectors.nlist} vectors, the shards hold {total}; "
-                                     "pass another --index-factory or leave it to the default")
-                vectors.train(_training_sample(shard_set.files, counts, header, vectors.nlist or 1), total=total)
-                report.seconds["train"] = time.perf_counter() - stage
-                import faiss
+        if not vectors.is_flat:
+            if total < (vectors.nlist or 0):
+                raise InputError(f"{factory} needs at least {vectors.nlist} vectors, the shards hold {total}; "
+                                 "pass another --index-factory or leave it to the default")
+            vectors.train(_training_sample(shard_set.files, counts, header, vectors.nlist or 1), total=total)
+            report.seconds["train"] = time.perf_counter() - stage
+            import faiss
 
-                index, subset_pq = vectors.encoders()
-                index_bytes = faiss.serialize_index(index)
-                subset_bytes = None if subset_pq is None else faiss.serialize_index(subset_pq)
-                if ray:
-                    ray_encoder = _RayEncoder(None if ray is True else str(ray))
-                    encoded = ray_encoder.submit(shard_set.files, header, index_bytes, subset_bytes)
-                    report.encoder = f"ray ({len(counts)} tasks)"
-                else:
-                    files = shard_set.files
-                    report.encoder = "in-process"
-                    encoded = lambda position: encode_shard(str(files[position][1]), header, index_bytes,
-                                                            subset_bytes)
+            index, subset_pq = vectors.encoders()
+            index_bytes = faiss.serialize_index(index)
+            subset_bytes = None if subset_pq is None else faiss.serialize_index(subset_pq)
+            if ray:
+                from sarclip_search.ingest.ray_pipeline import ray_session
+
+                # the session this process has, else a local Ray or the cluster at `ray`, ended with the build
+                ray_module = session.enter_context(ray_session(None if ray is True else str(ray)))
+                encoded = _submit_to_ray(ray_module, shard_set.files, header, index_bytes, subset_bytes)
+                report.encoder = f"ray ({len(counts)} tasks)"
             else:
-                report.encoder = "none (Flat: no codes)"
-            with store.new_generation(copy_current=False) as generation:
-                counts = _add_all(shard_set, header, vectors, generation.catalog_path, encoded, report, progress)
-                if not vectors.is_flat:
-                    stage = time.perf_counter()
-                    result = vectors.tune()
-                    log.info("tuned %s: nprobe %s, rerank %s (recall %.3f)", vectors.factory, result.nprobe,
-                             result.rerank_factor, result.recall)
-                    report.seconds["tune"] = time.perf_counter() - stage
+                files = shard_set.files
+                report.encoder = "in-process"
+                encoded = lambda position: encode_shard(str(files[position][1]), header, index_bytes,
+                                                        subset_bytes)
+        else:
+            report.encoder = "none (Flat: no codes)"
+        with store.new_generation(copy_current=False) as generation:
+            catalog_counts = _add_all(shard_set, header, vectors, generation.catalog_path, encoded, report, progress)
+            if not vectors.is_flat:
                 stage = time.perf_counter()
-                vectors.save(generation.vectors_path)
-                _write_info(generation, vectors, header, counts)
-                report.seconds["save"] = time.perf_counter() - stage
-                report.generation = generation.number
-        finally:
-            if ray_encoder is not None:
-                ray_encoder.close()
+                result = vectors.tune()
+                log.info("tuned %s: nprobe %s, rerank %s (recall %.3f)", vectors.factory, result.nprobe,
+                         result.rerank_factor, result.recall)
+                report.seconds["tune"] = time.perf_counter() - stage
+            stage = time.perf_counter()
+            vectors.save(generation.vectors_path)
+            _write_info(generation, vectors, header, catalog_counts)
+            report.seconds["save"] = time.perf_counter() - stage
+            report.generation = generation.number
     report.index_factory = vectors.factory
     report.seconds["total"] = time.perf_counter() - started
     return report
