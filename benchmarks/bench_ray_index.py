@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,8 @@ from defaults import DATA, REPO, RESULTS, require_archive
 def run_index(archive: Path, db: Path, *extra: str) -> dict:
     """One `sarsearch index` of a fresh db; its summary line's figures and its wall time."""
     command = [sys.executable, "-m", "sarclip_search", "index", str(archive), "--db", str(db), "--quiet", *extra]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "200"}
+    # SARSEARCH_LOG=INFO: the indexer logs where its time went (ingest/timing.py stages), parsed below
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "200", "SARSEARCH_LOG": "INFO"}
     load = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, cwd=REPO)
@@ -49,7 +51,9 @@ def run_index(archive: Path, db: Path, *extra: str) -> dict:
     if done.returncode not in (0, 3) or match is None:
         sys.exit(f"error: {' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     tiles, seconds, overall, embedding = match.groups()
-    return {"command": " ".join(["sarsearch", *command[3:]]), "tiles": int(tiles), "seconds": float(seconds),
+    stages = re.search(r"index stages \(seconds[^)]*\): (.*)", done.stderr)
+    stage_seconds = {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+) s", stages[1])} if stages else {}
+    return {"stage_seconds": stage_seconds, "command": " ".join(["sarsearch", *command[3:]]), "tiles": int(tiles), "seconds": float(seconds),
             "tiles_per_s": float(overall), "embed_tiles_per_s": float(embedding) if embedding else None,
             "wall_seconds": round(wall, 1), "wall_tiles_per_s": round(int(tiles) / wall, 1),
             "load_1min_before": round(load, 2), "exit": done.returncode}
