@@ -190,11 +190,12 @@ class _Embedder:
                 "node": node}
 
 
-def _embedder(model_path: str, db_root: str | None, dim: int, threads: int | None) -> type[_Embedder]:
+def _embedder(model_path: str, db_root: str | None, dim: int, threads: int | None,
+              base: type[_Embedder] = _Embedder) -> type[_Embedder]:
     """`_Embedder` with its arguments bound in the class (shipped with it), not passed to the constructor:
     Ray keeps constructor arguments in the object store, where a restarted actor may no longer find them."""
 
-    class Embedder(_Embedder):
+    class Embedder(base):  # type: ignore[valid-type,misc]
         def __init__(self) -> None:
             super().__init__(model_path, db_root, dim, threads)
 
@@ -222,13 +223,16 @@ def _plan_resources(ray: Any, options: RayOptions) -> tuple[int, dict[str, Any],
 class RayStream:
     """`index_archive(..., stream=RayStream(options, model_path))`: the plan's files prepared by Ray tasks and
     embedded by Ray actors, yielded in plan order to the driver (see the module docstring). Ray must be
-    connected (`ray_session`). `prepare` replaces `indexer.prepare_file` (tests inject faults with it)."""
+    connected (`ray_session`). `prepare` replaces `indexer.prepare_file` and `embedder` the actor class (a
+    subclass of `_Embedder`): tests inject faults with them."""
 
-    def __init__(self, options: RayOptions, model_path: str, prepare: Any = prepare_file) -> None:
+    def __init__(self, options: RayOptions, model_path: str, prepare: Any = prepare_file,
+                 embedder: type[_Embedder] = _Embedder) -> None:
         options.check()
         self.options = options
         self.model_path = model_path
         self.prepare = prepare
+        self.embedder = embedder
 
     @contextmanager
     def __call__(self, todo: list[Todo], settings: _Settings) -> Iterator[Iterator[Prepared]]:
@@ -263,7 +267,7 @@ class RayStream:
                              fn_kwargs={"settings": prepare, "prepare": self.prepare},
                              num_cpus=actor_resources["num_cpus"],
                              max_retries=retries)
-                .map_batches(_embedder(self.model_path, db_root, settings.sarclip.embed_dim, threads),
+                .map_batches(_embedder(self.model_path, db_root, settings.sarclip.embed_dim, threads, self.embedder),
                              batch_size=options.batch_size,
                              batch_format="numpy", compute=ActorPoolStrategy(size=actors),
                              max_restarts=retries, max_task_retries=retries, **actor_resources)

@@ -131,6 +131,34 @@ def test_a_killed_prepare_worker_is_retried_and_changes_nothing(ray_cluster, arc
     assert_same_index(local_db, db)
 
 
+def test_a_killed_embedding_actor_is_restarted_and_changes_nothing(ray_cluster, archive, local_db, sarclip,
+                                                                   checkpoint, indexed_db, tmp_path):
+    from sarclip_search.ingest.ray_pipeline import _Embedder
+
+    marker = str(tmp_path / "killed.pid")
+
+    class DyingOnce(_Embedder):
+        """Dies (os._exit, as if killed) in its first batch, once; the restarted actor re-runs the batch.
+        Defined here, so that Ray ships it by value."""
+
+        def __call__(self, batch):
+            import os
+            from pathlib import Path
+
+            if not Path(marker).exists():
+                Path(marker).write_text(str(os.getpid()))
+                os._exit(1)
+            return super().__call__(batch)
+
+    stream = ray_stream(checkpoint)
+    stream.embedder = DyingOnce
+    db = tmp_path / "db"
+    report = build(archive, db, sarclip, checkpoint, indexed_db[0], stream=stream)
+    assert Path(marker).is_file() and int(Path(marker).read_text()) != os.getpid()  # an actor died mid-batch
+    assert (report.indexed, report.failed) == (10, [])
+    assert_same_index(local_db, db)
+
+
 def bad_archive(archive: Path, target: Path) -> Path:
     """`archive` without its manifest (every file is indexed) plus five files that cannot be."""
     shutil.copytree(archive, target)
