@@ -1,7 +1,7 @@
 """Indexing before/after a change, side by side: tiles/s of two checkouts on the same archive, and their indexes compared.
 
     python benchmarks/bench_indexing.py --before /tmp/venv-before/bin/python --after /tmp/venv-after/bin/python \
-        [--archive ../shared/data] [--repeat 1] [--quiet] [--out benchmarks/results/indexing.json]
+        [--archive ../shared/data] [--repeat 1] [--quiet] [--also-torch] [--out benchmarks/results/indexing.json]
 
 Each PYTHON is the interpreter of a venv where one checkout is installed (`pip install --no-deps -e .`); each
 runs `python -m sarclip_search index ARCHIVE --db <fresh folder>` (its own shipped checkpoint), one after the
@@ -9,10 +9,16 @@ other (before, after, before, after ... with --repeat), with OMP_WAIT_POLICY=PAS
 archive file (so no run reads from a colder page cache). The figures are the
 command's own summary line: seconds, tiles/s overall (model loading and the ONNX export included) and tiles/s of
 the embedding stage; "outside embedding" is seconds - tiles / embedding rate (the rate is printed rounded, so
-±1%). The progress bar is on (as a user runs it; --quiet turns it off), its output discarded.
+±1%). The progress bar is on (as a user runs it; --quiet turns it off), its output discarded. Each run logs at
+INFO (SARSEARCH_LOG=INFO): a checkout that times its stages (`ingest/timing.py`) logs where the time went
+(decode, radiometry, resize, model, embed, catalog, faiss, commit; seconds summed over threads, so they
+overlap when files are read ahead), shown per stage. `--also-torch` adds a third side, "after-torch": the after
+checkout with SARSEARCH_EMBEDDER=torch (its torch embedding, for the stage times of both embedders in one code).
 
-Then the two last indexes are compared: tile ids, every row of every catalog table (all columns), the vectors
-(bitwise, np.array_equal) and info.json (which differs in its time, checkpoint path and version lines).
+Then the last index of each side is compared with before's: tile ids, every row of every catalog table (all
+columns), the vectors (bitwise, np.array_equal, else the smallest cosine between a tile's two vectors: "same
+index" needs >= 0.9999, what ONNX vs torch embedding is held to) and info.json (which differs in its time,
+checkpoint path and version lines).
 Prints a table and writes a JSON result (machine, both commits, settings, figures, comparison).
 """
 
@@ -35,17 +41,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; state
 from defaults import DATA, RESULTS, require_archive
 
 SUMMARY = re.compile(r"tiles added: (\d+) in ([\d.]+) s \(([\d.]+) tiles/s overall(?:, (\d+) tiles/s embedding)?\)")
+STAGES = re.compile(r"index stages \([^)]*\): (.*)")
+STAGE = re.compile(r"(\w+) ([\d.]+) s")
+MIN_COSINE = 0.9999  # vectors of two embedders (ONNX vs torch) count as the same index above this
 
 
-def run_index(python: str, archive: str, db: Path, quiet: bool) -> dict:
-    """One `index` run of a fresh db by `python`; its summary line's figures.
+def run_index(python: str, archive: str, db: Path, quiet: bool, env: dict[str, str] | None = None) -> dict:
+    """One `index` run of a fresh db by `python`; its summary line's figures and, when logged, its stage seconds.
 
     `-P` and a working directory outside any checkout: `python -m` would otherwise import the package from
     the working directory rather than from the venv's checkout.
     """
     command = [python, "-P", "-m", "sarclip_search", "index", archive, "--db", str(db),
                *(["--quiet"] if quiet else [])]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "200"}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "200", "SARSEARCH_LOG": "INFO", **(env or {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, cwd=db.parent)
     match = SUMMARY.search(done.stderr)
     if done.returncode not in (0, 3) or match is None:
@@ -55,6 +64,9 @@ def run_index(python: str, archive: str, db: Path, quiet: bool) -> dict:
                "embed_tiles_per_s": float(embedding) if embedding else None}
     if embedding:
         figures["outside_embedding_seconds"] = round(float(seconds) - int(tiles) / float(embedding), 1)
+    stages = STAGES.search(done.stderr)
+    if stages:
+        figures["stages"] = {name: float(value) for name, value in STAGE.findall(stages.group(1))}
     return figures
 
 
@@ -123,7 +135,16 @@ def compare(db_a: Path, db_b: Path) -> dict:
         if np.array_equal(matrix_a, matrix_b):
             result["vectors"] = f"{matrix_a.shape} {matrix_a.dtype}, bitwise equal"
         else:
-            differ(f"vectors: max |a - b| = {float(np.abs(matrix_a - matrix_b).max()):.3g}")
+            # a Flat index keeps its exact copy in float16 (norms off by ~1e-4): cosine, not the raw dot product
+            a64, b64 = matrix_a.astype(np.float64), matrix_b.astype(np.float64)
+            cosines = (a64 * b64).sum(axis=1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+            text = (f"{matrix_a.shape} {matrix_a.dtype}, not bitwise equal: cosine min {cosines.min():.7f}, "
+                    f"median {np.median(cosines):.7f}, max |a - b| {float(np.abs(matrix_a - matrix_b).max()):.3g}")
+            result["vectors_min_cosine"] = round(float(cosines.min()), 7)
+            if cosines.min() >= MIN_COSINE:
+                result["vectors"] = text
+            else:
+                differ(f"vectors: {text} (< {MIN_COSINE})")
     info_a, info_b = gen_a.read_info(), gen_b.read_info()
     result["info_json_keys_differing"] = sorted(k for k in set(info_a) | set(info_b) if info_a.get(k) != info_b.get(k))
     return result
@@ -136,12 +157,17 @@ def main() -> None:
     parser.add_argument("--archive", default=str(DATA), help="folder to index (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternating (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="run index --quiet (no progress bar)")
+    parser.add_argument("--also-torch", action="store_true",
+                        help="a third side: the after checkout with SARSEARCH_EMBEDDER=torch")
     parser.add_argument("--out", default=str(RESULTS / "indexing.json"), help="JSON result (default: %(default)s)")
     args = parser.parse_args()
     archive = str(require_archive(args.archive, "--archive").resolve())
 
-    sides = {"before": args.before, "after": args.after}
+    before, after = (str(Path(python).absolute()) for python in (args.before, args.after))  # runs from another folder
+    sides = {"before": before, "after": after, **({"after-torch": after} if args.also_torch else {})}
+    envs = {"after-torch": {"SARSEARCH_EMBEDDER": "torch"}}
     commits = {side: commit_of(python) for side, python in sides.items()}
+    load_start = os.getloadavg()
     for path in Path(archive).rglob("*"):  # into the page cache: the first run reads no colder files than the others
         if path.is_file():
             path.read_bytes()
@@ -151,37 +177,50 @@ def main() -> None:
         for number in range(args.repeat):
             for side, python in sides.items():
                 db = work / f"{side}-{number}"
-                runs[side].append(run_index(python, archive, db, args.quiet))
+                runs[side].append(run_index(python, archive, db, args.quiet, envs.get(side)))
                 print(f"{side} run {number + 1}: {runs[side][-1]}", file=sys.stderr, flush=True)
-        comparison = compare(work / f"before-{args.repeat - 1}", work / f"after-{args.repeat - 1}")
+                if number < args.repeat - 1:
+                    shutil.rmtree(db, ignore_errors=True)
+        comparisons = {side: compare(work / f"before-{args.repeat - 1}", work / f"{side}-{args.repeat - 1}")
+                       for side in sides if side != "before"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    load_end = os.getloadavg()
 
-    def median(side: str, key: str) -> float | None:
-        values = [run[key] for run in runs[side] if run.get(key) is not None]
-        return statistics.median(values) if values else None
+    def median(side: str, key: str, stage: str | None = None) -> float | None:
+        values = [run[key] if stage is None else run[key].get(stage) for run in runs[side] if run.get(key) is not None]
+        values = [value for value in values if value is not None]
+        return round(statistics.median(values), 2) if values else None
 
     rows = [("tiles", "tiles"), ("seconds", "seconds"), ("tiles/s overall", "tiles_per_s"),
             ("tiles/s embedding only", "embed_tiles_per_s"), ("seconds outside embedding (~)", "outside_embedding_seconds")]
+    stage_names = list(dict.fromkeys(name for side in sides for run in runs[side] for name in run.get("stages", {})))
     print(f"machine: {os.cpu_count()} cpus, OMP_WAIT_POLICY=PASSIVE, archive {archive}, "
-          f"{args.repeat} run(s) each (median), progress bar {'off' if args.quiet else 'on'}")
+          f"{args.repeat} run(s) each (median), progress bar {'off' if args.quiet else 'on'}, "
+          f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end")
     for side in sides:
-        print(f"{side}: {commits[side]}")
-    print(f"{'':32}{'before':>12}{'after':>12}")
-    for label, key in rows:
-        before, after = median("before", key), median("after", key)
-        print(f"{label:32}{before if before is not None else '-':>12}{after if after is not None else '-':>12}")
-    print("same index:", "yes" if comparison["equal"] else "NO")
-    for key, value in comparison.items():
-        if key not in ("equal",):
-            print(f"  {key}: {value}")
+        print(f"{side}: {commits[side]}{' with SARSEARCH_EMBEDDER=torch' if side in envs else ''}")
+    print(f"{'':32}" + "".join(f"{side:>13}" for side in sides))
+    table = [(label, [median(side, key) for side in sides]) for label, key in rows]
+    table += [(f"  {name} s", [median(side, "stages", name) for side in sides]) for name in stage_names]
+    for label, values in table:
+        print(f"{label:32}" + "".join(f"{value if value is not None else '-':>13}" for value in values))
+    if stage_names:
+        print("  (stage seconds: time spent in each stage, summed over threads; overlapping stages add up to more "
+              "than the run)")
+    for side, comparison in comparisons.items():
+        print(f"same index, before vs {side}:", "yes" if comparison["equal"] else "NO")
+        for key, value in comparison.items():
+            if key not in ("equal",):
+                print(f"  {key}: {value}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "omp_wait_policy": "PASSIVE"},
         "archive": archive, "repeat": args.repeat, "progress_bar": not args.quiet, "commits": commits,
-        "runs": runs, "comparison": comparison,
+        "load_average": {"start": load_start, "end": load_end}, "environment": envs if args.also_torch else {},
+        "runs": runs, "comparisons": comparisons,
     }, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -219,11 +219,6 @@ class RunModel:
 
     def _export(self) -> bool:
         """Export the towers into db_root (ensure_encoders); False when that is impossible (torch embeds)."""
-        from sarclip_search.model.sarclip import SarClip
-
-        model = self.get()
-        if not isinstance(model, SarClip):  # a stand-in model (tests): nothing to export
-            return False
         return ensure_encoders(self.db_root, self)  # type: ignore[arg-type]
 
     def encode_images(self, chips: np.ndarray) -> np.ndarray:
@@ -255,6 +250,10 @@ def ensure_encoders(db_root: Path, model: RunModel) -> bool:
     """
     if has_valid_encoders(db_root, model.checkpoint_sha256):
         return True
+    from sarclip_search.model.sarclip import SarClip
+
+    if not isinstance(model.get(), SarClip):  # a stand-in model (tests): nothing to export
+        return False
     try:
         from sarclip_search.model.encoder_export import export_encoders
 
