@@ -9,6 +9,12 @@ scene and tile rows are rewritten in place, their vectors kept.
 Changes land in new generations of the index directory, committed atomically every `commit_every`
 files, so an interrupted run keeps what it committed and the next run resumes from there.
 
+The work per file is split in two. `prepare_file` needs no catalog (sidecar, content hash, one read of the
+scene, metadata, catalog row, tile bboxes) and returns plain picklable data (`Prepared`), or the reason the
+file cannot be indexed; `_apply` writes that to the staged generation (catalog rows, tile ids, vectors) in
+plan order, in this process only. The prepared files come from a `stream`: `read_ahead` (threads preparing the
+next files while this one embeds), or `ray_pipeline.RayStream` (Ray tasks prepare, Ray actors embed).
+
 The model (`run_model.RunModel`) is loaded only when something must be embedded, or the index lacks the
 ONNX export of it that queries run on (`encoders.py`, written at the end of a run): a re-run over an unchanged archive
 imports no torch, and commits no generation (CURRENT stays as it is).
