@@ -249,6 +249,7 @@ def query(
     bbox: Annotated[str | None, typer.Option(help="minlon,minlat,maxlon,maxlat: footprints intersecting it.")] = None,
     after: Annotated[str | None, typer.Option(help="Acquired on or after this date (YYYY-MM-DD).")] = None,
     before: Annotated[str | None, typer.Option(help="Acquired before this date (YYYY-MM-DD).")] = None,
+    min_objects: Annotated[int | None, typer.Option("--min-objects", metavar="<n>", help="Only tiles holding at least this many boxed objects (tile_n_objects; scenes with boxes in the manifest).")] = None,
     fusion: Annotated[str | None, typer.Option(help="How a text and examples combine: blend (one fused vector) or rrf (reciprocal rank fusion). Default: see docs/query.md.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Weight of the text against the examples (0..1). Default: see docs/query.md.")] = None,
     dedup: Annotated[bool, typer.Option("--dedup", help="Keep only the best of overlapping tiles of one scene (still k results).")] = False,
@@ -275,6 +276,7 @@ def query(
     filters = Filters(
         where=where, label=label, dataset=dataset, split=split, sensor=sensor, polarization=polarization,
         bbox=parse_bbox(bbox) if bbox is not None else None, after=after_time, before=before_time,
+        min_objects=min_objects,
     )
     _check_query_inputs(image or [], not_image or [], positive or [], negative or [], like or [], not_text or [])
     for path in (geojson, stac):

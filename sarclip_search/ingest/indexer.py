@@ -52,6 +52,7 @@ from sarclip_search.ingest.metadata import (
     scene_footprint,
     scene_metadata,
 )
+from sarclip_search.ingest.objects import parse_boxes, tile_object_columns
 from sarclip_search.ingest.plan import State, Todo, failure_reason, plan_run
 from sarclip_search.ingest.run_model import RunModel, check_compatible, ensure_encoders
 from sarclip_search.ingest.tiling import Window
@@ -327,6 +328,13 @@ class Prepared:
     embed_seconds: float = 0.0  # the time its embedding took (Ray actors)
     node: str = ""  # the Ray node that read it
     embedded_on: dict[str, int] = field(default_factory=dict)  # Ray node -> tiles of it embedded there
+    objects: list[dict] = field(default_factory=list)  # per tile: tile_label, tile_n_objects, tile_objects
+
+    def tile_rows(self) -> list[dict]:
+        """The catalog rows of its tiles (`Catalog.add_tiles`): window, bbox and what each tile holds."""
+        objects = self.objects or [{}] * len(self.windows)
+        return [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())), "bbox": box, **held}
+                for w, box, held in zip(self.windows, self.boxes, objects)]
 
 
 def prepare_file(item: Todo, settings: PrepareSettings, manifest_row: dict | None = None) -> Prepared:
@@ -344,16 +352,19 @@ def prepare_file(item: Todo, settings: PrepareSettings, manifest_row: dict | Non
         if previous is not None and previous[2] == content_hash:
             info = raster.read_info(path)  # its tags are a metadata source; the pixels are not read
             row = _scene_row(item, content_hash, info, scene_metadata(rel, manifest_row, stac, info.tags), digest)
+            parse_boxes(row.get("boxes_xyxy"), f"{rel}: boxes_xyxy")  # _relabel re-assigns them to the tiles
             # touched, not changed: keep the embeddings, record the mtime
             return Prepared(rel, "touched" if previous[3] == digest else "relabel", row=row)
         size = settings.image_size if isinstance(settings.image_size, int) else settings.image_size()
         scene = raster.read_scene(path, settings.tile_size, settings.stride, size=size, timer=settings.timer)
         metadata = scene_metadata(rel, manifest_row, stac, scene.info.tags)
         row = _scene_row(item, content_hash, scene.info, metadata, digest)
+        objects = tile_object_columns(row, [w.as_list() for w in scene.windows], f"{rel}: boxes_xyxy")
     except (RasterError, MetadataError, OSError) as exc:
         return Prepared(rel, "failed", reason=failure_reason(exc, path))
     return Prepared(rel, "scene", row=row, windows=scene.windows, chips=np.stack(scene.chips),
-                    boxes=_tile_bboxes(scene.info, scene.windows, row), warnings=_constant_warning(scene.chips))
+                    boxes=_tile_bboxes(scene.info, scene.windows, row), warnings=_constant_warning(scene.chips),
+                    objects=objects)
 
 
 def _prepare_settings(settings: _Settings) -> PrepareSettings:
@@ -424,11 +435,7 @@ def _apply(
     if item.previous is not None:
         vectors.remove(catalog.remove_scene(item.rel))
     scene_id = catalog.add_scene(result.row)
-    tile_ids = catalog.add_tiles(
-        scene_id,
-        [{**dict(zip(("col_off", "row_off", "width", "height"), w.as_list())), "bbox": box}
-         for w, box in zip(result.windows, result.boxes)],
-    )
+    tile_ids = catalog.add_tiles(scene_id, result.tile_rows())
     pending.ids.extend(int(i) for i in tile_ids)
     if result.vectors is not None:
         pending.vectors.append(result.vectors)
@@ -565,7 +572,8 @@ def _write_info(
 
 
 def _relabel(catalog: Catalog, row: dict, *, touched: bool = False) -> None:
-    """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes.
+    """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes
+    and what each tile holds (its boxes may have changed).
 
     `row` comes from the raster's header (its tags are a metadata source), not its pixels (`prepare_file`);
     tile ids and vectors stay. Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the
@@ -575,6 +583,9 @@ def _relabel(catalog: Catalog, row: dict, *, touched: bool = False) -> None:
     scene_id = catalog.update_scene(row)
     if row["footprint_source"] != "raster":
         catalog.set_scene_tiles_bbox(scene_id, _scene_box(row))
+    tiles = catalog.scene_tile_windows(scene_id)  # the boxes may have changed: what each tile holds, again
+    held = tile_object_columns(row, [window for _, window in tiles], f"{row['path']}: boxes_xyxy")
+    catalog.set_tile_objects([(tile_id, values) for (tile_id, _), values in zip(tiles, held)])
     log.info("%s: %s (not re-embedded)", row["path"],
              "touched, new mtime recorded" if touched else "metadata changed, re-labelled")
 

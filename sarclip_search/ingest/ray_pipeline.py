@@ -431,8 +431,7 @@ def write_shards(
             assert result.row is not None and result.vectors is not None
             report.warnings.extend((item.rel, line) for line in result.warnings)
             scenes.append(result.row)
-            tiles.extend({"path": item.rel, **dict(zip(("col_off", "row_off", "width", "height"), w.as_list())),
-                          "bbox": box} for w, box in zip(result.windows, result.boxes))
+            tiles.extend({"path": item.rel, **tile} for tile in result.tile_rows())
             vectors.append(result.vectors)
             report.indexed += 1
             report.tiles_added += len(result.windows)

@@ -99,8 +99,9 @@ def test_label_edit_relabels_without_embedding(archive_db, checkpoint):
         hits = engine.query(like=[ship], filters=Filters(label="tanker"), k=5)
         assert [hit.id for hit in hits] == [ship] and hits[0].metadata["label"] == "tanker"
     assert rows[ship]["scene_id"] == rows_before[ship]["scene_id"]
-    assert {k: v for k, v in rows[ship].items() if k not in ("label", "metadata_hash")} == \
-        {k: v for k, v in rows_before[ship].items() if k not in ("label", "metadata_hash")}
+    assert (rows_before[ship]["tile_label"], rows[ship]["tile_label"]) == ("ship", "tanker")  # no boxes: the scene's
+    assert {k: v for k, v in rows[ship].items() if k not in ("label", "tile_label", "metadata_hash")} == \
+        {k: v for k, v in rows_before[ship].items() if k not in ("label", "tile_label", "metadata_hash")}
 
     again = reindex(archive, db, checkpoint)  # nothing changed since: nothing re-labelled
     assert (again.relabelled, again.unchanged, again.tiles_added) == (0, 3, 0)

@@ -124,3 +124,73 @@ def test_min_objects_filter(tmp_path) -> None:
         assert catalog.tile_ids(*predicate).tolist() == [int(ids[3])]
         predicate = build_predicate(Filters(min_objects=1, label="ship"), catalog.columns())
         assert catalog.tile_ids(*predicate).tolist() == [int(i) for i in ids[[0, 1, 3]]]
+
+
+# --- the indexer fills them, and re-labelling rewrites them -------------------------------------------------
+
+S1_TIF = "S1A_IW_GRDH_1SDV_20210310T054510_20210310T054535_036943_043758_2091_tiny.tif"  # 160 x 96 px, 6 tiles of 64
+
+
+def _tiles(db) -> list[dict]:
+    from sarclip_search.query.engine import Engine
+
+    with Engine.open(db) as engine:
+        rows = engine.catalog._con.execute(
+            "SELECT tile_id, col_off, row_off, width, height, label, tile_label, tile_n_objects, tile_objects "
+            "FROM tile_view ORDER BY tile_id").fetchall()
+    names = ("tile_id", "col_off", "row_off", "width", "height", "label", "tile_label", "tile_n_objects", "tile_objects")
+    return [dict(zip(names, row)) for row in rows]
+
+
+def _holds(tile: dict, x: float, y: float) -> bool:
+    return tile["col_off"] <= x < tile["col_off"] + tile["width"] and tile["row_off"] <= y < tile["row_off"] + tile["height"]
+
+
+def test_indexed_tiles_without_a_ship_are_not_labelled_ship(tmp_path, fixture_archive, indexed_db, checkpoint,
+                                                              sarclip) -> None:
+    import shutil
+
+    from sarclip_search.ingest.indexer import index_archive
+    from sarclip_search.store.layout import IndexStore
+
+    from helpers import link_encoders, reindex
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copy2(fixture_archive / "sentinel1" / S1_TIF, archive / S1_TIF)
+    (archive / "manifest.csv").write_text(f"path,label,split,boxes_xyxy\n{S1_TIF},ship,test,\"ship:10,10,30,30\"\n")
+    db = tmp_path / "db"
+    link_encoders(indexed_db[0], db)
+    report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint), tile_size=64)
+    assert report.failed == [] and report.tiles_added >= 4
+    tiles = _tiles(db)
+    assert {t["label"] for t in tiles} == {"ship"}  # the scene's label, as before
+    with_ship = [t for t in tiles if _holds(t, 20, 20)]
+    assert with_ship and all(t["tile_label"] == "ship" and t["tile_n_objects"] == 1 for t in with_ship)
+    others = [t for t in tiles if not _holds(t, 20, 20)]
+    assert others and all(t["tile_label"] == NO_OBJECT and t["tile_n_objects"] == 0 for t in others)
+
+    # --min-objects and --json: only the tiles holding the ship, with what they hold
+    import json
+
+    from helpers import run
+
+    result = run("query", "radar", "--db", db, "--min-objects", "1", "--json", "-k", "10")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert sorted(h["id"] for h in hits) == sorted(t["tile_id"] for t in with_ship)
+    assert all(h["tile_label"] == "ship" and h["tile_n_objects"] == 1 for h in hits)
+
+    # the ship moves in the manifest: a re-label (nothing re-embedded) moves it between the tiles
+    (archive / "manifest.csv").write_text(f"path,label,split,boxes_xyxy\n{S1_TIF},ship,test,\"ship:140,70,150,80\"\n")
+    report = reindex(archive, db, checkpoint, tile_size=64)
+    assert report.relabelled == 1 and report.tiles_added == 0
+    moved = _tiles(db)
+    assert [t["tile_id"] for t in moved] == [t["tile_id"] for t in tiles]
+    assert {t["tile_id"] for t in moved if t["tile_label"] == "ship"} == {t["tile_id"] for t in moved if _holds(t, 145, 75)}
+
+    # boxes that cannot be read: the file is listed with a one-line reason naming the column, nothing changes
+    (archive / "manifest.csv").write_text(f"path,label,split,boxes_xyxy\n{S1_TIF},ship,test,ship:1;2\n")
+    report = reindex(archive, db, checkpoint, tile_size=64)
+    assert [(path, "boxes_xyxy" in reason) for path, reason in report.failed] == [(S1_TIF, True)]
+    assert _tiles(db) == moved
