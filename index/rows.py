@@ -30,9 +30,9 @@ class Rows:
 
     def __init__(
         self, store: np.ndarray, ids: np.ndarray, codes: np.ndarray | None = None, *, ids_sorted: bool = False,
-        origin: dict | None = None,
+        origin: dict | None = None, size: int | None = None,
     ) -> None:
-        self.size = len(ids)
+        self.size = len(ids) if size is None else size  # `size`: the arrays hold spare rows after the live ones
         self.origin = origin
         self.unchanged = self.size if origin is not None else 0
         self._store = store  # (capacity, dim); rows [0, size) are live
@@ -42,7 +42,7 @@ class Rows:
         self._sorted_rows: np.ndarray | None = None  # None with _sorted_ids set: rows already in id order
         self._id_mode: tuple[str, np.ndarray | None] | None = None  # lazily chosen id -> row map (id_map)
         if ids_sorted:  # a memory-mapped id array stays on disk until a lookup needs it
-            self._sorted_ids, self._sorted_rows = ids, None
+            self._sorted_ids, self._sorted_rows = ids[: self.size], None
 
     @property
     def dim(self) -> int:

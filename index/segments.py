@@ -171,9 +171,9 @@ def _map(paths: list[Path], segments: list[dict[str, Any]]) -> np.ndarray:
     return view
 
 
-def _read(paths: list[Path], segments: list[dict[str, Any]]) -> np.ndarray:
+def _read(paths: list[Path], segments: list[dict[str, Any]], spare: int = 0) -> np.ndarray:
     total = int(segments[-1]["end"])
-    stream = np.empty(total, np.uint8)
+    stream = np.empty(total + spare, np.uint8)
     for path, segment in zip(paths, segments):
         start, end = int(segment["start"]), int(segment["end"])
         with open(path, "rb") as handle:
@@ -182,17 +182,21 @@ def _read(paths: list[Path], segments: list[dict[str, Any]]) -> np.ndarray:
     return stream
 
 
-def load_chain(directory: Path, column: dict[str, Any], mmap_it: bool) -> np.ndarray:
+def load_chain(directory: Path, column: dict[str, Any], mmap_it: bool, spare_rows: int = 0) -> np.ndarray:
     """A column (`{"dtype", "row_shape", "align", "segments"}` of index_info.json's files) as one array: a read-only
-    view of the mapped segments when `mmap_it` (and possible here), else read into memory."""
+    view of the mapped segments when `mmap_it` (and possible here), else read into memory with room for
+    `spare_rows` more rows after them (uninitialized: the array has that many rows more than the column)."""
     dtype, row_shape = np.dtype(column["dtype"]), tuple(int(n) for n in column["row_shape"])
     align = int(column["align"])
     row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
     segments = column["segments"]
     paths = check_chain(directory, segments, row_bytes, align)
     if not segments:
-        return np.empty((0, *row_shape), dtype)
-    stream = _map(paths, segments) if mmap_it and can_map_chains(align) else _read(paths, segments)
+        return np.empty((0 if mmap_it else spare_rows, *row_shape), dtype)
+    if mmap_it and can_map_chains(align):
+        stream = _map(paths, segments)
+    else:
+        stream = _read(paths, segments, 0 if mmap_it else spare_rows * row_bytes)
     if mmap_it:
         stream.flags.writeable = False  # a memory-mapped load is read-only, mapped or (fallback) read
     return stream.view(dtype).reshape(-1, *row_shape)

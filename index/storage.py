@@ -65,6 +65,8 @@ class SavedIndex(NamedTuple):
     codes: np.ndarray | None  # the subset codes, in id order; None without them
     subset_pq: faiss.IndexPQ | None
     files: dict[str, Any] | None  # index_info.json's `files` (format 2), the rows' origin; None for format 1
+    capacity: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # store, ids, codes with spare rows after
+    # the live ones (format 2 read into memory: a writer's next add fills them instead of copying the arrays)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -289,8 +291,12 @@ def _read_arrays_v1(directory: Path, info: dict[str, Any], mmap: bool) -> dict[s
     return {column: read_array(directory / name, mmap) for column, name in names.items()}
 
 
+SPARE_FRACTION = 8  # read into memory, the arrays get room for ntotal / 8 more rows (at least 1,024)
+
+
 def _read_arrays_v2(directory: Path, info: dict[str, Any], mmap: bool) -> dict[str, np.ndarray]:
-    """Format 2: each column's segment chain, as one array (mapped side by side when `mmap`)."""
+    """Format 2: each column's segment chain, as one array (mapped side by side when `mmap`; else read into
+    memory with SPARE_FRACTION spare rows after the live ones, which the caller slices off)."""
     files = info["files"]
     listed = [files.get("faiss")] + ([files.get("subset_pq")] if info.get("subset_codes") else [])
     for entry in listed:
@@ -308,7 +314,8 @@ def _read_arrays_v2(directory: Path, info: dict[str, Any], mmap: bool) -> dict[s
     if absent:
         raise VectorIndexError(f"expected {absent} in {directory / INFO_FILE}, they are missing; {REBUILD}")
     try:
-        return {column: segments.load_chain(directory, columns[column], mmap) for column in wanted}
+        spare = 0 if mmap else max(1024, int(info["ntotal"]) // SPARE_FRACTION)
+        return {column: segments.load_chain(directory, columns[column], mmap, spare) for column in wanted}
     except (KeyError, TypeError, ValueError) as error:
         raise VectorIndexError(f"cannot read the file list of {directory / INFO_FILE} ({error}); {REBUILD}") from None
 
@@ -324,6 +331,13 @@ def read_index(directory: Path, expected_dim: int | None, mmap: bool) -> SavedIn
     store_dtype = info.get("store_dtype", "float16")
     version = int(info["format_version"])
     arrays = _read_arrays_v1(directory, info, mmap) if version == 1 else _read_arrays_v2(directory, info, mmap)
+    capacity = None
+    if version >= 2 and not mmap:  # spare rows after the live ones: the live rows are what each column lists
+        listed = {column: int(listing["segments"][-1]["end"]) // (arrays[column].itemsize * int(
+            np.prod(arrays[column].shape[1:], dtype=np.int64))) if listing["segments"] else 0
+            for column, listing in info["files"]["columns"].items() if column in arrays}
+        capacity = (arrays["store"], arrays["ids"], arrays.get("codes"))
+        arrays = {column: array[: listed[column]] for column, array in arrays.items()}
     store, ids = arrays["store"], arrays["ids"]
     store_name = STORE_FILES[store_dtype] if version == 1 else STORE_STEMS[store_dtype]
     ids_name = IDS_FILE if version == 1 else IDS_STEM
@@ -361,4 +375,4 @@ def read_index(directory: Path, expected_dim: int | None, mmap: bool) -> SavedIn
             "a save was probably interrupted: save again or run `sarsearch index ARCHIVE`"
         )
     files = info.get("files") if version >= 2 else None
-    return SavedIndex(index, info, store, ids.astype(np.int64, copy=False), codes, subset_pq, files)
+    return SavedIndex(index, info, store, ids.astype(np.int64, copy=False), codes, subset_pq, files, capacity)

@@ -463,8 +463,9 @@ class VectorIndex:
         """
         saved = storage.read_index(Path(directory), expected_dim, mmap)
         info, factory = saved.info, str(saved.info["factory"])
-        rows = Rows(saved.store, saved.ids, saved.codes, ids_sorted=True,  # save writes them in id order
-                    origin=saved.files)  # a save back into `directory` appends to its segments
+        store, ids, codes = saved.capacity or (saved.store, saved.ids, saved.codes)  # with spare rows if read
+        rows = Rows(store, ids, codes, ids_sorted=True,  # save writes them in id order
+                    origin=saved.files, size=len(saved.ids))  # a save back into `directory` appends to its segments
         loaded = cls(saved.index, factory, rows, subset_pq=saved.subset_pq, read_only=mmap, use_gpu=use_gpu)
         loaded.nprobe = info.get("nprobe")
         loaded.rerank_factor = int(info.get("rerank_factor", loaded.rerank_factor))  # absent: the default

@@ -159,3 +159,21 @@ def test_a_chain_keeps_its_recorded_alignment_and_maps_on_a_huge_page_boundary(t
     (tmp_path / "index_info.json").write_text(json.dumps(info))
     with pytest.raises(VectorIndexError, match="file list.*--rebuild"):
         VectorIndex.load(tmp_path)
+
+
+def test_a_loaded_writer_adds_into_spare_rows_without_copying(tmp_path: Path) -> None:
+    index, xb = _built(3000)
+    index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path)
+    address = loaded.rows.store.ctypes.data
+    more = clustered(300, DIM, seed=12)
+    loaded.add(np.arange(3000, 3300), more)  # 300 <= the 1,024 spare rows: filled in place
+    assert loaded.rows.store.ctypes.data == address and loaded.ntotal == 3300
+    np.testing.assert_array_equal(loaded.vectors(np.arange(3300)), np.vstack([xb, more]))
+    loaded.add(np.arange(3300, 5000), clustered(1700, DIM, seed=13))  # beyond them: grown by copying
+    assert loaded.rows.store.ctypes.data != address
+    loaded.save(tmp_path)
+    reloaded = VectorIndex.load(tmp_path, mmap=True)
+    assert reloaded.ntotal == 5000
+    np.testing.assert_array_equal(reloaded.vectors(np.arange(3300)), np.vstack([xb, more]))
+    np.testing.assert_array_equal(reloaded.ids(), np.arange(5000))
