@@ -159,6 +159,33 @@ def test_a_killed_embedding_actor_is_restarted_and_changes_nothing(ray_cluster, 
     assert_same_index(local_db, db)
 
 
+def test_an_interrupted_ray_run_keeps_its_commits_and_a_rerun_resumes(ray_cluster, archive, local_db, sarclip,
+                                                                       checkpoint, indexed_db, tmp_path):
+    from contextlib import contextmanager
+
+    stream = ray_stream(checkpoint)
+
+    @contextmanager
+    def interrupted(todo, settings):  # the driver dies (Ctrl-C) while applying the 6th file
+        with stream(todo, settings) as prepared:
+            def results():
+                for number, result in enumerate(prepared):
+                    if number == 5:
+                        raise KeyboardInterrupt
+                    yield result
+            yield results()
+
+    db = tmp_path / "db"
+    with pytest.raises(KeyboardInterrupt):
+        build(archive, db, sarclip, checkpoint, indexed_db[0], stream=interrupted)
+    committed = IndexStore(db).require_current().read_info()["counts"]
+    assert committed["scenes"] == EVERY  # the first generation (4 files) is committed, the second is not
+    report = index_archive(archive, IndexStore(db), sarclip, model_path=str(checkpoint), tile_size=TILE,
+                           commit_every=EVERY, stream=ray_stream(checkpoint))
+    assert (report.indexed, report.unchanged) == (10 - EVERY, EVERY)  # resumed where it stopped
+    assert_same_index(local_db, db)
+
+
 def bad_archive(archive: Path, target: Path) -> Path:
     """`archive` without its manifest (every file is indexed) plus five files that cannot be."""
     shutil.copytree(archive, target)
