@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'sarclip-search[ray]'"
 DEFAULT_BATCH_SIZE = 64  # tiles per embedding call of an actor (the one-process path embeds 64 at a time too)
 DEFAULT_MAX_RETRIES = 3
-FILES_PER_BLOCK = 32  # files per prepare task (fewer tasks: less scheduling; at least 2 tasks per CPU)
+FILES_PER_BLOCK = 32  # files per prepare task (fewer tasks: less scheduling; at least 2 tasks per CPU); each
+# file is prepared and handed on by itself (batch_size=1), so memory does not grow with the block
 
 
 def import_ray() -> Any:
@@ -121,8 +122,9 @@ def _node_id() -> str:
 
 def _prepare_block(batch: dict[str, np.ndarray], settings: PrepareSettings,
                    prepare: Any = prepare_file) -> dict[str, np.ndarray]:
-    """A Ray task: prepare each file of the block; one row per tile (a file without tiles: one row, not
-    embedded). A file's first row carries its pickled `Prepared` (without its chips), the others b""."""
+    """A Ray task's call: prepare each file of the batch (one, see FILES_PER_BLOCK); one row per tile (a file
+    without tiles: one row, not embedded). A file's first row carries its pickled `Prepared` (without its
+    chips), the others b""."""
     node = _node_id()
     size = int(settings.image_size)  # type: ignore[arg-type]
     index: list[int] = []
@@ -263,7 +265,9 @@ class RayStream:
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = (
                 ray.data.from_items(jobs, override_num_blocks=max(1, blocks))
-                .map_batches(_prepare_block, batch_size=None, batch_format="numpy",
+                # one file a call: a task's output leaves it file by file (Ray Data streams a task's outputs), so
+                # a block of 32 Sentinel-1 scenes (~430 MB of chips each) is never held at once by a worker
+                .map_batches(_prepare_block, batch_size=1, batch_format="numpy",
                              fn_kwargs={"settings": prepare, "prepare": self.prepare},
                              num_cpus=actor_resources["num_cpus"],
                              max_retries=retries)
