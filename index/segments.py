@@ -42,6 +42,7 @@ from .errors import REBUILD, VectorIndexError
 
 ALIGN = 1 << 21  # new chains: segment starts are multiples of this (2 MiB: a huge page, a multiple of page sizes)
 HUGE = 1 << 21  # the mapped view starts on this boundary (huge-page mappings of the page cache)
+LEGACY_ALIGN = 1 << 16  # chains listed without `align` (written by commit 5d23908 only) used 64 KiB blocks
 MAX_SEGMENTS = 24  # per column; beyond, the tail is merged (size-tiered merging keeps far fewer at 1M rows)
 MAGIC = b"SARSEG01"
 TRAILER = struct.Struct("<8s16sQQ24x")  # magic, uid, start, end; 64 bytes
@@ -187,7 +188,7 @@ def load_chain(directory: Path, column: dict[str, Any], mmap_it: bool, spare_row
     view of the mapped segments when `mmap_it` (and possible here), else read into memory with room for
     `spare_rows` more rows after them (uninitialized: the array has that many rows more than the column)."""
     dtype, row_shape = np.dtype(column["dtype"]), tuple(int(n) for n in column["row_shape"])
-    align = int(column["align"])
+    align = int(column.get("align", LEGACY_ALIGN))
     row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
     segments = column["segments"]
     paths = check_chain(directory, segments, row_bytes, align)

@@ -221,7 +221,7 @@ def write_index(
             old = (previous or {}).get("columns", {}).get(column) if reuse else None
             if old is not None and {key: old.get(key) for key in listing} != listing:
                 old = None  # another dtype or width: nothing to keep
-            listing["align"] = int(old["align"]) if old else segments.ALIGN  # a kept chain keeps its own
+            listing["align"] = int(old.get("align", segments.LEGACY_ALIGN)) if old else segments.ALIGN  # kept: its own
             row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
             stream = memoryview(array.reshape(-1).view(np.uint8))
             kept, start = segments.plan_segments(old["segments"] if old else [], unchanged * row_bytes,

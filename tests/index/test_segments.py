@@ -155,10 +155,29 @@ def test_a_chain_keeps_its_recorded_alignment_and_maps_on_a_huge_page_boundary(t
     view = VectorIndex.load(tmp_path, mmap=True).rows.store
     assert view.ctypes.data % segments_module.HUGE == 0
     np.testing.assert_allclose(view[:3000], xb, atol=1e-3)
-    del store["align"]
+    del store["align"]  # listings of the first segmented version had none: 64 KiB blocks, here 4 KiB: refused
     (tmp_path / "index_info.json").write_text(json.dumps(info))
-    with pytest.raises(VectorIndexError, match="file list.*--rebuild"):
+    with pytest.raises(VectorIndexError, match="do not chain.*--rebuild"):
         VectorIndex.load(tmp_path)
+
+
+def test_a_listing_without_align_is_read_as_64_kib_blocks(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(segments_module, "ALIGN", 1 << 16)  # what commit 5d23908 wrote, without recording it
+    xb = clustered(3000, 64, seed=14)
+    index = VectorIndex.create(64, "Flat")
+    index.add(np.arange(3000), xb)
+    index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path)
+    loaded.add(np.arange(3000, 3100), clustered(100, 64, seed=15))
+    loaded.save(tmp_path)
+    info = json.loads((tmp_path / "index_info.json").read_text())
+    assert len(info["files"]["columns"]["store"]["segments"]) == 2
+    for listing in info["files"]["columns"].values():
+        del listing["align"]
+    (tmp_path / "index_info.json").write_text(json.dumps(info))
+    monkeypatch.setattr(segments_module, "ALIGN", 1 << 21)
+    for mmap in (False, True):
+        np.testing.assert_allclose(VectorIndex.load(tmp_path, mmap=mmap).vectors(np.arange(3000)), xb, atol=1e-3)
 
 
 def test_a_loaded_writer_adds_into_spare_rows_without_copying(tmp_path: Path) -> None:
