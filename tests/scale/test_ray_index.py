@@ -214,6 +214,17 @@ def test_bad_files_are_listed_as_in_one_process(ray_cluster, archive, sarclip, c
     assert_same_index(tmp_path / "one", tmp_path / "ray")
 
 
+def test_strict_stops_at_the_first_bad_file_and_commits_nothing(ray_cluster, archive, checkpoint, indexed_db,
+                                                                 tmp_path, fast_model):
+    bad = bad_archive(archive, tmp_path / "bad")
+    link_encoders(indexed_db[0], tmp_path / "ray")
+    result = run("index", bad, "--db", tmp_path / "ray", "--model", checkpoint, "--quiet", "--tile-size", TILE,
+                 "--strict", "--ray")
+    assert result.exit_code == 1, result.output
+    assert "(--strict: stopped at the first failed file, nothing was committed)" in " ".join(result.output.split())
+    assert IndexStore(tmp_path / "ray").current() is None
+
+
 def test_ray_options_are_checked_before_anything_runs(tmp_path, archive):
     result = run("index", archive, "--db", tmp_path / "db", "--ray", "--ray-batch-size", "0")
     assert result.exit_code == 1 and "--ray-batch-size must be a positive number of tiles" in result.output
