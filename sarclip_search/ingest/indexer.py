@@ -550,7 +550,7 @@ def _write_info(
     """Check that the catalog (its batch's counts and ids) and the saved vectors hold the same ids, then
     write the generation's info.json."""
     counts, tile_ids = applied.counts, applied.tile_ids
-    vectors = VectorIndex.load(generation.vectors_path)
+    vectors = VectorIndex.load(generation.vectors_path, mmap=True)  # ids and counts only: the copy stays on disk
     if not np.array_equal(np.sort(vectors.ids()), tile_ids):
         raise RuntimeError(f"catalog has {counts['tiles']} tiles but the index {vectors.ntotal} vectors, or other ids")
     report.totals = {**counts, "vectors": vectors.ntotal}
