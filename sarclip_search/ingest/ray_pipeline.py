@@ -99,7 +99,7 @@ def ray_session(address: str | None) -> Iterator[Any]:
     ray_log.setLevel(logging.ERROR)  # its start-up notices (token authentication ...) are not the user's business
     try:
         if address in (None, "", "local"):
-            ray.init(num_cpus=os.cpu_count() or 1, **settings)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **settings)  # never joins a cluster running here
         else:
             ray.init(address=address, **settings)
     except (ConnectionError, RuntimeError, ValueError) as exc:
