@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads; stated in the result
 
@@ -99,14 +100,40 @@ def catalog_tables(catalog: Path) -> dict[str, tuple[list[str], list[tuple]]]:
         con.close()
 
 
-def compare(db_a: Path, db_b: Path) -> dict:
+# run by each side's python: its own checkout reads its own index (vector storage formats change between commits)
+DUMP = """
+import sys, numpy as np
+from sarclip_search.index import VectorIndex
+from sarclip_search.store.layout import IndexStore
+generation = IndexStore(sys.argv[1]).require_current()
+vectors = VectorIndex.load(generation.vectors_path)
+ids = np.sort(vectors.ids())
+np.save(sys.argv[2], ids)
+np.save(sys.argv[3], vectors.vectors(ids))
+print(generation.path)
+"""
+
+
+def dump_index(python: str, db: Path) -> tuple[Path, Any, Any]:
+    """(committed generation, sorted ids, their vectors) of index `db`, read by `python`'s checkout."""
+    import numpy as np
+
+    ids_file, vectors_file = db.parent / f"{db.name}-ids.npy", db.parent / f"{db.name}-vectors.npy"
+    done = subprocess.run([python, "-P", "-c", DUMP, str(db), str(ids_file), str(vectors_file)], capture_output=True,
+                          text=True, check=False, cwd=db.parent)
+    if done.returncode:
+        sys.exit(f"error: reading {db} with {python}:\n{done.stderr[-2000:]}")
+    return Path(done.stdout.strip()), np.load(ids_file), np.load(vectors_file)
+
+
+def compare(db_a: Path, db_b: Path, python_a: str, python_b: str) -> dict:
     """Tile ids, catalog rows and vectors of two index directories' committed generations."""
     import numpy as np
 
-    from sarclip_search.index import VectorIndex
-    from sarclip_search.store.layout import IndexStore
+    from sarclip_search.store.layout import Generation
 
-    gen_a, gen_b = IndexStore(db_a).require_current(), IndexStore(db_b).require_current()
+    (path_a, ids_a, matrix_a), (path_b, ids_b, matrix_b) = dump_index(python_a, db_a), dump_index(python_b, db_b)
+    gen_a, gen_b = Generation(path_a), Generation(path_b)
     result: dict = {"equal": True, "differences": []}
 
     def differ(text: str) -> None:
@@ -124,14 +151,11 @@ def compare(db_a: Path, db_b: Path) -> dict:
             differ(f"catalog table {name}: {len(rows_a)} vs {len(rows_b)} rows, not all equal")
         else:
             result[f"catalog_{name}"] = f"{len(rows_a)} rows x {len(columns_a)} columns, equal"
-    vectors_a, vectors_b = VectorIndex.load(gen_a.vectors_path), VectorIndex.load(gen_b.vectors_path)
-    ids_a, ids_b = np.sort(vectors_a.ids()), np.sort(vectors_b.ids())
     catalog_ids = np.sort(np.asarray([row[0] for row in tables_a.get("tiles", ([], []))[1]], dtype=np.int64))
     if not (np.array_equal(ids_a, ids_b) and np.array_equal(ids_a, catalog_ids)):
         differ(f"tile ids: {len(ids_a)} vs {len(ids_b)} vectors, {len(catalog_ids)} catalog tiles, not the same ids")
     else:
         result["tile_ids"] = f"{len(ids_a)}, the same in both catalogs and both vector indexes"
-        matrix_a, matrix_b = vectors_a.vectors(ids_a), vectors_b.vectors(ids_b)
         if np.array_equal(matrix_a, matrix_b):
             result["vectors"] = f"{matrix_a.shape} {matrix_a.dtype}, bitwise equal"
         else:
@@ -181,8 +205,8 @@ def main() -> None:
                 print(f"{side} run {number + 1}: {runs[side][-1]}", file=sys.stderr, flush=True)
                 if number < args.repeat - 1:
                     shutil.rmtree(db, ignore_errors=True)
-        comparisons = {side: compare(work / f"before-{args.repeat - 1}", work / f"{side}-{args.repeat - 1}")
-                       for side in sides if side != "before"}
+        comparisons = {side: compare(work / f"before-{args.repeat - 1}", work / f"{side}-{args.repeat - 1}",
+                                     before, sides[side]) for side in sides if side != "before"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()

@@ -158,6 +158,25 @@ def test_an_index_embedded_by_both_says_so(tmp_path, fixture_archive, sarclip, c
     assert json.loads(db.require_current().info_path.read_text())["model"]["embedder"] == "onnx+torch"
 
 
+def test_a_rebuild_with_the_export_in_place_loads_no_torch(indexed_db, tmp_path, sarclip, monkeypatch):
+    monkeypatch.delenv(EMBEDDER_ENV, raising=False)
+    db, archive, checkpoint = indexed_db
+    shutil.copytree(db, tmp_path / "db")
+    before = _vectors_by_window(tmp_path / "db")
+
+    def no_torch():
+        raise AssertionError("the index has its ONNX export: embedding needs no torch model")
+
+    report = index_archive(archive, IndexStore(tmp_path / "db"), no_torch, model_path=str(checkpoint), rebuild=True)
+    assert report.indexed == 10 and not report.failed
+    after = _vectors_by_window(tmp_path / "db")
+    assert sorted(after) == sorted(before)
+    keys = sorted(after)
+    assert _cosines(np.stack([after[k] for k in keys]), np.stack([before[k] for k in keys])).min() >= MIN_COSINE
+    info = IndexStore(tmp_path / "db").require_current().read_info()
+    assert info["model"] == {**sarclip.identity, "embedder": "onnx", "checkpoint_path": str(checkpoint)}
+
+
 # --- timing ---------------------------------------------------------------------------------------------------
 
 
