@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,7 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from rasterio.errors import NotGeoreferencedWarning
 
 from sarclip_search._fs import file_sha256
 from sarclip_search.errors import InputError, MetadataError, RasterError, printable_path
@@ -401,11 +399,7 @@ def read_ahead(todo: list[Todo], settings: _Settings, workers: int = READ_AHEAD)
         while pending:
             yield pending.popleft().result()
 
-    # raster.py silences rasterio's NotGeoreferencedWarning with warnings.catch_warnings, which is not
-    # thread-safe: two threads entering and leaving it can restore each other's filters, and the warning
-    # would reach the user. Here it is ignored for the whole read-ahead, and the filters restored after.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    with raster.georeferencing_warnings_ignored():  # per-call filters are not thread-safe (see there)
         try:
             yield results()
         finally:

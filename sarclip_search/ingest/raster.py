@@ -131,6 +131,18 @@ def _open(path: Path) -> Iterator[rasterio.io.DatasetReader]:
             yield dataset
 
 
+@contextmanager
+def georeferencing_warnings_ignored() -> Iterator[None]:
+    """Rasterio's NotGeoreferencedWarning ignored in every thread for the block (plain PNG/JPEG chips carry
+    no georeferencing: expected). The reads here ignore it per call with `warnings.catch_warnings`, which is
+    not thread-safe: two threads entering and leaving it can restore each other's filters and let the warning
+    reach the user. Code that reads rasters from several threads (the indexer's read-ahead, the server)
+    runs inside this instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        yield
+
+
 def _has_png_trailer(path: Path) -> bool:
     """True when the last bytes of `path` hold the PNG end chunk (IEND)."""
     with open(path, "rb") as handle:

@@ -80,6 +80,7 @@ def serve(db: str | Path | None, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     """
     import uvicorn
 
+    from sarclip_search.ingest.raster import georeferencing_warnings_ignored
     from sarclip_search.server.app import create_app
 
     check_binding(host, token)
@@ -94,7 +95,8 @@ def serve(db: str | Path | None, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     if on_ready is not None:
         on_ready(url, app.state.generations.current_name)
     try:
-        server.run(sockets=[sock])
+        with georeferencing_warnings_ignored():  # requests read rasters in several threads
+            server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled, after its graceful shutdown
         pass
     finally:
