@@ -44,6 +44,8 @@ from sarclip_search.query.fusion import (
 from sarclip_search.query.hit import MAX_K, Hit, dedup_hits, first_k, windows_overlap
 from sarclip_search.store.artifacts import check_query_checkpoint, check_recorded_schema
 from sarclip_search.store.catalog import Catalog
+from sarclip_search.store.column_arrays import CACHE_ENTRIES, ColumnArrays, IdSetCache, filter_key
+from sarclip_search.store.column_arrays import enabled as column_arrays_enabled
 from sarclip_search.store.filters import Filters, build_predicate
 from sarclip_search.store.layout import Generation, IndexStore
 
@@ -290,6 +292,10 @@ class Engine(RankedQueries):
         self.info = info
         self.catalog = catalog
         self.vectors = vectors
+        # filters: the shortcuts as a numpy mask over tile ids (store/column_arrays.py), recent id sets kept;
+        # SARSEARCH_FILTER_COLUMNS=0 runs every filter in DuckDB without the cache
+        self.filter_columns = ColumnArrays.for_generation(generation.path, catalog) if column_arrays_enabled() else None
+        self.id_sets = IdSetCache(CACHE_ENTRIES if self.filter_columns is not None else 0)
         self._model_path = model_path
         self._model = None
         self._encoder = None
@@ -415,11 +421,23 @@ class Engine(RankedQueries):
     # --- query ------------------------------------------------------------------------------------
 
     def filter_ids(self, filters: Filters | None) -> np.ndarray | None:
-        """Tile ids matching the filters, or None when no filter is set."""
+        """Sorted tile ids (read-only) matching the filters, or None when no filter is set.
+
+        Recent filters' id sets come from `id_sets`; otherwise the filters are checked (`build_predicate`) and
+        the shortcut filters answered by `filter_columns` (a numpy mask), a ``--where`` by the catalog (DuckDB).
+        Both give the same ids (tests/store/test_column_arrays.py).
+        """
         if filters is None:
             return None
+        key = filter_key(filters)
+        cached = self.id_sets.get(key)
+        if cached is not None:
+            return cached
         predicate = build_predicate(filters, self.catalog.columns())
-        return None if predicate.sql is None else self.catalog.tile_ids(predicate)
+        if predicate.sql is None:
+            return None
+        ids = self.filter_columns.match(filters) if self.filter_columns is not None else None
+        return self.id_sets.put(key, self.catalog.tile_ids(predicate) if ids is None else ids)
 
     def stored_vectors(self, ids: Sequence[int], option: str = "--like") -> np.ndarray:
         """The stored embeddings (n, d) of tile ids from earlier results; InputError naming an unknown id."""

@@ -512,6 +512,14 @@ class Catalog:
             ) from exc
         return ids if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()) else np.sort(ids)
 
+    def fetch_numpy(self, sql: str, params: Sequence[object] | None = None) -> dict[str, np.ndarray]:
+        """The columns of one read the store writes itself (`column_arrays`: filter columns in tile-id order) as
+        numpy arrays (masked where NULL); CatalogError when DuckDB refuses it."""
+        try:
+            return self._con.execute(sql, list(params or [])).fetchnumpy()
+        except duckdb.Error as exc:
+            raise CatalogError(f"could not read the catalog {self.path or 'memory'} ({str(exc).splitlines()[0]})") from exc
+
     def fetch_tiles(self, ids: Sequence[int]) -> list[dict[str, object]]:
         """One dict per id, in the given order, with every `tile_view` column; unknown ids skipped.
 
