@@ -97,7 +97,10 @@ def measure(before: Engine, after: Engine, text: str, filters: Filters) -> tuple
     times["filter_before"], _ = timed(lambda: before.filter_ids(filters))
     after.id_sets.clear()
     times["filter_after_new"], _ = timed(lambda: after.filter_ids(filters))
-    times["filter_after_cached"], _ = timed(lambda: after.filter_ids(filters))
+    times["filter_after_cached"], subset = timed(lambda: after.filter_ids(filters))
+    times["encode"], vector = timed(lambda: after.embed_text(text))
+    if len(subset):  # the rest of a query: the ANN search over the subset and the hits' catalog rows
+        times["search_fetch"], _ = timed(lambda: after._search(vector[None], K, subset, None))
     return times, [h.id for h in hits_before], [h.id for h in hits_after]
 
 
@@ -106,7 +109,7 @@ def main() -> None:
     parser.add_argument("--db", default=str(CORPUS_DB), help="the corpus index the scaled one is built from")
     parser.add_argument("--cache", default=str(RUNS / "bench-latency"), help="where bench_retrieval keeps db-N")
     parser.add_argument("--size", type=int, default=1_000_000)
-    parser.add_argument("--texts", type=int, default=60, help="latency texts per filter (ship texts: all of them)")
+    parser.add_argument("--texts", type=int, default=100, help="latency texts per filter (ship texts: all of them)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "filtered.json"))
@@ -201,13 +204,16 @@ def print_result(result: dict) -> None:
     columns = result["filter_columns"]
     print(f"filter columns built from the catalog in {columns['total_s']} s ({columns['bytes_on_disk'] / 2**20:.1f} MiB): "
           + ", ".join(f"{k} {v}" for k, v in columns["seconds"].items()))
-    print("ms p50 / p99; before = DuckDB, after new = column arrays (id set not cached), after cached = id-set cache hit")
+    print("ms p50 / p99; before = DuckDB, after new = column arrays (id set not cached), after cached = id-set cache hit;"
+          " the rest of a query: text encoding, ANN search + fetch of the hits' rows")
     header = f"{'filter':<32}{'share':>8}" + "".join(f"{'e2e ' + w:>19}" for w in WAYS) + "".join(
-        f"{'filter ' + w:>22}" for w in WAYS) + f"{'recall@10':>11}{'same':>9}"
+        f"{'filter ' + w:>22}" for w in WAYS) + f"{'encode':>16}{'search+fetch':>16}{'recall@10':>11}{'same':>9}"
     print(header)
     for row in result["rows"]:
         cells = "".join(f"{row['e2e_' + w]['p50']:>11.1f} /{row['e2e_' + w]['p99']:>6.1f}" for w in WAYS)
         cells += "".join(f"{row['filter_' + w]['p50']:>14.2f} /{row['filter_' + w]['p99']:>6.1f}" for w in WAYS)
+        cells += "".join(f"{row[key]['p50']:>8.1f} /{row[key]['p99']:>6.1f}" if key in row else f"{'-':>16}"
+                         for key in ("encode", "search_fetch"))
         print(f"{row['filters'][:31]:<32}{100 * row['selectivity']:>7.2f}%{cells}{row['recall_at_10'] if row['recall_at_10'] is not None else float('nan'):>11.3f}"
               f"{row['same_hits']:>9}")
 
