@@ -346,8 +346,9 @@ def filter_key(filters: Filters) -> tuple | None:
     """The filters as a hashable key in which equal filters look alike (a BBox and a tuple, a date as text and
     as a datetime), or None when they cannot be keyed (let `build_predicate` say what is wrong with them)."""
     try:
+        texts = (filters.where, filters.label, filters.dataset, filters.split, filters.sensor, filters.polarization)
         key = (
-            filters.where, filters.label, filters.dataset, filters.split, filters.sensor, filters.polarization,
+            *((type(value).__name__, value) for value in texts),  # 1, 1.0 and True are equal keys, not equal filters
             None if filters.bbox is None else tuple(BBox.of(filters.bbox)),
             None if filters.after is None else _as_time(filters.after),
             None if filters.before is None else _as_time(filters.before),

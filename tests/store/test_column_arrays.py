@@ -212,6 +212,7 @@ def test_filter_key_and_cache() -> None:
     assert filter_key(Filters(bbox=(1, 2, 3, 4), after="2020-01-01")) == filter_key(
         Filters(bbox=BBox((1.0, 2.0, 3.0, 4.0)), after=datetime(2020, 1, 1)))
     assert filter_key(Filters(label="a")) != filter_key(Filters(dataset="a"))
+    assert filter_key(Filters(label=1)) != filter_key(Filters(label=True))  # type: ignore[arg-type]
     assert filter_key(Filters(bbox=(1, 2))) is None  # malformed: left to build_predicate's error
     cache = IdSetCache(entries=2, max_bytes=800)
     a, b, c = (np.arange(n, dtype=np.int64) for n in (10, 20, 30))
