@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import filtered
-from .cost import query_cost
+from .cost import RERANK_COST, query_cost
 from .exact import as_matrix, exact_topk, row_blocks
 from .filtered import SearchableIndex
 from .metrics import recall_per_query
@@ -39,6 +39,11 @@ TUNE_MAX_QUERIES = 256  # enough for recall@10 within ~±0.01; exact truth costs
 # (near-duplicate tiles, whose top 10 the 4-bit codes cannot order): scan 0.19.
 FILTER_CHECK_SELECTIVITY = 0.1
 RERANK_FACTORS = (1, 2, 4, 8, 16, 32)  # tried for PQ indexes; IVF-Flat scores are exact, so only 1
+# Text queries sit across the modality gap: their true neighbours are farther and PQ codes order them worse,
+# so tune_text tries deeper re-ranking (1280 candidates at k=10; ~0.5 ms of re-scoring per query at 1M).
+TEXT_RERANK_FACTORS = (*RERANK_FACTORS, 64, 128)
+TEXT_ROUTED = 0.02  # tune_text's routing threshold leaves at most this share of the text proxies on the image side
+GAP_SAMPLE = 4096  # image vectors (seeded) whose mean is the image side of the modality gap
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,16 @@ def tune_index(
     target_recall: float = 0.95,
     k: int = 10,
     max_queries: int = TUNE_MAX_QUERIES,
+    rerank_factors: tuple[int, ...] | None = None,
+    offset: np.ndarray | None = None,
+    check_filters: bool = True,
 ) -> TuneResult:
     """Measure recall@k of a grid of (nprobe, rerank_factor) and return the cheapest meeting the target.
 
+    `rerank_factors`: the depths tried for PQ indexes (default RERANK_FACTORS; text queries go deeper:
+    TEXT_RERANK_FACTORS).
+    `offset`: subtracted from the queries for the FAISS probe only, the candidates then re-ranked exactly
+    with the queries as given (modality-mean centering, `tune_text`); every setting then re-ranks.
     Does not change `index` (a VectorIndex, used through its public members); `VectorIndex.tune` stores
     the result as its defaults.
     """
@@ -111,16 +123,17 @@ def tune_index(
     truth = _drop_own_ids(truth, own_ids, k)
 
     nlist = index.nlist
-    factors = RERANK_FACTORS if "PQ" in index.factory else (1,)
+    factors = (rerank_factors or RERANK_FACTORS) if "PQ" in index.factory or offset is not None else (1,)  # centered: re-rank
+    probe = xq if offset is None else np.ascontiguousarray(xq - offset, dtype=np.float32)
     best: TuneResult | None = None
     fallback: TuneResult | None = None
     for nprobe in _nprobe_grid(nlist):
         scan_cost = query_cost(nlist, size, k, nprobe, 1)
         if best is not None and scan_cost >= best.cost:
             break
-        _, candidates = index.approximate_search(xq, fetch * max(factors), nprobe=nprobe)
+        _, candidates = index.approximate_search(probe, fetch * max(factors), nprobe=nprobe)
         for factor in factors:
-            if factor == 1:
+            if factor == 1 and offset is None:
                 found = candidates[:, :fetch]  # FAISS returns candidates best first
             else:
                 # as deep as a real query: k * factor candidates, plus the query itself when it is in the index
@@ -129,7 +142,7 @@ def tune_index(
             per_query = per_query[~np.isnan(per_query)]
             recall = float(per_query.mean()) if len(per_query) else 1.0
             lower = recall - 2 * float(per_query.std()) / max(1, len(per_query)) ** 0.5
-            cost = query_cost(nlist, size, k, nprobe, factor)
+            cost = query_cost(nlist, size, k, nprobe, factor) + (RERANK_COST * k if offset is not None and factor == 1 else 0)
             point = TuneResult(
                 nprobe, factor, recall, lower, target_recall, k, len(xq), cost, lower >= target_recall, size
             )
@@ -143,7 +156,7 @@ def tune_index(
                 break  # a larger factor at this nprobe costs more
     if best is None:
         assert fallback is not None  # the grid is never empty
-        logger.warning(
+        (logger.warning if check_filters else logger.info)(  # tune_text's variants: it logs the one it keeps
             "no setting of %s reached recall@%d %.3f (best %.3f at nprobe=%s, rerank_factor=%d); using it",
             index.factory, k, target_recall, fallback.recall, fallback.nprobe, fallback.rerank_factor,
         )
@@ -153,7 +166,7 @@ def tune_index(
             "tuned %s: nprobe=%s rerank_factor=%d recall@%d=%.3f on %d queries (target %.3f)",
             index.factory, best.nprobe, best.rerank_factor, k, best.recall, best.queries, target_recall,
         )
-    return _check_filter_strategy(index, best, xq, own_ids, k, fetch)
+    return _check_filter_strategy(index, best, xq, own_ids, k, fetch) if check_filters else best
 
 
 def _check_filter_strategy(
@@ -181,3 +194,121 @@ def _check_filter_strategy(
                 "subset scan" if scan else "selector")
     return replace(chosen, subset_scan=scan, subset_scan_recall=round(recalls["scan"], 4),
                    selector_recall=round(recalls["selector"], 4))
+
+
+# ------------------------------------------------------------------ text queries (the modality gap)
+
+
+@dataclass(frozen=True)
+class TextTuning:
+    """The setting `tune_text` chose for text queries, and how a query is recognized as one.
+
+    Text embeddings of a CLIP-style model sit apart from the image embeddings (the modality gap) along a
+    nearly common direction: `direction` (unit: mean text proxy minus mean image vector) and `threshold`
+    (half-way between the two populations' median projections, lowered until >= 98% of the text proxies
+    are above it) route a query to this setting
+    (`VectorIndex.population`); `routed` is the share of text proxies and image sample routed right.
+    `offset` (mean text minus mean image) is subtracted from a text query for the FAISS probe when
+    `centered` measured cheaper at the target (or better short of it); the candidates are re-ranked exactly
+    with the query as given.
+    """
+
+    result: TuneResult  # the setting chosen for text queries (centered or not) and its measurement
+    centered: bool
+    direction: np.ndarray  # (d,) unit
+    threshold: float
+    offset: np.ndarray  # (d,) mean text proxy - mean image vector; used only when centered
+    routed: float
+    plain: TuneResult  # the best setting without centering ...
+    with_offset: TuneResult | None  # ... and with it (None: not measured)
+
+    def as_info(self) -> dict[str, Any]:
+        """JSON-ready (index_info.json `tuning.text`): the vectors as lists of floats."""
+        return {
+            **self.result.as_info(),
+            "centered": self.centered,
+            "gap_norm": round(float(np.linalg.norm(self.offset)), 4),
+            "routed": round(self.routed, 4),
+            "threshold": float(self.threshold),
+            "direction": [round(float(v), 6) for v in self.direction],
+            **({"offset": [round(float(v), 6) for v in self.offset]} if self.centered else {}),
+            "plain": _summary(self.plain),
+            **({"with_offset": _summary(self.with_offset)} if self.with_offset is not None else {}),
+        }
+
+
+def _summary(result: TuneResult) -> dict[str, Any]:
+    return {"nprobe": result.nprobe, "rerank_factor": result.rerank_factor, "recall": round(result.recall, 4),
+            "cost": result.cost, "met_target": result.met_target}
+
+
+def _better(a: TuneResult, b: TuneResult) -> bool:
+    """a is the better pick: meets the target more cheaply, or meets it where b does not, or recalls more."""
+    if a.met_target != b.met_target:
+        return a.met_target
+    if a.met_target:
+        return a.cost < b.cost
+    return (a.recall, -a.cost) > (b.recall, -b.cost)
+
+
+def image_sample(index: SearchableIndex, count: int = GAP_SAMPLE) -> np.ndarray:
+    """A seeded sample of up to `count` of the index's own vectors, float32."""
+    size = index.ntotal
+    rows = np.sort(np.random.default_rng(TUNE_SEED + 2).choice(size, min(count, size), replace=False))
+    return np.asarray(index.rows.store[rows], dtype=np.float32)
+
+
+def _separating_direction(texts: np.ndarray, images: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Unit direction that best separates text from image vectors: Fisher's discriminant (the pooled
+    covariance, shrunk towards its mean variance, solved against the mean difference `offset`). The mean
+    difference alone routes worse where the image vectors spread widely across it."""
+    if not float(np.linalg.norm(offset)) > 0:
+        return np.zeros_like(offset)
+    pooled = (np.cov(texts, rowvar=False) + np.cov(images, rowvar=False)) / 2 if len(texts) > 1 else np.cov(
+        images, rowvar=False)
+    pooled = np.atleast_2d(pooled)
+    shrunk = 0.9 * pooled + 0.1 * np.eye(len(offset)) * float(np.trace(pooled)) / len(offset)
+    direction = np.linalg.solve(shrunk + 1e-6 * np.eye(len(offset)), offset.astype(np.float64))
+    return (direction / np.linalg.norm(direction)).astype(np.float32)
+
+
+def tune_text(
+    index: SearchableIndex,
+    text_queries: np.ndarray,
+    *,
+    target_recall: float = 0.95,
+    k: int = 10,
+    max_queries: int = TUNE_MAX_QUERIES,
+    centering: bool = True,
+) -> TextTuning | None:
+    """The cheapest (nprobe, rerank_factor) reaching `target_recall` for text queries (`text_queries`: unit
+    text embeddings, e.g. the index vocabulary through caption templates), trying deeper re-ranking than for
+    image queries and, with `centering`, the probe with the modality-mean offset subtracted; the better of
+    the two wins (`_better`). None for Flat or an empty index, or without text queries.
+    """
+    if index.is_flat or index.ntotal == 0 or text_queries is None or len(text_queries) == 0:
+        return None
+    xt = as_matrix(text_queries, index.dim, "text_queries")
+    images = image_sample(index)
+    offset = (xt.mean(axis=0) - images.mean(axis=0)).astype(np.float32)
+    norm = float(np.linalg.norm(offset))
+    direction = _separating_direction(xt, images, offset)
+    text_side, image_side = xt @ direction, images @ direction
+    # half-way between the medians, lowered to keep >= 98% of the text proxies on the text side: a text query
+    # routed to the image setting loses recall, an image query routed to the text setting only costs time
+    threshold = float(min((np.median(text_side) + np.median(image_side)) / 2, np.quantile(text_side, TEXT_ROUTED)))
+    routed = float(((text_side > threshold).sum() + (image_side <= threshold).sum()) / (len(xt) + len(images)))
+    options: dict[str, Any] = {"target_recall": target_recall, "k": k, "max_queries": max_queries,
+                               "rerank_factors": TEXT_RERANK_FACTORS, "check_filters": False}
+    plain = tune_index(index, xt, **options)
+    with_offset = tune_index(index, xt, offset=offset, **options) if centering and norm > 0 else None
+    centered = with_offset is not None and _better(with_offset, plain)
+    chosen = with_offset if centered else plain
+    assert chosen is not None
+    logger.info("tuned %s for text queries: nprobe=%s rerank_factor=%d recall@%d=%.3f%s (without centering: "
+                "nprobe=%s rerank=%d recall %.3f%s); gap %.3f, %.1f%% routed right",
+                index.factory, chosen.nprobe, chosen.rerank_factor, k, chosen.recall, ", centered" if centered else "",
+                plain.nprobe, plain.rerank_factor, plain.recall,
+                "" if with_offset is None else f"; centered: nprobe={with_offset.nprobe} "
+                f"rerank={with_offset.rerank_factor} recall {with_offset.recall:.3f}", norm, 100 * routed)
+    return TextTuning(chosen, centered, direction.astype(np.float32), threshold, offset, routed, plain, with_offset)

@@ -32,7 +32,7 @@ from .factory import default_nprobe, default_store_dtype, new_faiss_index, train
 from .rerank import default_rerank_factor, exact_rerank
 from .rows import Rows
 from .storage import FORMAT_VERSION, METRIC
-from .tuning import TuneResult, tune_index
+from .tuning import TextTuning, TuneResult, tune_index, tune_text
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,12 @@ class VectorIndex:
         self.tuning: dict[str, Any] | None = None  # what tune() measured when it chose the two above
         self.trained_on: int | None = None  # vectors in the index when its IVF quantizer was trained
         self.subset_scan = False  # filtered search scans mid-size subsets: tune() decides (filtered.py)
+        # text queries (tune(text_queries=...)): their own setting, the gap direction that recognizes them, and
+        # the probe offset when centering won; None: every query uses the image setting (indexes tuned before)
+        self.text_nprobe: int | None = None
+        self.text_rerank_factor: int | None = None
+        self._text_route: tuple[np.ndarray, float] | None = None  # (unit direction, threshold)
+        self._text_offset: np.ndarray | None = None
 
     # ---- construction
 
@@ -312,6 +318,7 @@ class VectorIndex:
         subset: np.ndarray | None = None,
         nprobe: int | None = None,
         rerank_factor: int | None = None,
+        population: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best-k inner-product search: (scores float32 (q, k), ids int64 (q, k)), best first.
 
@@ -327,6 +334,10 @@ class VectorIndex:
         re-scored exactly against the exact copy (memory-mapped when loaded with mmap=True) and
         the best k kept; scores are then exact to ~1e-3 instead of PQ estimates. `nprobe` and
         `rerank_factor` override `self.nprobe` and `self.rerank_factor` (set by `tune`) for this call.
+
+        `population` ("image" or "text"; None: `self.population(queries)` decides) picks the tuned setting:
+        text queries use `text_nprobe` / `text_rerank_factor` and, unfiltered, the centered probe when
+        tune() kept it. An index tuned without text queries uses its one setting for both.
         """
         if k <= 0:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -334,13 +345,31 @@ class VectorIndex:
             raise ValueError(f"nprobe must be >= 1, got {nprobe}")
         if rerank_factor is not None and rerank_factor < 1:
             raise ValueError(f"rerank_factor must be >= 1 (1 = no re-ranking), got {rerank_factor}")
+        if population not in (None, "image", "text"):
+            raise ValueError(f"population must be 'image', 'text' or None, got {population!r}")
         xq = as_matrix(queries, self.dim, "queries")
-        rerank = rerank_factor or self.rerank_factor
+        text = (population or self.population(xq)) == "text" and self.text_nprobe is not None
+        nprobe = nprobe or (self.text_nprobe if text else None)
+        rerank = rerank_factor or (self.text_rerank_factor if text else None) or self.rerank_factor
         if subset is not None:
             return filtered.search_subset(self, xq, k, as_ids(subset, "subset"), nprobe, rerank)
         if self.ntotal == 0:
             return empty_results(len(xq), k)
+        if text and self._text_offset is not None:  # centered probe, exact re-rank with the queries as given
+            _, candidates = self._faiss_search(xq - self._text_offset, k * rerank, self._ivf_params(nprobe), True)
+            return self.rerank(xq, candidates, k)
         return self.approximate_search(xq, k, nprobe=nprobe, rerank_factor=rerank, use_gpu=True)
+
+    def population(self, queries: np.ndarray) -> str:
+        """"text" when any query sits on the text side of the modality gap tune() measured (projection on the
+        gap direction above the threshold half-way between text proxies and image vectors), else "image".
+        Always "image" for an index tuned without text queries. A blend of text and images is "text" when
+        the text dominates (weight > ~0.5: the projection is linear in the blend)."""
+        if self._text_route is None:
+            return "image"
+        direction, threshold = self._text_route
+        xq = as_matrix(queries, self.dim, "queries")
+        return "text" if bool((xq @ direction > threshold).any()) else "image"
 
     def tune(
         self,
@@ -349,6 +378,7 @@ class VectorIndex:
         target_recall: float = 0.95,
         k: int = 10,
         max_queries: int = 256,
+        text_queries: np.ndarray | None = None,
     ) -> TuneResult:
         """Pick the cheapest nprobe and rerank_factor reaching `target_recall` recall@k vs exact search.
 
@@ -356,13 +386,45 @@ class VectorIndex:
         The choice becomes `self.nprobe` / `self.rerank_factor` and, with its measurement
         (`self.tuning`), is saved in index_info.json. Returns a `TuneResult`; Flat is left as is.
         Call it after the last add of a build: the best setting depends on n.
+
+        `text_queries` (unit text embeddings; the indexer passes the index vocabulary through caption
+        templates, `ingest/text_proxies.py`) get their own setting (`tuning.tune_text`): `text_nprobe`,
+        `text_rerank_factor`, saved under `tuning.text`; `search` uses it for queries on the text side of
+        the modality gap. Without them the text setting is cleared (text queries use the image setting).
         """
         result = tune_index(self, queries, target_recall=target_recall, k=k, max_queries=max_queries)
         if not self.is_flat and result.queries:
             self.nprobe, self.rerank_factor, self.tuning = result.nprobe, result.rerank_factor, result.as_info()
             if result.subset_scan is not None:
                 self.subset_scan = result.subset_scan
+            self.tune_text(text_queries, target_recall=target_recall, k=k, max_queries=max_queries)
         return result
+
+    def tune_text(
+        self, text_queries: np.ndarray | None, *, target_recall: float = 0.95, k: int = 10, max_queries: int = 256
+    ) -> TextTuning | None:
+        """Only the text setting (`tuning.tune_text`), the image setting kept: after `tune()`, e.g. when the
+        vocabulary changed. None (and the text setting cleared) for Flat, an untuned index or no text queries."""
+        text = (tune_text(self, text_queries, target_recall=target_recall, k=k, max_queries=max_queries)
+                if text_queries is not None and self.tuning is not None else None)
+        self._set_text_tuning(text)
+        if self.tuning is not None:
+            self.tuning = {key: value for key, value in self.tuning.items() if key != "text"}
+            if text is not None:
+                self.tuning["text"] = text.as_info()
+        return text
+
+    def _set_text_tuning(self, text: TextTuning | dict[str, Any] | None) -> None:
+        """The text setting from tune_text's result or its saved form (index_info.json `tuning.text`)."""
+        if isinstance(text, TextTuning):
+            text = text.as_info()
+        if not text or text.get("nprobe") is None or "direction" not in text:
+            self.text_nprobe = self.text_rerank_factor = self._text_route = self._text_offset = None
+            return
+        self.text_nprobe, self.text_rerank_factor = int(text["nprobe"]), int(text["rerank_factor"])
+        self._text_route = (np.asarray(text["direction"], np.float32), float(text["threshold"]))
+        offset = text.get("offset") if text.get("centered") else None
+        self._text_offset = None if offset is None else np.asarray(offset, np.float32)
 
     def _ivf_params(self, nprobe: int | None, selector: Any = None) -> Any:
         if self.is_flat:
@@ -419,6 +481,8 @@ class VectorIndex:
             "ntotal": self.ntotal,
             "nprobe": self.nprobe,
             "rerank_factor": self.rerank_factor,
+            **({"text_nprobe": self.text_nprobe, "text_rerank_factor": self.text_rerank_factor}
+               if self.text_nprobe is not None else {}),
             "trained_on": self.trained_on,
             "store_dtype": self.store_dtype,
             **({"subset_codes": f"PQ{self._subset_pq.pq.M}x4", "subset_scan": self.subset_scan}
@@ -470,5 +534,6 @@ class VectorIndex:
         loaded.nprobe = info.get("nprobe")
         loaded.rerank_factor = int(info.get("rerank_factor", loaded.rerank_factor))  # absent: the default
         loaded.tuning, loaded.trained_on = info.get("tuning"), info.get("trained_on")
+        loaded._set_text_tuning((loaded.tuning or {}).get("text"))  # absent (tuned before): the image setting
         loaded.subset_scan = bool(info.get("subset_scan", False)) and rows.codes is not None
         return loaded

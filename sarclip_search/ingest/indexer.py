@@ -53,6 +53,7 @@ from sarclip_search.ingest.metadata import (
 from sarclip_search.ingest.objects import parse_boxes, tile_object_columns
 from sarclip_search.ingest.plan import State, Todo, failure_reason, plan_run
 from sarclip_search.ingest.run_model import RunModel, check_compatible, ensure_encoders
+from sarclip_search.ingest.text_proxies import text_proxy_vectors
 from sarclip_search.ingest.tiling import Window
 from sarclip_search.ingest.timing import StageTimer, format_stages
 from sarclip_search.ingest.walk import IMAGE_SUFFIXES, walk_archive
@@ -510,7 +511,9 @@ def _update_generation(
         vectors = _rebuild(vectors, factory)
         changed = True
     if _needs_tuning(vectors):
-        result = vectors.tune()  # nprobe and re-rank depth for 0.95 recall@10 vs exact, saved with the index
+        # nprobe and re-rank depth for 0.95 recall@10 vs exact, for image and for text queries, saved with the index
+        proxies = text_proxy_vectors(generation.catalog_path, lambda texts: sarclip.encode_texts(texts))
+        result = vectors.tune(text_queries=proxies)
         log.info("tuned %s: nprobe %s, rerank %s (recall %.3f)", vectors.factory, result.nprobe, result.rerank_factor,
                  result.recall)
         changed = True

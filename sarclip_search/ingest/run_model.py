@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,6 +229,14 @@ class RunModel:
                 assert self._onnx is not None
                 return self._onnx.encode_images(chips, batch_size=INDEX_BATCH)
             return self.get().encode_images(chips)
+
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts → (N, D) float32, L2-normalized, by the text tower of the embedder in use (tuning's text proxies)."""
+        if self.prepare_embedder() == "onnx":
+            assert self._onnx is not None
+            return self._onnx.encode_texts(texts)
+        return self.get().encode_texts(texts)
 
 
 def check_compatible(info: dict, sarclip: RunModel, archive_root: str, tile_size: int, stride: int) -> None:

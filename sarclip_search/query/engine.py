@@ -299,6 +299,7 @@ class Engine(RankedQueries):
         self._model_path = model_path
         self._model = None
         self._encoder = None
+        self.last_population: str | None = None  # "image" or "text": the tuned setting the last search used
 
     @classmethod
     def open(cls, db: str | Path | None = None, *, model_path: str | Path | None = None) -> Engine:
@@ -504,7 +505,10 @@ class Engine(RankedQueries):
         top k is exact: a tile whose best match is vector i and that is in the top k of the merge is in vector
         i's own top k.
         """
-        scores, ids = self.vectors.search(queries, k, subset=subset, nprobe=nprobe)
+        # text-led queries (text alone, or a blend the text dominates) sit on the text side of the modality gap:
+        # the index's text setting (tune(text_queries=...)); last_population says which one the last search used
+        self.last_population = self.vectors.population(queries)
+        scores, ids = self.vectors.search(queries, k, subset=subset, nprobe=nprobe, population=self.last_population)
         if len(queries) == 1:
             found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         else:
