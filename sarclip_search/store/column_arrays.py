@@ -10,7 +10,7 @@ columns as arrays in tile-id order and answers them with vectorized comparisons:
   uint32 past 65,535 values; 0 is NULL) and the dictionary with each value's DuckDB ``lower()``: an exact
   match is one code, `contains` (sensor, polarization: case-insensitive substring) a lookup table over the codes;
 - datetime: int64 microseconds since the epoch (NULL: the smallest int64);
-- the tile's bbox: float64 (n, 4) (NULL: NaN; float64 as DuckDB compares, so no boundary moves);
+- the tile's bbox: float64 (4, n) (NULL: NaN; float64 as DuckDB compares, so no boundary moves);
 - tile_n_objects: int64 (NULL: the smallest int64).
 
 Each array is built from the catalog on first use (one DuckDB scan in tile-id order), saved into the
@@ -50,7 +50,7 @@ from sarclip_search.store.schema import BBOX_COLUMNS, quote_identifier
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # of the saved arrays and their records
+FORMAT = 2  # of the saved arrays and their records (2: the bbox as (4, n))
 FOLDER = "filter_columns"  # inside a generation folder
 # Filters field -> (catalog column, match): what the arrays answer (the shortcut options, store/filters.py).
 EXACT_FIELDS = {"label": "label", "dataset": "dataset", "split": "split"}
@@ -113,8 +113,7 @@ class ColumnArrays:
         self.folder = folder
         self.stamp = stamp
         self._arrays: dict[str, Any] = {}  # column -> its arrays (or None: not answerable)
-        self._types: dict[str, str] | None = None  # tile_view column (lower-case) -> (name, DuckDB type)
-        self._names: dict[str, str] = {}
+        self._types: dict[str, tuple[str, str]] | None = None  # tile_view column (lower case) -> (name, DuckDB type)
 
     @classmethod
     def for_generation(cls, generation_path: Path, catalog: Catalog) -> ColumnArrays:
@@ -144,8 +143,8 @@ class ColumnArrays:
             mask = self._mask(filters)
         except _Unanswerable:
             return None
-        ids = self._column("ids")
-        return np.asarray(ids) if mask is None else ids[mask]
+        ids = np.asarray(self._column("ids"))  # a plain array (view) of the memory-mapped file
+        return ids if mask is None else ids[mask]
 
     def _mask(self, filters: Filters) -> np.ndarray | None:
         mask: np.ndarray | None = None
@@ -173,10 +172,10 @@ class ColumnArrays:
         if filters.bbox is not None:
             minlon, minlat, maxlon, maxlat = BBox.of(filters.bbox)
             box = self._required("bbox")  # NaN where NULL: every comparison False, as NULL excludes in SQL
-            part = box[:, 0] <= maxlon
-            part &= box[:, 2] >= minlon
-            part &= box[:, 1] <= maxlat
-            part &= box[:, 3] >= minlat
+            part = box[0] <= maxlon
+            part &= box[2] >= minlon
+            part &= box[1] <= maxlat
+            part &= box[3] >= minlat
             both(part)
         if filters.after is not None:
             both(self._required("datetime") >= _microseconds(_as_time(filters.after)))  # NULL_INT < any time
@@ -244,7 +243,7 @@ class ColumnArrays:
                 odd = self._count(" OR ".join(f"isnan({name})" for name in names))
                 if odd == 0:  # NaN orders above every number in DuckDB, compares False in numpy
                     parts = [self._scan(f"coalesce({name}, 'NaN'::DOUBLE)") for name in names]
-                    arrays = np.ascontiguousarray(np.stack(parts, axis=1), dtype=np.float64)
+                    arrays = np.ascontiguousarray(np.stack(parts), dtype=np.float64)  # (4, n): each one contiguous
                 else:
                     record["unanswerable"] = f"{odd} NaN bbox values"
         else:
@@ -290,7 +289,7 @@ class ColumnArrays:
         if self.folder is None:
             return
         data = arrays.codes if isinstance(arrays, _Text) else arrays
-        record = {**record, "stamp": self.stamp, "rows": None if data is None else len(data)}
+        record = {**record, "stamp": self.stamp, "rows": None if data is None else data.shape[-1]}
         array_path, record_path = self._paths(column)
         try:
             self.folder.mkdir(exist_ok=True)
@@ -320,7 +319,7 @@ class ColumnArrays:
         except (OSError, ValueError):
             return _MISSING
         rows = record.get("rows")
-        if len(data) != rows or (column != "ids" and rows != self._rows()):
+        if data.shape[-1] != rows or (column != "ids" and rows != self._rows()):
             log.info("filter column %s in %s does not fit the catalog; building it again", column, self.folder)
             return _MISSING
         if column in TEXT_COLUMNS:

@@ -156,7 +156,7 @@ def test_saved_memory_mapped_and_refused_when_stale(random_catalog: Path, tmp_pa
         again = ColumnArrays.for_generation(generation, catalog)
         assert again.match(filters).tolist() == expected
         assert isinstance(again._arrays["ids"], np.memmap)  # read back, not built
-        assert isinstance(again._arrays["bbox"], np.memmap)
+        assert isinstance(again._arrays["bbox"], np.memmap) and again._arrays["bbox"].shape == (4, len(again._arrays["ids"]))
     # the catalog changes under the same folder (another catalog file: size and mtime differ): refused, rebuilt
     with Catalog(path) as catalog:
         scene = catalog.add_scene({"path": "new.tif", "dataset": "MSTAR-SOC", "sar:polarizations": "HH",
