@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import filtered
+from .choose import resident_bytes
 from .cost import RERANK_COST, query_cost
 from .exact import as_matrix, exact_topk, row_blocks
 from .filtered import SearchableIndex
@@ -63,6 +64,8 @@ class TuneResult:
     subset_scan: bool | None = None  # filtered search scans mid-size subsets (None: not checked)
     subset_scan_recall: float | None = None  # recall@k of the 10% check through the subset scan ...
     selector_recall: float | None = None  # ... and through the selector
+    neighbour_score: float | None = None  # median exact score of the k-th neighbour of the sample's queries
+    needs: str | None = None  # target missed on near-duplicates: what would reach it, in one line (near_duplicates)
 
     def as_info(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +122,8 @@ def tune_index(
         xq, own_ids, fetch = np.asarray(store[rows], dtype=np.float32), ids[rows], k + 1
     else:
         xq, own_ids, fetch = as_matrix(queries, index.dim, "queries")[:max_queries], None, k
-    _, truth = exact_topk(xq, row_blocks(store, None, ids), fetch)
+    truth_scores, truth = exact_topk(xq, row_blocks(store, None, ids), fetch)
+    neighbour_score = round(float(np.median(truth_scores[:, fetch - 1])), 4)  # k-th other (own id is the first)
     truth = _drop_own_ids(truth, own_ids, k)
 
     nlist = index.nlist
@@ -160,13 +164,40 @@ def tune_index(
             "no setting of %s reached recall@%d %.3f (best %.3f at nprobe=%s, rerank_factor=%d); using it",
             index.factory, k, target_recall, fallback.recall, fallback.nprobe, fallback.rerank_factor,
         )
-        best = fallback
+        best = replace(fallback, neighbour_score=neighbour_score,
+                       needs=near_duplicates(index, neighbour_score, fallback.recall, target_recall, k))
+        if best.needs:
+            logger.warning("%s", best.needs)
     else:
         logger.info(
             "tuned %s: nprobe=%s rerank_factor=%d recall@%d=%.3f on %d queries (target %.3f)",
             index.factory, best.nprobe, best.rerank_factor, k, best.recall, best.queries, target_recall,
         )
+    best = replace(best, neighbour_score=neighbour_score)
     return _check_filter_strategy(index, best, xq, own_ids, k, fetch) if check_filters else best
+
+
+NEAR_DUPLICATE_SCORE = 0.99  # median k-th neighbour cosine above this: a cloud of near-duplicates (overlapping tiles)
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def near_duplicates(index: SearchableIndex, neighbour_score: float, recall: float, target: float, k: int) -> str | None:
+    """One line for a PQ index that missed the target on near-duplicate vectors (overlapping tiles of one scene:
+    the k-th neighbour within ~0.01 cosine of the first, which PQ codes cannot order): the budget IVF-Flat (exact
+    scores) needs, and how to get it. None when the vectors are not near-duplicates or the codes are exact."""
+    if "PQ" not in index.factory or neighbour_score < NEAR_DUPLICATE_SCORE:
+        return None
+
+
+    flat = f"IVF{index.nlist},Flat"
+    needed = resident_bytes(index.ntotal, index.dim, flat)
+    return (f"{index.factory} reaches recall@{k} {recall:.2f}, not {target:.2f}: its vectors are near-duplicates "
+            f"(median {k}th-neighbour cosine {neighbour_score:.3f}) that {index.factory.split(',')[-1]} codes cannot "
+            f"order; {flat} (exact scores) needs {_size(needed)} resident ({needed / index.ntotal:.0f} B/vector): "
+            f"index with --memory-budget {int(-(-needed // 2**20))}M or more, or --index-factory {flat}")
 
 
 def _check_filter_strategy(

@@ -220,7 +220,7 @@ def build_from_shards(
             catalog_counts = _add_all(shard_set, header, vectors, generation.catalog_path, encoded, report, progress)
             if not vectors.is_flat:
                 stage = time.perf_counter()
-                result = vectors.tune()
+                result = vectors.tune(text_queries=_text_proxies(store, header, generation.catalog_path))
                 log.info("tuned %s: nprobe %s, rerank %s (recall %.3f)", vectors.factory, result.nprobe,
                          result.rerank_factor, result.recall)
                 report.seconds["tune"] = time.perf_counter() - stage
@@ -293,6 +293,24 @@ def _write_info(generation: Any, vectors: VectorIndex, header: ShardHeader, coun
             generation=generation.number,
         ),
     )
+
+
+def _text_proxies(store: IndexStore, header: ShardHeader, catalog_path: Path) -> np.ndarray | None:
+    """Text proxies for tuning (`text_proxies`), encoded by the index directory's ONNX text tower of the shards'
+    checkpoint when it is there already (a --rebuild); else None: text queries use the image setting."""
+    from sarclip_search.ingest.text_proxies import text_proxy_vectors
+    from sarclip_search.model.encoders import load_onnx_encoder
+
+    try:
+        encoder = load_onnx_encoder(store.root, header.checkpoint_sha256)
+    except ArtifactMismatchError as exc:  # an export of another checkpoint: replaced by the export after the build
+        log.info("%s", exc)
+        encoder = None
+    if encoder is None:
+        log.info("no ONNX encoders in %s yet: tuned for image queries only (re-run with --rebuild after the export "
+                 "to tune for text too)", store.root)
+        return None
+    return text_proxy_vectors(catalog_path, encoder.encode_texts)
 
 
 def check_shard_model(shards_dir: str | Path, model_path: str | Path, *, explicit: bool) -> bool:

@@ -153,3 +153,36 @@ def test_proxy_texts_come_from_the_vocabulary() -> None:
     assert not any("mask fractions" in t or "_" in t for t in templated)
     assert len(texts) == len(set(texts))
     assert len(proxy_texts([f"label{i}" for i in range(500)])) == 256
+
+
+def test_near_duplicate_vectors_that_miss_the_target_say_what_budget_would_reach_it(monkeypatch) -> None:
+    """Overlapping tiles of one scene: clouds of near-duplicates whose order PQ codes cannot resolve. tune() says
+    so in one line with the IVF-Flat budget, never a silent low recall; well-separated vectors get no such line."""
+    from sarclip_search.index import tuning
+
+    monkeypatch.setattr(tuning, "RERANK_FACTORS", (1, 2))  # shallow re-ranking: the cloud stays unordered
+    rng = np.random.default_rng(3)
+    centres = _unit(rng.normal(size=(20, D)))
+    clouds = _unit(centres[rng.integers(0, 20, 8000)] + 0.02 * rng.normal(size=(8000, D)))  # cos ~0.993
+    index = VectorIndex.create(D, "IVF16,PQ4x8")
+    index.add(np.arange(8000), clouds)
+    result = index.tune(max_queries=64)
+    assert not result.met_target and result.neighbour_score > tuning.NEAR_DUPLICATE_SCORE
+    assert "near-duplicates" in result.needs and "--index-factory IVF16,Flat" in result.needs
+    assert index.tuning["needs"] == result.needs
+    megabytes = int(result.needs.split("--memory-budget ")[1].split("M")[0])
+    assert megabytes * 2**20 >= tuning.resident_bytes(8000, D, "IVF16,Flat")
+    # exact codes of the same vectors reach the target: the line's advice holds
+    flat = VectorIndex.create(D, "IVF16,Flat")
+    flat.add(np.arange(8000), clouds)
+    assert flat.tune(max_queries=64).met_target
+
+
+def test_missing_the_target_without_near_duplicates_names_no_budget(data: SimpleNamespace, monkeypatch) -> None:
+    from sarclip_search.index import tuning
+
+    monkeypatch.setattr(tuning, "RERANK_FACTORS", (1,))
+    index = VectorIndex.create(D, "IVF64,PQ4x8")
+    index.add(data.ids, data.xb)
+    result = index.tune(target_recall=0.999, max_queries=64)
+    assert not result.met_target and result.needs is None and result.neighbour_score < tuning.NEAR_DUPLICATE_SCORE
