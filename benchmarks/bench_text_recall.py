@@ -11,7 +11,8 @@ cached under --cache (rebuilt with --rebuild). Ids are row numbers: no catalog i
 Queries:
   text   the shipped model's ONNX text embeddings of LATENCY_TEXTS (bench_retrieval) plus EVAL_TEXTS below
          (>= 200), minus any text that is also a tuning proxy: held out from the tuning;
-  image  256 new points of the same distribution as the index (`synthetic_vectors`, another seed).
+  image  256 new points of the index's distribution (`image_queries`: half around the real tiles, half from the
+         index's own Gaussian clusters, new samples).
 Tuning proxies: `ingest.text_proxies.proxy_texts` of the corpus catalog's vocabulary plus the synthetic
 scenes' column values (what the indexer would pass), encoded by the same ONNX text tower.
 Ground truth: exact inner-product top 10 over all n vectors (faiss.knn, float32), timed: the Flat q/s.
@@ -36,7 +37,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_retrieval import LATENCY_TEXTS, SYNTHETIC_COLUMNS, load_average, synthetic_vectors
+from bench_retrieval import EXPANDED_SHARE, LATENCY_TEXTS, SYNTHETIC_COLUMNS, load_average, synthetic_vectors
 
 from sarclip_search.index import VectorIndex, choose_index_key
 from sarclip_search.index.factory import training_rows
@@ -86,6 +87,20 @@ def build(n: int, real: np.ndarray, cache: Path, rebuild: bool, factory: str | N
     timings["train_add_s"] = round(time.perf_counter() - started, 1)
     index.save(directory)
     return VectorIndex.load(directory, mmap=True), xb, timings
+
+
+def image_queries(real: np.ndarray, n: int) -> np.ndarray:
+    """IMAGE_QUERIES new points of the index's distribution: half around the real tiles, half from the index's
+    own Gaussian clusters (`synthetic_vectors`' centres; new samples, another seed)."""
+    from bench_index import clustered, expanded, median_neighbour_distance
+
+    synthetic = n - len(real)
+    clusters = max(1, (synthetic - round(synthetic * EXPANDED_SHARE)) // 100)
+    noise = 0.5 * median_neighbour_distance(real) / np.sqrt(real.shape[1])
+    near = IMAGE_QUERIES // 2
+    return np.concatenate([expanded(real, near, noise, SEED + 100),
+                           clustered(IMAGE_QUERIES - near, real.shape[1], clusters, 1.0, seed=SEED + 101,
+                                     centers_seed=SEED + 2)])
 
 
 def best_qps(run, xq: np.ndarray, repeats: int = 3) -> tuple[np.ndarray, float]:
@@ -164,7 +179,7 @@ def main() -> None:
 
     index, xb, build_info = build(args.n, real, Path(args.cache), args.rebuild, args.factory)
     result["index"] = {"factory": index.factory, "ntotal": index.ntotal, **build_info}
-    images = synthetic_vectors(real, IMAGE_QUERIES, SEED + 100)[0]
+    images = image_queries(real, args.n)
     started = time.perf_counter()
     text_truth = faiss.knn(texts, xb, K, faiss.METRIC_INNER_PRODUCT)[1]
     image_truth = faiss.knn(images, xb, K, faiss.METRIC_INNER_PRODUCT)[1]
