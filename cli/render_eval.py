@@ -54,3 +54,20 @@ def eval_report(report: dict[str, Any]) -> None:
     console.print(table)
     for path in report.get("files", []):
         console.print(f"wrote {path}", highlight=False)
+
+
+def tile_report(report: dict[str, Any]) -> None:
+    """`eval --tiles`: P@10 per tile query with its chance, then the means per kind."""
+    table = Table(title=f"tile-level text → tile P@10 (box relevance), split {report['split']}, {report['n_tiles']} tiles; "
+                        f"mean {_number(report['mean_P@10'])} (chance {_number(report['mean_chance'])})",
+                  title_justify="left")
+    for column in ("kind", "query", "relevant tiles", "chance", "P@10", "note"):
+        table.add_column(column, justify="left" if column in ("kind", "query", "note") else "right")
+    for row in report["queries"]:
+        auc = row.get("auc_vs_offshore_ships")
+        note = "" if auc is None else f"AUC vs open-sea ship tiles {auc:.3f}"
+        table.add_row(row["kind"], row["text"], str(row["n_relevant"]), _number(row["chance"]), _number(row["P@10"]), note)
+    for kind, entry in report["by_kind"].items():
+        table.add_row(f"[bold]{kind}[/]", f"mean of {entry['queries']}", "", _number(entry["mean_chance"]),
+                      _number(entry["mean_P@10"]), "")
+    console.print(table)

@@ -81,7 +81,8 @@ TIME_FIELDS = ("datetime", "start_datetime", "end_datetime")
 # Bump when a rule here changes what `scene_metadata` / `scene_footprint` derive from unchanged inputs:
 # it is part of `metadata_hash`, so the next `index` run refreshes every scene's metadata (no re-embedding).
 # 2: TIFFTAG_DATETIME is processing:datetime, not datetime; start/end_datetime; a date alone is its day.
-METADATA_RULES_VERSION = 2
+# 3: each tile's objects and label (objects.py; a tile holding all of its scene's objects takes its label).
+METADATA_RULES_VERSION = 3
 
 # Sentinel-1 product names (ESA naming): MMM_BB_TTTR_LFPP_<start>_<stop>_<orbit>_<datatake>_<id>, e.g.
 # S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0. Stripmap products name their

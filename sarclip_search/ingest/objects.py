@@ -6,11 +6,15 @@ on the window's right or bottom edge belongs to the next tile), so each object i
 grid without overlap, and in every tile that contains its centre when tiles overlap. Its box is given in
 the tile's pixels, clipped to the tile.
 
-The tile's label is the scene's label only when the tile holds an object of it: a tile of a ship scene with
-no ship in it is `no_object`, not `ship`. A tile whose objects are all of one other class (a composite
-scene of several vehicle classes, a tile holding only the ship of an oil-spill scene) takes that class.
+The tile's label is the scene's label only when the tile holds an object of it, or all of the scene's
+objects (a chip labelled `cargo` whose one box is a `ship`): a tile of a ship scene with no ship in it is
+`no_object`, not `ship`. A tile whose objects are all of one other class (a composite scene of several
+vehicle classes, a tile holding only the ship of an oil-spill scene) takes that class.
 Scenes without boxes keep their label on every tile, and their object count is known only for an image
 that is one tile (the manifest's `n_objects`).
+
+A change to these rules bumps `metadata.METADATA_RULES_VERSION`, so that the next `index` run re-labels every
+scene once (nothing re-embedded) and its tiles' columns follow.
 """
 
 from __future__ import annotations
@@ -82,12 +86,16 @@ def format_boxes(boxes: Sequence[Box]) -> str:
     return ";".join(f"{b.name}:{round(b.x0)},{round(b.y0)},{round(b.x1)},{round(b.y1)}" for b in boxes)
 
 
-def tile_label(scene_label: object, objects: Sequence[Box]) -> str | None:
-    """A tile's label from its scene's label and the objects it holds (see the module docstring)."""
+def tile_label(scene_label: object, objects: Sequence[Box], *, all_of_scene: bool = False) -> str | None:
+    """A tile's label from its scene's label and the objects it holds (see the module docstring).
+
+    `all_of_scene`: the tile holds every object of the scene, so the scene's label describes it (an
+    OpenSARShip chip labelled `cargo` whose one box is named `ship`).
+    """
     if not objects:
         return NO_OBJECT
     names = {box.name for box in objects}
-    if scene_label is not None and str(scene_label) in names:
+    if scene_label is not None and (str(scene_label) in names or all_of_scene):
         return str(scene_label)
     if len(names) == 1:
         return next(iter(names))
@@ -114,7 +122,8 @@ def tile_object_columns(
     rows = []
     for window in windows:
         inside = boxes_in_window(boxes, window)
-        rows.append({"tile_label": tile_label(label, inside), "tile_n_objects": len(inside),
+        rows.append({"tile_label": tile_label(label, inside, all_of_scene=len(inside) == len(boxes)),
+                     "tile_n_objects": len(inside),
                      "tile_objects": format_boxes(inside) or None})
     return rows
 

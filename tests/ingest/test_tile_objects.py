@@ -72,6 +72,12 @@ def test_labels_of_mixed_tiles() -> None:
     assert tile_label("oil_spill", parse_boxes("ship:0,0,4,4")) == "ship"  # only the ship of an oil-spill scene
     assert tile_label("oil_spill", parse_boxes("ship:0,0,4,4;oil_spill:0,0,9,9")) == "oil_spill"
     assert tile_label("ship", []) == NO_OBJECT
+    # a chip labelled by its one object's type (OpenSARShip: label cargo, box named ship) keeps its label
+    chip = {"label": "cargo", "width": 49, "height": 49, "n_objects": "1", "boxes_xyxy": "ship:16,19,32,29"}
+    assert tile_object_columns(chip, [[0, 0, 49, 49]]) == [
+        {"tile_label": "cargo", "tile_n_objects": 1, "tile_objects": "ship:16,19,32,29"}]
+    two = {"label": "cargo", "width": 512, "height": 256, "boxes_xyxy": "ship:16,19,32,29;ship:300,10,320,30"}
+    assert [r["tile_label"] for r in tile_object_columns(two, grid(512, 256, 256))] == ["ship", "ship"]
 
 
 def test_scenes_without_boxes_keep_their_label_and_count_only_when_whole() -> None:
