@@ -474,6 +474,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Also write eval.json, eval.md and PNG plots into this folder.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     tiles: Annotated[bool, typer.Option("--tiles", help="Instead, tile-level text queries scored by what each tile of the index holds (its boxed objects, its scene's sea context): P@10 with chance per query (docs/evaluation.md).")] = False,
+    prompt_ensemble: Annotated[bool, typer.Option("--prompt-ensemble", help="With --tiles: embed each query through a small ensemble of SAR prompt templates instead of as it is.")] = False,
     locate: Annotated[bool, typer.Option("--locate", help="Instead, SeLo metrics of `sarsearch locate` (Rsu, Ras, Rda, Rmi) on the boxed/masked scenes of --data, with the model of --db (docs/locate.md).")] = False,
 ) -> None:
     """Zero-shot accuracy, text/image retrieval R@K, mR, mAP, image→image P@10 and paraphrase P@10 on a labelled split.
@@ -492,12 +493,12 @@ def evaluate(
         raise InputError("give --db DIR (an index) or --data ROOT (a labelled archive), not both")
     if tiles:
         from sarclip_search.query.engine import Engine
-        from sarclip_search.training.tile_eval import tile_retrieval_report
+        from sarclip_search.training.tile_eval import QUERY_TEMPLATES, tile_retrieval_report
 
         if data is not None:
             raise InputError("--tiles scores the tiles of an index: give --db DIR, not --data")
         with Engine.open(db, model_path=model) as engine:
-            tile_report = tile_retrieval_report(engine, split)
+            tile_report = tile_retrieval_report(engine, split, templates=QUERY_TEMPLATES if prompt_ensemble else None)
         if as_json:
             render.print_json(tile_report)
         else:

@@ -58,7 +58,8 @@ def eval_report(report: dict[str, Any]) -> None:
 
 def tile_report(report: dict[str, Any]) -> None:
     """`eval --tiles`: P@10 per tile query with its chance, then the means per kind."""
-    table = Table(title=f"tile-level text → tile P@10 (box relevance), split {report['split']}, {report['n_tiles']} tiles; "
+    how = ", queries through the prompt ensemble" if report.get("templates") else ""
+    table = Table(title=f"tile-level text → tile P@10 (box relevance{how}), split {report['split']}, {report['n_tiles']} tiles; "
                         f"mean {_number(report['mean_P@10'])} (chance {_number(report['mean_chance'])})",
                   title_justify="left")
     for column in ("kind", "query", "relevant tiles", "chance", "P@10", "note"):

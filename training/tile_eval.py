@@ -104,8 +104,27 @@ def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
-def tile_retrieval_report(engine: Any, split: str, queries: tuple[TileQuery, ...] = QUERIES) -> dict[str, Any]:
-    """P@10 (with chance) of each tile query over the tiles of `split` in the index of `engine`."""
+# A small ensemble of SAR prompt templates a query can be embedded through (the mean of its embeddings),
+# as zero-shot classification does with its class prompts; measured against the raw text (docs/evaluation.md).
+QUERY_TEMPLATES = ("{}", "a SAR image of {}", "a radar image of {}", "a synthetic aperture radar image of {}",
+                   "SAR chip showing {}")
+
+
+def embed_queries(model: Any, texts: list[str], templates: tuple[str, ...] | None = None) -> np.ndarray:
+    """(len(texts), D) query vectors: each text as it is, or the normalized mean over `templates`."""
+    if not templates:
+        return np.asarray(model.encode_texts(texts), np.float64)
+    vectors = []
+    for text in texts:
+        mean = np.asarray(model.encode_texts([t.format(text) for t in templates]), np.float64).mean(axis=0)
+        vectors.append(mean / np.linalg.norm(mean))
+    return np.stack(vectors)
+
+
+def tile_retrieval_report(engine: Any, split: str, queries: tuple[TileQuery, ...] = QUERIES, *,
+                          templates: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """P@10 (with chance) of each tile query over the tiles of `split` in the index of `engine`; with
+    `templates`, each query embedded through that prompt ensemble (`embed_queries`)."""
     columns = set(engine.catalog.columns())
     if "tile_objects" not in columns:
         raise InputError(f"the index at {engine.generation.path.parent} has no per-tile objects (catalog schema "
@@ -120,7 +139,7 @@ def tile_retrieval_report(engine: Any, split: str, queries: tuple[TileQuery, ...
     order = np.array([int(t["tile_id"]) for t in tiles], np.int64)
     vectors = engine.vectors.vectors(order).astype(np.float64)
     texts = [q.text for q in queries]
-    scores = np.asarray(engine.model.encode_texts(texts), np.float64) @ vectors.T
+    scores = embed_queries(engine.model, texts, templates) @ vectors.T
     rows = []
     for i, query in enumerate(queries):
         relevant = np.array([bool(query.relevant(t)) for t in tiles])
@@ -141,6 +160,7 @@ def tile_retrieval_report(engine: Any, split: str, queries: tuple[TileQuery, ...
                          "mean_chance": round(float(np.mean([r["chance"] for r in group])), 4), "queries": len(group)}
     return {
         "split": split, "n_tiles": len(tiles), "queries": rows, "by_kind": by_kind,
+        "templates": list(templates) if templates else None,
         "mean_P@10": round(float(np.mean([r["P@10"] for r in scored])), 4) if scored else None,
         "mean_chance": round(float(np.mean([r["chance"] for r in scored])), 4) if scored else None,
         "model": {"checkpoint_sha256": (engine.info.get("model") or {}).get("checkpoint_sha256")},

@@ -82,6 +82,15 @@ def test_precision_and_chance_follow_the_tiles_contents(tmp_path: Path) -> None:
     engine.catalog.close()
 
 
+def test_a_prompt_ensemble_is_the_normalized_mean_of_its_templates() -> None:
+    from sarclip_search.training.tile_eval import embed_queries
+
+    basis = {"ship": np.array([1.0, 0.0]), "a SAR image of ship": np.array([0.0, 1.0])}
+    model = SimpleNamespace(encode_texts=lambda texts: np.stack([basis[t] for t in texts]))
+    assert np.allclose(embed_queries(model, ["ship"]), [[1.0, 0.0]])
+    assert np.allclose(embed_queries(model, ["ship"], ("{}", "a SAR image of {}")), [[2 ** -0.5, 2 ** -0.5]])
+
+
 def test_an_index_without_tile_columns_is_refused(tmp_path: Path) -> None:
     engine = SimpleNamespace(catalog=SimpleNamespace(columns=lambda: ["tile_id", "label", "split"]),
                              generation=SimpleNamespace(path=tmp_path / "db" / "gen-000001"))
@@ -110,6 +119,9 @@ def test_eval_tiles_cli_on_an_indexed_ship_scene(tmp_path, fixture_archive, inde
     assert rows["ship"]["n_relevant"] == 1 and rows["ship"]["P@10"] == pytest.approx(1 / 6, abs=1e-4)
     assert rows["open sea without ships"]["n_relevant"] == 5
     assert rows["T72 tank"]["P@10"] is None  # nothing relevant: not scored
+    ensemble = json.loads(run("eval", "--tiles", "--prompt-ensemble", "--db", db, "--split", "test", "--json").output)
+    assert ensemble["templates"] and report["templates"] is None
+    assert [r["n_relevant"] for r in ensemble["queries"]] == [r["n_relevant"] for r in report["queries"]]
     table = run("eval", "--tiles", "--db", db, "--split", "test")
     assert table.exit_code == 0 and "open sea without ships" in table.output
     wrong = run("eval", "--tiles", "--db", db, "--split", "val")
