@@ -59,7 +59,9 @@ class Command(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
-                name = param.display_name_raw + ("..." if param.nargs != 1 else "")
+                # a metavar naming its pieces ("[TEXT] SCENE") is shown as it is, without "..."
+                spelled = param.metavar is not None and " " in param.metavar
+                name = param.display_name_raw + ("..." if param.nargs != 1 and not spelled else "")
                 pieces.append(name if param.required else f"[{name}]")
             else:
                 pieces.extend(param.get_usage_pieces(ctx))

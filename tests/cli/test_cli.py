@@ -18,7 +18,7 @@ from sarclip_search.cli.app import EXIT_OK, EXIT_PARTIAL
 
 from helpers import FIELD_PNG, SHIP_PNG, assert_user_error, copy_archive, error_lines, run
 
-COMMANDS = ("index", "query", "info", "columns", "train", "eval")
+COMMANDS = ("index", "query", "info", "columns", "train", "eval", "serve", "locate")
 README = Path(__file__).resolve().parents[2] / "README.md"
 # The EPSG:32631 ship scenes off the Dutch coast; this box holds two of the four (the 20210113 and 20210125 ones).
 SHIP_BOX = (3.0, 52.2, 3.2, 52.3)
@@ -98,6 +98,8 @@ def test_help_shows_types_of_values_only_and_plain_argument_names(command):
     if command == "index":
         assert "sarsearch index [OPTIONS] [ARCHIVE]" in usage  # optional: --from-shards DIR instead
         assert any("--strict" in line and "<" not in line for line in result.output.splitlines())
+    if command == "locate":
+        assert usage.split("Usage:")[1].split() == ["sarsearch", "locate", "[OPTIONS]", "[TEXT]", "SCENE"]
     if command == "query":
         assert "sarsearch query [OPTIONS] [TEXT]" in usage
         options = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ --")}
