@@ -1,6 +1,6 @@
 """Filtered queries at 1M tiles: the filter stage through DuckDB (before) vs column arrays + id-set cache (after).
 
-    python benchmarks/bench_filtered.py        # the 1M index of bench_retrieval --latency (built once, ~6 min), then ~4 min
+    python benchmarks/bench_filtered.py        # the 1M index of bench_retrieval --latency (built once: 85 s idle, ~6 min under load), then ~1 min
     python benchmarks/bench_filtered.py --size 100000 --texts 20   # quick, for development
 
 Opens the index `bench_retrieval.py --latency` builds under runs/bench-latency/db-N (`build_scaled`: the corpus
