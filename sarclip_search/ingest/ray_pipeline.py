@@ -83,6 +83,27 @@ class RayOptions:
 
 
 @contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """File descriptor 2 (what C++ code writes to) goes to a temporary file for the block: Ray's GCS client
+    prints a warning line a second while it retries an unreachable address (~20 s), which Python logging
+    cannot filter. What was held is logged at debug level; a failure is reported by the caller in one line."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode("utf-8", "replace").strip()
+            if text:
+                log.debug("Ray's native output while connecting:\n%s", text)
+
+
+@contextmanager
 def ray_session(address: str | None) -> Iterator[Any]:
     """Ray connected for the `with` block: the running session if this process has one (left running), else
     a new local one (`address` None or "local", the machine's CPUs) or the cluster at `address` ("auto":
@@ -101,7 +122,8 @@ def ray_session(address: str | None) -> Iterator[Any]:
         if address in (None, "", "local"):
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **settings)  # never joins a cluster running here
         else:
-            ray.init(address=address, **settings)
+            with _native_stderr_held():  # Ray's C++ client warns once a second while it retries an address
+                ray.init(address=address, **settings)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({message}); start one with "

@@ -381,6 +381,8 @@ def build_predicate(filters: Filters, columns: Sequence[str]) -> Predicate:
             clauses.append(f"contains(lower(CAST({need(column, option)} AS VARCHAR)), lower(?))")
             params.append(value)
     if filters.min_objects is not None:
+        if int(filters.min_objects) < 0:
+            raise FilterError(f"expected --min-objects of 0 or more objects, got {filters.min_objects}")
         clauses.append(f"{need('tile_n_objects', '--min-objects')} >= ?")
         params.append(int(filters.min_objects))
     if filters.bbox is not None:

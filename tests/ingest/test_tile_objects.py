@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sarclip_search.errors import MetadataError
+from sarclip_search.errors import FilterError, MetadataError
 from sarclip_search.ingest.objects import (
     NO_OBJECT,
     boxes_in_window,
@@ -128,6 +128,8 @@ def test_min_objects_filter(tmp_path) -> None:
                                         for w, r in zip(windows, tile_object_columns(SHIP_SCENE, windows))])
         predicate = build_predicate(Filters(min_objects=2), catalog.columns())
         assert catalog.tile_ids(*predicate).tolist() == [int(ids[3])]
+        with pytest.raises(FilterError, match="expected --min-objects of 0 or more objects, got -1"):
+            build_predicate(Filters(min_objects=-1), catalog.columns())
         predicate = build_predicate(Filters(min_objects=1, label="ship"), catalog.columns())
         assert catalog.tile_ids(*predicate).tolist() == [int(i) for i in ids[[0, 1, 3]]]
 

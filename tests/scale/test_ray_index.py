@@ -292,3 +292,18 @@ def test_ray_shards_build_the_same_index_and_a_rerun_skips_what_they_hold(ray_cl
     link_encoders(indexed_db[0], db)
     build_from_shards(shards, IndexStore(db))
     assert_same_index(local_db, db)
+
+
+def test_native_stderr_is_held_while_ray_connects(capfd, caplog):
+    """Ray's C++ client writes its retry warnings to file descriptor 2, past Python logging: held, logged at debug."""
+    import logging
+
+    from sarclip_search.ingest.ray_pipeline import _native_stderr_held
+
+    with caplog.at_level(logging.DEBUG, logger="sarclip_search.ingest.ray_pipeline"):
+        with _native_stderr_held():
+            os.write(2, b"gcs_client.cc:210: Failed to get cluster ID\n")
+        os.write(2, b"after the block\n")
+    err = capfd.readouterr().err
+    assert "gcs_client" not in err and "after the block" in err
+    assert "gcs_client.cc:210" in caplog.text
