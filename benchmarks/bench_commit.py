@@ -51,7 +51,7 @@ from sarclip_search.index import VectorIndex
 from sarclip_search.store import layout
 from sarclip_search.store.layout import IndexStore
 
-from defaults import RESULTS, RUNS
+from defaults import RESULTS, RUNS, write_result
 
 
 def synthetic(n: int, dim: int, seed: int = 0, clusters: int = 2000) -> np.ndarray:
@@ -239,8 +239,7 @@ def main() -> None:
         },
     }
     result["machine"]["load_1min_at_start_and_end"] = [LOAD_AT_START, os.getloadavg()[0]]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     mb = 1e6
     print(f"\n{args.n} x {args.dim} {args.factory}, +{args.batch} vectors per commit, medians of {args.repeat}")
     print(f"{'':8} {'seconds':>8} {'stage':>6} {'load':>6} {'add':>6} {'save':>6} {'publish':>7} "

@@ -46,7 +46,7 @@ from sarclip_search.query.engine import Engine
 from sarclip_search.store.column_arrays import FOLDER, IdSetCache
 from sarclip_search.store.filters import Filters
 
-from defaults import CORPUS_DB, RESULTS, RUNS
+from defaults import CORPUS_DB, RESULTS, RUNS, write_result
 
 K = 10
 FILTERS = {  # name -> (filters, texts: None = the latency texts)
@@ -188,9 +188,7 @@ def main() -> None:
         "index": index_info, "build": build, "filter_columns": columns, "measure_seconds": round(seconds, 1),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(args.out, result)
     print_result(result)
     print(f"result written to {out}")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -41,7 +40,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads
 
-from defaults import DATA, RESULTS, RUNS, require_archive
+from defaults import DATA, RESULTS, RUNS, require_archive, write_result
 
 TEXTS = [
     "T72 tank", "a SAR image of a BMP2 infantry fighting vehicle", "a cargo ship at sea", "a tanker",
@@ -289,9 +288,7 @@ def main() -> int:
            for kind in ("text", "image") for side in ("whole", "two_halves")},
     }
     record["load_after"] = load()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_result(args.out, record)
 
     print(f"\n{'kind':6} {'identical':>9} {'ties':>5} {'max dscore':>10} {'whole ms':>9} {'2 halves ms':>11}  query")
     for r in results:

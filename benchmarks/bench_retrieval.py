@@ -60,7 +60,7 @@ from sarclip_search.query.engine import Engine
 from sarclip_search.store.filters import Filters
 from sarclip_search.store.layout import IndexStore, write_json_atomic
 
-from defaults import CORPUS_DB, DATA, RESULTS, RUNS, corpus_index
+from defaults import CORPUS_DB, DATA, RESULTS, RUNS, corpus_index, write_result
 
 DATASETS = ("MSTAR-SOC", "OpenSARShip")
 K = 10
@@ -554,9 +554,7 @@ def latency_by_stage(args) -> None:
         "rows": rows,
         "nprobe_sweep": sweeps,
     }
-    out = Path(args.out or RESULTS / "latency.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(args.out or RESULTS / "latency.json", result)
     print_latency(result)
     print(f"result written to {out}")
 
@@ -665,9 +663,7 @@ def main() -> None:
         "per_class": per_class,
         "search_latency_ms_median": latency,
     }
-    out = Path(args.out or RESULTS / "retrieval.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(args.out or RESULTS / "retrieval.json", result)
     print_table(result, methods, feedback_keys)
     print(f"result written to {out}")
 

@@ -43,7 +43,7 @@ from sarclip_search.ingest.from_shards import build_from_shards
 from sarclip_search.ingest.shards import ShardHeader, ShardWriter
 from sarclip_search.store.layout import IndexStore
 
-from defaults import REPO, RESULTS
+from defaults import REPO, RESULTS, write_result
 
 TILES_PER_SCENE = 100
 QUERIES = 1000
@@ -179,8 +179,7 @@ def main() -> None:
                 shutil.rmtree(db)
             result["factories"][factory] = row
             result["load_1min_after"] = load_average()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2) + "\n")
+            write_result(out, result)
     finally:
         ray.shutdown()
         if not args.work:

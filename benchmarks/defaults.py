@@ -50,3 +50,13 @@ def corpus_index(db: str | Path, archive: str | Path, option: str = "--db") -> P
     if code not in (0, 3):  # 3: indexed, some files unreadable (listed by the command)
         sys.exit(f"error: building {db} failed (exit {code}); run `sarsearch index {archive} --db {db}` to see why")
     return db
+
+
+def write_result(out: str | Path, result: dict) -> Path:
+    """Write a benchmark's JSON record (indented, missing folders made); returns the path."""
+    import json
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
