@@ -580,9 +580,10 @@ def _relabel(catalog: Catalog, row: dict, *, touched: bool = False) -> None:
     scene_id = catalog.update_scene(row)
     if row["footprint_source"] != "raster":
         catalog.set_scene_tiles_bbox(scene_id, _scene_box(row))
-    tiles = catalog.scene_tile_windows(scene_id)  # the boxes may have changed: what each tile holds, again
-    held = tile_object_columns(row, [window for _, window in tiles], f"{row['path']}: boxes_xyxy")
-    catalog.set_tile_objects([(tile_id, values) for (tile_id, _), values in zip(tiles, held)])
+    if not touched:  # the boxes may have changed: what each tile holds, again (same metadata: same objects)
+        tiles = catalog.scene_tile_windows(scene_id)
+        held = tile_object_columns(row, [window for _, window in tiles], f"{row['path']}: boxes_xyxy")
+        catalog.set_tile_objects([(tile_id, values) for (tile_id, _), values in zip(tiles, held)])
     log.info("%s: %s (not re-embedded)", row["path"],
              "touched, new mtime recorded" if touched else "metadata changed, re-labelled")
 
