@@ -11,7 +11,8 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 
-from sarclip_search.ingest.objects import count_words
+from sarclip_search.errors import MetadataError
+from sarclip_search.ingest.objects import boxes_in_window, count_words, parse_boxes
 
 # MSTAR class -> (spoken names). The first is the canonical display name.
 VEHICLE_NAMES: dict[str, tuple[str, ...]] = {
@@ -113,27 +114,17 @@ def _vehicle_phrase(label: str, rng: random.Random) -> str:
 def count_objects(boxes_xyxy: str | None, window: Sequence[int] | None) -> list[str]:
     """Class names of boxes whose centre lies in `window` ([col_off, row_off, width, height]; None = whole image).
 
-    `boxes_xyxy` is the manifest form ``class:xmin,ymin,xmax,ymax;...`` in pixels.
+    `boxes_xyxy` is the manifest form ``class:xmin,ymin,xmax,ymax;...`` in pixels (`ingest.objects`, which
+    the catalog's tiles use too); an item that cannot be read is skipped here (training never stops on one).
     """
-    if not boxes_xyxy:
-        return []
-    found = []
-    for item in str(boxes_xyxy).split(";"):
-        if ":" not in item:
-            continue
-        name, coords = item.rsplit(":", 1)
+    boxes = []
+    for item in str(boxes_xyxy or "").split(";"):
         try:
-            x0, y0, x1, y1 = (float(v) for v in coords.split(","))
-        except ValueError:
+            boxes += parse_boxes(item)
+        except MetadataError:
             continue
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        if window is None:
-            found.append(name)
-            continue
-        col, row, width, height = window
-        if col <= cx < col + width and row <= cy < row + height:
-            found.append(name)
-    return found
+    inside = boxes if window is None else boxes_in_window(boxes, window)
+    return [box.name for box in inside]
 
 
 def sea_context(row: Mapping[str, object]) -> str:
