@@ -87,7 +87,7 @@ def random_filters(rng: random.Random) -> Filters:
             moment = rng.choice([day.date().isoformat(), day + timedelta(microseconds=rng.randrange(86_400_000_000))])
             fields[rng.choice(["after", "before"])] = moment
         else:
-            fields["min_objects"] = rng.randrange(-1, 6)
+            fields["min_objects"] = rng.randrange(0, 6)
     if "after" in fields and "before" in fields:
         fields.pop("before")
     return Filters(**fields)
@@ -124,9 +124,9 @@ def test_semantics_nulls_case_and_boundaries(random_catalog: Path) -> None:
         after, before = set(arrays.match(Filters(after=day)).tolist()), set(arrays.match(Filters(before=day)).tolist())
         assert not after & before
         assert after | before == {i for i, r in rows.items() if r["datetime"] is not None}
-        # min-objects: NULL counts never match, even a threshold below every count
-        assert arrays.match(Filters(min_objects=-1)).tolist() == duckdb_ids(catalog, Filters(min_objects=-1))
-        assert len(arrays.match(Filters(min_objects=-1))) < len(rows)
+        # min-objects: NULL counts never match, even a threshold of 0 (negative ones are refused: build_predicate)
+        assert arrays.match(Filters(min_objects=0)).tolist() == duckdb_ids(catalog, Filters(min_objects=0))
+        assert len(arrays.match(Filters(min_objects=0))) < len(rows)
 
 
 def test_where_and_unanswerable_values_go_to_duckdb(random_catalog: Path) -> None:
