@@ -31,10 +31,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from sarclip_search.ingest.metadata import load_manifest
 from sarclip_search.model.sarclip import DEFAULT_CHECKPOINT, git_commit, load_model
 from sarclip_search.training import data as training_data
-from sarclip_search.training.evaluate import class_text_embeddings
+from sarclip_search.training.evaluate import class_text_embeddings, composite_crops
 from sarclip_search.training.shortcut import blank_target, swap_clutter
 
 from defaults import DATA, RESULTS, require_archive
@@ -44,14 +43,6 @@ DATASET = "MSTAR-SOC"
 
 def mstar_chips(root: Path, split: str, size: int) -> tuple[np.ndarray, list[str]]:
     samples = [s for s in training_data.manifest_samples(root, (split,)) if s.dataset == DATASET and s.window is None]
-    return training_data.load_chips(samples, size), [s.label for s in samples]
-
-
-def scene_crops(root: Path, split: str, size: int, labels: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Every labelled vehicle of the split's MSTAR composite scenes, cut out as the trainer's box samples are."""
-    manifest = load_manifest(root)
-    samples = [s for s in training_data.box_samples(root, manifest, (split,), ("MSTAR-composite-scenes",),
-                                                    n_captions=1, seed=0) if s.label in labels]
     return training_data.load_chips(samples, size), [s.label for s in samples]
 
 
@@ -87,7 +78,7 @@ def main() -> None:
     partner = np.array([rng.choice([j for j, t in enumerate(truth) if t != truth[i]]) for i in range(len(truth))])
     swapped = swap_clutter(torch.as_tensor(chips), torch.as_tensor(chips[partner])).numpy()
     clutter_truth = [truth[j] for j in partner]
-    crops, crop_truth = scene_crops(root, args.split, size, labels)
+    crops, crop_truth = composite_crops(root, args.split, size, labels)
 
     train_chips, train_labels = mstar_chips(root, "train", size)
     train_blanked = blank_target(torch.as_tensor(train_chips), generator).numpy()

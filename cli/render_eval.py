@@ -44,16 +44,50 @@ def eval_report(report: dict[str, Any]) -> None:
     retrieval.add_row("[bold]mR[/] (mean of the six cross-modal R@K)", _number(report["mR"]), "", "", "", "", "")
     console.print(retrieval)
 
-    paraphrase = report["paraphrase"]
-    table = Table(title=f"paraphrase queries: text → image P@10, mean {_number(paraphrase['mean_P@10'])}",
-                  title_justify="left")
-    for column in ("query", "relevant labels", "relevant images", "P@10"):
-        table.add_column(column, justify="right" if column in ("relevant images", "P@10") else "left")
-    for query in paraphrase["queries"]:
-        table.add_row(query["text"], ", ".join(query["relevant_labels"]), str(query["n_relevant"]), _number(query["P@10"]))
-    console.print(table)
+    paraphrase_table(report["paraphrase"], "image")
+    if report.get("word_pairs"):
+        word_pair_table(report["word_pairs"], "image")
+    crops = report.get("composite_crops")
+    if crops:
+        if crops.get("top1") is None:
+            console.print(f"composite-scene crops: not measured ({crops.get('note')})", highlight=False)
+        else:
+            console.print(f"[bold]composite-scene crops[/]: {crops['n']} vehicles cut from the MSTAR composite scenes, "
+                          f"zero-shot top-1 {_number(crops['top1'])}, balanced {_number(crops['balanced_accuracy'])} "
+                          f"(chance {_number(crops['chance'])})", highlight=False)
+    for dataset, scores in report["zero_shot"].items():
+        for name, entry in scores.items():
+            if isinstance(entry, dict) and entry.get("data_limit"):
+                console.print(f"[bold]data limit[/] {dataset} {name}: {entry['data_limit']}", highlight=False)
     for path in report.get("files", []):
         console.print(f"wrote {path}", highlight=False)
+
+
+def paraphrase_table(paraphrase: dict[str, Any], unit: str) -> None:
+    """Paraphrase queries: kind, relevance rule, relevant items, chance, P@10."""
+    table = Table(title=f"paraphrase queries: text → {unit} P@10, mean {_number(paraphrase['mean_P@10'])} "
+                        f"(chance {_number(paraphrase.get('mean_chance'))}) over {paraphrase['n_scored']} of "
+                        f"{len(paraphrase['queries'])} queries with a relevant {unit}", title_justify="left")
+    for column in ("query", "kind", "relevant when", f"relevant {unit}s", "chance", "P@10"):
+        table.add_column(column, justify="right" if column in (f"relevant {unit}s", "chance", "P@10") else "left")
+    for query in paraphrase["queries"]:
+        table.add_row(query["text"], query.get("kind", ""), query.get("rule", ""), str(query["n_relevant"]),
+                      _number(query.get("chance")), _number(query["P@10"]))
+    console.print(table)
+
+
+def word_pair_table(pairs: dict[str, Any], unit: str) -> None:
+    """Word vs object: each text's P@10 over the items of both domains and how often its own items prefer it."""
+    table = Table(title=f"word vs object over the {unit}s of both domains: pairwise balanced accuracy "
+                        f"{_number(pairs['mean_pairwise_balanced'])} (chance 0.5)", title_justify="left")
+    for column in ("text", "relevant when", f"{unit}s", "chance", "P@10", "own text wins", "pair balanced"):
+        table.add_column(column, justify="left" if column in ("text", "relevant when") else "right")
+    for pair in pairs["pairs"]:
+        for i, side in enumerate((pair["first"], pair["second"])):
+            table.add_row(side["text"], side["rule"], str(side["n_relevant"]), _number(side["chance"]),
+                          _number(side["P@10"]), _number(side["own_text_wins"]),
+                          _number(pair["pairwise_balanced"]) if i == 0 else "")
+    console.print(table)
 
 
 def tile_report(report: dict[str, Any]) -> None:
@@ -72,3 +106,9 @@ def tile_report(report: dict[str, Any]) -> None:
         table.add_row(f"[bold]{kind}[/]", f"mean of {entry['queries']}", "", _number(entry["mean_chance"]),
                       _number(entry["mean_P@10"]), "")
     console.print(table)
+    if report.get("paraphrase"):
+        paraphrase_table(report["paraphrase"], "tile")
+    if report.get("word_pairs"):
+        word_pair_table(report["word_pairs"], "tile")
+    for path in report.get("files", []):
+        console.print(f"wrote {path}", highlight=False)

@@ -35,8 +35,9 @@ import numpy as np
 from sarclip_search.errors import InputError
 from sarclip_search.ingest.metadata import load_manifest
 from sarclip_search.training import data as training_data
-from sarclip_search.training.captions import class_prompts
-from sarclip_search.training.paraphrases import PARAPHRASES
+from sarclip_search.training.captions import VEHICLE_NAMES, class_prompts
+from sarclip_search.training.paraphrases import PARAPHRASES, WORD_PAIRS, WordPair
+from sarclip_search.training.tile_relevance import Tile, TileQuery
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +154,24 @@ def zero_shot_metrics(image_vectors: np.ndarray, class_vectors: np.ndarray, trut
         "per_class": per_class,
         "confusion": confusion.tolist(),  # rows: true class, columns: predicted, in `classes` order
         "classes": list(class_names),
+        "support": {name: int(support[i]) for i, name in enumerate(class_names)},
         "n": len(truth),
         "chance": round(1.0 / n_classes, 4),
     }
+
+
+def balanced_accuracy_limit(support: dict[str, int], at: float = 0.70, enough: int = 30) -> str | None:
+    """A one-sentence data limit of a balanced accuracy measured on few images per class (None with `enough`
+    of each): how far one image moves it, and the 95% interval half-width of a true value `at`."""
+    counts = {name: n for name, n in support.items() if n}
+    if not counts or min(counts.values()) >= enough:
+        return None
+    smallest = min(counts, key=counts.get)
+    step = 1.0 / (len(counts) * counts[smallest])
+    half_width = 1.96 * math.sqrt(sum(at * (1 - at) / n for n in counts.values())) / len(counts)
+    return (f"{' and '.join(f'{n} {name}' for name, n in counts.items())} images: one {smallest} image moves "
+            f"balanced accuracy by {step:.3f}, and a true {at:.2f} would read anywhere in {at - half_width:.2f}-"
+            f"{min(1.0, at + half_width):.2f} (95%), so this split can tell {at:.2f} from chance only roughly")
 
 
 def image_to_image_scores(vectors: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -332,6 +348,7 @@ def zero_shot_report(sarclip: TextEncoder, embeddings: LabelledEmbeddings) -> di
             picked = [classes.index(label) for label in subset]
             report[dataset][name] = zero_shot_metrics(embeddings.vectors[mask][keep], class_vectors[picked],
                                                       sub_truth, list(subset))
+            report[dataset][name]["data_limit"] = balanced_accuracy_limit(report[dataset][name]["support"])
     return report
 
 
@@ -344,25 +361,135 @@ def retrieval_class_texts(embeddings: LabelledEmbeddings) -> tuple[list[str], li
     return names, [prompts[name] for name in names]
 
 
+# A small ensemble of SAR prompt templates a query can be embedded through (the mean of its embeddings),
+# as zero-shot classification does with its class prompts; measured against the raw text (docs/evaluation.md).
+QUERY_TEMPLATES = ("{}", "a SAR image of {}", "a radar image of {}", "a synthetic aperture radar image of {}",
+                   "SAR chip showing {}")
+
+
+def embed_queries(model: TextEncoder, texts: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+    """(len(texts), D) query vectors: each text as it is, or the normalized mean over `templates`."""
+    if not templates:
+        return np.asarray(model.encode_texts(list(texts)), np.float64)
+    vectors = []
+    for text in texts:
+        mean = np.asarray(model.encode_texts([t.format(text) for t in templates]), np.float64).mean(axis=0)
+        vectors.append(mean / np.linalg.norm(mean))
+    return np.stack(vectors)
+
+
+def query_precision_rows(scores: np.ndarray, items: Sequence[Tile], queries: Sequence[TileQuery]) -> list[dict[str, Any]]:
+    """Per query (a row of `scores` over `items`): its relevant items by its rule, chance (their share) and P@10
+    (None without a relevant item)."""
+    rows = []
+    for i, query in enumerate(queries):
+        relevant = np.array([bool(query.relevant(item)) for item in items], bool)
+        n = int(relevant.sum())
+        p10 = float(precision_at_k(scores[i: i + 1], relevant[None], PRECISION_K)[0]) if n else None
+        rows.append({"kind": query.kind, "text": query.text, "rule": query.rule, "n_relevant": n,
+                     "chance": round(n / len(items), 4) if len(items) else None,
+                     "P@10": None if p10 is None else round(p10, 4)})
+    return rows
+
+
+def summarize_queries(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean P@10 and mean chance over the scored queries, overall and per kind."""
+    scored = [r for r in rows if r["P@10"] is not None]
+    by_kind = {}
+    for kind in dict.fromkeys(r["kind"] for r in scored):
+        group = [r for r in scored if r["kind"] == kind]
+        by_kind[kind] = {"mean_P@10": round(float(np.mean([r["P@10"] for r in group])), 4),
+                         "mean_chance": round(float(np.mean([r["chance"] for r in group])), 4), "queries": len(group)}
+    return {"mean_P@10": round(float(np.mean([r["P@10"] for r in scored])), 4) if scored else None,
+            "mean_chance": round(float(np.mean([r["chance"] for r in scored])), 4) if scored else None,
+            "n_scored": len(scored), "n_queries": len(rows), "by_kind": by_kind}
+
+
+def labelled_items(embeddings: LabelledEmbeddings) -> list[dict[str, Any]]:
+    """The labelled images as items of the tile relevance rules: each holds its label."""
+    return [{"dataset": d, "label": label} for d, label in zip(embeddings.datasets, embeddings.labels)]
+
+
 def paraphrase_report(sarclip: TextEncoder, embeddings: LabelledEmbeddings,
-                      paraphrases: dict[str, frozenset[str]] = PARAPHRASES) -> dict[str, Any]:
-    """Text→image P@10 of each paraphrase query; the mean is over queries with a relevant image."""
-    texts = list(paraphrases)
-    scores = sarclip.encode_texts(texts).astype(np.float64) @ embeddings.vectors.astype(np.float64).T
-    labels = np.asarray(embeddings.labels)
-    queries = []
-    for i, text in enumerate(texts):
-        relevant = np.isin(labels, sorted(paraphrases[text]))
-        p10 = float(precision_at_k(scores[i : i + 1], relevant[None], PRECISION_K)[0]) if relevant.any() else None
-        queries.append({"text": text, "relevant_labels": sorted(paraphrases[text]), "n_relevant": int(relevant.sum()),
-                        "P@10": None if p10 is None else round(p10, 4)})
-    scored = [q["P@10"] for q in queries if q["P@10"] is not None]
-    return {"queries": queries, "mean_P@10": round(float(np.mean(scored)), 4) if scored else None,
-            "n_scored": len(scored)}
+                      paraphrases: Sequence[TileQuery] = PARAPHRASES, *,
+                      templates: Sequence[str] | None = None) -> dict[str, Any]:
+    """Text→image P@10 with chance of each paraphrase query over the labelled images; the means are over the
+    queries with a relevant image (a count or context query has none among whole chips)."""
+    scores = embed_queries(sarclip, [q.text for q in paraphrases], templates) @ embeddings.vectors.astype(np.float64).T
+    rows = query_precision_rows(scores, labelled_items(embeddings), paraphrases)
+    return {"queries": rows, **summarize_queries(rows)}
 
 
-def evaluation_report(sarclip: Any, embeddings: LabelledEmbeddings) -> dict[str, Any]:
-    """The full report on one split's labelled images (see docs/evaluation.md)."""
+def word_pair_report(sarclip: TextEncoder, vectors: np.ndarray, items: Sequence[Tile],
+                     pairs: Sequence[WordPair] = WORD_PAIRS, *, templates: Sequence[str] | None = None) -> dict[str, Any]:
+    """Cross-domain word pairs ("cargo truck" vs "cargo ship"): over the items of either side, each text's P@10
+    (chance: its side's share) and the pairwise accuracy of each side (its items score higher with their own
+    text than with the other; ties wrong), balanced over the two sides (chance 0.5)."""
+    texts = [q.text for pair in pairs for q in (pair.first, pair.second)]
+    text_vectors = embed_queries(sarclip, texts, templates)
+    vectors = np.asarray(vectors, np.float64)
+    rows = []
+    for p, pair in enumerate(pairs):
+        sides = (pair.first, pair.second)
+        member = np.array([[bool(q.relevant(item)) for item in items] for q in sides], bool).reshape(2, len(items))
+        only = member & ~member[::-1]  # an item of both sides judges neither
+        gallery = only.any(axis=0)
+        scores = text_vectors[2 * p: 2 * p + 2] @ vectors[gallery].T if gallery.any() else np.zeros((2, 0))
+        entry: dict[str, Any] = {"n": int(gallery.sum())}
+        accuracies = []
+        for s, query in enumerate(sides):
+            mine = only[s][gallery]
+            n = int(mine.sum())
+            p10 = float(precision_at_k(scores[s: s + 1], mine[None], PRECISION_K)[0]) if n else None
+            wins = float((scores[s][mine] > scores[1 - s][mine]).mean()) if n else None
+            if wins is not None:
+                accuracies.append(wins)
+            entry["first" if s == 0 else "second"] = {
+                "text": query.text, "domain": query.kind, "rule": query.rule, "n_relevant": n,
+                "chance": round(n / int(gallery.sum()), 4) if gallery.any() else None,
+                "P@10": None if p10 is None else round(p10, 4), "own_text_wins": None if wins is None else round(wins, 4)}
+        entry["pairwise_balanced"] = round(float(np.mean(accuracies)), 4) if len(accuracies) == 2 else None
+        rows.append(entry)
+    judged = [r["pairwise_balanced"] for r in rows if r["pairwise_balanced"] is not None]
+    p10s = [side["P@10"] for r in rows for side in (r["first"], r["second"]) if side["P@10"] is not None]
+    chances = [side["chance"] for r in rows for side in (r["first"], r["second"]) if side["P@10"] is not None]
+    return {"pairs": rows, "chance_pairwise": 0.5,
+            "mean_pairwise_balanced": round(float(np.mean(judged)), 4) if judged else None,
+            "mean_P@10": round(float(np.mean(p10s)), 4) if p10s else None,
+            "mean_chance": round(float(np.mean(chances)), 4) if chances else None}
+
+
+# --- vehicles cut from the MSTAR composite scenes -------------------------------------------------
+
+COMPOSITE_DATASET = "MSTAR-composite-scenes"
+MSTAR_CLASSES = tuple(sorted(VEHICLE_NAMES))
+
+
+def composite_crops(root: str | Path, split: str, size: int,
+                    classes: Sequence[str] = MSTAR_CLASSES) -> tuple[np.ndarray, list[str]]:
+    """Every labelled vehicle of the split's MSTAR composite scenes, cut out by its box as the trainer's box
+    samples are (`data.box_samples`), decoded to (N, size, size) chips; with their class names."""
+    root = Path(root)
+    samples = [s for s in training_data.box_samples(root, load_manifest(root), (split,), (COMPOSITE_DATASET,),
+                                                    n_captions=1, seed=0) if s.label in classes]
+    return training_data.load_chips(samples, size), [s.label for s in samples]
+
+
+def composite_crop_report(sarclip: Any, root: str | Path, split: str) -> dict[str, Any]:
+    """Zero-shot top-1 over the ten MSTAR classes (their class prompt ensembles) of the vehicles cut from the
+    split's composite scenes: the MSTAR targets on other clutter, at another scale and processing chain."""
+    chips, names = composite_crops(root, split, sarclip.image_size)
+    if not names:
+        return {"n": 0, "top1": None, "note": f"no boxed {COMPOSITE_DATASET} vehicle in split {split!r}"}
+    classes = list(MSTAR_CLASSES)
+    metrics = zero_shot_metrics(sarclip.encode_images(chips), class_text_embeddings(sarclip, "MSTAR-SOC", classes),
+                                np.array([classes.index(n) for n in names]), classes)
+    return metrics
+
+
+def evaluation_report(sarclip: Any, embeddings: LabelledEmbeddings, root: str | Path | None = None) -> dict[str, Any]:
+    """The full report on one split's labelled images (see docs/evaluation.md); with the archive `root`, also
+    the composite-scene crops of the split."""
     if not len(embeddings.labels):
         raise InputError(f"split {embeddings.source.get('split')!r} of {embeddings.source.get('path')} has no "
                          "labelled whole images to evaluate (tiled scenes are left out)")
@@ -380,7 +507,14 @@ def evaluation_report(sarclip: Any, embeddings: LabelledEmbeddings) -> dict[str,
         "zero_shot": zero_shot_report(sarclip, embeddings),
         **retrieval_metrics(embeddings.vectors, embeddings.labels, class_vectors, class_labels),
         "paraphrase": paraphrase_report(sarclip, embeddings),
+        "word_pairs": word_pair_report(sarclip, embeddings.vectors, labelled_items(embeddings)),
     }
+    split = str(embeddings.source.get("split"))
+    if root is not None and (Path(root) / "manifest.csv").is_file():
+        report["composite_crops"] = composite_crop_report(sarclip, root, split)
+    else:
+        report["composite_crops"] = {"n": 0, "top1": None,
+                                     "note": "the index's archive (info.json archive_root) is not readable here"}
     report["metric_seconds"] = round(time.perf_counter() - started, 2)
     return _nan_to_none(report)
 
@@ -388,12 +522,12 @@ def evaluation_report(sarclip: Any, embeddings: LabelledEmbeddings) -> dict[str,
 def evaluate_manifest(sarclip: Any, root: str | Path, split: str,
                       progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """The report for a manifest split, embedding its labelled images with `sarclip`."""
-    return evaluation_report(sarclip, manifest_embeddings(sarclip, root, split, progress))
+    return evaluation_report(sarclip, manifest_embeddings(sarclip, root, split, progress), root)
 
 
 def evaluate_index(engine: Any, split: str) -> dict[str, Any]:
     """The report for an index's stored vectors of `split`; texts embedded by the index's own model."""
-    return evaluation_report(engine.model, index_embeddings(engine, split))
+    return evaluation_report(engine.model, index_embeddings(engine, split), engine.info.get("archive_root"))
 
 
 def zero_shot_accuracy(sarclip: Any, root: Path, split: str) -> dict[str, Any]:

@@ -57,12 +57,22 @@ def to_markdown(report: dict[str, Any]) -> str:
         [[_number(t2i["R@1"]), _number(t2i["R@5"]), _number(t2i["R@10"]), _number(i2t["R@1"]), _number(i2t["R@5"]),
           _number(i2t["R@10"]), _number(report["mR"]), _number(t2i["mAP"]), _number(i2i["R@1"]), _number(i2i["P@10"])]],
     )
-    paraphrase = report["paraphrase"]
-    lines += ["", (f"## Paraphrase queries (text→image P@10; mean {_number(paraphrase['mean_P@10'])} "
-                  f"over {paraphrase['n_scored']} queries with a relevant image)"), ""]
-    lines += _table(["query", "relevant labels", "relevant images", "P@10"],
-                    [[q["text"], ", ".join(q["relevant_labels"]), str(q["n_relevant"]), _number(q["P@10"])]
-                     for q in paraphrase["queries"]])
+    lines += ["", *paraphrase_markdown(report["paraphrase"], "image")]
+    if report.get("word_pairs"):
+        lines += ["", *word_pair_markdown(report["word_pairs"], "image")]
+    crops = report.get("composite_crops")
+    if crops:
+        lines += ["", "## Vehicles cut from the MSTAR composite scenes (zero-shot over the 10 MSTAR classes)", ""]
+        if crops.get("top1") is None:
+            lines.append(f"Not measured: {crops.get('note')}.")
+        else:
+            lines += _table(["crops", "top-1", "balanced acc.", "chance"],
+                            [[str(crops["n"]), _number(crops["top1"]), _number(crops["balanced_accuracy"]),
+                              _number(crops["chance"])]])
+    limits = [f"- {dataset} {name}: {entry['data_limit']}" for dataset, scores in report["zero_shot"].items()
+              for name, entry in scores.items() if isinstance(entry, dict) and entry.get("data_limit")]
+    if limits:
+        lines += ["", "## Data limits", "", *limits]
     for dataset, scores in report["zero_shot"].items():
         lines += ["", f"## {dataset}: per-class zero-shot accuracy and confusion (rows true, columns predicted)", ""]
         classes = scores["classes"]
@@ -70,6 +80,29 @@ def to_markdown(report: dict[str, Any]) -> str:
                         [[name, _number(scores["per_class"][name]), *map(str, scores["confusion"][i])]
                          for i, name in enumerate(classes)])
     return "\n".join(lines) + "\n"
+
+
+def paraphrase_markdown(paraphrase: dict[str, Any], unit: str) -> list[str]:
+    """The paraphrase table: each query's kind, relevance rule, relevant items, chance and P@10."""
+    lines = [(f"## Paraphrase queries (text→{unit} P@10; mean {_number(paraphrase['mean_P@10'])}, chance "
+             f"{_number(paraphrase.get('mean_chance'))}, over {paraphrase['n_scored']} of "
+             f"{len(paraphrase['queries'])} queries with a relevant {unit})"), ""]
+    return lines + _table(["query", "kind", "relevant when", f"relevant {unit}s", "chance", "P@10"],
+                          [[q["text"], q.get("kind", ""), q.get("rule", ""), str(q["n_relevant"]),
+                            _number(q.get("chance")), _number(q["P@10"])] for q in paraphrase["queries"]])
+
+
+def word_pair_markdown(pairs: dict[str, Any], unit: str) -> list[str]:
+    """The word-vs-object table: per text, P@10 over the items of both domains, and how often the own text wins."""
+    lines = [(f"## Word vs object (over the {unit}s of both domains; pairwise: own text scores higher than the "
+             f"other, balanced over the two sides, chance 0.5; mean {_number(pairs['mean_pairwise_balanced'])})"), ""]
+    rows = []
+    for pair in pairs["pairs"]:
+        for side in (pair["first"], pair["second"]):
+            rows.append([side["text"], side["rule"], str(side["n_relevant"]), _number(side["chance"]),
+                         _number(side["P@10"]), _number(side["own_text_wins"]), _number(pair["pairwise_balanced"])])
+    return lines + _table(["text", "relevant when", f"{unit}s", "chance", "P@10", "own text wins", "pair balanced"],
+                          rows)
 
 
 def _slug(name: str) -> str:

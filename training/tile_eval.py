@@ -11,62 +11,34 @@ open-sea ship tiles (0.5: no preference; issue 16 asks harbour tiles first).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sarclip_search.errors import InputError
-from sarclip_search.ingest.objects import NO_OBJECT, parse_boxes
-from sarclip_search.training.captions import SHIP_LABELS, SHIP_SCENE_DATASETS, VEHICLE_NAMES, sea_context
-from sarclip_search.training.evaluate import PRECISION_K, precision_at_k
+from sarclip_search.training.evaluate import (
+    QUERY_TEMPLATES,
+    embed_queries,
+    query_precision_rows,
+    summarize_queries,
+    word_pair_report,
+)
+from sarclip_search.training.paraphrases import PARAPHRASES, WORD_PAIRS
+from sarclip_search.training.tile_relevance import (  # noqa: F401  (held, labels, vehicles: this module's API too)
+    SHIP_NAMES,
+    VEHICLES,
+    TileQuery,
+    held,
+    labels,
+    land_cover,
+    sea_context,
+    ships,
+    vehicles,
+)
+from sarclip_search.training.tile_relevance import sea_scene as _sea_scene
 
-SHIP_NAMES = frozenset({"ship", *SHIP_LABELS})
-VEHICLES = frozenset(VEHICLE_NAMES)
-
-
-@dataclass(frozen=True)
-class TileQuery:
-    kind: str  # class, counting, context, land cover, flood
-    text: str
-    relevant: Callable[[Mapping[str, Any]], bool]
-
-
-def held(tile: Mapping[str, Any]) -> list[str]:
-    """What a tile holds: its boxed objects, none for a boxed scene's empty tile, else its (scene's) label."""
-    if tile.get("tile_objects"):
-        return [box.name for box in parse_boxes(tile["tile_objects"])]
-    if tile.get("tile_n_objects") == 0:
-        return []
-    label = tile.get("tile_label") or tile.get("label")
-    return [str(label)] if label else []
-
-
-def labels(tile: Mapping[str, Any]) -> set[str]:
-    """The class names a tile answers to: what it holds and its own label (`cargo` for a chip whose box is a
-    `ship`)."""
-    names = set(held(tile))
-    label = tile.get("tile_label") or tile.get("label")
-    if names and label and label != NO_OBJECT:
-        names.add(str(label))
-    return names
-
-
-def ships(tile: Mapping[str, Any]) -> int:
-    return sum(name in SHIP_NAMES for name in held(tile))
-
-
-def vehicles(tile: Mapping[str, Any]) -> int:
-    return sum(name in VEHICLES for name in held(tile))
-
-
-def _sea_scene(tile: Mapping[str, Any]) -> bool:
-    return tile.get("dataset") in SHIP_SCENE_DATASETS
-
-
-def _land_cover(word: str) -> Callable[[Mapping[str, Any]], bool]:
-    return lambda t: t.get("dataset") == "BigEarthNet-S1" and word in str(t.get("objects") or "").lower()
+__all__ = ["QUERIES", "QUERY_TEMPLATES", "TileQuery", "embed_queries", "held", "labels", "ships", "tile_retrieval_report",
+           "vehicles"]
 
 
 QUERIES: tuple[TileQuery, ...] = (
@@ -89,8 +61,8 @@ QUERIES: tuple[TileQuery, ...] = (
               lambda t: _sea_scene(t) and ships(t) == 0 and sea_context(t) == "offshore"),
     TileQuery("context", "an empty field without vehicles",
               lambda t: t.get("dataset") == "MSTAR-composite-scenes" and vehicles(t) == 0),
-    TileQuery("land cover", "farmland", _land_cover("arable")),
-    TileQuery("land cover", "forest", _land_cover("forest")),
+    TileQuery("land cover", "farmland", lambda t: land_cover(t, "arable")),
+    TileQuery("land cover", "forest", lambda t: land_cover(t, "forest")),
     TileQuery("flood", "flooded fields", lambda t: t.get("label") == "flood_water"),
     TileQuery("flood", "water", lambda t: t.get("label") in ("flood_water", "water_body")),
 )
@@ -104,27 +76,13 @@ def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
-# A small ensemble of SAR prompt templates a query can be embedded through (the mean of its embeddings),
-# as zero-shot classification does with its class prompts; measured against the raw text (docs/evaluation.md).
-QUERY_TEMPLATES = ("{}", "a SAR image of {}", "a radar image of {}", "a synthetic aperture radar image of {}",
-                   "SAR chip showing {}")
-
-
-def embed_queries(model: Any, texts: list[str], templates: tuple[str, ...] | None = None) -> np.ndarray:
-    """(len(texts), D) query vectors: each text as it is, or the normalized mean over `templates`."""
-    if not templates:
-        return np.asarray(model.encode_texts(texts), np.float64)
-    vectors = []
-    for text in texts:
-        mean = np.asarray(model.encode_texts([t.format(text) for t in templates]), np.float64).mean(axis=0)
-        vectors.append(mean / np.linalg.norm(mean))
-    return np.stack(vectors)
-
-
 def tile_retrieval_report(engine: Any, split: str, queries: tuple[TileQuery, ...] = QUERIES, *,
-                          templates: tuple[str, ...] | None = None) -> dict[str, Any]:
+                          templates: tuple[str, ...] | None = None, paraphrases: tuple[TileQuery, ...] = PARAPHRASES,
+                          pairs: tuple = WORD_PAIRS) -> dict[str, Any]:
     """P@10 (with chance) of each tile query over the tiles of `split` in the index of `engine`; with
-    `templates`, each query embedded through that prompt ensemble (`embed_queries`)."""
+    `templates`, each query embedded through that prompt ensemble (`embed_queries`). Also the paraphrase
+    queries (`paraphrases.PARAPHRASES`) and the word-vs-object pairs (`paraphrases.WORD_PAIRS`) on the same
+    tiles (empty tuples leave them out)."""
     columns = set(engine.catalog.columns())
     if "tile_objects" not in columns:
         raise InputError(f"the index at {engine.generation.path.parent} has no per-tile objects (catalog schema "
@@ -139,29 +97,26 @@ def tile_retrieval_report(engine: Any, split: str, queries: tuple[TileQuery, ...
     order = np.array([int(t["tile_id"]) for t in tiles], np.int64)
     vectors = engine.vectors.vectors(order).astype(np.float64)
     texts = [q.text for q in queries]
-    scores = embed_queries(engine.model, texts, templates) @ vectors.T
-    rows = []
-    for i, query in enumerate(queries):
-        relevant = np.array([bool(query.relevant(t)) for t in tiles])
-        n = int(relevant.sum())
-        row: dict[str, Any] = {"kind": query.kind, "text": query.text, "n_relevant": n,
-                               "chance": round(n / len(tiles), 4)}
-        row["P@10"] = round(float(precision_at_k(scores[i: i + 1], relevant[None], PRECISION_K)[0]), 4) if n else None
+    query_vectors = embed_queries(engine.model, texts, templates)
+    scores = query_vectors @ vectors.T
+    rows = query_precision_rows(scores, tiles, queries)
+    for i, (query, row) in enumerate(zip(queries, rows)):
         if query.text == "ship near harbor":
+            relevant = np.array([bool(query.relevant(t)) for t in tiles])
             offshore = np.array([ships(t) >= 1 and _sea_scene(t) and sea_context(t) == "offshore" for t in tiles])
             auc = _auc(scores[i][relevant], scores[i][offshore])
             row["auc_vs_offshore_ships"] = None if auc is None else round(auc, 4)
-        rows.append(row)
-    scored = [r for r in rows if r["P@10"] is not None]
-    by_kind = {}
-    for kind in dict.fromkeys(r["kind"] for r in scored):
-        group = [r for r in scored if r["kind"] == kind]
-        by_kind[kind] = {"mean_P@10": round(float(np.mean([r["P@10"] for r in group])), 4),
-                         "mean_chance": round(float(np.mean([r["chance"] for r in group])), 4), "queries": len(group)}
-    return {
-        "split": split, "n_tiles": len(tiles), "queries": rows, "by_kind": by_kind,
+    summary = summarize_queries(rows)
+    report: dict[str, Any] = {
+        "split": split, "n_tiles": len(tiles), "queries": rows, "by_kind": summary["by_kind"],
         "templates": list(templates) if templates else None,
-        "mean_P@10": round(float(np.mean([r["P@10"] for r in scored])), 4) if scored else None,
-        "mean_chance": round(float(np.mean([r["chance"] for r in scored])), 4) if scored else None,
+        "mean_P@10": summary["mean_P@10"], "mean_chance": summary["mean_chance"],
         "model": {"checkpoint_sha256": (engine.info.get("model") or {}).get("checkpoint_sha256")},
     }
+    if paraphrases:
+        paraphrase_rows = query_precision_rows(embed_queries(engine.model, [q.text for q in paraphrases], templates)
+                                               @ vectors.T, tiles, paraphrases)
+        report["paraphrase"] = {"queries": paraphrase_rows, **summarize_queries(paraphrase_rows)}
+    if pairs:
+        report["word_pairs"] = word_pair_report(engine.model, vectors, tiles, pairs, templates=templates)
+    return report
