@@ -9,6 +9,7 @@ Layout of an index directory (default ``./.sarsearch``, or ``--db`` / ``SARSEARC
         vectors/           FAISS index + exact vectors (float32 for PQ) + ids (sarclip_search.index.VectorIndex),
                            the arrays as chains of append-only segment files (index/segments.py)
         info.json          what made it: model, checkpoint hash, dims, metric, index type, counts, versions
+        filter_columns/    the shortcut filters' columns as arrays, built at commit (store/column_arrays.py)
       lock                 held (flock) by the one process writing
 
 A writer stages a fresh generation from the committed one, changes it, writes everything, and only
@@ -172,7 +173,8 @@ class IndexStore:
         """Stage a new generation (from the committed one unless `copy_current` is False: its catalog
         copied, its vectors/ files hard-linked, `link_tree`).
 
-        On normal exit the caller has written catalog, vectors and info into it; it is then
+        On normal exit the caller has written catalog, vectors and info into it (the catalog closed); the
+        filter columns are built from the catalog (`column_arrays.build_at_commit`) and it is then
         committed by pointing CURRENT at it. On an exception it is deleted and CURRENT is untouched.
         Call inside `lock()`.
         """
@@ -188,6 +190,10 @@ class IndexStore:
                 if current.vectors_path.is_dir():
                     link_tree(current.vectors_path, staging.vectors_path)
             yield staging
+            # the filter columns beside the catalog, so no query builds them (never fails the commit)
+            from sarclip_search.store.column_arrays import build_at_commit
+
+            build_at_commit(staging.path, staging.catalog_path)
             final = Generation(self.root / f"{GEN_PREFIX}{number:06d}")
             publish_dir(staging.path, final.path)
             write_atomic(self.root / CURRENT_FILE, (final.path.name + "\n").encode(), unique=False)
