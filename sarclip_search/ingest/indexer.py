@@ -43,6 +43,7 @@ from sarclip_search._fs import file_sha256
 from sarclip_search.errors import InputError, MetadataError, RasterError, printable_path
 from sarclip_search.index import VectorIndex, choose_index_key
 from sarclip_search.ingest import raster
+from sarclip_search.ingest.masks import DarkMeter, read_mask_columns, row_polarization, tile_mask_columns
 from sarclip_search.ingest.metadata import (
     load_manifest,
     load_stac_sidecar,
@@ -327,7 +328,7 @@ class Prepared:
     embed_seconds: float = 0.0  # the time its embedding took (Ray actors)
     node: str = ""  # the Ray node that read it
     embedded_on: dict[str, int] = field(default_factory=dict)  # Ray node -> tiles of it embedded there
-    objects: list[dict] = field(default_factory=list)  # per tile: tile_label, tile_n_objects, tile_objects
+    objects: list[dict] = field(default_factory=list)  # per tile: tile_label, tile_n_objects, tile_objects, tile_*_fraction
 
     def tile_rows(self) -> list[dict]:
         """The catalog rows of its tiles (`Catalog.add_tiles`): window, bbox and what each tile holds."""
@@ -355,15 +356,21 @@ def prepare_file(item: Todo, settings: PrepareSettings, manifest_row: dict | Non
             # touched, not changed: keep the embeddings, record the mtime
             return Prepared(rel, "touched" if previous[3] == digest else "relabel", row=row)
         size = settings.image_size if isinstance(settings.image_size, int) else settings.image_size()
-        scene = raster.read_scene(path, settings.tile_size, settings.stride, size=size, timer=settings.timer)
+        dark = DarkMeter()  # the dark-water proxy, measured on each tile's pixels as they are read
+        scene = raster.read_scene(path, settings.tile_size, settings.stride, size=size, timer=settings.timer,
+                                  tile_values=dark)
         metadata = scene_metadata(rel, manifest_row, stac, scene.info.tags)
         row = _scene_row(item, content_hash, scene.info, metadata, digest)
-        objects = tile_object_columns(row, [w.as_list() for w in scene.windows], f"{rel}: boxes_xyxy")
+        windows = [w.as_list() for w in scene.windows]
+        objects = tile_object_columns(row, windows, f"{rel}: boxes_xyxy")
+        areas, mask_warnings = tile_mask_columns(path, rel, (scene.info.width, scene.info.height), windows,
+                                                 dark.fractions(row_polarization(row)))
     except (RasterError, MetadataError, OSError) as exc:
         return Prepared(rel, "failed", reason=failure_reason(exc, path))
     return Prepared(rel, "scene", row=row, windows=scene.windows, chips=np.stack(scene.chips),
-                    boxes=_tile_bboxes(scene.info, scene.windows, row), warnings=_constant_warning(scene.chips),
-                    objects=objects)
+                    boxes=_tile_bboxes(scene.info, scene.windows, row),
+                    warnings=_constant_warning(scene.chips) + mask_warnings,
+                    objects=[{**held, **area} for held, area in zip(objects, areas)])
 
 
 def _prepare_settings(settings: _Settings) -> PrepareSettings:
@@ -419,7 +426,8 @@ def _apply(
     assert result.row is not None
     if result.kind in ("relabel", "touched"):
         touched = result.kind == "touched"
-        _relabel(catalog, result.row, touched=touched)
+        report.warnings.extend((item.rel, line) for line in _relabel(catalog, result.row, touched=touched,
+                                                                     path=item.path))
         if touched:
             report.unchanged += 1
         else:
@@ -568,15 +576,18 @@ def _write_info(
     )
 
 
-def _relabel(catalog: Catalog, row: dict, *, touched: bool = False) -> None:
+def _relabel(catalog: Catalog, row: dict, *, touched: bool = False, path: Path | None = None) -> list[str]:
     """Rewrite the catalog rows of a scene whose pixels did not change: metadata, footprint, tile bboxes
     and what each tile holds (its boxes may have changed).
 
     `row` comes from the raster's header (its tags are a metadata source), not its pixels (`prepare_file`);
     tile ids and vectors stay. Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the
     others take the scene's box. `touched`: only the file's mtime changed; it is recorded so that the next
-    run skips the file unhashed.
+    run skips the file unhashed. Otherwise the mask fractions and dark proxy are measured again (ingest/masks.py:
+    the masks and each tile's pixels read; the upgrade to schema v4 fills them so). `path`: the file as the
+    walk found it (its masks are found from it); returns warning lines.
     """
+    lines: list[str] = []
     scene_id = catalog.update_scene(row)
     if row["footprint_source"] != "raster":
         catalog.set_scene_tiles_bbox(scene_id, _scene_box(row))
@@ -584,8 +595,14 @@ def _relabel(catalog: Catalog, row: dict, *, touched: bool = False) -> None:
         tiles = catalog.scene_tile_windows(scene_id)
         held = tile_object_columns(row, [window for _, window in tiles], f"{row['path']}: boxes_xyxy")
         catalog.set_tile_objects([(tile_id, values) for (tile_id, _), values in zip(tiles, held)])
+        try:
+            areas, lines = read_mask_columns(path or row["abs_path"], row["path"], row, [w for _, w in tiles])
+            catalog.set_tile_fractions([(tile_id, values) for (tile_id, _), values in zip(tiles, areas)])
+        except RasterError as exc:
+            lines = [f"tile_dark_fraction and mask fractions not measured ({str(exc).splitlines()[0]})"]
     log.info("%s: %s (not re-embedded)", row["path"],
              "touched, new mtime recorded" if touched else "metadata changed, re-labelled")
+    return lines
 
 
 def _tile_bboxes(

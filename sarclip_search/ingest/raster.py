@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -449,7 +449,7 @@ class SceneTiles(NamedTuple):
 
 def read_scene(
     path: str | os.PathLike[str], tile_size: int, stride: int | None = None, size: int = 128,
-    timer: StageTimer | None = None,
+    timer: StageTimer | None = None, tile_values: Callable[[np.ndarray, str], None] | None = None,
 ) -> SceneTiles:
     """`read_info(path)` and `read_tile_chips(path, tile_size, stride, size)` through one open of the file.
 
@@ -457,6 +457,8 @@ def read_scene(
     is a windowed read of the same open dataset: the same info, windows and chips as the two calls, with
     the same errors in the same order (the header's first, then the pixels'). `timer` (the indexer's)
     receives the time spent in "decode" (opening, header, pixel reads), "radiometry" and "resize".
+    `tile_values(values, scale)`, when given, sees each kept tile's pixels as read ((1, h, w), the scene's
+    scale), in the order of the windows (the indexer measures its dark-water proxy on them, ingest/masks.py).
 
     Raises:
         RasterError: as `read_info` and `read_window`.
@@ -469,7 +471,7 @@ def read_scene(
     with timer.stage("decode"), _open(file) as dataset:
         _probe_tail(dataset, file)
         info = _info(dataset, file, path)
-        windows, chips = _tile_chips(dataset, file, path, info.scale, tile_size, stride, size, timer)
+        windows, chips = _tile_chips(dataset, file, path, info.scale, tile_size, stride, size, timer, tile_values)
     return SceneTiles(info, windows, chips)
 
 
@@ -482,6 +484,7 @@ def _tile_chips(
     stride: int | None,
     size: int,
     timer: StageTimer | None = None,
+    tile_values: Callable[[np.ndarray, str], None] | None = None,
 ) -> tuple[list[Window], list[np.ndarray]]:
     """The windows with a valid pixel and their chips, read from the open `dataset` (see `read_tile_chips`);
     the time of radiometry and resizing goes to `timer` (decoding: the caller's stage)."""
@@ -492,6 +495,8 @@ def _tile_chips(
         values = _read(dataset, file, [1], _rasterio_window(dataset, whole))
         if np.isfinite(values).any():
             kept.append((window, _to_chip(values, scale, size, timer)))
+            if tile_values is not None:
+                tile_values(values, scale)
         else:
             logger.info("%s: window %s has no valid pixels; left out", printable_path(path), window.as_list())
     if not kept:

@@ -17,7 +17,7 @@ Folder layout::
 A shard's Parquet table has one row per tile: ``path`` (string, the scene's ``path``), ``col_off``,
 ``row_off``, ``width``, ``height`` (int64 pixels), ``bbox`` (fixed_size_list<float64>[4], null when nothing
 places the tile), the catalog's other tile columns (`EXTRA_TILE_COLUMNS`: ``tile_label``, ``tile_n_objects``,
-``tile_objects``; null when a tile row lacks them) and ``vector`` (fixed_size_list<float32>[embed_dim]). Its footer's key-value metadata holds
+``tile_objects`` and the mask fractions and dark proxy ``tile_*_fraction``; null when a tile row lacks them) and ``vector`` (fixed_size_list<float32>[embed_dim]). Its footer's key-value metadata holds
 ``sarclip.header`` (the header as JSON) and ``sarclip.scenes`` (the scene rows as a JSON list; datetimes
 and dates tagged ``{"$datetime": ISO}`` / ``{"$date": ISO}`` so they come back as they went in).
 
@@ -78,8 +78,8 @@ SHARD_NAME = re.compile(r"shard-(\d{8})\.parquet")
 HEADER_KEY = b"sarclip.header"
 SCENES_KEY = b"sarclip.scenes"
 TILE_FIELDS = ("col_off", "row_off", "width", "height")
-# the catalog's other tile columns (what a tile holds: tile_label, tile_n_objects, tile_objects), optional per tile
-# and stored as the catalog stores them (Catalog.add_tiles: str / int, null when absent)
+# the catalog's other tile columns (what a tile holds: tile_label, tile_n_objects, tile_objects, tile_*_fraction),
+# optional per tile and stored as the catalog stores them (Catalog.add_tiles: str / int / float, null when absent)
 EXTRA_TILE_COLUMNS = {name: kind for name, kind in TILE_COLUMNS.items()
                       if name not in ("tile_id", "scene_id", *TILE_FIELDS, *BBOX_COLUMNS)}
 # header fields that must agree between shards, the folder and the reader; model_path is where the checkpoint
@@ -251,6 +251,8 @@ def _tile_table(tile_rows: Sequence[Mapping[str, Any]], vectors: np.ndarray) -> 
         values = [t.get(name) for t in tile_rows]
         if kind == "VARCHAR":
             columns[name] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        elif kind == "DOUBLE":  # the mask fractions and dark proxy (ingest/masks.py)
+            columns[name] = pa.array([None if v is None else float(v) for v in values], type=pa.float64())
         else:
             columns[name] = pa.array([None if v is None else int(v) for v in values], type=pa.int64())
     columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)

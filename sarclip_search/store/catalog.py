@@ -37,6 +37,7 @@ from sarclip_search.store.schema import (
     TILE_VIEW_DDL,
     V2_SCENE_COLUMNS,
     V3_TILE_COLUMNS,
+    V4_TILE_COLUMNS,
     fits_type,
     fixed_value,
     json_value,
@@ -177,6 +178,9 @@ class Catalog:
                 self._con.execute(f"ALTER TABLE scenes ADD COLUMN IF NOT EXISTS {name} VARCHAR")
             if found < 3:  # v2 -> v3: the tile columns, filled by re-labelling every scene once (next `index`)
                 for name, sql_type in V3_TILE_COLUMNS.items():
+                    self._con.execute(f"ALTER TABLE tiles ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+            if found < 4:  # v3 -> v4: the tiles' mask fractions and dark proxy, filled by the same re-labelling
+                for name, sql_type in V4_TILE_COLUMNS.items():
                     self._con.execute(f"ALTER TABLE tiles ADD COLUMN IF NOT EXISTS {name} {sql_type}")
                 self._con.execute("UPDATE scenes SET metadata_hash = NULL")
                 self._con.execute(TILE_VIEW_DDL)  # t.* is expanded when the view is made
@@ -403,12 +407,26 @@ class Catalog:
                 [[values.get("tile_label"), values.get("tile_n_objects"), values.get("tile_objects"), int(tile_id)]
                  for tile_id, values in tiles])
 
+    def set_tile_fractions(self, tiles: Sequence[tuple[int, Mapping[str, object]]]) -> None:
+        """Rewrite the mask fractions and dark proxy (`V4_TILE_COLUMNS`) of existing tiles: (tile_id, values)
+        pairs; a column absent from values becomes NULL."""
+        self._require_writable("update tiles")
+        if not tiles:
+            return
+        names = list(V4_TILE_COLUMNS)
+        with self.transaction():
+            self._con.executemany(
+                f"UPDATE tiles SET {', '.join(f'{name} = ?' for name in names)} WHERE tile_id = ?",
+                [[None if values.get(name) is None else float(values[name]) for name in names]  # type: ignore[arg-type]
+                 + [int(tile_id)] for tile_id, values in tiles])
+
     def add_tiles(self, scene_id: int, tiles: Sequence[Mapping[str, object]]) -> np.ndarray:
         """Insert the tiles of one scene; returns their new tile ids (int64, in input order).
 
         Each tile: col_off, row_off, width, height (pixels) and bbox (minlon, minlat, maxlon,
         maxlat in degrees, or None); optionally what it holds: tile_label, tile_n_objects, tile_objects
-        (`ingest.objects.tile_object_columns`; NULL when absent).
+        (`ingest.objects.tile_object_columns`) and its mask fractions and dark proxy (`ingest.masks`); NULL when
+        absent.
         """
         self._require_writable("add tiles")
         if not tiles:
@@ -430,6 +448,9 @@ class Catalog:
             for name in ("tile_label", "tile_objects"):
                 value = tile.get(name)
                 columns[name].append(None if value is None else str(value))
+            for name in V4_TILE_COLUMNS:
+                value = tile.get(name)
+                columns[name].append(None if value is None else float(value))  # type: ignore[arg-type]
         with self.transaction():
             if int(scene_id) not in self._scene_id_by_path().values():
                 raise CatalogError(f"expected an existing scene_id, found {scene_id}; add the scene first")
@@ -461,8 +482,12 @@ class Catalog:
 
     def scene_states(self) -> dict[str, tuple[int, float, str, str | None]]:
         """path -> (size_bytes, mtime, content_hash, metadata_hash) of every scene, for incremental indexing."""
-        # a read-only v1 catalog has no metadata_hash: every scene then counts as re-labelled once
-        digest = "metadata_hash" if "metadata_hash" in self._scene_column_types() else "NULL"
+        # a read-only v1 catalog has no metadata_hash, a v3 one no mask columns on its tiles: every scene then
+        # counts as re-labelled once (the run's writable copy is upgraded, `_upgrade_schema`)
+        tile_columns = {row[0] for row in self._con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'tiles'").fetchall()}
+        current = "metadata_hash" in self._scene_column_types() and set(V4_TILE_COLUMNS) <= tile_columns
+        digest = "metadata_hash" if current else "NULL"
         rows = self._con.execute(f"SELECT path, size_bytes, mtime, content_hash, {digest} FROM scenes").fetchall()
         return {path: (size, mtime, content_hash, metadata) for path, size, mtime, content_hash, metadata in rows}
 

@@ -18,16 +18,22 @@ import numpy as np
 
 from sarclip_search.errors import MetadataError
 
-SCHEMA_VERSION = 3  # v2: scenes.metadata_hash and scenes.footprint_source; v3: the tiles' own objects and label
+SCHEMA_VERSION = 4  # v2: scenes.metadata_hash and scenes.footprint_source; v3: the tiles' own objects and label;
+# v4: the tiles' water / oil / look-alike fractions from masks and the dark-water proxy
 # Older schemas this version still reads (queries) and upgrades when it opens them writable (`index`):
-# v1 lacks the two v2 columns, v2 the three v3 tile columns; they are added empty, and the next `index` run
-# fills them by re-labelling every scene once (raster headers read, nothing re-embedded).
-READABLE_SCHEMA_VERSIONS = (1, 2, SCHEMA_VERSION)
+# v1 lacks the two v2 columns, v2 the three v3 tile columns, v3 the four v4 ones; they are added empty, and the
+# next `index` run fills them by re-labelling every scene once (raster headers, masks and, for v4, each tile's
+# pixels read again; nothing re-embedded).
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, SCHEMA_VERSION)
 V2_SCENE_COLUMNS = ("metadata_hash", "footprint_source")  # what the v1 -> v2 upgrade adds (VARCHAR)
 # What each tile holds (ingest/objects.py): its label (the scene's only when it holds an object of it, else
 # `no_object`), how many boxed objects have their centre in it and their boxes in its pixels
 # (`class:xmin,ymin,xmax,ymax;...`). NULL where the scene's metadata does not say.
 V3_TILE_COLUMNS: dict[str, str] = {"tile_label": "VARCHAR", "tile_n_objects": "INTEGER", "tile_objects": "VARCHAR"}
+# What each tile holds in area (ingest/masks.py): the shares of its pixels that its scene's mask calls water,
+# oil spill and look-alike (NULL without a mask), and the dark-water proxy measured on its pixels (every tile).
+V4_TILE_COLUMNS: dict[str, str] = dict.fromkeys(
+    ("tile_water_fraction", "tile_oil_fraction", "tile_lookalike_fraction", "tile_dark_fraction"), "DOUBLE")
 
 # A footprint, of a scene and of a tile: WGS84 degrees, minlon, minlat, maxlon, maxlat.
 BBOX_COLUMNS = ("bbox_minlon", "bbox_minlat", "bbox_maxlon", "bbox_maxlat")
@@ -61,10 +67,11 @@ TILE_COLUMNS: dict[str, str] = {
     "col_off": "INTEGER", "row_off": "INTEGER", "width": "INTEGER", "height": "INTEGER",  # pixel window in the scene
     **dict.fromkeys(BBOX_COLUMNS, "DOUBLE"),
     **V3_TILE_COLUMNS,
+    **V4_TILE_COLUMNS,
 }
 _CONSTRAINTS = {("scenes", "scene_id"): "PRIMARY KEY", ("scenes", "path"): "UNIQUE", ("tiles", "tile_id"): "PRIMARY KEY"}
 # Names a scene column may not take, because tile_view already uses them for tile columns.
-RESERVED_NAMES = frozenset({"tile_id", "col_off", "row_off", *V3_TILE_COLUMNS} | {f"scene_{name}" for name in SCENE_COLUMNS_RENAMED_IN_VIEW})
+RESERVED_NAMES = frozenset({"tile_id", "col_off", "row_off", *V3_TILE_COLUMNS, *V4_TILE_COLUMNS} | {f"scene_{name}" for name in SCENE_COLUMNS_RENAMED_IN_VIEW})
 
 
 def quote_identifier(name: str) -> str:

@@ -306,6 +306,70 @@ def write_uint16_nocrs(path: Path, amplitude: np.ndarray) -> None:
             dataset.descriptions = ("HH",)
 
 
+# The masked archive (`write_masked_archive`): written on demand by the mask tests, not part of the committed one.
+MASK_EDGE_COL = 320  # water left of this column in the KOMPSAT-style scene (512 x 256): tile 2 of 256 px is 1/4 water
+MKLAB_COLOURS = {"sea": (0, 0, 0), "oil": (0, 255, 255), "lookalike": (255, 0, 0), "ship": (153, 76, 0),
+                 "land": (0, 153, 0)}
+
+
+def write_masked_archive(outdir: Path) -> list[dict[str, str]]:
+    """A small archive laid out as the corpus's masked datasets (`ingest/masks.py` finds masks by this naming):
+
+    - `kompsat5_water/images/WTR_tiny.tif` (512 x 256 uint16 amplitude, speckled): calm water (about 18 dB of
+      DN) left of `MASK_EDGE_COL`, land (about 36 dB) right of it; `kompsat5_water/masks/WTR_tiny_label.tif`:
+      255 water, 0 land.
+    - `oil_spill_mklab/images/img_tiny.jpg` (256 x 128 grey) and its RGB class mask `masks/img_tiny.png`:
+      land in columns 0-63, oil in rows 0-31 of columns 64-255, a look-alike in rows 96-127 of columns
+      192-255, a 4 x 4 ship at (128, 64), sea elsewhere, and three off-palette pixels near green at (0..2, 100).
+    - `plain/field_tiny.tif`: a scene with no mask (a copy of the KOMPSAT-style pixels).
+    Returns the manifest rows (also written to manifest.csv).
+    """
+    rng = np.random.default_rng(SEED + 300)
+    for folder in ("kompsat5_water/images", "kompsat5_water/masks", "oil_spill_mklab/images",
+                   "oil_spill_mklab/masks", "plain"):
+        (outdir / folder).mkdir(parents=True, exist_ok=True)
+    height, width = 256, 512
+    water = np.zeros((height, width), dtype=bool)
+    water[:, :MASK_EDGE_COL] = True
+    mean_db = np.where(water, 18.0, 36.0)
+    amplitude = np.sqrt(speckle(rng, 10 ** (mean_db / 10.0)))
+    values = np.clip(np.round(amplitude), 1, 65535).astype(np.uint16)
+    write_uint16_nocrs(outdir / "kompsat5_water/images/WTR_tiny.tif", values)
+    write_uint16_nocrs(outdir / "plain/field_tiny.tif", values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(outdir / "kompsat5_water/masks/WTR_tiny_label.tif", "w", driver="GTiff", width=width,
+                           height=height, count=1, dtype="uint8", compress="deflate") as mask:
+            mask.write(np.where(water, 255, 0).astype(np.uint8)[None])
+
+    classes = np.full((128, 256), "sea", dtype=object)
+    classes[:, :64] = "land"
+    classes[:32, 64:] = "oil"
+    classes[96:, 192:] = "lookalike"
+    classes[64:68, 128:132] = "ship"
+    rgb = np.zeros((128, 256, 3), dtype=np.uint8)
+    for name, colour in MKLAB_COLOURS.items():
+        rgb[classes == name] = colour
+    rgb[100, 0:3] = (10, 140, 5)  # resampling artefacts near the land colour
+    Image.fromarray(rgb).save(outdir / "oil_spill_mklab/masks/img_tiny.png", format="PNG")
+    grey = np.where(classes == "land", 200, np.where(classes == "sea", 60, 30)).astype(np.uint8)
+    Image.fromarray(grey).save(outdir / "oil_spill_mklab/images/img_tiny.jpg", format="JPEG", quality=95)
+
+    rows = [
+        {"path": "kompsat5_water/images/WTR_tiny.tif", "dataset": "KOMPSAT-5-water", "split": "train",
+         "label": "water_body", "polarization": "HH"},
+        {"path": "oil_spill_mklab/images/img_tiny.jpg", "dataset": "MKLab-Oil-Spill", "split": "test",
+         "label": "oil_spill", "polarization": "VV"},
+        {"path": "plain/field_tiny.tif", "dataset": "synthetic-K5", "split": "train", "label": "field",
+         "polarization": "HH"},
+    ]
+    with open(outdir / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
 def write_archive(outdir: Path) -> list[dict[str, str]]:
     """Write every fixture under `outdir` and return the manifest rows (also written to manifest.csv)."""
     rows: list[dict[str, str]] = []

@@ -237,7 +237,7 @@ def test_v1_catalog_is_read_as_is_and_upgraded_when_written(tmp_path: Path) -> N
         assert catalog.scene_states()["a.tif"][3] is None
         assert catalog.tile_ids("label = ?", ["T72"]).tolist() == [1]
     with Catalog(path) as catalog:
-        assert catalog.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert catalog.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
         assert {"metadata_hash", "footprint_source", *V3_TILE_COLUMNS} <= set(catalog.columns())
         assert catalog.fetch_tiles([1])[0]["label"] == "T72"
 
@@ -254,7 +254,7 @@ def test_v2_catalog_gains_the_tile_columns_and_is_relabelled_when_written(tmp_pa
         assert "tile_label" not in catalog.columns() and catalog.tile_ids("label = ?", ["ship"]).tolist() == [1, 2]
         assert catalog.scene_states()["a.tif"][3] == "m"
     with Catalog(path) as catalog:
-        assert catalog.get_meta("schema_version") == "3"
+        assert catalog.get_meta("schema_version") == "4"
         assert catalog.tile_ids("tile_label IS NULL").tolist() == [1, 2]
         assert catalog.scene_states()["a.tif"][3] is None  # the next `index` re-labels it: tile columns filled
 

@@ -169,7 +169,7 @@ def test_saved_memory_mapped_and_refused_when_stale(random_catalog: Path, tmp_pa
         assert len(rebuilt) == len(expected) + 1
     # a record of another generation is refused too
     record = json.loads((generation / FOLDER / "ids.json").read_text())
-    assert record["stamp"]["generation"] == "gen-000002" and record["stamp"]["schema_version"] == "3"
+    assert record["stamp"]["generation"] == "gen-000002" and record["stamp"]["schema_version"] == "4"
     record["stamp"]["generation"] = "gen-000001"
     (generation / FOLDER / "ids.json").write_text(json.dumps(record))
     np.save(generation / FOLDER / "ids.npy", np.arange(3, dtype=np.int64))
