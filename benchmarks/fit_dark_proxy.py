@@ -177,6 +177,10 @@ def main() -> None:
         if not in_split:
             continue
         results[split] = {"all": score(in_split)}
+        for group, weak in (("real_masks", False), ("weak_labels", True)):  # weak: HRSID offshore, MSTAR scenes
+            chosen = [t for t in in_split if (t["dataset"] in ("HRSID", "MSTAR-composite-scenes")) == weak]
+            if chosen:
+                results[split][group] = score(chosen)
         for regime in sorted({t["regime"] for t in in_split}):
             results[split][regime] = score([t for t in in_split if t["regime"] == regime])
     for split, groups in results.items():

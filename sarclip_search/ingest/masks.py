@@ -282,3 +282,26 @@ def read_mask_columns(path: str | Path, rel: str, row: Mapping[str, object], win
         meter(raster.read_window(path, Window(*(int(v) for v in window)), bands=[1]), str(row.get("scale") or ""))
     size = (int(row["width"]), int(row["height"]))  # type: ignore[call-overload]
     return tile_mask_columns(path, rel, size, windows, meter.fractions(row_polarization(row)))
+
+
+# --------------------------------------------------------------------------- words, for captions
+
+# A tile's water fraction (the mask's, else the dark proxy) -> how a caption can say it: (upper bound, phrases).
+WATER_CONTEXT: tuple[tuple[float, tuple[str, ...]], ...] = (
+    (0.02, ("dry land", "land without water", "no water")),
+    (0.15, ("land with a little water", "land with a small stream or pond")),
+    (0.5, ("land with a river or lake", "land and water", "fields along a river")),
+    (0.9, ("mostly water with some land", "water with a shoreline", "a lake or bay with its shore")),
+    (math.inf, ("open water", "mostly water", "a water surface")),
+)
+
+
+def water_context(fraction: float | None) -> tuple[str, ...]:
+    """Phrases for a tile's water fraction ("mostly water", "land with a river or lake" ...); () when unknown.
+
+    For captions of tiles without `scene_type` context: pass `tile_water_fraction`, else `tile_dark_fraction`
+    (a proxy: dark calm water; flooded vegetation and wind-roughened water are missed).
+    """
+    if fraction is None or not math.isfinite(fraction):
+        return ()
+    return next(words for bound, words in WATER_CONTEXT if fraction < bound)

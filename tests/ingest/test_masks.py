@@ -226,3 +226,11 @@ def test_shards_carry_the_fractions(tmp_path: Path) -> None:
     (batch,) = list(batches)
     assert [{k: t.get(k) for k in V4_TILE_COLUMNS} for t in batch.tile_rows] == \
         [{k: t.get(k) for k in V4_TILE_COLUMNS} for t in tiles]
+
+
+@pytest.mark.parametrize(("fraction", "word"), [(0.0, "dry land"), (0.3, "land with a river or lake"),
+                                                 (0.7, "mostly water with some land"), (0.97, "open water"),
+                                                 (1.0, "open water")])
+def test_water_context_words(fraction: float, word: str) -> None:
+    assert masks.water_context(fraction)[0] == word
+    assert masks.water_context(None) == () and masks.water_context(float("nan")) == ()
