@@ -30,14 +30,18 @@ VEHICLE_NAMES: dict[str, tuple[str, ...]] = {
 
 # target kind (manifest `target_kind`) -> synonyms, first is canonical.
 KIND_SYNONYMS: dict[str, tuple[str, ...]] = {
+    # the words a vehicle shares with a ship ("tank"/"tanker", "carrier", "cargo") are used here on purpose:
+    # the hard-negative batches (training/hard_negatives.py) teach the model the object behind the word
     "main battle tank": ("main battle tank", "tank", "battle tank", "armored tank"),
-    "armored personnel carrier": ("armored personnel carrier", "APC", "wheeled armored vehicle"),
-    "infantry fighting vehicle": ("infantry fighting vehicle", "IFV", "tracked armored vehicle"),
+    "armored personnel carrier": ("armored personnel carrier", "APC", "wheeled armored vehicle",
+                                  "armoured personnel carrier"),
+    "infantry fighting vehicle": ("infantry fighting vehicle", "IFV", "tracked armored vehicle",
+                                  "tracked armoured personnel carrier"),
     "armored reconnaissance vehicle": ("armored reconnaissance vehicle", "scout car", "armored car"),
     "self-propelled howitzer": ("self-propelled howitzer", "self-propelled artillery", "artillery vehicle"),
     "self-propelled anti-aircraft gun": ("self-propelled anti-aircraft gun", "air defense vehicle", "anti-aircraft vehicle"),
     "bulldozer": ("bulldozer", "dozer", "construction vehicle"),
-    "military cargo truck": ("military cargo truck", "army truck", "military truck"),
+    "military cargo truck": ("military cargo truck", "army truck", "military truck", "cargo truck"),
     "cargo ship": ("cargo ship", "freighter", "cargo vessel"),
     "tanker": ("tanker", "tanker ship", "oil tanker"),
     "ship (other AIS type)": ("ship", "vessel", "boat"),
@@ -104,6 +108,15 @@ def _polarization(row: Mapping[str, object]) -> str | None:
 def _water_fraction(row: Mapping[str, object]) -> float | None:
     match = re.search(r"water fraction ([0-9.]+)", str(row.get("scene_type") or ""))
     return float(match.group(1)) if match else None
+
+
+def marine_traffic_type(row: Mapping[str, object]) -> str:
+    """An OpenSARShip row's MarineTraffic type from its `notes` ('bulk carrier', 'LPG tanker'); '' if unknown."""
+    match = re.search(r"MarineTraffic type '([^']*)'", str(row.get("notes") or ""))
+    kind = match.group(1).strip().lower() if match else ""
+    if kind in ("", "na", "unspecified"):
+        return ""
+    return kind.replace("lpg", "LPG").replace("ro-ro", "Ro-Ro")
 
 
 def _vehicle_phrase(label: str, rng: random.Random) -> str:
@@ -252,6 +265,9 @@ def make_captions(
             add(_ship_scene_caption(row, objects, rng))
         elif dataset == "OpenSARShip":
             chosen = rng.choice(KIND_SYNONYMS[SHIP_LABELS.get(label, "ship")])
+            marine = marine_traffic_type(row)
+            if marine and rng.random() < 0.4:  # e.g. "bulk carrier": the ship's own word for the carrier pairs
+                chosen = marine
             add(rng.choice((f"{_article(chosen)} {chosen} at sea", f"{_article(chosen)} {chosen}",
                             f"a Sentinel-1 chip of {_article(chosen)} {chosen}")))
         elif dataset == "Sen1Floods11" or label == "flood_water":

@@ -20,6 +20,7 @@ from sarclip_search.ingest import raster
 from sarclip_search.ingest.metadata import load_manifest
 from sarclip_search.ingest.tiling import Window, tile_windows
 from sarclip_search.training.captions import SHIP_SCENE_DATASETS, caption_key, count_objects, make_captions
+from sarclip_search.training.hard_negatives import sample_tag
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,13 @@ class Sample:
     captions: tuple[str, ...]
     dataset: str
     label: str
+    tag: str = ""  # hard-negative family:side (training/hard_negatives.py), '' when in no pair
+    split: str = ""  # the manifest split it comes from
 
 
 def manifest_samples(
     root: str | Path, splits: Sequence[str], *, tile_size: int = 256, n_captions: int = 6, seed: int = 0,
-    box_crops: Sequence[str] = (),
+    box_crops: Sequence[str] = (), box_crop_scales: Sequence[float] = (1.0,),
 ) -> list[Sample]:
     """One sample per image of the given manifest splits; images larger than `tile_size` become tiles.
 
@@ -51,7 +54,8 @@ def manifest_samples(
     manifest = load_manifest(root)
     samples = []
     if box_crops:
-        samples += box_samples(root, manifest, splits, box_crops, n_captions=n_captions, seed=seed)
+        samples += box_samples(root, manifest, splits, box_crops, n_captions=n_captions, seed=seed,
+                               scales=box_crop_scales)
     for rel_path, row in sorted(manifest.items()):
         if str(row.get("split")) not in splits:
             continue
@@ -67,36 +71,42 @@ def manifest_samples(
             if tiled and row.get("dataset") in ("MSTAR-composite-scenes", *SHIP_SCENE_DATASETS) and objects is None:
                 objects = []
             full = {"path": rel_path, **row}
+            dataset, label = str(row.get("dataset") or ""), str(row.get("label") or "")
             samples.append(
                 Sample(
                     path=path,
                     window=window if tiled else None,
                     key=caption_key(full, objects),
                     captions=tuple(make_captions(full, objects, n=n_captions, seed=seed)),
-                    dataset=str(row.get("dataset") or ""),
-                    label=str(row.get("label") or ""),
+                    dataset=dataset,
+                    label=label,
+                    tag=sample_tag(dataset, label, row, objects),
+                    split=str(row.get("split")),
                 )
             )
     return samples
 
 
-def box_window(box: Sequence[float], width: int, height: int) -> Window:
-    """The square window centred on a box, as large as its longer side, clipped to the image."""
+def box_window(box: Sequence[float], width: int, height: int, scale: float = 1.0) -> Window:
+    """The square window centred on a box, `scale` times its longer side, clipped to the image."""
     x0, y0, x1, y1 = box
-    side = max(1, round(max(x1 - x0, y1 - y0)))
+    side = max(1, round(scale * max(x1 - x0, y1 - y0)))
     col = min(max(0, round((x0 + x1) / 2 - side / 2)), max(0, width - side))
     row = min(max(0, round((y0 + y1) / 2 - side / 2)), max(0, height - side))
     return Window(col, row, min(side, width - col), min(side, height - row))
 
 
 def box_samples(
-    root: Path, manifest: dict, splits: Sequence[str], datasets: Sequence[str], *, n_captions: int, seed: int
+    root: Path, manifest: dict, splits: Sequence[str], datasets: Sequence[str], *, n_captions: int, seed: int,
+    scales: Sequence[float] = (1.0,),
 ) -> list[Sample]:
-    """One sample per labelled box of the `datasets` scenes: the vehicle cut out of its scene.
+    """One sample per labelled box of the `datasets` scenes and window scale: the vehicle cut out of its scene.
 
     MSTAR composite scenes hold MSTAR vehicles on other clutter, processed and scaled differently from
     the SOC chips; cut out, each is captioned and grouped like a SOC chip of its class, so that a class
-    means the vehicle, not one patch of ground (see training/shortcut.py).
+    means the vehicle, not one patch of ground (see training/shortcut.py). A scale above 1 cuts a wider
+    window (the vehicle smaller, more of its scene around it); a wider window that would hold the centre
+    of another box is skipped, so the caption stays true.
     """
     kinds = {str(r.get("label")): str(r.get("target_kind") or "") for r in manifest.values()
              if r.get("dataset") == "MSTAR-SOC"}
@@ -113,14 +123,21 @@ def box_samples(
             box = [float(v) for v in coords.split(",")]
             as_chip = {**row, "path": f"{rel_path}#box{i}", "dataset": "MSTAR-SOC", "label": label,
                        "target_kind": kinds.get(label, "vehicle"), "objects": label}
-            samples.append(Sample(
-                path=root / rel_path,
-                window=box_window(box, width, height),
-                key=caption_key(as_chip),
-                captions=tuple(make_captions(as_chip, None, n=n_captions, seed=seed)),
-                dataset=f"{row.get('dataset')}:box",
-                label=label,
-            ))
+            for scale in scales:
+                window = box_window(box, width, height, scale)
+                if scale > 1 and len(count_objects(row.get("boxes_xyxy"), window.as_list())) > 1:
+                    continue
+                dataset = f"{row.get('dataset')}:box"
+                samples.append(Sample(
+                    path=root / rel_path,
+                    window=window,
+                    key=caption_key(as_chip),
+                    captions=tuple(make_captions(as_chip, None, n=n_captions, seed=seed)),
+                    dataset=dataset,
+                    label=label,
+                    tag=sample_tag(dataset, label, row, None),
+                    split=str(row.get("split")),
+                ))
     return samples
 
 

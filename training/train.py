@@ -37,7 +37,9 @@ from sarclip_search.model.sarclip import (
 )
 from sarclip_search.training import data as training_data
 from sarclip_search.training.evaluate import zero_shot_accuracy
+from sarclip_search.training.hard_negatives import VEHICLE_DATASETS, HardNegativeSampler
 from sarclip_search.training.shortcut import swap_clutter
+from sarclip_search.training.views import paste_targets, stretch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,15 @@ class TrainConfig:
     clutter_swap_datasets: tuple[str, ...] = ("MSTAR-SOC",)  # centred-target chip datasets the swap applies to
     box_crops: tuple[str, ...] = ()  # datasets whose labelled boxes also become training chips (vehicles cut
     # out of MSTAR composite scenes: the same classes on other clutter)
+    box_crop_scales: tuple[float, ...] = (1.0,)  # window sizes (x the box's longer side) of the vehicles cut
+    # from scenes: 2.0 adds the same vehicle smaller, in more of its scene (a window holding another box is skipped)
+    hard_negative_pairs: int = 0  # cross-domain pairs put in every batch (training/hard_negatives.py): a cargo
+    # truck with a cargo ship, a tank with a tanker, an APC with a bulk carrier, an empty tile with a tile of its scene
+    paste_targets: float = 0.0  # probability that a chip of clutter_swap_datasets shows its target pasted, at a
+    # random scale and place, into a land background of another domain (training/views.py)
+    paste_backgrounds: tuple[str, ...] = ("BigEarthNet-S1", "HRSID")  # datasets of those backgrounds (train split
+    # only; tiles of ship scenes only when they hold no ship and are textured like land)
+    stretch: float = 0.0  # probability of a random gamma (0.6-1.6) on a chip of a vehicle dataset
     stage: str = "contrastive"  # "ssl": stage 1, self-supervised image tower (labels unused); "contrastive": stage 2
     init_checkpoint: str = ""  # start from this checkpoint's weights (e.g. the stage-1 result)
     ssl_temperature: float = 0.2  # NT-Xent temperature of the self-supervised stage
@@ -112,6 +123,8 @@ class TrainConfig:
 def _coerce(spec: dataclasses.Field, value: Any) -> Any:
     kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
     try:
+        if kind.startswith("tuple[float"):
+            return tuple(float(v) for v in (value if isinstance(value, list) else str(value).split(",")) if v != "")
         if kind.startswith("tuple"):
             return tuple(value) if isinstance(value, list) else tuple(v for v in str(value).split(",") if v)
         if kind == "bool":
@@ -176,12 +189,16 @@ class ContrastiveTask:
 
     def __init__(
         self, chips: np.ndarray, keys: Sequence[str], captions: Sequence[Sequence[str]], config: TrainConfig,
-        datasets: Sequence[str] = (),
+        datasets: Sequence[str] = (), tags: Sequence[str] = (), backgrounds: Sequence[int] = (),
     ) -> None:
         self.chips = torch.as_tensor(chips)
         # chips whose target can be moved onto other clutter (centred-target datasets)
         self.swappable = torch.tensor([d in config.clutter_swap_datasets for d in datasets] or [False] * len(chips))
         self.clutter_pool = torch.nonzero(self.swappable).flatten()
+        # chips of vehicles (SOC chips and vehicles cut from scenes) whose radiometric stretch may change
+        self.stretchable = torch.tensor([d in VEHICLE_DATASETS for d in datasets] or [False] * len(chips))
+        self.backgrounds = torch.as_tensor(list(backgrounds), dtype=torch.long)  # other-domain land backgrounds
+        self.sampler = HardNegativeSampler(tags or [""] * len(chips), config.hard_negative_pairs)
         key_ids = {key: i for i, key in enumerate(sorted(set(keys)))}
         self.keys = torch.tensor([key_ids[k] for k in keys])
         self.captions = [tuple(c) for c in captions]
@@ -196,20 +213,33 @@ class ContrastiveTask:
             self.text_features = LockedTextFeatures(sarclip, [c for caps in self.captions for c in caps])
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator, image_size: int) -> dict[str, Any]:
+        indices = self.sampler.mix(indices, generator)
         chips = self.chips[indices]
+        swap = torch.zeros(len(indices), dtype=torch.bool)
         if self.config.clutter_swap > 0 and len(self.clutter_pool) > 1:
             swap = self.swappable[indices] & (torch.rand(len(indices), generator=generator) < self.config.clutter_swap)
             if swap.any():
                 backgrounds = self.clutter_pool[torch.randint(0, len(self.clutter_pool), (int(swap.sum()),),
                                                               generator=generator)]
                 chips[swap] = swap_clutter(chips[swap], self.chips[backgrounds])
+        if self.config.paste_targets > 0 and len(self.backgrounds):
+            # a chip not swapped this time may show its target pasted into another domain's land instead
+            paste = self.swappable[indices] & ~swap & (torch.rand(len(indices), generator=generator)
+                                                       < self.config.paste_targets)
+            if paste.any():
+                picks = self.backgrounds[torch.randint(0, len(self.backgrounds), (int(paste.sum()),), generator=generator)]
+                chips[paste] = paste_targets(chips[paste], self.chips[picks], generator)[0]
+        if self.config.stretch > 0:
+            bend = self.stretchable[indices] & (torch.rand(len(indices), generator=generator) < self.config.stretch)
+            if bend.any():
+                chips[bend] = stretch(chips[bend], generator)
         images = training_data.augment(
             chips, image_size, generator, speckle_looks=self.config.speckle_looks,
             crop_scale_min=self.config.crop_scale_min,
         )
         picks = torch.randint(0, 1 << 30, (len(indices),), generator=generator)
         captions = [self.captions[i][int(p) % len(self.captions[i])] for i, p in zip(indices.tolist(), picks)]
-        return {"images": images, "captions": captions, "keys": self.keys[indices]}
+        return {"images": images, "captions": captions, "keys": self.keys[indices], "indices": indices}
 
     def loss(self, sarclip: SarClip, batch: dict[str, Any]) -> torch.Tensor:
         model = sarclip.model
@@ -293,7 +323,8 @@ def build_task(
         raise InputError(f"{root}: no manifest.csv to train from; pass --data=PATH to an archive with one")
     samples = training_data.manifest_samples(root, config.splits, tile_size=config.tile_size,
                                              n_captions=config.n_captions, seed=config.seed,
-                                             box_crops=config.box_crops if config.stage == "contrastive" else ())
+                                             box_crops=config.box_crops if config.stage == "contrastive" else (),
+                                             box_crop_scales=config.box_crop_scales)
     if not samples:
         raise InputError(f"{root}/manifest.csv has no rows in split(s) {', '.join(config.splits)}")
     done = 0
@@ -307,8 +338,27 @@ def build_task(
     chips = training_data.load_chips(samples, config.cache_size, tick)
     if config.stage == "ssl":
         return SelfSupervisedTask(chips, config)
+    backgrounds = land_backgrounds(samples, chips, config.paste_backgrounds) if config.paste_targets > 0 else []
     return ContrastiveTask(chips, [s.key for s in samples], [s.captions for s in samples], config,
-                           [s.dataset for s in samples])
+                           [s.dataset for s in samples], [s.tag for s in samples], backgrounds)
+
+
+def land_backgrounds(samples: Sequence[training_data.Sample], chips: np.ndarray, datasets: Sequence[str]) -> list[int]:
+    """Indices of the samples that can receive a pasted target: `datasets` chips of the train split that hold no
+    object, and, for tiles of ship scenes, only those textured like land (views.land_background)."""
+    from sarclip_search.training.captions import SHIP_SCENE_DATASETS
+    from sarclip_search.training.views import land_background
+
+    out = []
+    for i, sample in enumerate(samples):
+        if sample.dataset not in datasets or sample.split != "train":
+            continue
+        if sample.dataset in SHIP_SCENE_DATASETS and not (
+                sample.key.startswith("ships:no:") and land_background(torch.as_tensor(chips[i]))):
+            continue
+        out.append(i)
+    log.info("paste_targets: %d land backgrounds (%s)", len(out), ", ".join(datasets))
+    return out
 
 
 def freeze_image_stages(sarclip: SarClip, blocks: int) -> None:
