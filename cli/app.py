@@ -477,6 +477,7 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     tiles: Annotated[bool, typer.Option("--tiles", help="Instead, tile-level text queries scored by what each tile of the index holds (its boxed objects, its scene's sea context): P@10 with chance per query (docs/evaluation.md).")] = False,
     prompt_ensemble: Annotated[bool, typer.Option("--prompt-ensemble", help="With --tiles: embed each query through a small ensemble of SAR prompt templates instead of as it is.")] = False,
+    baseline: Annotated[Path | None, typer.Option(help="An earlier report of the same kind (its --json output, eval.json or tiles.json): its numbers go beside this run's in the tables, JSON and plots.", show_default=False)] = None,
     locate: Annotated[bool, typer.Option("--locate", help="Instead, SeLo metrics of `sarsearch locate` (Rsu, Ras, Rda, Rmi) on the boxed/masked scenes of --data, with the model of --db (docs/locate.md).")] = False,
 ) -> None:
     """Zero-shot accuracy, text/image retrieval R@K, mR, mAP, image→image P@10 and paraphrase P@10 on a labelled split.
@@ -493,6 +494,11 @@ def evaluate(
         return locate_eval(db, data, split, model, as_json, out, quiet)
     if db is not None and data is not None:
         raise InputError("give --db DIR (an index) or --data ROOT (a labelled archive), not both")
+    earlier = None
+    if baseline is not None:  # read before the run: a wrong file fails fast
+        from sarclip_search.training.report import load_baseline
+
+        earlier = (baseline, load_baseline(baseline, tiles))
     if tiles:
         from sarclip_search.query.engine import Engine
         from sarclip_search.training.tile_eval import QUERY_TEMPLATES, tile_retrieval_report
@@ -501,6 +507,7 @@ def evaluate(
             raise InputError("--tiles scores the tiles of an index: give --db DIR, not --data")
         with Engine.open(db, model_path=model) as engine:
             tile_report = tile_retrieval_report(engine, split, templates=QUERY_TEMPLATES if prompt_ensemble else None)
+        _eval_files(tile_report, earlier, out, tiles=True)
         if as_json:
             render.print_json(tile_report)
         else:
@@ -521,14 +528,21 @@ def evaluate(
                              "or --data ROOT for an archive with a labelled manifest.csv")
         with Engine.open(db, model_path=model) as engine:
             report = evaluation.evaluate_index(engine, split)
-    if out is not None:
-        from sarclip_search.training.report import write_report
-
-        report["files"] = [str(p) for p in write_report(report, out)]
+    _eval_files(report, earlier, out, tiles=False)
     if as_json:
         render.print_json(report)
     else:
         render_eval.eval_report(report)
+
+
+def _eval_files(report: dict, earlier: tuple[Path, dict] | None, out: Path | None, *, tiles: bool) -> None:
+    """`eval --baseline` numbers beside this run's, then the files of `--out` (training/report.py)."""
+    from sarclip_search.training import report as report_files
+
+    if earlier is not None:
+        report_files.attach_baseline(report, earlier[1], earlier[0])
+    if out is not None:
+        (report_files.write_tile_report if tiles else report_files.write_report)(report, out)
 
 
 @app.command(cls=Command)

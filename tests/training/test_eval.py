@@ -197,8 +197,9 @@ def test_cli_eval_out_writes_markdown_and_decodable_pngs(indexed_db, fast_model,
     assert json.loads((out / "eval.json").read_text())["n_images"] == 7
     markdown = (out / "eval.md").read_text()
     assert "| dataset | classes | images | top-1 |" in markdown and "synthetic-S1-GRD" in markdown
-    assert "| a wheeled armoured personnel carrier |" in markdown
-    for name in ("recall_at_k.png", "confusion_synthetic-S1-GRD.png"):
+    assert "| a wheeled armoured personnel carrier |" in markdown and "## Word vs object" in markdown
+    assert "Not measured: the index's archive" not in markdown  # the archive is readable: measured (0 crops)
+    for name in ("recall_at_k.png", "confusion_synthetic-S1-GRD.png", "p10_by_kind.png"):
         with Image.open(out / name) as image:
             image.load()
             assert image.format == "PNG" and image.width > 200 and image.height > 200

@@ -189,3 +189,72 @@ def test_word_pairs_share_a_word_across_domains() -> None:
         first, second = pair.first.text.split(), pair.second.text.split()
         assert {pair.first.kind, pair.second.kind} == {"vehicle", "ship"}
         assert set(first) & set(second) or any(a in b or b in a for a in first for b in second), pair
+
+
+def test_a_baseline_goes_beside_the_numbers_it_matches() -> None:
+    from sarclip_search.training.report import attach_baseline, tile_markdown
+
+    def run(p10: list[float | None]) -> dict:
+        rows = [{"kind": k, "text": t, "rule": "", "n_relevant": 3, "chance": 0.1, "P@10": v}
+                for k, t, v in zip(("class", "class", "counting"), ("ship", "tank", "two ships"), p10)]
+        return {"split": "test", "n_tiles": 30, "queries": rows, "mean_P@10": None, "mean_chance": 0.1,
+                "by_kind": {"class": {"mean_P@10": 0.5, "mean_chance": 0.1, "queries": 2},
+                            "counting": {"mean_P@10": 0.1, "mean_chance": 0.1, "queries": 1}},
+                "model": {"checkpoint_sha256": "new"}}
+
+    before = run([0.2, 0.4, None])
+    before["model"] = {"checkpoint_sha256": "old"}
+    before["queries"].pop(1)  # "tank" was not asked before
+    report = attach_baseline(run([0.6, 0.8, 0.1]), before, "before.json")
+    assert [r["before_P@10"] for r in report["queries"]] == [0.2, None, None]
+    assert report["before_mean_P@10"] == 0.2 and report["before_n_scored"] == 1  # only the queries scored in both
+    assert report["by_kind"]["class"]["before_mean_P@10"] == 0.2
+    assert report["by_kind"]["counting"]["before_mean_P@10"] is None
+    assert report["baseline"]["checkpoint_sha256"] == "old"
+    markdown = tile_markdown(report)
+    assert "P@10 before" in markdown and "`before.json`" in markdown
+
+
+def test_composite_crops_are_cut_at_their_boxes_and_classified(tmp_path) -> None:
+    from PIL import Image
+
+    from sarclip_search.training.evaluate import MSTAR_CLASSES, composite_crop_report
+
+    image = np.full((160, 200), 10, np.uint8)  # flat clutter: a chip of it stretches to 0
+    image[30:50, 30:50] = 240  # the T72 box (20-60): a bright quarter in its centre
+    image[100:140, 120:160] = 240
+    image[110:130, 130:150] = 10  # the BMP2 box (120-160 x 100-140): bright but for a dark quarter
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    (tmp_path / "manifest.csv").write_text(
+        "path,dataset,split,label,width,height,boxes_xyxy\n"
+        'scene.png,MSTAR-composite-scenes,test,multi_vehicle,200,160,"T72:20,20,60,60;BMP2:120,100,160,140"\n')
+    axes = np.eye(3)
+
+    class Reader:  # reads a (stretched) chip's brightness: mostly bright -> axis 1, a bright quarter -> 0, flat -> 2
+        image_size = 32
+
+        def __init__(self, swap: bool = False) -> None:
+            self.swap = swap
+
+        def encode_images(self, chips):
+            means = chips.reshape(len(chips), -1).mean(axis=1)
+            picks = [(0 if self.swap else 1) if m > 0.5 else (1 if self.swap else 0) if m > 0.1 else 2 for m in means]
+            return axes[picks].astype(np.float32)
+
+        def encode_texts(self, texts):
+            return np.stack([axes[0] if "T72" in t or "T-72" in t else axes[1] if "BMP" in t else axes[2]
+                             for t in texts]).astype(np.float32)
+
+    report = composite_crop_report(Reader(), tmp_path, "test")
+    assert report["n"] == 2 and report["classes"] == list(MSTAR_CLASSES) and report["chance"] == 0.1
+    assert report["top1"] == 1.0 and report["support"]["T72"] == 1 and report["support"]["BMP2"] == 1
+    assert composite_crop_report(Reader(swap=True), tmp_path, "test")["top1"] == 0.0
+    assert composite_crop_report(Reader(), tmp_path, "val")["top1"] is None  # no scene in val: not measured
+
+
+def test_a_data_limit_is_stated_for_small_classes() -> None:
+    from sarclip_search.training.evaluate import balanced_accuracy_limit
+
+    sentence = balanced_accuracy_limit({"cargo": 30, "tanker": 18})
+    assert sentence and "30 cargo and 18 tanker" in sentence and "0.028" in sentence  # 1 / (2 * 18)
+    assert balanced_accuracy_limit({"cargo": 300, "tanker": 180}) is None

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sarclip_search.errors import InputError
 from sarclip_search.ingest.objects import tile_object_columns
@@ -124,5 +125,27 @@ def test_eval_tiles_cli_on_an_indexed_ship_scene(tmp_path, fixture_archive, inde
     assert [r["n_relevant"] for r in ensemble["queries"]] == [r["n_relevant"] for r in report["queries"]]
     table = run("eval", "--tiles", "--db", db, "--split", "test")
     assert table.exit_code == 0 and "open sea without ships" in table.output
+    assert "paraphrase queries" in table.output and "word vs object" in table.output
+    # the raw-text run as the baseline of the ensemble run: its numbers beside, files written
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps(report))
+    out = tmp_path / "out"
+    compared = run("eval", "--tiles", "--prompt-ensemble", "--db", db, "--split", "test", "--baseline", before,
+                   "--out", out)
+    assert compared.exit_code == 0, compared.output
+    written = json.loads((out / "tiles.json").read_text())
+    assert written["baseline"]["path"] == str(before)
+    assert [r["before_P@10"] for r in written["queries"]] == [r["P@10"] for r in report["queries"]]
+    assert written["paraphrase"]["before_mean_P@10"] == report["paraphrase"]["mean_P@10"]
+    assert "| P@10 before |" in (out / "tiles.md").read_text() or "P@10 before" in (out / "tiles.md").read_text()
+    with Image.open(out / "p10_by_kind.png") as image:
+        image.load()
+        assert image.format == "PNG" and image.height > 300
+    assert "before" in compared.output and f"wrote {out / 'p10_by_kind.png'}" in compared.output
+    # a baseline of the other kind (an eval report without --tiles) is one line naming the file
+    other = tmp_path / "eval.json"
+    other.write_text(json.dumps({"n_images": 3, "split": "test"}))
+    refused = run("eval", "--tiles", "--db", db, "--split", "test", "--baseline", other)
+    assert refused.exit_code == 1 and "--baseline" in refused.output and "eval --tiles" in refused.output
     wrong = run("eval", "--tiles", "--db", db, "--split", "val")
     assert wrong.exit_code == 1 and "split 'val' has no tiles" in wrong.output
