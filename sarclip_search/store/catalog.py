@@ -482,11 +482,12 @@ class Catalog:
 
     def scene_states(self) -> dict[str, tuple[int, float, str, str | None]]:
         """path -> (size_bytes, mtime, content_hash, metadata_hash) of every scene, for incremental indexing."""
-        # a read-only v1 catalog has no metadata_hash, a v3 one no mask columns on its tiles: every scene then
-        # counts as re-labelled once (the run's writable copy is upgraded, `_upgrade_schema`)
+        # a read-only v1 catalog has no metadata_hash, a v2 or v3 one lacks tile columns the re-labelling fills:
+        # every scene then counts as re-labelled once (the run's writable copy is upgraded, `_upgrade_schema`)
         tile_columns = {row[0] for row in self._con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'tiles'").fetchall()}
-        current = "metadata_hash" in self._scene_column_types() and set(V4_TILE_COLUMNS) <= tile_columns
+        current = ("metadata_hash" in self._scene_column_types()
+                   and {*V3_TILE_COLUMNS, *V4_TILE_COLUMNS} <= tile_columns)
         digest = "metadata_hash" if current else "NULL"
         rows = self._con.execute(f"SELECT path, size_bytes, mtime, content_hash, {digest} FROM scenes").fetchall()
         return {path: (size, mtime, content_hash, metadata) for path, size, mtime, content_hash, metadata in rows}

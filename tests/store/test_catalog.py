@@ -252,7 +252,7 @@ def test_v2_catalog_gains_the_tile_columns_and_is_relabelled_when_written(tmp_pa
         catalog.set_meta("schema_version", "2")
     with Catalog(path, read_only=True) as catalog:  # read as it is
         assert "tile_label" not in catalog.columns() and catalog.tile_ids("label = ?", ["ship"]).tolist() == [1, 2]
-        assert catalog.scene_states()["a.tif"][3] == "m"
+        assert catalog.scene_states()["a.tif"][3] is None  # planned as a re-label: lacks the newer tile columns
     with Catalog(path) as catalog:
         assert catalog.get_meta("schema_version") == "4"
         assert catalog.tile_ids("tile_label IS NULL").tolist() == [1, 2]
