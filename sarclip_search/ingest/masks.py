@@ -167,7 +167,7 @@ def _block_sums(values: np.ndarray, bh: int, bw: int) -> np.ndarray:
     """Sums over bh x bw blocks of a (h, w) array whose sides are multiples of them: along rows, then columns
     (two contiguous reductions; a 4-D reshape reduced over two strided axes is several times slower)."""
     h, w = values.shape
-    return values.reshape(h, w // bw, bw).sum(axis=2).reshape(h // bh, bh, w // bw).sum(axis=1)
+    return values.reshape(h, w // bw, bw).sum(axis=2, dtype=np.float64).reshape(h // bh, bh, w // bw).sum(axis=1)
 
 
 def block_stats(db: np.ndarray, block: int = DARK_BLOCK, spread: bool = True,
@@ -181,18 +181,18 @@ def block_stats(db: np.ndarray, block: int = DARK_BLOCK, spread: bool = True,
     h, w = values.shape
     bh, bw = min(block, h), min(block, w)
     h, w = (h // bh) * bh, (w // bw) * bw
-    cells = values[:h, :w].astype(np.float64)
+    cells = values[:h, :w]
     finite = np.isfinite(cells)
     if finite.all():
         count = np.full((h // bh, w // bw), float(bh * bw))
     else:
-        count = _block_sums(finite.astype(np.float64), bh, bw)
-        cells = np.where(finite, cells, 0.0)
+        count = _block_sums(finite, bh, bw)
+        cells = np.where(finite, cells, np.float32(0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = _block_sums(cells, bh, bw) / count
         std = None
         if spread:
-            var = _block_sums(cells * cells, bh, bw) / count - mean * mean
+            var = _block_sums(cells.astype(np.float64) ** 2, bh, bw) / count - mean * mean
             std = np.sqrt(np.maximum(var, 0.0))
     return mean, std, count >= (bh * bw) / 2
 

@@ -235,3 +235,16 @@ def test_shards_carry_the_fractions(tmp_path: Path) -> None:
 def test_water_context_words(fraction: float, word: str) -> None:
     assert masks.water_context(fraction)[0] == word
     assert masks.water_context(None) == () and masks.water_context(float("nan")) == ()
+
+
+def test_block_stats_are_the_blocks_nan_mean_and_std() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(-15, 3, size=(100, 90)).astype(np.float32)
+    values[3, 4] = np.nan
+    values[20:36, 0:16] = np.nan  # 12 of the 16 rows of block (1, 0): under half its pixels valid
+    mean, std, valid = masks.block_stats(values, 16)
+    cells = values[:96, :80].reshape(6, 16, 5, 16)
+    assert np.allclose(mean, np.nanmean(cells, axis=(1, 3)), atol=1e-4)
+    assert np.allclose(std, np.nanstd(cells, axis=(1, 3)), atol=1e-3)
+    assert not valid[1, 0] and valid.sum() == 29
+    assert masks.block_stats(values[:5, :7], 16)[0].shape == (1, 1)  # smaller than a block: one block
