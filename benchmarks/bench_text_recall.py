@@ -67,15 +67,38 @@ def corpus_vectors(db: Path) -> tuple[np.ndarray, dict]:
     return index.vectors(index.ids()), generation.read_info()
 
 
+def text_sets(db: Path) -> tuple[np.ndarray, list[str], list[str], np.ndarray, np.ndarray]:
+    """(the corpus index's real tile vectors, tuning proxy texts, held-out texts, their ONNX embeddings):
+    the proxies are `proxy_texts` of the corpus catalog's vocabulary plus SYNTHETIC_COLUMNS' values (what the
+    indexer would pass); the held-out texts are LATENCY_TEXTS + EVAL_TEXTS minus any proxy."""
+    real, info = corpus_vectors(db)
+    encoder = load_onnx_encoder(db, info["model"]["checkpoint_sha256"])
+    if encoder is None:
+        sys.exit(f"error: --db {db}: no ONNX encoders; re-run `sarsearch index` on it to export them")
+    vocabulary = catalog_vocabulary(IndexStore(db).require_current().catalog_path)
+    vocabulary += [value for values in SYNTHETIC_COLUMNS.values() for value in values]
+    proxies_text = proxy_texts(vocabulary)
+    eval_text = [t for t in dict.fromkeys([*LATENCY_TEXTS, *EVAL_TEXTS]) if t not in set(proxies_text)]
+    return real, proxies_text, eval_text, encoder.encode_texts(proxies_text), encoder.encode_texts(eval_text)
+
+
 def build(n: int, real: np.ndarray, cache: Path, rebuild: bool, factory: str | None = None,
           mix: np.ndarray | None = None) -> tuple[VectorIndex, np.ndarray, dict]:
     """The n-vector index (cached) and its vectors; `mix`: text proxies added to the quantizer's training."""
     xb = np.concatenate([real, synthetic_vectors(real, n - len(real), SEED)[0]])
     directory = cache / (f"{n}" + ("-mixed" if mix is not None else ""))
-    timings: dict = {}
-    if directory.is_dir() and not rebuild:
-        return VectorIndex.load(directory, mmap=True), xb, {"cached": str(directory)}
     factory = factory or choose_index_key(n, xb.shape[1], BYTES_PER_VECTOR * n)
+    index, timings = build_index(xb, directory, rebuild, factory, mix)
+    return index, xb, timings
+
+
+def build_index(xb: np.ndarray, directory: Path, rebuild: bool, factory: str,
+                mix: np.ndarray | None = None) -> tuple[VectorIndex, dict]:
+    """A VectorIndex of `factory` holding xb (ids = rows), trained, added and saved in `directory` (loaded from
+    there with mmap=True when it exists, unless `rebuild`); `mix`: text proxies added to the quantizer's training."""
+    if directory.is_dir() and not rebuild:
+        return VectorIndex.load(directory, mmap=True), {"cached": str(directory)}
+    n = len(xb)
     index = VectorIndex.create(xb.shape[1], factory)
     started = time.perf_counter()
     if mix is not None:  # the same training rows, plus the proxies repeated to ~10% of them
@@ -84,9 +107,9 @@ def build(n: int, real: np.ndarray, cache: Path, rebuild: bool, factory: str | N
         repeats = max(1, round(0.1 * len(sample) / len(mix)))
         index.train(np.concatenate([sample, np.repeat(mix, repeats, axis=0)]), total=n)
     index.add(np.arange(n, dtype=np.int64), xb)
-    timings["train_add_s"] = round(time.perf_counter() - started, 1)
+    timings = {"train_add_s": round(time.perf_counter() - started, 1)}
     index.save(directory)
-    return VectorIndex.load(directory, mmap=True), xb, timings
+    return VectorIndex.load(directory, mmap=True), timings
 
 
 def image_queries(real: np.ndarray, n: int) -> np.ndarray:
@@ -127,9 +150,9 @@ def measure(index: VectorIndex, xq: np.ndarray, truth: np.ndarray, nprobe: int, 
             "recall": round(recall_at_k(ids, truth, K), 4), "qps": round(qps, 1)}
 
 
-def measure_auto(index: VectorIndex, xq: np.ndarray, truth: np.ndarray) -> dict:
-    """recall@10 and q/s of `index.search` at the tuned settings, each query routed as the engine's would be
-    (`population` of that one query), the two groups searched as two batches."""
+def routed(index: VectorIndex, xq: np.ndarray):
+    """(run, text mask): `index.search` at the tuned settings, each query of xq routed as the engine's would be
+    (`population` of that one query: the mask), the two groups searched as two batches."""
     text = np.array([index.population(q) == "text" for q in xq])
 
     def run(q):
@@ -139,6 +162,12 @@ def measure_auto(index: VectorIndex, xq: np.ndarray, truth: np.ndarray) -> dict:
                 ids[mask] = index.search(q[mask], K, population=population)[1]
         return ids
 
+    return run, text
+
+
+def measure_auto(index: VectorIndex, xq: np.ndarray, truth: np.ndarray) -> dict:
+    """recall@10 and q/s of `index.search` at the tuned settings, each query routed as the engine's would be."""
+    run, text = routed(index, xq)
     ids, qps = best_qps(run, xq)
     major = bool(text.mean() >= 0.5)
     return {"nprobe": index.text_nprobe if major else index.nprobe,
@@ -165,16 +194,7 @@ def main() -> None:
     def save() -> None:
         out.write_text(json.dumps(result, indent=1))
 
-    db = Path(args.db)
-    real, info = corpus_vectors(db)
-    encoder = load_onnx_encoder(db, info["model"]["checkpoint_sha256"])
-    if encoder is None:
-        sys.exit(f"error: --db {db}: no ONNX encoders; re-run `sarsearch index` on it to export them")
-    vocabulary = catalog_vocabulary(IndexStore(db).require_current().catalog_path)
-    vocabulary += [value for values in SYNTHETIC_COLUMNS.values() for value in values]
-    proxies_text = proxy_texts(vocabulary)
-    eval_text = [t for t in dict.fromkeys([*LATENCY_TEXTS, *EVAL_TEXTS]) if t not in set(proxies_text)]
-    proxies, texts = encoder.encode_texts(proxies_text), encoder.encode_texts(eval_text)
+    real, proxies_text, eval_text, proxies, texts = text_sets(Path(args.db))
     result["queries"] = {"tuning_proxies": len(proxies_text), "text": len(eval_text), "image": IMAGE_QUERIES}
 
     index, xb, build_info = build(args.n, real, Path(args.cache), args.rebuild, args.factory)
