@@ -13,6 +13,7 @@ the MKLab oil-spill scenes (test split, never fitted on) are reported as a trans
     .venv/bin/python benchmarks/fit_dark_proxy.py [--data ../shared/data] [--out runs/masks]
 
 Writes OUT/dark_fit.json (thresholds, per-tile rows, figures) and OUT/dark_proxy.png (scatter per regime).
+`--db DB` instead scores what an index stored (tile_water_fraction vs tile_dark_fraction per split and dataset).
 The thresholds are copied by hand into masks.DARK_THRESHOLDS.
 """
 
@@ -113,8 +114,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(RUNS / "masks"))
     parser.add_argument("--with-test", action="store_true", help="also score the MKLab test scenes (transfer)")
     parser.add_argument("--block", type=int, default=DARK_BLOCK, help="block side in pixels (masks.DARK_BLOCK)")
+    parser.add_argument("--db", help="instead: score the tiles of this index's catalog (what `index` stored)")
     parser.add_argument("--current", action="store_true", help="validate masks.DARK_THRESHOLDS instead of fitting")
     args = parser.parse_args()
+    if args.db:
+        score_catalog(Path(args.db))
+        return
     data = require_archive(args.data, "--data", manifest=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,6 +197,31 @@ def main() -> None:
     (out / "dark_fit.json").write_text(json.dumps(record, indent=1, default=str))
     plot(tiles, out / "dark_proxy.png")
     print(f"wrote {out / 'dark_fit.json'} and {out / 'dark_proxy.png'}")
+
+
+def score_catalog(db: Path) -> None:
+    """Mask water fraction vs dark proxy of every masked tile an index holds, per split and dataset."""
+    from sarclip_search.store.catalog import Catalog
+    from sarclip_search.store.layout import IndexStore
+
+    with Catalog(IndexStore(db).require_current().catalog_path, read_only=True) as catalog:
+        rows = catalog._con.execute(
+            "SELECT split, dataset, tile_water_fraction, tile_dark_fraction FROM tile_view "
+            "WHERE tile_water_fraction IS NOT NULL AND tile_dark_fraction IS NOT NULL").fetchall()
+        counts = catalog._con.execute(
+            "SELECT count(*), count(tile_water_fraction), count(tile_dark_fraction), count(tile_oil_fraction) "
+            "FROM tiles").fetchone()
+    print(f"tiles {counts[0]}: with a mask water fraction {counts[1]}, dark proxy {counts[2]}, oil {counts[3]}")
+    groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for split, dataset, water, dark in rows:
+        for key in ((split, "all"), (split, dataset)):
+            groups.setdefault(key, []).append((water, dark))
+    for (split, dataset), pairs in sorted(groups.items()):
+        water, dark = np.array(pairs).T
+        r = np.corrcoef(water, dark)[0, 1] if len(pairs) > 2 and water.std() > 0 and dark.std() > 0 else float("nan")
+        print(f"{split:5s} {dataset:17s} tiles {len(pairs):4d}  pearson r {r:6.3f}  "
+              f"accuracy(water>0.5 vs dark>0.5) {((water > 0.5) == (dark > 0.5)).mean():.3f}  "
+              f"water tiles {(water > 0.5).sum()}")
 
 
 def plot(tiles: list[dict], path: Path) -> None:
