@@ -171,7 +171,7 @@ def balanced_accuracy_limit(support: dict[str, int], at: float = 0.70, enough: i
     half_width = 1.96 * math.sqrt(sum(at * (1 - at) / n for n in counts.values())) / len(counts)
     return (f"{' and '.join(f'{n} {name}' for name, n in counts.items())} images: one {smallest} image moves "
             f"balanced accuracy by {step:.3f}, and a true {at:.2f} would read anywhere in {at - half_width:.2f}-"
-            f"{min(1.0, at + half_width):.2f} (95%), so this split can tell {at:.2f} from chance only roughly")
+            f"{min(1.0, at + half_width):.2f} (95%): differences under {half_width:.2f} are noise on this split")
 
 
 def image_to_image_scores(vectors: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
