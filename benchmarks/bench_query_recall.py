@@ -18,7 +18,8 @@ like 989M): the factory `choose_index_key(n, d, budget)` picks, built (train + a
 text proxies as `text_queries`, exactly as the indexer does; cached under --cache/<data>-<n>-<factory> unless
 --rebuild. Rows:
   Flat       faiss IndexFlatIP over the same vectors (the ground truth): batch q/s per population, best of
-             --repeats, and single-query p50 on 20 queries;
+             --repeats at the start and again at the end (the best of both), and single-query p50 on 20
+             queries; the median exact score of each population's 1st, 10th and 100th neighbour;
   ours       `VectorIndex.search` at tune()'s settings, each query routed as the engine routes it
              (`population` of that query; the text and image groups searched as two batches): recall@10 vs
              exact, batch q/s best of --repeats, x Flat (batch q/s over Flat's batch q/s on the same batch),
@@ -108,6 +109,7 @@ class Flat:
         self.index = faiss.IndexFlatIP(xb.shape[1])
         self.index.add(xb)
         self.rows: dict = {}
+        self.contrast: dict = {}  # median exact score of the 1st, 10th and 100th neighbour per population
 
     def time(self, populations: dict, repeats: int) -> dict:
         """Truth per population; best batch q/s and single-query p50 so far."""
@@ -115,6 +117,10 @@ class Flat:
         for name, xq in populations.items():
             ids, qps = best_qps(lambda q: self.index.search(q, K)[1], xq, repeats)
             truth[name] = ids
+            if name not in self.contrast:  # how far apart the 1st, 10th and 100th neighbours score
+                scores = self.index.search(xq, 100)[0]
+                self.contrast[name] = {f"score_{rank}": round(float(np.median(scores[:, rank - 1])), 4)
+                                       for rank in (1, 10, 100)}
             p50 = single_p50(lambda q: self.index.search(q, K), xq, FLAT_SINGLE)
             row = self.rows.setdefault(name, {"qps": 0.0, "single_p50_ms": float("inf"), "passes": []})
             row["passes"].append({"qps": round(qps, 1), "single_p50_ms": p50, "load": os.getloadavg()[0]})
@@ -234,6 +240,9 @@ def print_table(result: dict) -> None:
               f"rerank {tuning['rerank']}; routed text: {100 * t['routed_text']:.0f}% of texts, "
               f"{100 * i['routed_text']:.0f}% of images")
         print(f"{'  every text on the text setting':34} {cells(rows['text_setting'], 9)}")
+    print("median exact score of the 1st / 10th / 100th neighbour: " + "; ".join(
+        f"{name} {row['score_1']:.3f} / {row['score_10']:.3f} / {row['score_100']:.3f}"
+        for name, row in result["neighbour_scores"].items()))
     hnsw = result.get("hnswlib") or {}
     if hnsw:
         at = hnsw["at_target"]
@@ -279,7 +288,7 @@ def main() -> None:
                          "texts": eval_text}
     flat = Flat(xb)
     truth = flat.time(populations, args.repeats)
-    result["flat"] = flat.rows
+    result["flat"], result["neighbour_scores"] = flat.rows, flat.contrast
     print(f"Flat: {flat.rows}; {uptime()}", flush=True)
     write_result(out, result)
 
