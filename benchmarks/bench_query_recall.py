@@ -18,8 +18,9 @@ like 989M): the factory `choose_index_key(n, d, budget)` picks, built (train + a
 text proxies as `text_queries`, exactly as the indexer does; cached under --cache/<data>-<n>-<factory> unless
 --rebuild. Rows:
   Flat       faiss IndexFlatIP over the same vectors (the ground truth): batch q/s per population, best of
-             --repeats at the start and again at the end (the best of both), and single-query p50 on 20
-             queries; the median exact score of each population's 1st, 10th and 100th neighbour;
+             --repeats at the start, after each budget's rows and at the end (the best round counts), and
+             single-query p50 on 20 queries; the median exact score of each population's 1st, 10th and
+             100th neighbour;
   ours       `VectorIndex.search` at tune()'s settings, each query routed as the engine routes it
              (`population` of that query; the text and image groups searched as two batches): recall@10 vs
              exact, batch q/s best of --repeats, x Flat (batch q/s over Flat's batch q/s on the same batch),
@@ -310,8 +311,9 @@ def main() -> None:
                  "rows": bench_ours(index, populations, truth, args), "load_after": os.getloadavg()[0]}
         result["budgets"].append(entry)
         print(f"{factory}: {entry['rows']['text']} | {entry['rows']['image']}; {uptime()}", flush=True)
-        write_result(out, result)
         del index
+        flat.time(populations, args.repeats)  # Flat again between the rows: the best round is the baseline
+        write_result(out, result)
 
     if not args.no_hnswlib:
         result["hnswlib"] = bench_hnswlib(xb, populations, truth, args)
