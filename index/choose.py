@@ -62,31 +62,78 @@ def training_sample_size(n: int, nlist: int) -> int:
     return min(n, max(TRAIN_MIN_POINTS, per_list))
 
 
-def resident_bytes(n: int, d: int, key: str) -> int:
+def _parse(key: str) -> tuple[int, int, str]:
+    """(OPQ rotation dimension or 0, nlist, code) of "[OPQ{m}[_{d}],]IVF{nlist},{code}"."""
+    head, _, rest = key.partition(",")
+    rotation = 0
+    if head.startswith("OPQ"):
+        rotation = int(head.removeprefix("OPQ").split("_")[0])
+        head, _, rest = rest.partition(",")
+    return rotation, int(head.removeprefix("IVF")), rest
+
+
+def resident_bytes(n: int, d: int, key: str, subset_codes: bool | None = None) -> int:
     """Bytes that stay resident to search `n` vectors of dimension `d` with factory `key`.
 
     * ``Flat``: n * (4d float32 + 8 id + 40 IDMap2 reverse map)
     * ``IVF{nlist},Flat``: n * (4d codes + 8 FAISS id) + nlist * 4d centroids
     * ``IVF{nlist},PQ{m}x8``: n * (m codes + 8 FAISS id + d/8 subset codes) + nlist * 4d centroids
       + 256 * 4d PQ centroids (m sub-quantizers x 256 x d/m floats); the subset codes are 4-bit PQ
-      codes of every vector that filtered search scans (filtered.scan_subset)
+      codes of every vector that filtered search scans (filtered.scan_subset); `subset_codes=False`
+      (an index built without them, `VectorIndex.create`) leaves out their d/8 bytes
+    * ``OPQ{m},IVF...``: the same plus the d x d float32 rotation
 
     Not counted: the exact copy (4d bytes per vector for PQ, 2d otherwise), read k*rerank_factor rows
     per query from a memory-mapped file; and VectorIndex's id array (memory-mapped, saved in id order),
     which ids without gaps (a fresh build) never read: rows map to ids by offset. Ids with gaps (after
     removals, until the next rebuild) add up to 16 B/vector: an int32 id -> row table over at most 2x
     their count, and the id array read for row -> id (sparser ids: the array alone, binary-searched).
-    At 1M x 256, 4096 lists: PQ64 is 64 + 8 + 32 + 4.2 + 0.3 = 108.5 B/vector, PQ32 76.5, IVF-Flat 1036.
+    At 1M x 256, 4096 lists: PQ64 is 64 + 8 + 32 + 4.2 + 0.3 = 108.5 B/vector (76.5 without subset
+    codes), PQ32 76.5, OPQ32 76.8, IVF-Flat 1036.
     """
     if key == "Flat":
         return n * (4 * d + ID_BYTES + FLAT_MAP_BYTES)
-    head, _, tail = key.partition(",")
-    nlist = int(head.removeprefix("IVF"))
-    centroids = nlist * 4 * d
+    rotation, nlist, tail = _parse(key)
+    fixed = nlist * 4 * d + (4 * d * d if rotation else 0)
     if tail == "Flat":
-        return n * (4 * d + ID_BYTES) + centroids
+        return n * (4 * d + ID_BYTES) + fixed
     m = int(tail.removeprefix("PQ").split("x")[0])
-    return n * (m + ID_BYTES + d // SUBSET_CODE_DIMS) + centroids + 256 * 4 * d
+    subset = d // SUBSET_CODE_DIMS if (is_pq(key) if subset_codes is None else subset_codes) else 0
+    return n * (m + ID_BYTES + subset) + fixed + 256 * 4 * d
+
+
+def code_candidates(n: int, d: int, factory: str, memory_budget: int) -> list[tuple[str, bool]]:
+    """Codes to try instead of a PQ `factory` whose codes cannot order a cloud of near-duplicates
+    (`VectorIndex.tuned`): (factory, keeps subset codes), each within `memory_budget` resident bytes, with the
+    same IVF lists, in the order they are tried (the cheapest to build first; the first to reach the target wins):
+
+    1. more PQ bytes: the largest divisor of d up to d/2 that fits, with subset codes if they fit too, else
+       without (filtered search then uses the selector, which tune()'s 10% check prefers on such data anyway);
+    2. OPQ with the same bytes (a learned rotation that balances the sub-spaces, + 4d^2 bytes; its training
+       runs PQ k-means 50 times over: minutes at 1M, hence after 1);
+    3. IVF-Flat (exact scores) when it fits.
+
+    1M x 256 at 80 B/vector: PQ64 without subset codes (76.5 B/vector), OPQ32 (76.7); at 2 GiB IVF-Flat is
+    chosen from the start (`choose_index_key`). Empty for a factory that is not IVF-PQ.
+    """
+    if not is_pq(factory) or not factory.split(",")[-1].startswith("PQ"):
+        return []
+    rotation, nlist, tail = _parse(factory)
+    m = int(tail.removeprefix("PQ").split("x")[0])
+    fits = lambda key, subset=None: resident_bytes(n, d, key, subset) <= memory_budget
+    candidates: list[tuple[str, bool]] = []
+    for bigger in sorted((b for b in range(m + 1, d // 2 + 1) if d % b == 0), reverse=True):
+        key = f"IVF{nlist},PQ{bigger}x8"
+        if fits(key, True) or fits(key, False):
+            candidates.append((key, fits(key, True)))
+            break
+    same = f"OPQ{m},IVF{nlist},PQ{m}x8"
+    if not rotation and fits(same):
+        candidates.append((same, True))
+    flat = f"IVF{nlist},Flat"
+    if fits(flat):
+        candidates.append((flat, False))
+    return candidates
 
 
 def choose_pq_bytes(n: int, d: int, nlist: int, memory_budget: int) -> int:
@@ -124,8 +171,9 @@ def choose_index_key(n: int, d: int, memory_budget: int | None = None) -> str:
     nlist = power of two nearest 4*sqrt(n) up to 1M vectors, nearest 8*sqrt(n) beyond, clamped to
     [1, n/39] so k-means has 39 points per list (see `choose_nlist`). Training reads a seeded sample
     of `training_sample_size(n, nlist)` vectors (64 per list, capped at 2^19). Pure and deterministic.
-    OPQ is not chosen: with exact re-ranking the PQ code only has to shortlist candidates, and whether
-    OPQ's rotation pays for itself on top of that has not been measured.
+    Near-duplicate vectors (overlapping tiles) can defeat the PQ code chosen here: `VectorIndex.tuned` then
+    measures deeper re-ranking and the `code_candidates` within the same budget, and keeps the one that reaches
+    the recall target.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -140,3 +188,15 @@ def choose_index_key(n: int, d: int, memory_budget: int | None = None) -> str:
     if resident_bytes(n, d, f"IVF{nlist},Flat") <= budget:
         return f"IVF{nlist},Flat"
     return f"IVF{nlist},PQ{choose_pq_bytes(n, d, nlist, budget)}x8"
+
+
+def kept_factory(key: str, factory: str, tuning: dict | None, memory_budget: int | None) -> str:
+    """The factory to keep building for `key` (`choose_index_key`'s pick under `memory_budget`, None: the
+    default): `factory`, the one an index holds, when its tuning replaced `key` by it within that budget
+    because `key`'s codes could not order its near-duplicates (`VectorIndex.tuned`: `tuning.replaces`,
+    `tuning.memory_budget`); otherwise `key`. Without this the next run would rebuild `key` and measure again."""
+    tuning = tuning or {}
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    if tuning.get("replaces") == key and tuning.get("memory_budget") == budget:
+        return factory
+    return key

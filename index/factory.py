@@ -18,7 +18,7 @@ from .gpu import Placement
 logger = logging.getLogger(__name__)
 
 TRAIN_SEED = 1234  # seed of the training subsample, so a rebuild gives the same index
-_IVF_FACTORY = re.compile(r"^IVF(\d+)")
+_IVF_FACTORY = re.compile(r"^(OPQ\d+(_\d+)?,)?IVF(\d+)")  # OPQ: a learned rotation before the IVF-PQ
 
 
 def default_nprobe(nlist: int) -> int:
@@ -37,7 +37,8 @@ def default_store_dtype(factory: str) -> str:
 
 
 def new_faiss_index(dim: int, factory: str) -> faiss.Index:
-    """An empty FAISS index (inner product) for "Flat" or an IVF factory string such as "IVF1024,PQ32x8".
+    """An empty FAISS index (inner product) for "Flat" or an IVF factory string such as "IVF1024,PQ32x8"
+    (or "OPQ32,IVF1024,PQ32x8": an IndexPreTransform rotating the vectors before the IVF-PQ).
 
     Flat is an IndexIDMap2 over IndexFlatIP (ids of the caller's choosing); IVF-PQ does without
     polysemous training. Raises VectorIndexError for other strings and ones FAISS cannot build.
@@ -46,7 +47,7 @@ def new_faiss_index(dim: int, factory: str) -> faiss.Index:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     if not _IVF_FACTORY.match(factory):
         raise VectorIndexError(
-            f"expected factory 'Flat' or 'IVF<nlist>,...', got {factory!r}; "
+            f"expected factory 'Flat', 'IVF<nlist>,...' or 'OPQ<m>,IVF<nlist>,...', got {factory!r}; "
             "use a string from choose_index_key()"
         )
     try:

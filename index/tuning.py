@@ -1,9 +1,10 @@
 """Auto-tuning: the cheapest (nprobe, rerank_factor) of an IVF index that reaches a recall target.
 
-Recall is measured against exact search over the index's exact copy (float32 for PQ indexes, float16
-otherwise). Without queries from the caller, a seeded sample of the index's own vectors serves as
-queries; each one is its own nearest neighbour, so it is dropped from both the approximate and the
-exact answer (k+1 are fetched) to keep the estimate honest.
+Recall is measured against exact search: over the index's float32 exact copy for PQ indexes; for IVF-Flat,
+its own float32 vectors with every list probed (its float16 copy would tie near-duplicates). Without queries
+from the caller, a seeded sample of the index's own vectors serves as queries; each one is its own nearest
+neighbour, so it is dropped from both the approximate and the exact answer (k+1 are fetched) to keep the
+estimate honest.
 
 Cost: stored vectors touched per query (`cost.query_cost`: the coarse quantizer, the probed lists'
 codes, RERANK_COST per re-scored candidate). Within one nprobe a larger rerank_factor only adds cost,
@@ -18,6 +19,7 @@ query set should still reach the target.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -43,6 +45,9 @@ RERANK_FACTORS = (1, 2, 4, 8, 16, 32)  # tried for PQ indexes; IVF-Flat scores a
 # Text queries sit across the modality gap: their true neighbours are farther and PQ codes order them worse,
 # so tune_text tries deeper re-ranking (1280 candidates at k=10; ~0.5 ms of re-scoring per query at 1M).
 TEXT_RERANK_FACTORS = (*RERANK_FACTORS, 64, 128)
+# Near-duplicates (overlapping tiles): codes cannot order the cloud, so the re-rank has to cover it. Tried only
+# when RERANK_FACTORS missed on such data: 2560 candidates at k=10, ~1 ms of re-scoring per query at 1M.
+NEAR_DUPLICATE_RERANK_FACTORS = (*TEXT_RERANK_FACTORS, 256)
 TEXT_ROUTED = 0.02  # tune_text's routing threshold leaves at most this share of the text proxies on the image side
 GAP_SAMPLE = 4096  # image vectors (seeded) whose mean is the image side of the modality gap
 
@@ -66,6 +71,9 @@ class TuneResult:
     selector_recall: float | None = None  # ... and through the selector
     neighbour_score: float | None = None  # median exact score of the k-th neighbour of the sample's queries
     needs: str | None = None  # target missed on near-duplicates: what would reach it, in one line (near_duplicates)
+    tried: list[dict[str, Any]] | None = None  # near-duplicates short of the target: each depth / code measured
+    replaces: str | None = None  # this index's factory replaced that one on near-duplicates (VectorIndex.tuned) ...
+    memory_budget: int | None = None  # ... within this budget (resident bytes)
 
     def as_info(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +106,7 @@ def tune_index(
     rerank_factors: tuple[int, ...] | None = None,
     offset: np.ndarray | None = None,
     check_filters: bool = True,
+    report: bool = True,
 ) -> TuneResult:
     """Measure recall@k of a grid of (nprobe, rerank_factor) and return the cheapest meeting the target.
 
@@ -105,6 +114,10 @@ def tune_index(
     TEXT_RERANK_FACTORS).
     `offset`: subtracted from the queries for the FAISS probe only, the candidates then re-ranked exactly
     with the queries as given (modality-mean centering, `tune_text`); every setting then re-ranks.
+    Near-duplicates (a PQ index whose sample's median k-th neighbour scores >= NEAR_DUPLICATE_SCORE) short of
+    the target: the grid is measured again with re-ranking up to NEAR_DUPLICATE_RERANK_FACTORS (both recorded
+    in `tried`); still short, `needs` names the budget that reaches it (`near_duplicates`), logged as a warning
+    unless `report` is False (`VectorIndex.tuned` tries other codes first and reports once).
     Does not change `index` (a VectorIndex, used through its public members); `VectorIndex.tune` stores
     the result as its defaults.
     """
@@ -122,13 +135,56 @@ def tune_index(
         xq, own_ids, fetch = np.asarray(store[rows], dtype=np.float32), ids[rows], k + 1
     else:
         xq, own_ids, fetch = as_matrix(queries, index.dim, "queries")[:max_queries], None, k
-    truth_scores, truth = exact_topk(xq, row_blocks(store, None, ids), fetch)
+    if "PQ" in index.factory:
+        truth_scores, truth = exact_topk(xq, row_blocks(store, None, ids), fetch)
+    else:  # IVF-Flat: its own float32 vectors, every list probed (its float16 copy's rounding, ~1e-4 of a score,
+        # reorders near-duplicates: measured against it, IVF-Flat scored 0.45 on clouds at cosine 0.9996)
+        truth_scores, truth = index.approximate_search(xq, fetch, nprobe=index.nlist)
     neighbour_score = round(float(np.median(truth_scores[:, fetch - 1])), 4)  # k-th other (own id is the first)
     truth = _drop_own_ids(truth, own_ids, k)
 
-    nlist = index.nlist
     factors = (rerank_factors or RERANK_FACTORS) if "PQ" in index.factory or offset is not None else (1,)  # centered: re-rank
     probe = xq if offset is None else np.ascontiguousarray(xq - offset, dtype=np.float32)
+    best, fallback = _grid(index, xq, probe, truth, own_ids, k, fetch, factors, target_recall, offset)
+    near = "PQ" in index.factory and neighbour_score >= NEAR_DUPLICATE_SCORE
+    tried: list[dict[str, Any]] | None = None
+    if best is None and near and offset is None and max(factors) < max(NEAR_DUPLICATE_RERANK_FACTORS):
+        # a cloud of near-duplicates that the codes cannot order: re-rank deeper (disk reads, no resident memory)
+        tried = [tried_entry(index, fallback, max(factors))]
+        deeper = tuple(sorted({*factors, *NEAR_DUPLICATE_RERANK_FACTORS}))
+        started = time.perf_counter()
+        best, deep_fallback = _grid(index, xq, probe, truth, own_ids, k, fetch, deeper, target_recall, offset)
+        chosen = best or deep_fallback
+        tried.append(tried_entry(index, chosen, max(deeper), time.perf_counter() - started))
+        logger.info("near-duplicates (median %dth-neighbour score %.4f): re-ranking up to %d x k on %s: recall@%d "
+                    "%.3f at nprobe=%s, rerank_factor=%d", k, neighbour_score, max(deeper), index.factory, k,
+                    chosen.recall, chosen.nprobe, chosen.rerank_factor)
+        if (deep_fallback.recall, -deep_fallback.cost) > (fallback.recall, -fallback.cost):
+            fallback = deep_fallback
+    if best is None:
+        (logger.warning if check_filters and report else logger.info)(  # tune_text's variants: it logs the one it keeps
+            "no setting of %s reached recall@%d %.3f (best %.3f at nprobe=%s, rerank_factor=%d); using it",
+            index.factory, k, target_recall, fallback.recall, fallback.nprobe, fallback.rerank_factor,
+        )
+        best = replace(fallback, neighbour_score=neighbour_score,
+                       needs=near_duplicates(index, neighbour_score, fallback.recall, target_recall, k, tried))
+        if best.needs and report:
+            logger.warning("%s", best.needs)
+    else:
+        logger.info(
+            "tuned %s: nprobe=%s rerank_factor=%d recall@%d=%.3f on %d queries (target %.3f)",
+            index.factory, best.nprobe, best.rerank_factor, k, best.recall, best.queries, target_recall,
+        )
+    best = replace(best, neighbour_score=neighbour_score, tried=tried)
+    return _check_filter_strategy(index, best, xq, own_ids, k, fetch) if check_filters else best
+
+
+def _grid(
+    index: SearchableIndex, xq: np.ndarray, probe: np.ndarray, truth: np.ndarray, own_ids: np.ndarray | None,
+    k: int, fetch: int, factors: tuple[int, ...], target_recall: float, offset: np.ndarray | None,
+) -> tuple[TuneResult | None, TuneResult]:
+    """(the cheapest setting of nprobe x `factors` meeting the target or None, the one with the best recall)."""
+    nlist, size = index.nlist, index.ntotal
     best: TuneResult | None = None
     fallback: TuneResult | None = None
     for nprobe in _nprobe_grid(nlist):
@@ -158,23 +214,20 @@ def tune_index(
                 if best is None or cost < best.cost:
                     best = point
                 break  # a larger factor at this nprobe costs more
-    if best is None:
-        assert fallback is not None  # the grid is never empty
-        (logger.warning if check_filters else logger.info)(  # tune_text's variants: it logs the one it keeps
-            "no setting of %s reached recall@%d %.3f (best %.3f at nprobe=%s, rerank_factor=%d); using it",
-            index.factory, k, target_recall, fallback.recall, fallback.nprobe, fallback.rerank_factor,
-        )
-        best = replace(fallback, neighbour_score=neighbour_score,
-                       needs=near_duplicates(index, neighbour_score, fallback.recall, target_recall, k))
-        if best.needs:
-            logger.warning("%s", best.needs)
-    else:
-        logger.info(
-            "tuned %s: nprobe=%s rerank_factor=%d recall@%d=%.3f on %d queries (target %.3f)",
-            index.factory, best.nprobe, best.rerank_factor, k, best.recall, best.queries, target_recall,
-        )
-    best = replace(best, neighbour_score=neighbour_score)
-    return _check_filter_strategy(index, best, xq, own_ids, k, fetch) if check_filters else best
+    assert fallback is not None  # the grid is never empty
+    return best, fallback
+
+
+def tried_entry(index: SearchableIndex, result: TuneResult, rerank_max: int, seconds: float | None = None,
+           built_seconds: float | None = None) -> dict[str, Any]:
+    """One line of `TuneResult.tried`: a code (and re-rank depth) measured, and how it did."""
+    subset = index.rows.codes is not None
+    return {"factory": index.factory, "subset_codes": subset, "rerank_max": rerank_max,
+            "bytes_per_vector": round(resident_bytes(index.ntotal, index.dim, index.factory, subset) / max(1, index.ntotal), 1),
+            "nprobe": result.nprobe, "rerank_factor": result.rerank_factor, "recall": round(result.recall, 4),
+            "recall_lower": round(result.recall_lower, 4), "met_target": result.met_target,
+            **({"tune_s": round(seconds, 1)} if seconds is not None else {}),
+            **({"build_s": round(built_seconds, 1)} if built_seconds is not None else {})}
 
 
 NEAR_DUPLICATE_SCORE = 0.99  # median k-th neighbour cosine above this: a cloud of near-duplicates (overlapping tiles)
@@ -184,20 +237,27 @@ def _size(size: int) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
-def near_duplicates(index: SearchableIndex, neighbour_score: float, recall: float, target: float, k: int) -> str | None:
+def near_duplicates(
+    index: SearchableIndex, neighbour_score: float, recall: float, target: float, k: int,
+    tried: list[dict[str, Any]] | None = None, memory_budget: int | None = None,
+) -> str | None:
     """One line for a PQ index that missed the target on near-duplicate vectors (overlapping tiles of one scene:
-    the k-th neighbour within ~0.01 cosine of the first, which PQ codes cannot order): the budget IVF-Flat (exact
-    scores) needs, and how to get it. None when the vectors are not near-duplicates or the codes are exact."""
+    the k-th neighbour within ~0.01 cosine of the first, which PQ codes cannot order): what was tried (`tried`,
+    within `memory_budget`), the budget IVF-Flat (exact scores) needs, and how to get it. None when the vectors
+    are not near-duplicates or the codes are exact."""
     if "PQ" not in index.factory or neighbour_score < NEAR_DUPLICATE_SCORE:
         return None
-
-
     flat = f"IVF{index.nlist},Flat"
     needed = resident_bytes(index.ntotal, index.dim, flat)
-    return (f"{index.factory} reaches recall@{k} {recall:.2f}, not {target:.2f}: its vectors are near-duplicates "
-            f"(median {k}th-neighbour cosine {neighbour_score:.3f}) that {index.factory.split(',')[-1]} codes cannot "
-            f"order; {flat} (exact scores) needs {_size(needed)} resident ({needed / index.ntotal:.0f} B/vector): "
-            f"index with --memory-budget {int(-(-needed // 2**20))}M or more, or --index-factory {flat}")
+    codes = list(dict.fromkeys(entry["factory"].split(",")[-1] if "OPQ" not in entry["factory"]
+                               else entry["factory"].split(",")[0] for entry in tried or []))
+    depth = max((entry["rerank_max"] for entry in tried or []), default=RERANK_FACTORS[-1])
+    within = f" within {_size(memory_budget)}" if memory_budget is not None else ""
+    return (f"{index.factory} reaches recall@{k} {recall:.3f}, short of {target:.2f}: its vectors are near-duplicates "
+            f"(median {k}th-neighbour cosine {neighbour_score:.3f}) that {'/'.join(codes) or index.factory.split(',')[-1]} "
+            f"codes cannot order (re-ranked up to {depth} x k{within}); {flat} (exact scores) needs {_size(needed)} "
+            f"resident ({needed / index.ntotal:.0f} B/vector): index with --memory-budget {int(-(-needed // 2**20))}M "
+            f"or more, or --index-factory {flat}")
 
 
 def _check_filter_strategy(

@@ -19,6 +19,8 @@ The FAISS id of a vector is the caller's int64 catalog id (add_with_ids), never 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,22 @@ import faiss
 import numpy as np
 
 from . import filtered, gpu, storage
+from .choose import code_candidates, is_pq
 from .errors import REBUILD, UnknownIdError, VectorIndexError
 from .exact import as_batch, as_ids, as_matrix, empty_results
 from .factory import default_nprobe, default_store_dtype, new_faiss_index, train
 from .rerank import default_rerank_factor, exact_rerank
 from .rows import Rows
 from .storage import FORMAT_VERSION, METRIC
-from .tuning import TextTuning, TuneResult, tune_index, tune_text
+from .tuning import (
+    RERANK_FACTORS,
+    TextTuning,
+    TuneResult,
+    near_duplicates,
+    tried_entry,
+    tune_index,
+    tune_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,17 +107,21 @@ class VectorIndex:
     # ---- construction
 
     @classmethod
-    def create(cls, dim: int, factory: str = "Flat", *, use_gpu: bool | None = None) -> VectorIndex:
+    def create(
+        cls, dim: int, factory: str = "Flat", *, use_gpu: bool | None = None, subset_codes: bool = True
+    ) -> VectorIndex:
         """An empty index of dimension `dim`.
 
         `factory` is "Flat" or an IVF factory string such as "IVF1024,PQ32x8" (see choose_index_key).
         `use_gpu=False` keeps FAISS on the CPU even when a GPU is present (default: use it).
+        `subset_codes=False`: a PQ index without the 4-bit subset codes (d/8 bytes per vector less resident;
+        filtered search then never takes the subset scan), as `tuned` may choose within a tight budget.
         """
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         factory = factory.strip()
         index = new_faiss_index(dim, factory)
-        subset_pq = filtered.subset_quantizer(dim, factory)
+        subset_pq = filtered.subset_quantizer(dim, factory) if subset_codes else None
         store = np.empty((0, dim), np.dtype(default_store_dtype(factory)))
         codes = None if subset_pq is None else np.empty((0, subset_pq.code_size), np.uint8)
         rows = Rows(store, np.empty(0, np.int64), codes)
@@ -270,14 +285,18 @@ class VectorIndex:
         trained_on = self.trained_on or (self.tuning or {}).get("ntotal")
         return bool(trained_on) and self.ntotal >= growth * trained_on
 
-    def rebuilt(self, factory: str | None = None) -> VectorIndex:
+    def rebuilt(self, factory: str | None = None, *, subset_codes: bool | None = None) -> VectorIndex:
         """A new index of `factory` (default: this one's) with the same ids and vectors, trained on all of them.
 
         Vectors come from the exact copy (from a float16 copy, the codes encode rounded vectors); training
         uses a seeded sample of all rows (`training_sample_size`). nprobe and rerank_factor return to
-        their defaults: call `tune()` afterwards. This index is not changed.
+        their defaults: call `tune()` afterwards. This index is not changed. `subset_codes` (see `create`)
+        defaults to this index's choice for the same factory, else to keeping them.
         """
-        rebuilt = VectorIndex.create(self.dim, factory or self.factory, use_gpu=self.use_gpu)
+        factory = factory or self.factory
+        if subset_codes is None:
+            subset_codes = self.rows.codes is not None or factory != self.factory or self.ntotal == 0
+        rebuilt = VectorIndex.create(self.dim, factory, use_gpu=self.use_gpu, subset_codes=subset_codes)
         if rebuilt.store_dtype != self.store_dtype:
             logger.info("rebuilt index keeps a %s copy (from this index's %s copy)", rebuilt.store_dtype,
                         self.store_dtype)
@@ -393,12 +412,75 @@ class VectorIndex:
         the modality gap. Without them the text setting is cleared (text queries use the image setting).
         """
         result = tune_index(self, queries, target_recall=target_recall, k=k, max_queries=max_queries)
+        self._apply_tuning(result, text_queries, target_recall=target_recall, k=k, max_queries=max_queries)
+        return result
+
+    def _apply_tuning(self, result: TuneResult, text_queries: np.ndarray | None, **options: Any) -> None:
+        """`result` becomes this index's setting (and, with `text_queries`, a text setting is tuned too)."""
         if not self.is_flat and result.queries:
             self.nprobe, self.rerank_factor, self.tuning = result.nprobe, result.rerank_factor, result.as_info()
             if result.subset_scan is not None:
                 self.subset_scan = result.subset_scan
-            self.tune_text(text_queries, target_recall=target_recall, k=k, max_queries=max_queries)
-        return result
+            self.tune_text(text_queries, **options)
+
+    def tuned(
+        self,
+        *,
+        memory_budget: int | None = None,
+        text_queries: np.ndarray | None = None,
+        target_recall: float = 0.95,
+        k: int = 10,
+        max_queries: int = 256,
+    ) -> VectorIndex:
+        """This index tuned (`tune`), or, when its PQ codes cannot order a cloud of near-duplicates well enough
+        for `target_recall` even re-ranked up to 256 x k, a rebuilt one with a code that can, within
+        `memory_budget` (resident bytes; None: tune() alone).
+
+        The codes `choose.code_candidates` lists (more PQ bytes, OPQ, IVF-Flat: those that fit) are rebuilt one at
+        a time (`rebuilt`: the same seeded training sample) and tuned on the same queries; the first that reaches
+        the target is returned, tuned, its `tuning` recording what was tried (`tried`), the factory it replaces
+        (`replaces`, which the indexer keeps choosing it for) and the budget. None reaching it: the one with the
+        best recall, its `tuning.needs` the one line naming the budget that does (also logged as a warning).
+        Without near-duplicates this is `tune()`: nothing is rebuilt.
+        """
+        options: dict[str, Any] = {"target_recall": target_recall, "k": k, "max_queries": max_queries}
+        result = tune_index(self, **options, report=memory_budget is None)
+        previous = self.tuning or {}
+        replaces = previous.get("replaces") if previous.get("memory_budget") == memory_budget else None
+        if result.needs is None or memory_budget is None:
+            if replaces and result.queries:  # still the code chosen for this budget: the indexer keeps it
+                result = replace(result, replaces=replaces, memory_budget=memory_budget)
+            self._apply_tuning(result, text_queries, **options)
+            return self
+        tried = list(result.tried or [])
+        best, best_result = self, result
+        for factory, subset_codes in code_candidates(self.ntotal, self.dim, self.factory, memory_budget):
+            started = time.perf_counter()
+            candidate = self.rebuilt(factory, subset_codes=subset_codes)
+            built = time.perf_counter() - started
+            started = time.perf_counter()
+            measured = tune_index(candidate, **options, report=False)
+            seconds = time.perf_counter() - started
+            tried.extend(measured.tried or [tried_entry(candidate, measured, RERANK_FACTORS[-1] if is_pq(factory) else 1)])
+            tried[-1] = {**tried[-1], "build_s": round(built, 1), "tune_s": round(seconds, 1)}
+            logger.info("near-duplicates: %s measured instead of %s: recall@%d %.3f (nprobe=%s, rerank_factor=%d; "
+                        "built in %.0f s)", factory, self.factory, k, measured.recall, measured.nprobe,
+                        measured.rerank_factor, built)
+            if measured.met_target or measured.recall > best_result.recall:
+                best, best_result = candidate, measured
+            if measured.met_target:
+                break
+        needs = None if best_result.met_target else near_duplicates(
+            best, best_result.neighbour_score or 0.0, best_result.recall, target_recall, k, tried, memory_budget)
+        best_result = replace(best_result, tried=tried, needs=needs, memory_budget=memory_budget,
+                              replaces=(replaces or self.factory) if best is not self else replaces)
+        if needs:
+            logger.warning("%s", needs)
+        else:
+            logger.info("near-duplicates: %s reaches recall@%d %.3f within the budget (%s tried)", best.factory, k,
+                        best_result.recall, ", ".join(f"{t['factory']} x{t['rerank_max']}" for t in tried))
+        best._apply_tuning(best_result, text_queries, **options)
+        return best
 
     def tune_text(
         self, text_queries: np.ndarray | None, *, target_recall: float = 0.95, k: int = 10, max_queries: int = 256

@@ -42,6 +42,7 @@ import numpy as np
 from sarclip_search._fs import file_sha256
 from sarclip_search.errors import InputError, MetadataError, RasterError, printable_path
 from sarclip_search.index import VectorIndex, choose_index_key
+from sarclip_search.index.choose import DEFAULT_MEMORY_BUDGET, kept_factory
 from sarclip_search.ingest import raster
 from sarclip_search.ingest.masks import DarkMeter, read_mask_columns, row_polarization, tile_mask_columns
 from sarclip_search.ingest.metadata import (
@@ -255,7 +256,10 @@ def _info_is_current(info: dict, model_path: str | None) -> bool:
 
 
 def _target_factory(vectors: VectorIndex, settings: _Settings) -> str:
-    return settings.index_factory or choose_index_key(vectors.ntotal, vectors.dim, settings.memory_budget)
+    if settings.index_factory:
+        return settings.index_factory
+    key = choose_index_key(vectors.ntotal, vectors.dim, settings.memory_budget)
+    return kept_factory(key, vectors.factory, vectors.tuning, settings.memory_budget)  # a code tune() chose over key
 
 
 def _vectors_stale(generation: Generation, settings: _Settings) -> bool:
@@ -521,9 +525,11 @@ def _update_generation(
     if _needs_tuning(vectors):
         # nprobe and re-rank depth for 0.95 recall@10 vs exact, for image and for text queries, saved with the index
         proxies = text_proxy_vectors(generation.catalog_path, lambda texts: sarclip.encode_texts(texts))
-        result = vectors.tune(text_queries=proxies)
-        log.info("tuned %s: nprobe %s, rerank %s (recall %.3f)", vectors.factory, result.nprobe, result.rerank_factor,
-                 result.recall)
+        # near-duplicates its codes cannot order: deeper re-ranking or another code within the budget (a rebuild)
+        budget = None if settings.index_factory else settings.memory_budget or DEFAULT_MEMORY_BUDGET
+        vectors = vectors.tuned(text_queries=proxies, memory_budget=budget)
+        log.info("tuned %s: nprobe %s, rerank %s (recall %.3f)", vectors.factory, vectors.nprobe, vectors.rerank_factor,
+                 (vectors.tuning or {}).get("recall", 1.0))
         changed = True
     if changed or not generation.vectors_path.is_dir():
         vectors.save(generation.vectors_path)

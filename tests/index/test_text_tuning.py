@@ -161,6 +161,7 @@ def test_near_duplicate_vectors_that_miss_the_target_say_what_budget_would_reach
     from sarclip_search.index import tuning
 
     monkeypatch.setattr(tuning, "RERANK_FACTORS", (1, 2))  # shallow re-ranking: the cloud stays unordered
+    monkeypatch.setattr(tuning, "NEAR_DUPLICATE_RERANK_FACTORS", (1, 2, 4))  # ... even the deeper pass
     rng = np.random.default_rng(3)
     centres = _unit(rng.normal(size=(20, D)))
     clouds = _unit(centres[rng.integers(0, 20, 8000)] + 0.02 * rng.normal(size=(8000, D)))  # cos ~0.993
