@@ -1,10 +1,9 @@
 """Auto-tuning: the cheapest (nprobe, rerank_factor) of an IVF index that reaches a recall target.
 
-Recall is measured against exact search: over the index's float32 exact copy for PQ indexes; for IVF-Flat,
-its own float32 vectors with every list probed (its float16 copy would tie near-duplicates). Without queries
-from the caller, a seeded sample of the index's own vectors serves as queries; each one is its own nearest
-neighbour, so it is dropped from both the approximate and the exact answer (k+1 are fetched) to keep the
-estimate honest.
+Recall is measured against exact search over the index's exact copy (float32 for PQ indexes, float16
+otherwise). Without queries from the caller, a seeded sample of the index's own vectors serves as
+queries; each one is its own nearest neighbour, so it is dropped from both the approximate and the
+exact answer (k+1 are fetched) to keep the estimate honest.
 
 Cost: stored vectors touched per query (`cost.query_cost`: the coarse quantizer, the probed lists'
 codes, RERANK_COST per re-scored candidate). Within one nprobe a larger rerank_factor only adds cost,
@@ -135,11 +134,7 @@ def tune_index(
         xq, own_ids, fetch = np.asarray(store[rows], dtype=np.float32), ids[rows], k + 1
     else:
         xq, own_ids, fetch = as_matrix(queries, index.dim, "queries")[:max_queries], None, k
-    if "PQ" in index.factory:
-        truth_scores, truth = exact_topk(xq, row_blocks(store, None, ids), fetch)
-    else:  # IVF-Flat: its own float32 vectors, every list probed (its float16 copy's rounding, ~1e-4 of a score,
-        # reorders near-duplicates: measured against it, IVF-Flat scored 0.45 on clouds at cosine 0.9996)
-        truth_scores, truth = index.approximate_search(xq, fetch, nprobe=index.nlist)
+    truth_scores, truth = exact_topk(xq, row_blocks(store, None, ids), fetch)
     neighbour_score = round(float(np.median(truth_scores[:, fetch - 1])), 4)  # k-th other (own id is the first)
     truth = _drop_own_ids(truth, own_ids, k)
 
