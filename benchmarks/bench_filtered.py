@@ -2,6 +2,7 @@
 
     python benchmarks/bench_filtered.py        # the 1M index of bench_retrieval --latency (built once: 85 s idle, ~6 min under load), then ~1 min
     python benchmarks/bench_filtered.py --size 100000 --texts 20   # quick, for development
+    python benchmarks/bench_filtered.py --bytes-per-vector 2147 --cache runs/filtered   # the default 2 GiB budget: IVF-Flat
 
 Opens the index `bench_retrieval.py --latency` builds under runs/bench-latency/db-N (`build_scaled`: the corpus
 index's real tiles plus synthetic scenes with dataset, label and split in fixed shares, IVF-PQ at 80 B/vector)
@@ -14,7 +15,11 @@ queries); and the filter stage alone (`Engine.filter_ids`) the same three ways. 
 1%, 10% and 50% of the tiles, a filter over the other array kinds (sensor contains, a date, a bbox), and a
 filter negatively correlated with the query: ship texts restricted to dataset MSTAR-SOC (the corpus' vehicle
 chips). recall@10 of the after engine's hits against exact search over the filtered float16 copy, and whether
-before and after returned the same hits. Writes benchmarks/results/filtered.json.
+before and after returned the same hits; beside it, recall@10 of the same texts unfiltered at the same
+setting (what the filtered query should at least reach). The index of `build_scaled` is tuned on image vectors
+only; `sarsearch index` also tunes a text setting on its vocabulary's proxy texts (`tune_text`), so unless
+`--no-tune-text` the benchmark does that first, in memory, on both engines (the catalog's `proxy_texts`).
+Writes benchmarks/results/filtered.json.
 """
 
 from __future__ import annotations
@@ -88,6 +93,23 @@ def build_columns(engine: Engine) -> dict:
     return {"seconds": seconds, "total_s": round(sum(seconds.values()), 2), "bytes_on_disk": size}
 
 
+def tune_text(after: Engine, before: Engine) -> dict:
+    """The text setting `sarsearch index` tunes (`tune_text` on the catalog vocabulary's proxy texts, encoded by
+    the index's text encoder), set on both engines' indexes in memory; what it chose."""
+    from sarclip_search.ingest.text_proxies import catalog_vocabulary, proxy_texts
+
+    started = time.perf_counter()
+    texts = proxy_texts(catalog_vocabulary(after.generation.catalog_path))
+    proxies = np.stack([after.embed_text(t) for t in texts]).astype(np.float32)
+    result = after.vectors.tune_text(proxies)
+    before.vectors.tune_text(proxies)  # the same proxies, the same setting
+    chosen = {"proxies": len(texts), "seconds": round(time.perf_counter() - started, 1)}
+    if result is not None:
+        chosen.update(nprobe=after.vectors.text_nprobe, rerank_factor=after.vectors.text_rerank_factor,
+                      proxy_recall=round(float(result.result.recall), 3), routed=round(float(result.routed), 3))
+    return chosen
+
+
 def measure(before: Engine, after: Engine, text: str, filters: Filters) -> tuple[dict[str, float], list, list]:
     times = {}
     times["e2e_before"], hits_before = timed(lambda: before.query(text, filters=filters, k=K))
@@ -112,22 +134,30 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=100, help="latency texts per filter (ship texts: all of them)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bytes-per-vector", type=int, default=BUDGET_BYTES_PER_VECTOR,
+                        help="memory budget of the index built when missing (2147: the default 2 GiB at 1M)")
+    parser.add_argument("--no-tune-text", action="store_true", help="keep the index's tuning as saved")
     parser.add_argument("--out", default=str(RESULTS / "filtered.json"))
     args = parser.parse_args()
 
     from sarclip_search.model.sarclip import git_commit
 
     load_start = load_average()
-    root = Path(args.cache) / f"db-{args.size}"
+    budget = args.bytes_per_vector
+    root = Path(args.cache) / (f"db-{args.size}" if budget == BUDGET_BYTES_PER_VECTOR else f"db-{args.size}-{budget}B")
     built = root / "bench_build.json"
     if not built.is_file():
         print(f"building the {args.size:,}-tile index in {root} ...", file=sys.stderr)
-        build = build_scaled(Path(args.db), root, args.size, BUDGET_BYTES_PER_VECTOR, args.seed)
+        build = build_scaled(Path(args.db), root, args.size, budget, args.seed)
     else:
         build = json.loads(built.read_text())
     texts = list(LATENCY_TEXTS[: args.texts])
     ship_texts = [t for t in LATENCY_TEXTS if SHIP_WORDS & set(re.findall(r"[a-z]+", t.lower()))]
     with Engine.open(root) as after, plain(Engine.open(root)) as before:
+        text_tuning = None
+        if not args.no_tune_text and after.vectors.text_nprobe is None and not after.vectors.is_flat:
+            text_tuning = tune_text(after, before)
+            print(f"text setting tuned here: {text_tuning}", file=sys.stderr)
         columns = build_columns(after)
         print(f"filter columns built in {columns['total_s']} s, {columns['bytes_on_disk'] / 2**20:.1f} MiB", file=sys.stderr)
         total = after.vectors.ntotal
@@ -154,7 +184,7 @@ def main() -> None:
                     same[plan["name"]] += ids_before == ids_after
                     compared[plan["name"]] += 1
         seconds = time.perf_counter() - started
-        recall = {}
+        recall, unfiltered = {}, {}
         from sarclip_search.index import recall_at_k
 
         for plan in plans:  # the hits end to end vs exact search over the filtered copy, same query vectors
@@ -168,15 +198,24 @@ def main() -> None:
                 found[row, : len(ids)] = ids
             truth = exact_neighbours(after, queries, after.filter_ids(plan["filters"]), K)
             recall[plan["name"]] = round(float(recall_at_k(found, truth, K)), 3)
+            # the same texts unfiltered, at the same setting (routed as the engine routes them)
+            for row, text in enumerate(plan["texts"]):
+                ids = [h.id for h in after.query(text, k=K)]
+                found[row] = -1
+                found[row, : len(ids)] = ids
+            unfiltered[plan["name"]] = round(float(recall_at_k(found, exact_neighbours(after, queries, None, K), K)), 3)
         index_info = {k: v for k, v in after.vectors.info().items()
-                      if k in ("factory", "ntotal", "nprobe", "rerank_factor", "trained_on", "subset_scan")}
+                      if k in ("factory", "ntotal", "nprobe", "rerank_factor", "text_nprobe", "text_rerank_factor",
+                               "trained_on", "subset_scan")}
+        index_info["text_tuned_here"] = text_tuning
     rows = []
     for plan in plans:
         stats = samples[plan["name"]]
         rows.append({"filters": plan["name"], "selectivity": round(plan["selectivity"], 5), "n": len(stats["e2e_before"]),
                      **{key: {"p50": round(percentile(v, 50), 2), "p99": round(percentile(v, 99), 2)}
                         for key, v in stats.items()},
-                     "recall_at_10": recall[plan["name"]], "same_hits": f"{same[plan['name']]}/{compared[plan['name']]}"})
+                     "recall_at_10": recall[plan["name"]], "unfiltered_recall_at_10": unfiltered.get(plan["name"]),
+                     "same_hits": f"{same[plan['name']]}/{compared[plan['name']]}"})
     result = {
         "question": "filtered query latency at 1M: filter stage through DuckDB vs column arrays and an id-set cache",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
@@ -198,22 +237,26 @@ def print_result(result: dict) -> None:
     info = result["index"]
     print(f"machine: {machine['cpus']} cpus, OMP_WAIT_POLICY={machine['OMP_WAIT_POLICY']}, commit "
           f"{result['commit'][:10]}, load average {machine['load_average_start']} -> {machine['load_average_end']}")
-    print(f"index: {info['ntotal']:,} tiles, {info['factory']}, nprobe={info['nprobe']}, rerank={info['rerank_factor']}")
+    text = (f"; text nprobe={info['text_nprobe']}, rerank={info['text_rerank_factor']}" if info.get("text_nprobe") else "")
+    tuned = f" (text setting tuned here: {info['text_tuned_here']})" if info.get("text_tuned_here") else ""
+    print(f"index: {info['ntotal']:,} tiles, {info['factory']}, nprobe={info['nprobe']}, rerank={info['rerank_factor']}"
+          f"{text}{tuned}")
     columns = result["filter_columns"]
     print(f"filter columns built from the catalog in {columns['total_s']} s ({columns['bytes_on_disk'] / 2**20:.1f} MiB): "
           + ", ".join(f"{k} {v}" for k, v in columns["seconds"].items()))
     print("ms p50 / p99; before = DuckDB, after new = column arrays (id set not cached), after cached = id-set cache hit;"
           " the rest of a query: text encoding, ANN search + fetch of the hits' rows")
     header = f"{'filter':<32}{'share':>8}" + "".join(f"{'e2e ' + w:>19}" for w in WAYS) + "".join(
-        f"{'filter ' + w:>22}" for w in WAYS) + f"{'encode':>16}{'search+fetch':>16}{'recall@10':>11}{'same':>9}"
+        f"{'filter ' + w:>22}" for w in WAYS) + f"{'encode':>16}{'search+fetch':>16}{'recall@10':>11}{'unfiltered':>11}{'same':>9}"
     print(header)
     for row in result["rows"]:
         cells = "".join(f"{row['e2e_' + w]['p50']:>11.1f} /{row['e2e_' + w]['p99']:>6.1f}" for w in WAYS)
         cells += "".join(f"{row['filter_' + w]['p50']:>14.2f} /{row['filter_' + w]['p99']:>6.1f}" for w in WAYS)
         cells += "".join(f"{row[key]['p50']:>8.1f} /{row[key]['p99']:>6.1f}" if key in row else f"{'-':>16}"
                          for key in ("encode", "search_fetch"))
-        print(f"{row['filters'][:31]:<32}{100 * row['selectivity']:>7.2f}%{cells}{row['recall_at_10'] if row['recall_at_10'] is not None else float('nan'):>11.3f}"
-              f"{row['same_hits']:>9}")
+        recalls = "".join(f"{row.get(key) if row.get(key) is not None else float('nan'):>11.3f}"
+                          for key in ("recall_at_10", "unfiltered_recall_at_10"))
+        print(f"{row['filters'][:31]:<32}{100 * row['selectivity']:>7.2f}%{cells}{recalls}{row['same_hits']:>9}")
 
 
 if __name__ == "__main__":
