@@ -13,7 +13,8 @@ on near-duplicates short of the target, deeper re-ranking, then other codes with
 Printed per budget: what was tried (factory, re-rank depth, recall on the tuning sample, build and tune seconds),
 what was kept and its one-line `needs` when the target stays out of reach, and recall@10 vs exact (faiss.knn over
 all n) and batch q/s (best of 3) of the held-out queries at the kept setting, beside the same at plain tune()'s
-setting (re-ranking up to 32 x k on the first factory). The JSON record goes to --out.
+setting (re-ranking up to 32 x k on the first factory), and a held-out sweep of deeper settings (nprobe x1/2/4,
+re-rank up to 256 x k; best of 2). The JSON record goes to --out.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def best_qps(index: VectorIndex, xq: np.ndarray, nprobe: int | None, rerank: int) -> tuple[np.ndarray, float]:
+def best_qps(index: VectorIndex, xq: np.ndarray, nprobe: int | None, rerank: int,
+             repeats: int = 3) -> tuple[np.ndarray, float]:
     best, ids = float("inf"), None
-    for _ in range(3):
+    for _ in range(repeats):
         started = time.perf_counter()
         ids = index.search(xq, K, nprobe=nprobe, rerank_factor=rerank, population="image")[1]
         best = min(best, time.perf_counter() - started)
@@ -88,6 +90,13 @@ def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, l
             row["plain_tune_held_out"] = {"factory": first["factory"], "nprobe": first["nprobe"],
                                           "rerank_factor": first["rerank_factor"],
                                           "recall": round(recall_at_k(ids, truth, K), 4), "qps": round(qps, 1)}
+    if kept.rerank_factor > 1:  # what held-out queries get deeper than the tuning sample's pick
+        row["held_out_sweep"] = []
+        for nprobe in sorted({kept.nprobe, 2 * kept.nprobe, 4 * kept.nprobe}):
+            for rerank in sorted({kept.rerank_factor, 64, 128, 256}):
+                ids, qps = best_qps(kept, xq, nprobe, rerank, repeats=2)
+                row["held_out_sweep"].append({"nprobe": nprobe, "rerank": rerank,
+                                              "recall": round(recall_at_k(ids, truth, K), 4), "qps": round(qps, 1)})
     for entry in tried:
         print(f"  tried {entry['factory']:<24} subset codes {'yes' if entry['subset_codes'] else 'no ':<3} "
               f"{entry['bytes_per_vector']:>6.1f} B/vec  re-rank <= {entry['rerank_max']:>3} x k: "
@@ -106,6 +115,9 @@ def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, l
               f"{plain['rerank_factor']}: held-out recall@10 {plain['recall']:.3f} at {plain['qps']:.0f} q/s", flush=True)
     if row["needs"]:
         print(f"  needs: {row['needs']}", flush=True)
+    if "held_out_sweep" in row:
+        print("  held-out sweep (nprobe/rerank: recall q/s): " + "  ".join(
+            f"{p['nprobe']}/{p['rerank']}: {p['recall']:.3f} {p['qps']:.0f}" for p in row["held_out_sweep"]), flush=True)
     return row
 
 
