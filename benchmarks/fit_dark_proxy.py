@@ -5,7 +5,7 @@ Thresholds per radiometric regime are fitted on the TRAIN split only: 8-px block
   calibrated_co / calibrated_cross  C2S-MS-Floods train chips (VV, VH rows), their water labels
   amplitude                         KOMPSAT-5 train tiles, their water masks
   display8                          weak labels: HRSID offshore train crops (sea but the ship mask),
-                                    MSTAR composite train scenes (land)
+                                    MSTAR composite train scenes and every 12th SOC chip (land)
 Then every tile (the indexer's 256-px grid) of the train and val images with a mask is scored: Pearson r of
 the mask's water fraction vs the proxy, and the accuracy of water > 0.5 vs proxy > 0.5, per regime and split;
 the MKLab oil-spill scenes (test split, never fitted on) are reported as a transfer check with --with-test.
@@ -44,7 +44,9 @@ from sarclip_search.ingest.tiling import tile_windows
 from defaults import DATA, RUNS, require_archive
 
 TILE = 256
+WEAK_DATASETS = ("HRSID", "MSTAR-composite-scenes", "MSTAR-SOC")  # labelled water / land by what they show
 MSTAR_SCENES = 40  # land scenes for the display8 weak labels (of 264 train; the first by path)
+MSTAR_CHIP_STEP = 12  # every 12th MSTAR SOC chip (vehicles on grass; all classes): land too, ~200 of train+val
 
 
 def water_map(row: dict, data: Path, kind: str) -> np.ndarray | None:
@@ -71,7 +73,7 @@ def sources(data: Path) -> list[tuple[dict, str]]:
     with open(data / "manifest.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     picked = []
-    mstar = 0
+    mstar = soc = 0
     for row in rows:
         if find_mask(row["path"]) is not None:
             picked.append((row, "mask"))
@@ -80,6 +82,10 @@ def sources(data: Path) -> list[tuple[dict, str]]:
         elif row["dataset"] == "MSTAR-composite-scenes" and row["split"] != "test" and mstar < MSTAR_SCENES * 1.3:
             mstar += 1
             picked.append((row, "land"))
+        elif row["dataset"] == "MSTAR-SOC" and row["split"] != "test":
+            soc += 1  # a vehicle on grass: land (its few vehicle pixels too)
+            if soc % MSTAR_CHIP_STEP == 0:
+                picked.append((row, "land"))
     return picked
 
 
@@ -182,10 +188,12 @@ def main() -> None:
         if not in_split:
             continue
         results[split] = {"all": score(in_split)}
-        for group, weak in (("real_masks", False), ("weak_labels", True)):  # weak: HRSID offshore, MSTAR scenes
-            chosen = [t for t in in_split if (t["dataset"] in ("HRSID", "MSTAR-composite-scenes")) == weak]
+        for group, weak in (("real_masks", False), ("weak_labels", True)):  # weak: HRSID offshore, MSTAR
+            chosen = [t for t in in_split if (t["dataset"] in WEAK_DATASETS) == weak]
             if chosen:
                 results[split][group] = score(chosen)
+        for dataset in sorted({t["dataset"] for t in in_split}):
+            results[split][dataset] = score([t for t in in_split if t["dataset"] == dataset])
         for regime in sorted({t["regime"] for t in in_split}):
             results[split][regime] = score([t for t in in_split if t["regime"] == regime])
     for split, groups in results.items():

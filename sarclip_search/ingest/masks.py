@@ -15,9 +15,10 @@ its radiometric regime and its dB spread (std) below a homogeneity bound (`DARK_
 were fitted on the train split's masks (benchmarks/fit_dark_proxy.py, which also validates them on train and
 val tiles): calibrated backscatter (Sentinel-1 dB / linear power) per co- and cross-polarization,
 uncalibrated amplitude on the KOMPSAT-5 tiles, 8-bit display products on weak labels (HRSID offshore crops:
-sea but the ship mask; MSTAR composite scenes: land). Its fraction is of blocks with valid pixels; NULL for a
-tile without one. It is a proxy: flooded vegetation and wind-roughened water are not dark, and the 8-bit
-products' levels depend on how each was stretched.
+sea but the ship mask; MSTAR composite scenes and SOC chips: land). Its fraction is of blocks with valid
+pixels; NULL for a tile without one. It is a proxy: flooded vegetation and wind-roughened water are not dark,
+and the 8-bit products' levels depend on how each was stretched (`proxy_water_fraction` keeps it only where
+it was shown to mean water).
 
 A change to these rules bumps `metadata.METADATA_RULES_VERSION`, as for the objects (every scene re-labelled once).
 """
@@ -150,8 +151,18 @@ DARK_THRESHOLDS: dict[str, DarkThreshold] = {
     "calibrated_co": DarkThreshold(-17.1, math.inf),
     "calibrated_cross": DarkThreshold(-21.2, math.inf),
     "amplitude": DarkThreshold(27.3, math.inf),
-    "display8": DarkThreshold(26.3, math.inf),
+    "display8": DarkThreshold(26.0, math.inf),
 }
+# Scales whose dark fraction stands for water (validated on real masks: the calibrated C2S-MS / Sen1Floods11
+# chips and the KOMPSAT-5 amplitude tiles). On 8-bit products it measures darkness only: half of the MSTAR
+# chips' grass is as dark as HRSID's sea, and the MKLab scenes' sea is a mid grey (docs/query.md).
+PROXY_WATER_SCALES = ("db", "linear_power", "amplitude")
+
+
+def proxy_water_fraction(dark: float | None, scale: object) -> float | None:
+    """A tile's dark fraction as a water fraction where its scale makes that meaningful (`PROXY_WATER_SCALES`),
+    else None: what captions may say "water" from when no mask gives `tile_water_fraction`."""
+    return dark if str(scale) in PROXY_WATER_SCALES else None
 
 
 def dark_regime(scale: str, polarization: object = None) -> str:
@@ -323,8 +334,8 @@ WATER_CONTEXT: tuple[tuple[float, tuple[str, ...]], ...] = (
 def water_context(fraction: float | None) -> tuple[str, ...]:
     """Phrases for a tile's water fraction ("mostly water", "land with a river or lake" ...); () when unknown.
 
-    For captions of tiles without `scene_type` context: pass `tile_water_fraction`, else `tile_dark_fraction`
-    (a proxy: dark calm water; flooded vegetation and wind-roughened water are missed).
+    For captions of tiles without `scene_type` context: pass `tile_water_fraction`, else
+    `proxy_water_fraction(tile_dark_fraction, scale)` (None on 8-bit products, where darkness is not water).
     """
     if fraction is None or not math.isfinite(fraction):
         return ()

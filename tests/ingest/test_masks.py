@@ -248,3 +248,8 @@ def test_block_stats_are_the_blocks_nan_mean_and_std() -> None:
     assert np.allclose(std, np.nanstd(cells, axis=(1, 3)), atol=1e-3)
     assert not valid[1, 0] and valid.sum() == 29
     assert masks.block_stats(values[:5, :7], 16)[0].shape == (1, 1)  # smaller than a block: one block
+
+
+def test_the_proxy_stands_for_water_only_on_validated_scales() -> None:
+    assert masks.proxy_water_fraction(0.8, "db") == 0.8 and masks.proxy_water_fraction(0.8, "amplitude") == 0.8
+    assert masks.proxy_water_fraction(0.8, "display8") is None and masks.proxy_water_fraction(None, "db") is None
