@@ -31,12 +31,12 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_index import REAL_DB, make_vectors
+from bench_index import REAL_DB, make_vectors, median_neighbour_distance, real_tiles
 
 from sarclip_search.index import VectorIndex, choose_index_key, recall_at_k, resident_bytes
 from sarclip_search.index.choose import DEFAULT_MEMORY_BUDGET
 
-from defaults import DATA, RESULTS, write_result
+from defaults import DATA, RESULTS, corpus_index, write_result
 
 K = 10
 
@@ -55,7 +55,23 @@ def best_qps(index: VectorIndex, xq: np.ndarray, nprobe: int | None, rerank: int
     return ids, len(xq) / best
 
 
-def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, label: str, flat_qps: float) -> dict:
+def new_scene_queries(args: argparse.Namespace, count: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(`count` tuning queries from the first half of make_vectors' held-out tiles, with its noise and another seed;
+    a mask of make_vectors' queries drawn from the other half): tuning queries from scenes the index does not hold,
+    measured on queries from other such scenes. Repeats make_vectors' draws to know each query's tile."""
+    tiles = real_tiles(corpus_index(args.real_db, args.archive, "--real-db"))
+    noise = 0.5 * median_neighbour_distance(tiles) / np.sqrt(tiles.shape[1])
+    held_out = tiles[np.random.default_rng(args.seed + 3).permutation(len(tiles))[: len(tiles) // 10]]
+    query_tiles = np.random.default_rng(args.seed + 1).integers(0, len(held_out), args.queries)
+    half = len(held_out) // 2
+    rng = np.random.default_rng(args.seed + 11)
+    xt = held_out[rng.integers(0, half, count)]
+    xt = xt + noise * rng.standard_normal(xt.shape, dtype=np.float32)
+    return (xt / np.linalg.norm(xt, axis=1, keepdims=True)).astype(np.float32), query_tiles >= half
+
+
+def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, label: str, flat_qps: float,
+               tune_queries: np.ndarray | None = None) -> dict:
     n, d = xb.shape
     factory = choose_index_key(n, d, budget)
     print(f"\n== {label}: budget {budget / n:.1f} B/vector -> choose_index_key: {factory}; load {load_average()}",
@@ -65,7 +81,7 @@ def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, l
     index.add(np.arange(n, dtype=np.int64), xb)
     build_s = time.perf_counter() - started
     started = time.perf_counter()
-    kept = index.tuned(memory_budget=budget)
+    kept = index.tuned(tune_queries, memory_budget=budget)
     tuned_s = time.perf_counter() - started
     tuning = kept.tuning or {}
     tried = tuning.get("tried") or []
@@ -78,6 +94,7 @@ def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, l
            "tuning_sample_recall": round(float(tuning.get("recall", 1.0)), 4),
            "met_target": bool(tuning.get("met_target", True)), "neighbour_score": tuning.get("neighbour_score"),
            "needs": tuning.get("needs"), "replaces": tuning.get("replaces"), "tried": tried,
+           "tuned_on": "own vectors" if tune_queries is None else f"{len(tune_queries)} new-scene queries",
            "load_after_tune": load_average()}
     ids, qps = best_qps(kept, xq, kept.nprobe, kept.rerank_factor)
     row["held_out"] = {"recall": round(recall_at_k(ids, truth, K), 4), "qps": round(qps, 1),
@@ -128,9 +145,13 @@ def main() -> None:
     parser.add_argument("--budgets", default="0,80", help="bytes per vector, comma-separated; 0 = the default 2 GiB")
     parser.add_argument("--real-db", default=REAL_DB)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tune-on", choices=("own", "new-scenes"), default="own",
+                        help="tuned()'s queries: a sample of the index's own vectors (as the indexer), or 256 queries "
+                             "from half the held-out tiles, measured on the queries of the other half")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    out = Path(args.out or RESULTS / f"near_duplicates_{args.n}.json")
+    suffix = "" if args.tune_on == "own" else "_new_scenes"
+    out = Path(args.out or RESULTS / f"near_duplicates_{args.n}{suffix}.json")
     vector_args = argparse.Namespace(data="real", n=args.n, d=256, queries=args.queries, seed=args.seed,
                                      real_db=args.real_db, archive=str(DATA), real_noise=None)
     result: dict = {"n": args.n, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cpus": os.cpu_count(),
@@ -138,6 +159,11 @@ def main() -> None:
                     "commit": os.popen("git rev-parse --short HEAD").read().strip()}
     xb, xq, data = make_vectors(vector_args)
     result["data"] = data
+    tune_queries = None
+    if args.tune_on == "new-scenes":
+        tune_queries, measured = new_scene_queries(vector_args)
+        xq = xq[measured]
+        result["tune_on"] = {"tune_queries": len(tune_queries), "held_out_queries": len(xq)}
     started = time.perf_counter()
     truth = faiss.knn(xq, xb, K, faiss.METRIC_INNER_PRODUCT)[1]
     flat_qps = len(xq) / (time.perf_counter() - started)
@@ -148,7 +174,7 @@ def main() -> None:
     for per_vector in (float(b) for b in args.budgets.split(",")):
         budget = DEFAULT_MEMORY_BUDGET if per_vector == 0 else int(per_vector * args.n)
         label = "default budget (2 GiB)" if per_vector == 0 else f"{per_vector:g} B/vector"
-        result["budgets"].append(run_budget(xb, xq, truth, budget, label, flat_qps))
+        result["budgets"].append(run_budget(xb, xq, truth, budget, label, flat_qps, tune_queries))
         write_result(out, result)
     result["load_average_end"] = load_average()
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

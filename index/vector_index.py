@@ -425,6 +425,7 @@ class VectorIndex:
 
     def tuned(
         self,
+        queries: np.ndarray | None = None,
         *,
         memory_budget: int | None = None,
         text_queries: np.ndarray | None = None,
@@ -441,10 +442,11 @@ class VectorIndex:
         the target is returned, tuned, its `tuning` recording what was tried (`tried`), the factory it replaces
         (`replaces`, which the indexer keeps choosing it for) and the budget. None reaching it: the one with the
         best recall, its `tuning.needs` the one line naming the budget that does (also logged as a warning).
-        Without near-duplicates this is `tune()`: nothing is rebuilt.
+        Without near-duplicates this is `tune()`: nothing is rebuilt. `queries`: as in `tune` (default: a seeded
+        sample of the index's own vectors), the same for every candidate.
         """
         options: dict[str, Any] = {"target_recall": target_recall, "k": k, "max_queries": max_queries}
-        result = tune_index(self, **options, report=memory_budget is None)
+        result = tune_index(self, queries, **options, report=memory_budget is None)
         previous = self.tuning or {}
         replaces = previous.get("replaces") if previous.get("memory_budget") == memory_budget else None
         if result.needs is None or memory_budget is None:
@@ -459,7 +461,7 @@ class VectorIndex:
             candidate = self.rebuilt(factory, subset_codes=subset_codes)
             built = time.perf_counter() - started
             started = time.perf_counter()
-            measured = tune_index(candidate, **options, report=False)
+            measured = tune_index(candidate, queries, **options, report=False)
             seconds = time.perf_counter() - started
             tried.extend(measured.tried or [tried_entry(candidate, measured, RERANK_FACTORS[-1] if is_pq(factory) else 1)])
             tried[-1] = {**tried[-1], "build_s": round(built, 1), "tune_s": round(seconds, 1)}
