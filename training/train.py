@@ -36,10 +36,11 @@ from sarclip_search.model.sarclip import (
     save_checkpoint,
 )
 from sarclip_search.training import data as training_data
+from sarclip_search.training.captions import SHIP_SCENE_DATASETS
 from sarclip_search.training.evaluate import zero_shot_accuracy
 from sarclip_search.training.hard_negatives import VEHICLE_DATASETS, HardNegativeSampler
 from sarclip_search.training.shortcut import swap_clutter
-from sarclip_search.training.views import paste_targets, stretch
+from sarclip_search.training.views import land_background, paste_targets, stretch
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +347,6 @@ def build_task(
 def land_backgrounds(samples: Sequence[training_data.Sample], chips: np.ndarray, datasets: Sequence[str]) -> list[int]:
     """Indices of the samples that can receive a pasted target: `datasets` chips of the train split that hold no
     object, and, for tiles of ship scenes, only those textured like land (views.land_background)."""
-    from sarclip_search.training.captions import SHIP_SCENE_DATASETS
-    from sarclip_search.training.views import land_background
-
     out = []
     for i, sample in enumerate(samples):
         if sample.dataset not in datasets or sample.split != "train":

@@ -161,3 +161,23 @@ def test_loss_goes_down_with_hard_pairs_pasted_targets_and_stretch(tmp_path, mon
     result = train(config)
     assert all(np.isfinite(result.losses))
     assert np.mean(result.losses[-4:]) < np.mean(result.losses[:4]), result.losses
+
+
+def test_land_backgrounds_come_from_the_train_split_and_hold_no_ship():
+    from pathlib import Path
+
+    from sarclip_search.training.data import Sample
+    from sarclip_search.training.train import land_backgrounds
+
+    rng = np.random.default_rng(0)
+    textured = (np.kron(rng.random((8, 8)), np.ones((16, 16))) * 0.6 + 0.2).astype(np.float32)
+    flat_sea = (0.7 + 0.04 * rng.standard_normal((128, 128))).astype(np.float32)
+
+    def sample(dataset, split, key):
+        return Sample(Path("x"), None, key, ("c",), dataset, "", split=split)
+
+    samples = [sample("BigEarthNet-S1", "train", "land"), sample("BigEarthNet-S1", "val", "land"),
+               sample("HRSID", "train", "ships:no:sea:"), sample("HRSID", "train", "ships:a_single:sea:"),
+               sample("HRSID", "train", "ships:no:offshore:"), sample("MSTAR-SOC", "train", "T72")]
+    chips = np.stack([textured, textured, textured, textured, flat_sea, textured])
+    assert land_backgrounds(samples, chips, ("BigEarthNet-S1", "HRSID")) == [0, 2]
