@@ -71,13 +71,13 @@ def new_scene_queries(args: argparse.Namespace, count: int = 256) -> tuple[np.nd
 
 
 def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, label: str, flat_qps: float,
-               tune_queries: np.ndarray | None = None) -> dict:
+               tune_queries: np.ndarray | None = None, factory: str | None = None, subset_codes: bool = True) -> dict:
     n, d = xb.shape
-    factory = choose_index_key(n, d, budget)
+    factory = factory or choose_index_key(n, d, budget)
     print(f"\n== {label}: budget {budget / n:.1f} B/vector -> choose_index_key: {factory}; load {load_average()}",
           flush=True)
     started = time.perf_counter()
-    index = VectorIndex.create(d, factory)
+    index = VectorIndex.create(d, factory, subset_codes=subset_codes)
     index.add(np.arange(n, dtype=np.int64), xb)
     build_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -148,9 +148,12 @@ def main() -> None:
     parser.add_argument("--tune-on", choices=("own", "new-scenes"), default="own",
                         help="tuned()'s queries: a sample of the index's own vectors (as the indexer), or 256 queries "
                              "from half the held-out tiles, measured on the queries of the other half")
+    parser.add_argument("--factory", default=None, help="build this factory instead of choose_index_key's pick")
+    parser.add_argument("--no-subset-codes", action="store_true", help="build it without the 4-bit subset codes")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    suffix = "" if args.tune_on == "own" else "_new_scenes"
+    suffix = ("" if args.tune_on == "own" else "_new_scenes") + (
+        f"_{args.factory.replace(',', '_')}" if args.factory else "")
     out = Path(args.out or RESULTS / f"near_duplicates_{args.n}{suffix}.json")
     vector_args = argparse.Namespace(data="real", n=args.n, d=256, queries=args.queries, seed=args.seed,
                                      real_db=args.real_db, archive=str(DATA), real_noise=None)
@@ -174,7 +177,8 @@ def main() -> None:
     for per_vector in (float(b) for b in args.budgets.split(",")):
         budget = DEFAULT_MEMORY_BUDGET if per_vector == 0 else int(per_vector * args.n)
         label = "default budget (2 GiB)" if per_vector == 0 else f"{per_vector:g} B/vector"
-        result["budgets"].append(run_budget(xb, xq, truth, budget, label, flat_qps, tune_queries))
+        result["budgets"].append(run_budget(xb, xq, truth, budget, label, flat_qps, tune_queries, args.factory,
+                                            not args.no_subset_codes))
         write_result(out, result)
     result["load_average_end"] = load_average()
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
