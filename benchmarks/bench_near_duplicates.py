@@ -73,9 +73,10 @@ def new_scene_queries(args: argparse.Namespace, count: int = 256) -> tuple[np.nd
 def run_budget(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, budget: int, label: str, flat_qps: float,
                tune_queries: np.ndarray | None = None, factory: str | None = None, subset_codes: bool = True) -> dict:
     n, d = xb.shape
+    source = "--factory" if factory else "choose_index_key"
     factory = factory or choose_index_key(n, d, budget)
-    print(f"\n== {label}: budget {budget / n:.1f} B/vector -> choose_index_key: {factory}; load {load_average()}",
-          flush=True)
+    print(f"\n== {label}: budget {budget / n:.1f} B/vector -> {source}: {factory}"
+          f"{'' if subset_codes else ' without subset codes'}; load {load_average()}", flush=True)
     started = time.perf_counter()
     index = VectorIndex.create(d, factory, subset_codes=subset_codes)
     index.add(np.arange(n, dtype=np.int64), xb)
