@@ -68,8 +68,20 @@ EXACT_COST_RATIO_EXACT_SCORES = 2.0
 # unfiltered queries/s (recall 0.963: the float16 copy ties near-duplicates); at 6x, 20% went exact too:
 # 0.08x -> 0.12x, but recall 1.000 -> 0.955, so 4x.
 EXACT_VS_SELECTOR = 4.0
+EXACT_VS_SELECTOR_MAX_SELECTIVITY = 0.3  # (the post-filter path's start when this was measured)
+# The ratios above are for batches: BLAS shares each subset row among the queries. One query at a time gathers
+# (and converts from float16) every row for itself: 1M, IVF4096,PQ32x8 at the text setting (nprobe 32, rerank
+# 64: 4x its cost is 140k rows), one text at a time, load 3.2, ms p50 exact / selector: 10k rows 8.3 / 21.0,
+# 30k 17.6 / 21.0, 100k 85.1 / 11.4, 200k 117 / 8.0 (recall 1.000 / 1.000, 0.990 at 200k). So a batch of at
+# most EXACT_FEW_QUERIES queries is searched exactly only up to EXACT_FEW_MAX_ROWS rows.
+EXACT_FEW_QUERIES = 8
+EXACT_FEW_MAX_ROWS = 32_768
 FILTER_PROBE_MARGIN = 4.0
-POST_FILTER_MIN_SELECTIVITY = 0.3
+# From 5%, not 30% as first measured at the image setting: at the text setting (1M, nprobe 64, rerank 64, 50
+# texts one at a time, load 3-6 with another 1M benchmark running) 10% went from the selector's 2,576 probed
+# lists to the post-filter path: search 24.9 -> 15.1 ms p50, recall 0.998 -> 0.994; 8.7%: 25.1 -> 15.7 ms,
+# 0.996 -> 0.994 (nprobe 32, rerank 64, 10 texts: 3% 14.4 ms post vs 21.0 selector, 20% 4.6 vs 8.0).
+POST_FILTER_MIN_SELECTIVITY = 0.05
 POST_FILTER_MARGIN = 1.0
 POST_FILTER_PROBE_EXPONENT = 1.0
 POST_FILTER_DEEPEN_BELOW = 0.5  # members found / k*rerank below which a query is searched again, deeper
@@ -184,7 +196,7 @@ def search_subset(
     if count == 0:
         return empty_results(len(xq), k)
     nprobe = nprobe or index.nprobe or 1
-    if exact_applies(index, k, count, nprobe, rerank):
+    if exact_applies(index, k, count, nprobe, rerank, len(xq)):
         return exact_subset(index, xq, k, members)
     if index.subset_scan and scan_applies(index, k, count, nprobe, rerank):
         return scan_subset(index, xq, k, members)
@@ -204,14 +216,21 @@ def search_subset(
     return scores, ids
 
 
-def exact_applies(index: SearchableIndex, k: int, count: int, nprobe: int, rerank: int) -> bool:
-    """Whether a subset of `count` rows is searched exactly (see EXACT_COST_RATIO)."""
+def exact_applies(
+    index: SearchableIndex, k: int, count: int, nprobe: int, rerank: int, queries: int | None = None
+) -> bool:
+    """Whether a subset of `count` rows is searched exactly (see EXACT_COST_RATIO; for a batch of at most
+    EXACT_FEW_QUERIES `queries`, at most EXACT_FEW_MAX_ROWS rows)."""
     ratio = EXACT_COST_RATIO if rerank > 1 else EXACT_COST_RATIO_EXACT_SCORES
-    if index.is_flat or count <= max(
+    if index.is_flat:
+        return True
+    if queries is not None and queries <= EXACT_FEW_QUERIES and count > max(EXACT_SUBSET_MIN, EXACT_FEW_MAX_ROWS):
+        return False
+    if count <= max(
         EXACT_SUBSET_MIN, ratio * query_cost(index.nlist, index.ntotal, k, nprobe, rerank)
     ):
         return True
-    if rerank > 1 or is_pq(index.factory) or count >= POST_FILTER_MIN_SELECTIVITY * index.ntotal:
+    if rerank > 1 or is_pq(index.factory) or count >= EXACT_VS_SELECTOR_MAX_SELECTIVITY * index.ntotal:
         return False
     return count <= EXACT_VS_SELECTOR * selector_probes(index, nprobe, count) / index.nlist * index.ntotal
 

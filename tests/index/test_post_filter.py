@@ -84,3 +84,14 @@ def test_an_uncorrelated_filter_is_not_searched_again(index_and_data, post_filte
     inside = np.isin(ids, subset)
     assert recall_at_k(found, exact_search(xb[inside], ids[inside], xq, K)[1], K) >= 0.9
     assert searches == [len(xq)]  # one unfiltered search for the batch: every query found enough members
+
+
+def test_one_query_is_not_searched_exactly_over_a_large_subset(index_and_data, monkeypatch) -> None:
+    """Exact search of a subset pays off for batches (BLAS shares each row), not one query at a time."""
+    index = index_and_data[0]
+    monkeypatch.setattr(filtered_module, "EXACT_SUBSET_MIN", 1000)
+    monkeypatch.setattr(filtered_module, "EXACT_FEW_MAX_ROWS", 2000)
+    count = 3000  # below 4x the cost of a query at rerank 8 (~3k rows): exact for a batch
+    assert filtered_module.exact_applies(index, K, count, NPROBE, RERANK, 100)
+    assert not filtered_module.exact_applies(index, K, count, NPROBE, RERANK, 1)
+    assert filtered_module.exact_applies(index, K, 1500, NPROBE, RERANK, 1)
