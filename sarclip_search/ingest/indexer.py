@@ -589,8 +589,9 @@ def _relabel(catalog: Catalog, row: dict, *, touched: bool = False, path: Path |
     `row` comes from the raster's header (its tags are a metadata source), not its pixels (`prepare_file`);
     tile ids and vectors stay. Tiles of a scene with a CRS keep their bboxes (same pixels, same CRS); the
     others take the scene's box. `touched`: only the file's mtime changed; it is recorded so that the next
-    run skips the file unhashed. Otherwise the mask fractions and dark proxy are measured again (ingest/masks.py:
-    the masks and each tile's pixels read; the upgrade to schema v4 fills them so). `path`: the file as the
+    run skips the file unhashed. Otherwise the mask fractions are measured again from the masks (ingest/masks.py);
+    the dark proxy is kept (same pixels) unless a tile has none: the upgrade to schema v4 reads each tile's
+    pixels to fill it. `path`: the file as the
     walk found it (its masks are found from it); returns warning lines.
     """
     lines: list[str] = []
@@ -602,7 +603,8 @@ def _relabel(catalog: Catalog, row: dict, *, touched: bool = False, path: Path |
         held = tile_object_columns(row, [window for _, window in tiles], f"{row['path']}: boxes_xyxy")
         catalog.set_tile_objects([(tile_id, values) for (tile_id, _), values in zip(tiles, held)])
         try:
-            areas, lines = read_mask_columns(path or row["abs_path"], row["path"], row, [w for _, w in tiles])
+            areas, lines = read_mask_columns(path or row["abs_path"], row["path"], row, [w for _, w in tiles],
+                                             catalog.scene_tile_dark_fractions(scene_id))
             catalog.set_tile_fractions([(tile_id, values) for (tile_id, _), values in zip(tiles, areas)])
         except RasterError as exc:
             lines = [f"tile_dark_fraction and mask fractions not measured ({str(exc).splitlines()[0]})"]

@@ -306,17 +306,21 @@ def tile_mask_columns(
 
 
 def read_mask_columns(path: str | Path, rel: str, row: Mapping[str, object], windows: Sequence[Sequence[int]],
+                      dark: Sequence[float | None] | None = None,
                       ) -> tuple[list[dict[str, float | None]], list[str]]:
     """`tile_mask_columns` of a scene already in the catalog (a re-label: the upgrade to schema v4, a changed
-    manifest row), its tiles' pixels read again window by window for the dark proxy (nothing embedded).
+    manifest row). `dark`: the tiles' stored dark proxies, kept as they are (same pixels); when None (never
+    measured: the upgrade to schema v4) the tiles' pixels are read again window by window (nothing embedded).
 
     Raises RasterError when the image cannot be read.
     """
-    meter = DarkMeter()
-    for window in windows:
-        meter(raster.read_window(path, Window(*(int(v) for v in window)), bands=[1]), str(row.get("scale") or ""))
+    if dark is None:
+        meter = DarkMeter()
+        for window in windows:
+            meter(raster.read_window(path, Window(*(int(v) for v in window)), bands=[1]), str(row.get("scale") or ""))
+        dark = meter.fractions(row_polarization(row))
     size = (int(row["width"]), int(row["height"]))  # type: ignore[call-overload]
-    return tile_mask_columns(path, rel, size, windows, meter.fractions(row_polarization(row)))
+    return tile_mask_columns(path, rel, size, windows, dark)
 
 
 # --------------------------------------------------------------------------- words, for captions

@@ -396,6 +396,13 @@ class Catalog:
             [int(scene_id)]).fetchall()
         return [(int(row[0]), [int(v) for v in row[1:]]) for row in rows]
 
+    def scene_tile_dark_fractions(self, scene_id: int) -> list[float | None] | None:
+        """tile_dark_fraction of each tile of a scene, by tile id; None when any tile has none (never measured)."""
+        rows = self._con.execute(
+            "SELECT tile_dark_fraction FROM tiles WHERE scene_id = ? ORDER BY tile_id", [int(scene_id)]).fetchall()
+        values = [row[0] for row in rows]
+        return None if any(value is None for value in values) else [float(value) for value in values]
+
     def set_tile_objects(self, tiles: Sequence[tuple[int, Mapping[str, object]]]) -> None:
         """Rewrite tile_label, tile_n_objects and tile_objects of existing tiles: (tile_id, values) pairs."""
         self._require_writable("update tiles")
