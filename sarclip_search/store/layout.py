@@ -169,12 +169,13 @@ class IndexStore:
             handle.close()  # releases the flock
 
     @contextmanager
-    def new_generation(self, *, copy_current: bool = True) -> Iterator[Generation]:
+    def new_generation(self, *, copy_current: bool = True, filter_columns: bool = True) -> Iterator[Generation]:
         """Stage a new generation (from the committed one unless `copy_current` is False: its catalog
         copied, its vectors/ files hard-linked, `link_tree`).
 
         On normal exit the caller has written catalog, vectors and info into it (the catalog closed); the
-        filter columns are built from the catalog (`column_arrays.build_at_commit`) and it is then
+        filter columns are built from the catalog (`column_arrays.build_at_commit`; not with `filter_columns`
+        False: a run's intermediate commits, whose first filtered query builds them) and it is then
         committed by pointing CURRENT at it. On an exception it is deleted and CURRENT is untouched.
         Call inside `lock()`.
         """
@@ -193,7 +194,8 @@ class IndexStore:
             # the filter columns beside the catalog, so no query builds them (never fails the commit)
             from sarclip_search.store.column_arrays import build_at_commit
 
-            build_at_commit(staging.path, staging.catalog_path)
+            if filter_columns:
+                build_at_commit(staging.path, staging.catalog_path)
             final = Generation(self.root / f"{GEN_PREFIX}{number:06d}")
             publish_dir(staging.path, final.path)
             write_atomic(self.root / CURRENT_FILE, (final.path.name + "\n").encode(), unique=False)

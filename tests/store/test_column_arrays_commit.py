@@ -154,3 +154,23 @@ def test_kill_9_during_the_build_keeps_the_committed_generation(db: Path) -> Non
     with store.lock(), store.new_generation() as staging:  # the next writer removes the leftover, commits arrays
         shutil.copy2(committed.info_path, staging.info_path)
     assert not list(db.glob("gen-*.tmp")) and len(_records(store.require_current().path)) == len(COLUMNS)
+
+
+def test_only_the_last_commit_of_a_run_builds_the_filter_columns(
+    tmp_path: Path, fixture_archive: Path, checkpoint: Path, sarclip, monkeypatch
+) -> None:
+    """A run committing every file builds the columns once, for the generation it leaves current."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in CHIPS:
+        shutil.copy2(fixture_archive / "chips" / name, archive / name)
+    built: list[Path] = []
+    real = column_arrays.build_at_commit
+    monkeypatch.setattr(column_arrays, "build_at_commit", lambda path, catalog: built.append(path) or real(path, catalog))
+    store = IndexStore(tmp_path / "db")
+    report = index_archive(archive, store, sarclip, model_path=str(checkpoint), commit_every=1)
+    assert report.committed == 2
+    assert len(built) == 1
+    generation = store.require_current().path
+    assert built == [generation.with_name(generation.name + ".tmp")]  # staged under .tmp, then published
+    assert {record["column"] for record in _records(generation).values()} == set(COLUMNS)
