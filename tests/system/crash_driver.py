@@ -12,6 +12,8 @@ point (`sarclip_search.cli.app`, `index ARCHIVE --db DB --model CKPT --quiet --c
 gives it no chance to clean up, exactly like a kill -9 of the command. OMP_NUM_THREADS=1 (set by the
 caller) keeps torch and FAISS free of thread pools, so forking is safe.
 
+Every other kill is aimed at a commit (the driver polls for a staged `gen-*.tmp` generation every 0.5 ms and
+kills as soon as it sees one): an intermediate commit lasts milliseconds, so random kills can all miss them.
 After each kill the driver checks the committed state: it opens with `Engine.open`, `check_index`
 finds no problem (catalog ids == vector ids, counts and dims as info.json says), a vector query
 returns hits whose ids are all in the catalog, and no committed scene was lost since the last check.
@@ -52,6 +54,32 @@ def run_index(argv: list[str], log_path: Path) -> int:
         finally:
             os._exit(code)
     return pid
+
+
+def staged(db: Path) -> set[tuple[str, int, int]]:
+    """The staged generations (gen-*.tmp) in DB, each as (name, inode, creation time): one re-created under
+    the same name by a later run counts as new."""
+    found = set()
+    for path in db.glob("gen-*.tmp"):
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # deleted meanwhile
+            continue
+        found.add((path.name, info.st_ino, info.st_ctime_ns))
+    return found
+
+
+def wait_for_staging(db: Path, pid: int, leftovers: set, deadline: float) -> int | None:
+    """Wait until a new staged generation (gen-*.tmp, not one of `leftovers`) exists in DB or DEADLINE passes:
+    None; or the child's wait status if it exited first (it is reaped then)."""
+    while time.perf_counter() < deadline:
+        if staged(db) - leftovers:
+            return None
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.0005)
+    return None
 
 
 def index_argv(archive: Path, db: Path, checkpoint: Path, commit_every: int) -> list[str]:
@@ -139,11 +167,21 @@ def main() -> None:
     total = len(snapshot(reference)["scenes"])
     committed = 0
     while figures["kills"] < args.kills:
+        leftovers = staged(db)  # staging left by an earlier kill (the next writer deletes it) does not count
         pid = run_index(index_argv(args.archive, db, args.checkpoint, args.commit_every), log_path)
-        # Kill somewhere in the run's expected span: the clean run's time scaled to the work left.
-        time.sleep(rng.uniform(0.0, clean_seconds * max(0.2, 1 - committed / total)))
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        span = clean_seconds * max(0.2, 1 - committed / total)  # the clean run's time scaled to the work left
+        if figures["kills"] % 2:
+            # Every other kill is aimed at a commit: wait until a generation is being staged, then kill.
+            # Commits are short (milliseconds), so purely random kills can all miss them.
+            # No short deadline here: a run near the end spends longer than `span` on its last commit (filter
+            # columns), and random kills alone can then keep landing before it, run after run.
+            status = wait_for_staging(db, pid, leftovers, deadline=time.perf_counter() + 10 * clean_seconds + 10)
+        else:
+            status = None
+            time.sleep(rng.uniform(0.0, span))  # anywhere in the run's expected span
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
         if os.WIFEXITED(status):  # the run finished before the kill: start a new series from nothing
             figures["finished_before_kill"] += 1
             if os.waitstatus_to_exitcode(status) != 0:
@@ -153,7 +191,7 @@ def main() -> None:
             committed = 0
             continue
         figures["kills"] += 1
-        if any(db.glob("gen-*.tmp")):
+        if staged(db) - leftovers:
             figures["mid_write"] += 1  # a staged generation was being written when the kill landed
         scenes = check_committed(db, rng)
         if scenes == 0 and not (db / "CURRENT").exists():
