@@ -135,13 +135,22 @@ def read_array(path: Path, mmap: bool) -> np.ndarray:
 
 
 def read_faiss(path: Path, mmap: bool) -> faiss.Index:
-    """faiss.read_index, memory-mapped when asked and supported."""
+    """faiss.read_index, memory-mapped when asked and supported.
+
+    Mapped zero-copy first (IO_FLAG_MMAP_IFC: the codes stay in the page cache, searched in place as if read);
+    IO_FLAG_MMAP instead wraps an IVF index's lists in OnDiskInvertedLists, which searched half as fast: 1M x 256
+    IVF4096,Flat, 215 text queries at nprobe 16, idle 2 cores: 3,860 q/s vs 6,827 zero-copy, 7,363 read into
+    memory (0.57 s to load; 0.02 s mapped)."""
     try:
         if mmap:
-            try:
-                return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
-            except RuntimeError:
-                logger.info("FAISS cannot memory-map %s; reading it into memory", path)
+            for flag in (getattr(faiss, "IO_FLAG_MMAP_IFC", None), faiss.IO_FLAG_MMAP):
+                if flag is None:
+                    continue
+                try:
+                    return faiss.read_index(str(path), flag)
+                except RuntimeError:
+                    logger.info("FAISS cannot memory-map %s with flag %d", path, flag)
+            logger.info("FAISS cannot memory-map %s; reading it into memory", path)
         return faiss.read_index(str(path))
     except RuntimeError as error:
         raise VectorIndexError(
