@@ -8,7 +8,7 @@ import os
 # Before faiss loads OpenMP: idle BLAS/OpenMP threads otherwise spin and make search 3-15x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import faiss  # noqa: E402
+import faiss
 
 # faiss 1.15 ships distance_compute_blas_threshold = 128000: a batch of fewer queries is scored one query at a
 # time against Flat and against an IVF index's centroids (its coarse quantizer). 20, FAISS's earlier default,
@@ -16,8 +16,7 @@ import faiss  # noqa: E402
 # 2 cores, OMP_WAIT_POLICY=PASSIVE: 215 text queries at nprobe 16 5,073 -> 6,519 q/s, 256 image queries at
 # nprobe 4 8,863 -> 15,031 q/s, the same recall.
 BLAS_THRESHOLD = 20
-if faiss.cvar.distance_compute_blas_threshold > BLAS_THRESHOLD:
-    faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, BLAS_THRESHOLD)
 
 from .choose import choose_index_key, resident_bytes
 from .errors import UnknownIdError, VectorIndexError

@@ -82,7 +82,14 @@ FILTER_PROBE_MARGIN = 4.0
 # lists to the post-filter path: search 24.9 -> 15.1 ms p50, recall 0.998 -> 0.994; 8.7%: 25.1 -> 15.7 ms,
 # 0.996 -> 0.994 (nprobe 32, rerank 64, 10 texts: 3% 14.4 ms post vs 21.0 selector, 20% 4.6 vs 8.0).
 POST_FILTER_MIN_SELECTIVITY = 0.05
-POST_FILTER_MARGIN = 1.0
+# Candidates fetched: 2x the k*rerank/selectivity that hold k*rerank members on average. With 1x, half the queries
+# found fewer than k members (a binomial around its mean) and fell back to the selector (at 50%: 14 of 30 texts,
+# ~9 ms each on 1M IVF-Flat). 1M IVF4096,Flat, text setting nprobe 16, 50 texts one at a time, idle 2 cores, with
+# single queries split over both threads (`VectorIndex._faiss_search`): search + fetch p50 at 10% 16.1 -> 11.1 ms,
+# recall 1.000 both; 50% 17.2 -> 12.2 ms, 0.996 -> 0.980 (benchmarks/README.md). Probes stay raised by
+# 1/selectivity: 1/sqrt(selectivity) was as fast at 1M but lost recall on a negatively correlated filter
+# (tests/index/test_post_filter.py: 0.91 against 0.995 unfiltered).
+POST_FILTER_MARGIN = 2.0
 POST_FILTER_PROBE_EXPONENT = 1.0
 POST_FILTER_DEEPEN_BELOW = 0.5  # members found / k*rerank below which a query is searched again, deeper
 POST_FILTER_MAX_DEEPEN = 64  # at most this many times the probes and candidates

@@ -523,6 +523,12 @@ class VectorIndex:
         self, xq: np.ndarray, k: int, params: Any, use_gpu: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         index = self._search_index() if use_gpu else self._index
+        if index is self._index and not self.is_flat:
+            # Fewer queries than threads: split each query's probed lists over the threads (parallel_mode 1)
+            # instead of giving each thread whole queries, which leaves a single query on one core. One text,
+            # 1M IVF4096,Flat, idle 2 cores: nprobe 16 1.75 -> 1.33 ms, nprobe 128 k 640 (post-filter) 4.4 -> 2.7
+            # ms. Either mode returns the same results, so racing threads setting it is harmless.
+            faiss.extract_index_ivf(index).parallel_mode = 1 if len(xq) < faiss.omp_get_max_threads() else 0
         scores, ids = index.search(xq, k) if params is None else index.search(xq, k, params=params)
         scores[ids == -1] = -np.inf  # FAISS pads with -FLT_MAX
         return scores, ids
