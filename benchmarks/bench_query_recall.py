@@ -17,8 +17,9 @@ Per --memory-budget (comma-separated: `default` = the product's 2 GiB, `N/vector
 like 989M): the factory `choose_index_key(n, d, budget)` picks, built (train + add) and then `tune()`d with the
 text proxies as `text_queries`, exactly as the indexer does; cached under --cache/<data>-<n>-<factory> unless
 --rebuild. Rows:
-  Flat       faiss IndexFlatIP over the same vectors (the ground truth), batches through BLAS
-             (FLAT_BLAS_THRESHOLD; from 2026-12-07 22:40): batch q/s per population, best of
+  Flat       faiss IndexFlatIP over the same vectors (the ground truth), batches through BLAS (the index
+             package lowers faiss 1.15's distance_compute_blas_threshold to 20 on import; the benchmark
+             did so itself from 2026-12-07 22:40): batch q/s per population, best of
              --repeats at the start, after each budget's rows and at the end (the best round counts), and
              single-query p50 on 20 queries; the median exact score of each population's 1st, 10th and
              100th neighbour;
@@ -58,11 +59,7 @@ from defaults import CORPUS_DB, RESULTS, RUNS, write_result
 
 TARGET = 0.95
 SYNTHETIC_SEED = 0  # bench_index's default --seed: the same synthetic set
-FLAT_SINGLE = 20
-# Flat's batch through BLAS: faiss 1.15 ships distance_compute_blas_threshold 128000, under which a batch of
-# 215-256 queries takes its per-query scan (200k x 256, load 3.3: 73 q/s) instead of the matrix multiply (390
-# q/s with 20, faiss's old default); the baseline is Flat at its fastest. Set only while Flat is timed.
-FLAT_BLAS_THRESHOLD = 20  # single queries timed on Flat (~30-100 ms each at 1M)
+FLAT_SINGLE = 20  # single queries timed on Flat (~30-100 ms each at 1M)
 PQ_SWEEP = [(nprobe, rerank) for nprobe in (8, 16, 32, 64, 128) for rerank in (16, 64, 128)]
 FLAT_SWEEP = [(nprobe, 1) for nprobe in (4, 8, 16, 32, 64, 128, 256)]
 
@@ -120,15 +117,6 @@ class Flat:
     def time(self, populations: dict, repeats: int) -> dict:
         """Truth per population; best batch q/s and single-query p50 so far."""
         truth = {}
-        default = faiss.cvar.distance_compute_blas_threshold
-        faiss.cvar.distance_compute_blas_threshold = FLAT_BLAS_THRESHOLD
-        try:
-            self._time(populations, repeats, truth)
-        finally:
-            faiss.cvar.distance_compute_blas_threshold = default
-        return truth
-
-    def _time(self, populations: dict, repeats: int, truth: dict) -> None:
         for name, xq in populations.items():
             ids, qps = best_qps(lambda q: self.index.search(q, K)[1], xq, repeats)
             truth[name] = ids
@@ -140,6 +128,7 @@ class Flat:
             row = self.rows.setdefault(name, {"qps": 0.0, "single_p50_ms": float("inf"), "passes": []})
             row["passes"].append({"qps": round(qps, 1), "single_p50_ms": p50, "load": os.getloadavg()[0]})
             row["qps"], row["single_p50_ms"] = max(row["qps"], round(qps, 1)), min(row["single_p50_ms"], p50)
+        return truth
 
 
 def ratios(result: dict) -> None:
@@ -291,7 +280,7 @@ def main() -> None:
     out = Path(args.out or RESULTS / f"query_recall_{args.data}_{args.n}.json")
     result: dict = {"data": args.data, "n": args.n, "commit": git_commit(), "cpu": cpu_model(), "cpus": os.cpu_count(),
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "uptime_start": uptime(),
-                    "flat_blas_threshold": FLAT_BLAS_THRESHOLD,
+                    "flat_blas_threshold": faiss.cvar.distance_compute_blas_threshold,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     print(result["uptime_start"], flush=True)
 
