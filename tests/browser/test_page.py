@@ -197,6 +197,21 @@ def test_narrow_window_has_no_sideways_scroll(page):
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= 420
 
 
+def test_a_long_dataset_name_does_not_widen_the_filters_panel(page):
+    """A dataset checkbox is cut with an ellipsis, not a sideways scroll (a fieldset's min-content width once let
+    "MSTAR-composite-scenes (55)" push the 220-px panel into a horizontal scrollbar)."""
+    page.goto(QUERY)
+    panel = "document.querySelector('#filters-panel')"
+    page.page.evaluate("""() => {
+        const label = document.querySelector('#filters .collections label').cloneNode(true);
+        label.lastChild.textContent = ' a-dataset-with-a-very-long-name-like-MSTAR-composite-scenes (12345)';
+        document.querySelector('#filters .collections').append(label);
+    }""")
+    page.shot("long-dataset-name")
+    assert page.page.evaluate(f"{panel}.scrollWidth <= {panel}.clientWidth"), page.page.evaluate(
+        f"[{panel}.scrollWidth, {panel}.clientWidth]")
+
+
 def test_no_request_leaves_the_servers_origin(page):
     page.goto(QUERY)
     page.after(lambda: page.page.locator("#grid .result button.like").first.click())
