@@ -1,12 +1,14 @@
 """Which IVF lists should a text query probe? Centroid ranking vs ranking by sampled list members (issue 17).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_text_lists.py [--db runs/corpus-db] [--n 1000000] [--members 8,32]
+        [--subcentroids 2,4] [--lists 4,8,16] [--cache runs/index-bench]
 
 An experiment, not the engine's path. On the real-embedding-seeded set of bench_query_recall (the same cache),
 text recall@10 at a given nprobe is all or nothing per text: a few texts find none of their ten neighbours,
 because the lists holding them have centroids that rank low for a text (the modality gap). This ranks the lists
-instead by the best score among `m` members sampled from each list (m x nlist vectors scored per query; the list
-order of the sample makes the max a reshape), then scans the top p lists (FAISS `search_preassigned`), optionally
+instead by the best score among `m` members sampled from each list, or among `m` spherical k-means centroids of
+each list's members (`--subcentroids`; m x nlist vectors scored per query; their list order makes the max a
+reshape), then scans the top p lists (FAISS `search_preassigned`), optionally
 plus the top centroid lists. It prints, for the tuner's proxy texts and the held-out texts: recall@10 vs exact,
 its lower bound (mean - 2 standard errors, what `tune()` certifies), texts at 0.0, and batch q/s with Flat
 timed on the same texts in the same run.
@@ -66,6 +68,28 @@ class SampledLists:
         self.vectors = np.ascontiguousarray(xb[rows.ravel()])  # ids are rows of xb in this set
         self.empty, self.m, self.nlist = empty, m, ivf.nlist
 
+    @classmethod
+    def subcentroids(cls, ivf, xb: np.ndarray, m: int, seed: int = 0) -> SampledLists:
+        """Instead of random members: m k-means centroids of each list's members (unit length)."""
+        self = cls.__new__(cls)
+        out = np.zeros((ivf.nlist, m, xb.shape[1]), np.float32)
+        empty = np.zeros(ivf.nlist, bool)
+        for list_no in range(ivf.nlist):
+            size = ivf.invlists.list_size(list_no)
+            if size == 0:
+                empty[list_no] = True
+                continue
+            members = xb[faiss.rev_swig_ptr(ivf.invlists.get_ids(list_no), size).copy()]
+            if size <= m:
+                out[list_no] = members[np.arange(m) % size]
+                continue
+            kmeans = faiss.Kmeans(xb.shape[1], m, niter=10, seed=seed, spherical=True, min_points_per_centroid=1)
+            kmeans.train(members)
+            out[list_no] = kmeans.centroids
+        self.vectors = np.ascontiguousarray(out.reshape(-1, xb.shape[1]))
+        self.empty, self.m, self.nlist = empty, m, ivf.nlist
+        return self
+
     def lists(self, xq: np.ndarray, p: int) -> np.ndarray:
         best = (xq @ self.vectors.T).reshape(len(xq), self.nlist, self.m).max(axis=2)
         best[:, self.empty] = -np.inf
@@ -79,6 +103,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(RUNS / "index-bench"), help="bench_query_recall's cache")
     parser.add_argument("--members", default="8,32")
     parser.add_argument("--lists", default="4,8,16")
+    parser.add_argument("--subcentroids", default="2,4", help="k-means centroids per list ('' : none)")
     args = parser.parse_args()
     real, _, _, proxies, texts = text_sets(Path(args.db))
     xb, _, _ = vectors("real", args.n, real)
@@ -87,6 +112,9 @@ def main() -> None:
     ivf = faiss.extract_index_ivf(index._index)
     flat = faiss.IndexFlatIP(xb.shape[1])
     flat.add(xb)
+    started = time.perf_counter()
+    subs = {m: SampledLists.subcentroids(ivf, xb, m) for m in map(int, filter(None, args.subcentroids.split(",")))}
+    print(f"sub-centroids built in {time.perf_counter() - started:.1f} s")
     print(f"{factory}, n={args.n:,}, {len(proxies)} proxy texts, {len(texts)} held-out texts, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load {os.getloadavg()[0]:.2f}")
     for name, xq in (("proxies", proxies), ("held-out", texts)):
@@ -98,8 +126,9 @@ def main() -> None:
             found, qps = best_qps(lambda q: ivf.search(q, K)[1], xq)
             print(f"  {'centroids, nprobe ' + str(nprobe):34}" + "".join(f"{v:>8.3f}" for v in recall(found, truth)[:2])
                   + f"{recall(found, truth)[2]:>6}{qps:>9,.0f}{qps / flat_qps:>7.1f}")
-        for m in (int(v) for v in args.members.split(",")):
-            sample = SampledLists(ivf, xb, m)
+        rankers = [(f"{m} sampled members", SampledLists(ivf, xb, m)) for m in map(int, args.members.split(","))]
+        rankers += [(f"{m} sub-centroids", subs[m]) for m in map(int, filter(None, args.subcentroids.split(",")))]
+        for label, sample in rankers:
             for p in (int(v) for v in args.lists.split(",")):
                 def run(q, p=p, sample=sample):
                     lists = sample.lists(q, p)
@@ -107,7 +136,7 @@ def main() -> None:
                     return ivf.search_preassigned(q, K, lists, np.zeros(lists.shape, np.float32))[1]
                 found, qps = best_qps(run, xq)
                 r, lower, zeros = recall(found, truth)
-                print(f"  {f'{m} sampled members, {p} lists':34}{r:>8.3f}{lower:>8.3f}{zeros:>6}{qps:>9,.0f}"
+                print(f"  {f'{label}, {p} lists':34}{r:>8.3f}{lower:>8.3f}{zeros:>6}{qps:>9,.0f}"
                       f"{qps / flat_qps:>7.1f}")
     print(f"\nload {os.getloadavg()[0]:.2f}")
 
