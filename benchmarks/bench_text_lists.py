@@ -8,8 +8,7 @@ text recall@10 at a given nprobe is all or nothing per text: a few texts find no
 because the lists holding them have centroids that rank low for a text (the modality gap). This ranks the lists
 instead by the best score among `m` members sampled from each list, or among `m` spherical k-means centroids of
 each list's members (`--subcentroids`; m x nlist vectors scored per query; their list order makes the max a
-reshape), then scans the top p lists (FAISS `search_preassigned`), optionally
-plus the top centroid lists. It prints, for the tuner's proxy texts and the held-out texts: recall@10 vs exact,
+reshape), then scans the top p lists (FAISS `search_preassigned`). It prints, for the tuner's proxy texts and the held-out texts: recall@10 vs exact,
 its lower bound (mean - 2 standard errors, what `tune()` certifies), texts at 0.0, and batch q/s with Flat
 timed on the same texts in the same run.
 """
@@ -52,43 +51,34 @@ def best_qps(run, xq: np.ndarray, repeats: int = 3) -> tuple[np.ndarray, float]:
 
 
 class SampledLists:
-    """m members of every list (a list with fewer repeats its own), in list order: rows (nlist * m, d)."""
+    """m vectors standing for every IVF list, in list order (nlist * m, d): `members` draws m of the list's own
+    vectors (a list with fewer repeats its own), `kmeans` takes m spherical k-means centroids of them."""
 
-    def __init__(self, ivf, xb: np.ndarray, m: int, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        rows = np.zeros((ivf.nlist, m), np.int64)
-        empty = np.zeros(ivf.nlist, bool)
+    def __init__(self, ivf, xb: np.ndarray, m: int, pick) -> None:
+        out = np.zeros((ivf.nlist, m, xb.shape[1]), np.float32)
+        self.empty = np.zeros(ivf.nlist, bool)
         for list_no in range(ivf.nlist):
             size = ivf.invlists.list_size(list_no)
             if size == 0:
-                empty[list_no] = True
+                self.empty[list_no] = True
                 continue
-            ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(list_no), size).copy()
-            rows[list_no] = rng.choice(ids, m, replace=size < m)
-        self.vectors = np.ascontiguousarray(xb[rows.ravel()])  # ids are rows of xb in this set
-        self.empty, self.m, self.nlist = empty, m, ivf.nlist
+            members = xb[faiss.rev_swig_ptr(ivf.invlists.get_ids(list_no), size).copy()]  # ids are rows of xb here
+            out[list_no] = members[np.arange(m) % size] if size <= m else pick(members, m)
+        self.vectors = np.ascontiguousarray(out.reshape(-1, xb.shape[1]))
+        self.m, self.nlist = m, ivf.nlist
 
     @classmethod
-    def subcentroids(cls, ivf, xb: np.ndarray, m: int, seed: int = 0) -> SampledLists:
-        """Instead of random members: m k-means centroids of each list's members (unit length)."""
-        self = cls.__new__(cls)
-        out = np.zeros((ivf.nlist, m, xb.shape[1]), np.float32)
-        empty = np.zeros(ivf.nlist, bool)
-        for list_no in range(ivf.nlist):
-            size = ivf.invlists.list_size(list_no)
-            if size == 0:
-                empty[list_no] = True
-                continue
-            members = xb[faiss.rev_swig_ptr(ivf.invlists.get_ids(list_no), size).copy()]
-            if size <= m:
-                out[list_no] = members[np.arange(m) % size]
-                continue
+    def members(cls, ivf, xb: np.ndarray, m: int, seed: int = 0) -> SampledLists:
+        rng = np.random.default_rng(seed)
+        return cls(ivf, xb, m, lambda members, m: members[rng.choice(len(members), m, replace=False)])
+
+    @classmethod
+    def kmeans(cls, ivf, xb: np.ndarray, m: int, seed: int = 0) -> SampledLists:
+        def pick(members: np.ndarray, m: int) -> np.ndarray:
             kmeans = faiss.Kmeans(xb.shape[1], m, niter=10, seed=seed, spherical=True, min_points_per_centroid=1)
             kmeans.train(members)
-            out[list_no] = kmeans.centroids
-        self.vectors = np.ascontiguousarray(out.reshape(-1, xb.shape[1]))
-        self.empty, self.m, self.nlist = empty, m, ivf.nlist
-        return self
+            return kmeans.centroids
+        return cls(ivf, xb, m, pick)
 
     def lists(self, xq: np.ndarray, p: int) -> np.ndarray:
         best = (xq @ self.vectors.T).reshape(len(xq), self.nlist, self.m).max(axis=2)
@@ -113,7 +103,7 @@ def main() -> None:
     flat = faiss.IndexFlatIP(xb.shape[1])
     flat.add(xb)
     started = time.perf_counter()
-    subs = {m: SampledLists.subcentroids(ivf, xb, m) for m in map(int, filter(None, args.subcentroids.split(",")))}
+    subs = {m: SampledLists.kmeans(ivf, xb, m) for m in map(int, filter(None, args.subcentroids.split(",")))}
     print(f"sub-centroids built in {time.perf_counter() - started:.1f} s")
     print(f"{factory}, n={args.n:,}, {len(proxies)} proxy texts, {len(texts)} held-out texts, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load {os.getloadavg()[0]:.2f}")
@@ -126,7 +116,7 @@ def main() -> None:
             found, qps = best_qps(lambda q: ivf.search(q, K)[1], xq)
             print(f"  {'centroids, nprobe ' + str(nprobe):34}" + "".join(f"{v:>8.3f}" for v in recall(found, truth)[:2])
                   + f"{recall(found, truth)[2]:>6}{qps:>9,.0f}{qps / flat_qps:>7.1f}")
-        rankers = [(f"{m} sampled members", SampledLists(ivf, xb, m)) for m in map(int, args.members.split(","))]
+        rankers = [(f"{m} sampled members", SampledLists.members(ivf, xb, m)) for m in map(int, args.members.split(","))]
         rankers += [(f"{m} sub-centroids", subs[m]) for m in map(int, filter(None, args.subcentroids.split(",")))]
         for label, sample in rankers:
             for p in (int(v) for v in args.lists.split(",")):
