@@ -46,7 +46,7 @@ from sarclip_search.ingest.text_proxies import catalog_vocabulary, proxy_texts
 from sarclip_search.model.encoders import load_onnx_encoder
 from sarclip_search.store.layout import IndexStore
 
-from defaults import CORPUS_DB, RESULTS, RUNS
+from defaults import CORPUS_DB, DATA, RESULTS, RUNS, corpus_index
 
 K = 10
 SEED = 7
@@ -71,6 +71,7 @@ def text_sets(db: Path) -> tuple[np.ndarray, list[str], list[str], np.ndarray, n
     """(the corpus index's real tile vectors, tuning proxy texts, held-out texts, their ONNX embeddings):
     the proxies are `proxy_texts` of the corpus catalog's vocabulary plus SYNTHETIC_COLUMNS' values (what the
     indexer would pass); the held-out texts are LATENCY_TEXTS + EVAL_TEXTS minus any proxy."""
+    db = corpus_index(db, DATA)  # built from the corpus when missing, as the other benchmarks do
     real, info = corpus_vectors(db)
     encoder = load_onnx_encoder(db, info["model"]["checkpoint_sha256"])
     if encoder is None:
